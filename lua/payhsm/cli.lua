@@ -1,0 +1,53 @@
+--- The bin/payhsm command line: run, repl.
+local usage = [[
+usage: payhsm run FILE [ARGS...]   run a Lua 5.4 script with payhsm on the path
+       payhsm repl                 interactive session with `hsm` preloaded]]
+
+local function run(file, ...)
+  if not file then io.stderr:write(usage, "\n") os.exit(2) end
+  local chunk, err = loadfile(file)
+  if not chunk then io.stderr:write("payhsm: ", err, "\n") os.exit(1) end
+  arg = { [0] = file, ... }
+  local ok, e = xpcall(chunk, debug.traceback, ...)
+  if not ok then io.stderr:write("payhsm: ", tostring(e), "\n") os.exit(1) end
+end
+
+local function show(...)
+  local n = select("#", ...)
+  if n == 0 then return end
+  local out = {}
+  for i = 1, n do out[i] = tostring((select(i, ...))) end
+  print(table.concat(out, "\t"))
+end
+
+local function repl()
+  hsm = require "payhsm"
+  print(("payhsm %s on %s (%s); `hsm` is loaded, Ctrl-D leaves"):format(hsm.version, _VERSION, hsm.openssl))
+  local buffer = ""
+  while true do
+    io.write(buffer == "" and "hsm> " or "...> ")
+    io.flush()
+    local line = io.read("l")
+    if not line then io.write("\n") break end
+    buffer = buffer == "" and line or buffer .. "\n" .. line
+    local chunk, err = load("return " .. buffer, "=repl")
+    if not chunk then chunk, err = load(buffer, "=repl") end
+    if chunk then
+      buffer = ""
+      show(select(2, xpcall(chunk, debug.traceback)))
+    elseif not err:match("<eof>$") then
+      buffer = ""
+      print(err)
+    end
+  end
+end
+
+local cmd = ...
+if cmd == "run" then
+  run(select(2, ...))
+elseif cmd == "repl" then
+  repl()
+else
+  io.stderr:write(usage, "\n")
+  os.exit(cmd and 2 or 0)
+end

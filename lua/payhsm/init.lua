@@ -1,0 +1,28 @@
+--- payhsm: a scriptable software payment HSM.
+-- `local hsm = require "payhsm"` loads everything. The functions are those of
+-- shared/API.md; the crypto runs in the C module `payhsm.core` underneath, which
+-- keeps every key as opaque userdata and takes and returns upper-case hex.
+local core = require "payhsm.core"
+
+local hsm = {
+  core = core,
+  version = core.version,
+  openssl = core.openssl,
+
+  key = core.key,           -- import, generate, is_key
+  kcv = core.kcv,           -- kcv(key [, "ANSI_X9_24" | "CMAC" | "HMAC"])
+  policy = core.policy,     -- policy{clear_export = false}
+  cipher = core.cipher,     -- encrypt, decrypt
+  mac = core.mac,           -- generate, verify
+  tr31 = core.tr31,         -- wrap, unwrap, parse
+  pin = core.pin,           -- format, parse, encrypt, decrypt, translate
+  emv = core.emv,           -- ICC master keys, session keys, ARQC, ARPC
+  as2805 = core.as2805,     -- KEK validation request and response
+  zka = core.zka,           -- session keys, MAC
+  envelope = core.envelope, -- MSK envelopes: seal, open
+  hmac = core.hmac,         -- hmac(mac_key, message) -> hex
+  hmac_verify = core.hmac_verify,
+  rotation = core.rotation, -- the 3-slot session-key rotation state
+}
+
+return hsm
