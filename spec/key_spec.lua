@@ -1,0 +1,133 @@
+-- Key objects: import, generate, attributes, export policy, close, tostring.
+local hsm = require "payhsm"
+
+local TDES = "0123456789ABCDEFFEDCBA9876543210"
+
+describe("key", function()
+  describe("import()", function()
+    it("accepts every algorithm at its length, either hex case", function()
+      local cases = {
+        { "DES", 8 }, { "TDES_2KEY", 16 }, { "TDES_3KEY", 24 }, { "AES_128", 16 },
+        { "AES_192", 24 }, { "AES_256", 32 }, { "HMAC_SHA256", 32 }, { "HMAC_SHA384", 48 },
+        { "HMAC_SHA512", 64 },
+      }
+      for _, c in ipairs(cases) do
+        local hex = ("ab"):rep(c[2])
+        local k = assert(hsm.key.import(c[1], hex))
+        assert.are.equal(c[1], k.algorithm)
+        assert.are.equal(c[2] * 8, k.bits)
+        assert.are.equal(hex:upper(), k:export())
+      end
+    end)
+
+    it("refuses a wrong length with KEY_LENGTH and bad hex with BAD_HEX", function()
+      local bad = {
+        { "TDES_2KEY", "0123456789ABCDEF", "KEY_LENGTH" },
+        { "AES_128", TDES .. "00", "KEY_LENGTH" },
+        { "AES_256", "", "KEY_LENGTH" },
+        { "TDES_2KEY", "0123456789ABCDEFFEDCBA987654321G", "BAD_HEX" },
+        { "TDES_2KEY", "0123456789ABCDEFFEDCBA987654321", "BAD_HEX" },
+        { "HMAC_SHA256", "", "KEY_LENGTH" },
+        { "AES_128", (" "):rep(32), "BAD_HEX" },
+      }
+      for _, c in ipairs(bad) do
+        local k, msg, code = hsm.key.import(c[1], c[2])
+        assert.is_nil(k)
+        assert.are.equal(c[3], code)
+        assert.is_string(msg)
+      end
+    end)
+
+    it("raises on an unknown algorithm and on malformed attributes", function()
+      assert.has_error(function() hsm.key.import("AES_512", TDES) end)
+      assert.has_error(function() hsm.key.import("TDES_2KEY", TDES, { usage = "Z9" }) end)
+      assert.has_error(function() hsm.key.import("TDES_2KEY", TDES, { mode = "Q" }) end)
+      assert.has_error(function() hsm.key.import("TDES_2KEY", TDES, { usage = "P0", mode = "G" }) end)
+      assert.has_error(function() hsm.key.import("TDES_2KEY", TDES, { exportability = "X" }) end)
+      assert.has_error(function() hsm.key.import("TDES_2KEY", TDES, { version = "1" }) end)
+      assert.has_error(function() hsm.key.import("HMAC_SHA256", TDES, { usage = "P0" }) end)
+      assert.has_error(function() hsm.key.import("AES_128", TDES, { usage = "M7" }) end)
+    end)
+
+    it("carries TR-31 attributes as read-only fields", function()
+      local k = hsm.key.import("TDES_2KEY", TDES, { usage = "P0", mode = "E", version = "01", exportability = "N" })
+      assert.are.same({ "P0", "E", "01", "N" }, { k.usage, k.mode, k.version, k.exportability })
+      assert.has_error(function() k.usage = "D0" end)
+      local any = hsm.key.import("TDES_2KEY", TDES)
+      assert.is_nil(any.usage)
+      assert.is_nil(any.mode)
+      assert.are.equal("00", any.version)
+    end)
+  end)
+
+  describe("generate()", function()
+    it("makes distinct keys of the right size, DES keys with odd parity", function()
+      local seen = {}
+      for _, alg in ipairs { "TDES_2KEY", "TDES_3KEY", "AES_256", "HMAC_SHA384" } do
+        for _ = 1, 20 do
+          local hex = hsm.key.generate(alg):export()
+          assert.is_nil(seen[hex])
+          seen[hex] = true
+          if alg:match("^TDES") then
+            for byte in hex:gmatch("..") do
+              local v, ones = tonumber(byte, 16), 0
+              while v > 0 do ones = ones + (v & 1); v = v >> 1 end
+              assert.are.equal(1, ones % 2)
+            end
+          end
+        end
+      end
+      assert.are.equal(384, hsm.key.generate("HMAC_SHA384").bits)
+    end)
+
+    it("sets the attributes it is given", function()
+      local k = hsm.key.generate("AES_128", { usage = "K1", mode = "B" })
+      assert.are.equal("K1", k.usage)
+      assert.are.equal("B", k.mode)
+    end)
+  end)
+
+  describe("secrets", function()
+    it("tostring shows algorithm, usage and KCV, never key bytes", function()
+      local k = hsm.key.import("TDES_2KEY", TDES, { usage = "P0" })
+      local s = tostring(k)
+      assert.are.equal("payhsm.Key(TDES_2KEY, usage P0, KCV 08D7B4)", s)
+      assert.is_nil(s:find("0123456789", 1, true))
+    end)
+
+    it("close wipes the key; every later use raises, double close is harmless", function()
+      local k = hsm.key.import("AES_128", ("11"):rep(16))
+      k:close()
+      k:close()
+      assert.has_error(function() k:export() end, "key has been closed")
+      assert.has_error(function() k:kcv() end)
+      assert.has_error(function() hsm.cipher.encrypt(k, "ECB", ("00"):rep(16)) end)
+      assert.truthy(tostring(k):find("closed"))
+    end)
+
+    it("closes at the end of a to-be-closed scope", function()
+      local outer
+      do
+        local k <close> = hsm.key.import("AES_128", ("22"):rep(16))
+        outer = k
+      end
+      assert.is_true(outer.closed)
+    end)
+
+    it("export obeys the host policy", function()
+      local k = hsm.key.import("AES_128", ("33"):rep(16))
+      hsm.policy { clear_export = false }
+      local ok, err = pcall(k.export, k)
+      hsm.policy { clear_export = true }
+      assert.is_false(ok)
+      assert.truthy(err:find("disabled by policy"))
+      assert.is_nil(err:find("3333", 1, true))
+      assert.are.equal(("33"):rep(16), k:export())
+    end)
+
+    it("has a protected metatable", function()
+      local k = hsm.key.import("AES_128", ("44"):rep(16))
+      assert.is_false(getmetatable(k))
+    end)
+  end)
+end)
