@@ -20,7 +20,7 @@ static int crypt(lua_State *L, int enc) {
   const char *fn = enc ? "cipher.encrypt" : "cipher.decrypt";
   payhsm_key *k = payhsm_checkkey(L, 1);
   int cbc = payhsm_checkname(L, 2, "cipher mode", modes);
-  unsigned char iv[16] = {0}, *buf;
+  unsigned char iv[16] = {0}, *buf, stackbuf[512];
   size_t bs = payhsm_key_blocksize(k), n, ivlen;
   int r;
   if (!cbc && !lua_isnoneornil(L, 4)) return luaL_argerror(L, 4, "ECB takes no IV");
@@ -32,7 +32,7 @@ static int crypt(lua_State *L, int enc) {
     if (ivlen != bs)
       return payhsm_fail(L, fn, "IV_LENGTH", "IV must be %d bytes, got %d", (int)bs, (int)ivlen);
   }
-  n = payhsm_hexarg_alloc(L, 3, fn, "data", 0, &buf);
+  n = payhsm_hexarg_scratch(L, 3, fn, "data", 0, stackbuf, sizeof stackbuf, &buf);
   if (n == (size_t)-1) return 3;
   if (n == 0 || n % bs != 0)
     return payhsm_fail(L, fn, "BAD_LENGTH", "data must be a non-empty multiple of %d bytes, got %d",

@@ -131,6 +131,18 @@ size_t payhsm_hexarg_alloc(lua_State *L, int idx, const char *fn, const char *wh
   return n;
 }
 
+size_t payhsm_hexarg_scratch(lua_State *L, int idx, const char *fn, const char *what,
+                             size_t extra, unsigned char *stackbuf, size_t cap,
+                             unsigned char **out) {
+  size_t len, n;
+  const char *s = luaL_checklstring(L, idx, &len);
+  if (len / 2 + extra > cap) return payhsm_hexarg_alloc(L, idx, fn, what, extra, out);
+  n = payhsm_hex_decode(s, len, stackbuf, cap);
+  *out = stackbuf;
+  if (n == (size_t)-1) payhsm_fail(L, fn, "BAD_HEX", "%s is not valid hex", what);
+  return n;
+}
+
 int payhsm_checkname(lua_State *L, int idx, const char *what, const char *const names[]) {
   const char *s = luaL_checkstring(L, idx);
   int i;

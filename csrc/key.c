@@ -458,9 +458,15 @@ static int key_tostring(lua_State *L) {
   return 1;
 }
 
+/* __index: methods first (upvalue 1, one hash lookup on the hot path), then the
+ * read-only attribute fields. */
 static int key_index(lua_State *L) {
-  payhsm_key *k = (payhsm_key *)luaL_checkudata(L, 1, PAYHSM_KEY_MT);
-  const char *f = luaL_checkstring(L, 2);
+  payhsm_key *k;
+  const char *f;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  k = (payhsm_key *)luaL_checkudata(L, 1, PAYHSM_KEY_MT);
+  f = luaL_checkstring(L, 2);
   if (strcmp(f, "algorithm") == 0) lua_pushstring(L, algs[k->alg].name);
   else if (strcmp(f, "bits") == 0) lua_pushinteger(L, (lua_Integer)(k->len * 8));
   else if (strcmp(f, "usage") == 0) { if (k->usage[0]) lua_pushstring(L, k->usage); else lua_pushnil(L); }
@@ -469,11 +475,7 @@ static int key_index(lua_State *L) {
   else if (strcmp(f, "exportability") == 0) {
     if (k->exportability) lua_pushlstring(L, &k->exportability, 1); else lua_pushnil(L);
   } else if (strcmp(f, "closed") == 0) lua_pushboolean(L, k->bytes == NULL);
-  else {
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, f);
-  }
+  else lua_pushnil(L);
   return 1;
 }
 
@@ -508,7 +510,7 @@ void payhsm_key_open(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"export", key_export}, {"close", key_close}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
-    {"__index", key_index}, {"__newindex", key_newindex}, {"__gc", key_close},
+    {"__newindex", key_newindex}, {"__gc", key_close},
     {"__close", key_close}, {"__tostring", key_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"import", key_import}, {"generate", key_generate}, {"is_key", key_is}, {NULL, NULL}};
@@ -517,7 +519,8 @@ void payhsm_key_open(lua_State *L) {
   luaL_newlib(L, methods);
   lua_getfield(L, -3, "kcv"); /* core.kcv, set by payhsm_kcv_open before us */
   lua_setfield(L, -2, "kcv");
-  lua_setfield(L, -2, "methods");
+  lua_pushcclosure(L, key_index, 1);
+  lua_setfield(L, -2, "__index");
   lua_pushliteral(L, "payhsm.Key");
   lua_setfield(L, -2, "__name");
   lua_pushboolean(L, 0);

@@ -72,9 +72,9 @@ static int compute(lua_State *L, const char *fn, int verify, int opts, unsigned 
   int alg = payhsm_checkname(L, 2, "MAC algorithm", mac_names);
   size_t bs = payhsm_key_blocksize(k), n;
   int padding = (int)payhsm_optfield_int(L, opts, "padding", 1);
-  unsigned char *buf;
+  unsigned char *buf, stackbuf[512];
   const char *usage;
-  int ok;
+  int ok, top = lua_gettop(L);
   if (padding != 1 && padding != 2) luaL_error(L, "%s: padding must be ISO 9797-1 method 1 or 2", fn);
   switch (alg) {
     case ALG1: usage = "M0 M1"; break;
@@ -93,7 +93,7 @@ static int compute(lua_State *L, const char *fn, int verify, int opts, unsigned 
     payhsm_fail(L, fn, "KEY_TYPE", "%s cannot use a %s key", mac_names[alg], payhsm_alg_name(k->alg));
     return 0;
   }
-  n = payhsm_hexarg_alloc(L, 3, fn, "data", 16, &buf);
+  n = payhsm_hexarg_scratch(L, 3, fn, "data", 16, stackbuf, sizeof stackbuf, &buf);
   if (n == (size_t)-1) return 0;
   switch (alg) {
     case ALG1:
@@ -110,7 +110,8 @@ static int compute(lua_State *L, const char *fn, int verify, int opts, unsigned 
       ok = payhsm_key_hmac(L, k, buf, n, out, outlen);
       break;
   }
-  lua_pop(L, 1);
+  OPENSSL_cleanse(buf, n);
+  lua_settop(L, top);
   return ok ? 1 : -1;
 }
 

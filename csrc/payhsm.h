@@ -128,6 +128,12 @@ size_t payhsm_hexarg(lua_State *L, int idx, const char *fn, const char *what,
  * its address. On bad hex nothing is left but the three failure values. */
 size_t payhsm_hexarg_alloc(lua_State *L, int idx, const char *fn, const char *what,
                            size_t extra, unsigned char **out);
+/* Like payhsm_hexarg_alloc, but decodes into the caller's stack buffer (capacity
+ * cap) when the data plus extra fits, and only otherwise into a userdata left on
+ * the stack. Hot paths use it to avoid an allocation per call. */
+size_t payhsm_hexarg_scratch(lua_State *L, int idx, const char *fn, const char *what,
+                             size_t extra, unsigned char *stackbuf, size_t cap,
+                             unsigned char **out);
 /* Decodes hex (len chars) into out; returns byte count or (size_t)-1. */
 size_t payhsm_hex_decode(const char *hex, size_t len, unsigned char *out, size_t cap);
 /* Encodes len bytes as upper-case hex into out (2*len chars, no NUL). */

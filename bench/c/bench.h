@@ -13,14 +13,14 @@ static double bench_cpu(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Runs body n times (after n/20 warm-up runs) and prints name and ops/s. */
-#define BENCH(name, n, body)                                   \
+/* Runs the body (the variadic part) n times (after n/20 warm-up runs) and prints name and ops/s. */
+#define BENCH(name, n, ...)                                   \
   do {                                                         \
     long bench_i_, bench_n_ = (n);                             \
     double bench_t0_;                                          \
-    for (bench_i_ = 0; bench_i_ < bench_n_ / 20 + 1; bench_i_++) { body; } \
+    for (bench_i_ = 0; bench_i_ < bench_n_ / 20 + 1; bench_i_++) { __VA_ARGS__; } \
     bench_t0_ = bench_cpu();                                   \
-    for (bench_i_ = 0; bench_i_ < bench_n_; bench_i_++) { body; } \
+    for (bench_i_ = 0; bench_i_ < bench_n_; bench_i_++) { __VA_ARGS__; } \
     printf("%s %.0f\n", name, (double)bench_n_ / (bench_cpu() - bench_t0_)); \
   } while (0)
 
