@@ -1,0 +1,46 @@
+-- bin/payhsm: run and repl.
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, rc = p:close()
+  return out, ok and 0 or rc
+end
+
+describe("bin/payhsm", function()
+  it("run executes a script with payhsm on the path and passes its arguments", function()
+    local f = os.tmpname()
+    local h = io.open(f, "w")
+    h:write('local hsm = require "payhsm"\n',
+      'print(hsm.key.import("TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210"):kcv(), ...)\n')
+    h:close()
+    local out, rc = sh("bin/payhsm run " .. f .. " a b")
+    os.remove(f)
+    assert.are.equal(0, rc)
+    assert.are.equal("08D7B4\ta\tb\n", out)
+  end)
+
+  it("run reports a failing script with a non-zero exit", function()
+    local f = os.tmpname()
+    local h = io.open(f, "w")
+    h:write('error("boom")\n')
+    h:close()
+    local out, rc = sh("bin/payhsm run " .. f)
+    os.remove(f)
+    assert.are_not.equal(0, rc)
+    assert.truthy(out:find("boom", 1, true))
+  end)
+
+  it("repl has hsm preloaded, prints expression values and survives errors", function()
+    local out, rc = sh([[printf 'k = hsm.key.import("AES_128", "3F419E1CB7079442AA37474C2EFBF8B8")\nk:kcv("CMAC")\nerror("x")\nfor i = 1, 2 do\nprint(i)\nend\n' | bin/payhsm repl]])
+    assert.are.equal(0, rc)
+    assert.truthy(out:find("08793E", 1, true))
+    assert.truthy(out:find("1\n", 1, true) and out:find("2\n", 1, true))
+    assert.truthy(out:find("x", 1, true))
+  end)
+
+  it("prints usage for an unknown command", function()
+    local out, rc = sh("bin/payhsm frobnicate")
+    assert.are.equal(2, rc)
+    assert.truthy(out:find("usage", 1, true))
+  end)
+end)
