@@ -101,7 +101,7 @@ int payhsm_mode_known(char m) { return m && strchr(all_modes, m) != NULL; }
 
 /* ---- the object ------------------------------------------------------ */
 
-static void key_wipe(payhsm_key *k) {
+void payhsm_key_clear(payhsm_key *k) {
   EVP_CIPHER_CTX **ctxs[5];
   int i;
   ctxs[0] = &k->ecb_enc; ctxs[1] = &k->ecb_dec; ctxs[2] = &k->cbc_enc;
@@ -120,6 +120,17 @@ static void key_wipe(payhsm_key *k) {
   if (k->bytes) OPENSSL_secure_clear_free(k->bytes, k->len);
   k->bytes = NULL;
   k->len = 0;
+}
+
+int payhsm_key_init(payhsm_key *k, payhsm_alg alg, const unsigned char *bytes, size_t len) {
+  memset(k, 0, sizeof *k);
+  k->alg = alg;
+  k->version[0] = '0';
+  k->version[1] = '0';
+  if (len == 0 || len > PAYHSM_MAX_KEY || !(k->bytes = OPENSSL_secure_malloc(len))) return 0;
+  memcpy(k->bytes, bytes, len);
+  k->len = len;
+  return 1;
 }
 
 payhsm_key *payhsm_testkey(lua_State *L, int idx) {
@@ -437,7 +448,7 @@ static int key_export(lua_State *L) {
 /* key:close(), __close, __gc: one idempotent wipe. */
 static int key_close(lua_State *L) {
   payhsm_key *k = (payhsm_key *)luaL_checkudata(L, 1, PAYHSM_KEY_MT);
-  key_wipe(k);
+  payhsm_key_clear(k);
   return 0;
 }
 

@@ -78,6 +78,11 @@ payhsm_key *payhsm_checkkey(lua_State *L, int idx);
 payhsm_key *payhsm_testkey(lua_State *L, int idx);
 /* Pushes a new key holding a copy of bytes; attributes unset. Raises on bad length. */
 payhsm_key *payhsm_pushkey(lua_State *L, payhsm_alg alg, const unsigned char *bytes, size_t len);
+/* Fills a key struct that C owns (not a Lua object), e.g. keys derived and cached
+ * inside another key; attributes unset. Returns 0 on bad length or no memory. */
+int payhsm_key_init(payhsm_key *k, payhsm_alg alg, const unsigned char *bytes, size_t len);
+/* Frees the contexts and cleanses the bytes of a key (what close and __gc do). */
+void payhsm_key_clear(payhsm_key *k);
 /* Builds (once) and returns the key's ECB/CBC contexts. Raise on failure. */
 EVP_CIPHER_CTX *payhsm_key_ecb(lua_State *L, payhsm_key *k, int enc);
 EVP_CIPHER_CTX *payhsm_key_cbc(lua_State *L, payhsm_key *k, int enc);
