@@ -598,6 +598,7 @@ static int tr31_wrap(lua_State *L) {
                        alg, payhsm_alg_name(key->alg));
   memcpy(text, (char[]){version, '0', '0', '0', '0', usage[0], usage[1], alg, mode, kv[0], kv[1],
                         exp, '0', '0', context, '0'}, 16);
+  if (!parse_header(text, 16, 0, &h, &e)) return payhsm_fail(L, fn, e.code, "%s", e.msg);
   if (key->usage[0] && strcmp(key->usage, usage) != 0)
     return payhsm_fail(L, fn, "TR31_ATTRIBUTES", "header usage %s contradicts the key's usage %s",
                        usage, key->usage);
