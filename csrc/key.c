@@ -92,8 +92,9 @@ const char *payhsm_usage_modes(const char *usage) {
   if (usage[0] >= '0' && usage[0] <= '9' &&
       ((usage[1] >= '0' && usage[1] <= '9') || (usage[1] >= 'A' && usage[1] <= 'Z')))
     return "";
+  if (!usage[0] || usage[2]) return NULL;
   for (i = 0; usages[i].usage; i++)
-    if (strcmp(usages[i].usage, usage) == 0) return usages[i].modes;
+    if (usages[i].usage[0] == usage[0] && usages[i].usage[1] == usage[1]) return usages[i].modes;
   return NULL;
 }
 

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <time.h>
 
-static double bench_cpu(void) {
+#include <openssl/evp.h>
+
+static inline double bench_cpu(void) {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
@@ -24,14 +26,14 @@ static double bench_cpu(void) {
     printf("%s %.0f\n", name, (double)bench_n_ / (bench_cpu() - bench_t0_)); \
   } while (0)
 
-static void bench_hex(const unsigned char *in, size_t len, char *out) {
+static inline void bench_hex(const unsigned char *in, size_t len, char *out) {
   static const char d[] = "0123456789ABCDEF";
   size_t i;
   for (i = 0; i < len; i++) { out[2 * i] = d[in[i] >> 4]; out[2 * i + 1] = d[in[i] & 15]; }
   out[2 * len] = 0;
 }
 
-static int bench_unhex(const char *hex, unsigned char *out) {
+static inline int bench_unhex(const char *hex, unsigned char *out) {
   size_t i, n = strlen(hex) / 2;
   for (i = 0; i < n; i++) {
     unsigned v;
@@ -42,7 +44,7 @@ static int bench_unhex(const char *hex, unsigned char *out) {
 }
 
 /* Fast hex decode as the API does it (table lookup), for the timed loops. */
-static size_t bench_unhex_fast(const char *hex, size_t len, unsigned char *out) {
+static inline size_t bench_unhex_fast(const char *hex, size_t len, unsigned char *out) {
   static signed char t[256];
   size_t i;
   if (!t['1']) {
@@ -54,4 +56,51 @@ static size_t bench_unhex_fast(const char *hex, size_t len, unsigned char *out) 
     out[i] = (unsigned char)((t[(unsigned char)hex[2 * i]] << 4) | t[(unsigned char)hex[2 * i + 1]]);
   return len / 2;
 }
+/* ---- the call patterns payhsm.core uses (cached contexts, IV reset per call) ---- */
+
+static inline EVP_CIPHER_CTX *ctx(const char *name, const unsigned char *key) {
+  static const unsigned char iv[16];
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  EVP_CIPHER *ci = EVP_CIPHER_fetch(NULL, name, NULL);
+  EVP_CipherInit_ex2(c, ci, key, iv, 1, NULL);
+  EVP_CIPHER_CTX_set_padding(c, 0);
+  return c;
+}
+
+/* CBC-chain len bytes from a zero IV; last block to out (as payhsm_cbc_chain). */
+static inline void chain(EVP_CIPHER_CTX *c, const unsigned char *in, int len, int bs, unsigned char *out) {
+  static const unsigned char iv[16];
+  unsigned char buf[1024];
+  int outl;
+  EVP_CipherInit_ex2(c, NULL, NULL, iv, -1, NULL);
+  EVP_CipherUpdate(c, buf, &outl, in, len);
+  memcpy(out, buf + len - bs, (size_t)bs);
+}
+
+static inline void dbl(const unsigned char *in, unsigned char *out, int bs) {
+  int i;
+  unsigned char carry = (unsigned char)(in[0] >> 7);
+  for (i = 0; i + 1 < bs; i++) out[i] = (unsigned char)((in[i] << 1) | (in[i + 1] >> 7));
+  out[bs - 1] = (unsigned char)((in[bs - 1] << 1) ^ (carry * (bs == 16 ? 0x87 : 0x1B)));
+}
+
+/* CMAC with the same call pattern as payhsm_key_cmac. */
+static inline void cmac(EVP_CIPHER_CTX *cbc, const unsigned char *k1, const unsigned char *k2,
+                 const unsigned char *m, int len, int bs, unsigned char *out) {
+  static const unsigned char iv[16];
+  unsigned char last[16];
+  int n = len == 0 ? 1 : (len + bs - 1) / bs, rem = len - (n - 1) * bs, i, outl;
+  if (n > 1) {
+    chain(cbc, m, (n - 1) * bs, bs, last);
+    EVP_CipherInit_ex2(cbc, NULL, NULL, last, -1, NULL);
+  } else {
+    EVP_CipherInit_ex2(cbc, NULL, NULL, iv, -1, NULL);
+  }
+  for (i = 0; i < bs; i++) {
+    unsigned char b = i < rem ? m[(n - 1) * bs + i] : (i == rem ? 0x80 : 0);
+    last[i] = (unsigned char)(b ^ (rem == bs ? k1[i] : k2[i]));
+  }
+  EVP_CipherUpdate(cbc, out, &outl, last, bs);
+}
+
 #endif

@@ -6,51 +6,6 @@
 #include <stdint.h>
 #include "bench.h"
 
-static EVP_CIPHER_CTX *ctx(const char *name, const unsigned char *key) {
-  static const unsigned char iv[16];
-  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-  EVP_CIPHER *ci = EVP_CIPHER_fetch(NULL, name, NULL);
-  EVP_CipherInit_ex2(c, ci, key, iv, 1, NULL);
-  EVP_CIPHER_CTX_set_padding(c, 0);
-  return c;
-}
-
-/* CBC-chain len bytes from a zero IV; last block to out (as payhsm_cbc_chain). */
-static void chain(EVP_CIPHER_CTX *c, const unsigned char *in, int len, int bs, unsigned char *out) {
-  static const unsigned char iv[16];
-  unsigned char buf[1024];
-  int outl;
-  EVP_CipherInit_ex2(c, NULL, NULL, iv, -1, NULL);
-  EVP_CipherUpdate(c, buf, &outl, in, len);
-  memcpy(out, buf + len - bs, (size_t)bs);
-}
-
-static void dbl(const unsigned char *in, unsigned char *out, int bs) {
-  int i;
-  unsigned char carry = (unsigned char)(in[0] >> 7);
-  for (i = 0; i + 1 < bs; i++) out[i] = (unsigned char)((in[i] << 1) | (in[i + 1] >> 7));
-  out[bs - 1] = (unsigned char)((in[bs - 1] << 1) ^ (carry * (bs == 16 ? 0x87 : 0x1B)));
-}
-
-/* CMAC with the same call pattern as payhsm_key_cmac. */
-static void cmac(EVP_CIPHER_CTX *cbc, const unsigned char *k1, const unsigned char *k2,
-                 const unsigned char *m, int len, int bs, unsigned char *out) {
-  static const unsigned char iv[16];
-  unsigned char last[16];
-  int n = len == 0 ? 1 : (len + bs - 1) / bs, rem = len - (n - 1) * bs, i, outl;
-  if (n > 1) {
-    chain(cbc, m, (n - 1) * bs, bs, last);
-    EVP_CipherInit_ex2(cbc, NULL, NULL, last, -1, NULL);
-  } else {
-    EVP_CipherInit_ex2(cbc, NULL, NULL, iv, -1, NULL);
-  }
-  for (i = 0; i < bs; i++) {
-    unsigned char b = i < rem ? m[(n - 1) * bs + i] : (i == rem ? 0x80 : 0);
-    last[i] = (unsigned char)(b ^ (rem == bs ? k1[i] : k2[i]));
-  }
-  EVP_CipherUpdate(cbc, out, &outl, last, bs);
-}
-
 int main(void) {
   unsigned char t2[24], a128[16], zero[16] = {0}, out[64], l[16], tk1[8], tk2[8], ak1[16], ak2[16];
   unsigned char k1x3[24], data[64], hk[32];
