@@ -32,12 +32,18 @@ size_t payhsm_hex_decode(const char *hex, size_t len, unsigned char *out, size_t
 }
 
 void payhsm_hex_encode(const unsigned char *in, size_t len, char *out) {
-  static const char digits[] = "0123456789ABCDEF";
+  static char pairs[512];
+  static int ready;
   size_t i;
-  for (i = 0; i < len; i++) {
-    out[2 * i] = digits[in[i] >> 4];
-    out[2 * i + 1] = digits[in[i] & 15];
+  if (!ready) { /* idempotent: a race writes the same bytes */
+    static const char digits[] = "0123456789ABCDEF";
+    for (i = 0; i < 256; i++) {
+      pairs[2 * i] = digits[i >> 4];
+      pairs[2 * i + 1] = digits[i & 15];
+    }
+    ready = 1;
   }
+  for (i = 0; i < len; i++) memcpy(out + 2 * i, pairs + 2 * in[i], 2);
 }
 
 void payhsm_pushhex(lua_State *L, const unsigned char *in, size_t len) {
