@@ -39,7 +39,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* DES key schedules (deprecated low-level API, still in libcrypto 3, no legacy provider). */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/crypto.h>
+#include <openssl/des.h>
 #include <openssl/evp.h>
 
 #include "payhsm.h"
@@ -62,9 +65,64 @@ static int efail(lua_State *L, const char *fn, const emv_err *e) {
   return payhsm_fail(L, fn, e->code, "%s", e->msg);
 }
 
-/* A TDES_2KEY held only for the length of one call (derived keys). */
-static int temp_key(payhsm_key *t, const unsigned char *bytes, emv_err *e) {
-  if (!payhsm_key_init(t, PAYHSM_ALG_TDES_2KEY, bytes, 16)) return set_err(e, NULL, "");
+/* Keys derived per call (ICC master keys, session keys) are used once or twice each:
+ * they run on OpenSSL's DES key schedules directly (two schedules per double-length
+ * key, one single-DES schedule for the CBC part of the retail MAC) instead of an
+ * EVP context keyed three times per use. The schedules are cleansed after use.
+ * owner is unused by this path but names the key the derived keys come from. */
+typedef struct { DES_key_schedule k1, k2; } des2;
+
+static void des2_set(des2 *s, const unsigned char k[16]) {
+  DES_cblock b1, b2;
+  memcpy(b1, k, 8);
+  memcpy(b2, k + 8, 8);
+  DES_set_key_unchecked(&b1, &s->k1);
+  DES_set_key_unchecked(&b2, &s->k2);
+  OPENSSL_cleanse(b1, sizeof b1);
+  OPENSSL_cleanse(b2, sizeof b2);
+}
+
+static void des2_ecb(des2 *s, const unsigned char *in, unsigned char *out, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i += 8) {
+    DES_cblock x, y;
+    memcpy(x, in + i, 8);
+    DES_ecb3_encrypt(&x, &y, &s->k1, &s->k2, &s->k1, DES_ENCRYPT);
+    memcpy(out + i, y, 8);
+  }
+}
+
+static int ecb_with(lua_State *L, payhsm_key *owner, const unsigned char k16[16], const unsigned char *in,
+                    unsigned char *out, size_t n, emv_err *e) {
+  des2 s;
+  (void)L; (void)owner; (void)e;
+  des2_set(&s, k16);
+  des2_ecb(&s, in, out, n);
+  OPENSSL_cleanse(&s, sizeof s);
+  return 1;
+}
+
+/* ISO 9797-1 MAC algorithm 3 under the 16-byte key sk over padded data (n % 8 == 0):
+ * single-DES CBC under K1, then e_K1(d_K2(e_K1(.))) on the last block. */
+static int alg3_with(lua_State *L, payhsm_key *owner, const unsigned char sk[16], const unsigned char *padded,
+                     size_t n, unsigned char out[8], emv_err *e) {
+  des2 s;
+  DES_cblock h, y;
+  size_t i, j;
+  (void)L; (void)owner; (void)e;
+  des2_set(&s, sk);
+  memset(h, 0, 8);
+  for (i = 0; i + 8 < n; i += 8) {
+    for (j = 0; j < 8; j++) h[j] ^= padded[i + j];
+    DES_ecb_encrypt(&h, &y, &s.k1, DES_ENCRYPT);
+    memcpy(h, y, 8);
+  }
+  for (j = 0; j < 8; j++) h[j] ^= padded[n - 8 + j];
+  DES_ecb3_encrypt(&h, &y, &s.k1, &s.k2, &s.k1, DES_ENCRYPT);
+  memcpy(out, y, 8);
+  OPENSSL_cleanse(&s, sizeof s);
+  OPENSSL_cleanse(h, sizeof h);
+  OPENSSL_cleanse(y, sizeof y);
   return 1;
 }
 
@@ -138,29 +196,25 @@ static int icc_mk(lua_State *L, payhsm_key *imk, int mode, const char *pan, size
 /* ---- session keys ------------------------------------------------------------ */
 
 /* SK = TDES(MK)[R with R2 = F0] || TDES(MK)[R with R2 = 0F] */
-static int common_sk(lua_State *L, const unsigned char mk[16], const unsigned char r[8], unsigned char sk[16],
-                     emv_err *e) {
-  payhsm_key t;
+static int common_sk(lua_State *L, payhsm_key *owner, const unsigned char mk[16], const unsigned char r[8],
+                     unsigned char sk[16], emv_err *e) {
   unsigned char in[16];
   int ok;
   memcpy(in, r, 8);
   memcpy(in + 8, r, 8);
   in[2] = 0xF0;
   in[10] = 0x0F;
-  if (!temp_key(&t, mk, e)) return 0;
-  ok = tdes_ecb(L, &t, in, sk, 16, e);
-  payhsm_key_clear(&t);
+  ok = ecb_with(L, owner, mk, in, sk, 16, e);
   payhsm_des_parity(sk, 16); /* parity bits do not change any cryptogram */
   return ok;
 }
 
 /* F(X, Y, j) of the EMV2000 tree */
-static int tree_f(lua_State *L, const unsigned char x[16], const unsigned char y[16], unsigned long j,
-                  unsigned b, unsigned char out[16], emv_err *e) {
-  payhsm_key t;
+static int tree_f(lua_State *L, payhsm_key *owner, const unsigned char x[16], const unsigned char y[16],
+                  unsigned long j, unsigned b, unsigned char out[16], emv_err *e) {
   unsigned char in[16];
   unsigned long m = j % b;
-  int i, ok;
+  int i;
   memcpy(in, y, 16);
   for (i = 0; i < 8; i++) {
     unsigned char mb = (unsigned char)((m >> (8 * (7 - i))) & 0xFF);
@@ -168,13 +222,10 @@ static int tree_f(lua_State *L, const unsigned char x[16], const unsigned char y
     in[8 + i] ^= mb;
   }
   in[15] ^= 0xF0;
-  if (!temp_key(&t, x, e)) return 0;
-  ok = tdes_ecb(L, &t, in, out, 16, e);
-  payhsm_key_clear(&t);
-  return ok;
+  return ecb_with(L, owner, x, in, out, 16, e);
 }
 
-static int emv2000_sk(lua_State *L, const unsigned char mk[16], unsigned atc, unsigned h, unsigned b,
+static int emv2000_sk(lua_State *L, payhsm_key *owner, const unsigned char mk[16], unsigned atc, unsigned h, unsigned b,
                       const unsigned char iv[16], unsigned char sk[16], emv_err *e) {
   unsigned char p[16], gp[16], nxt[16];
   unsigned level, i;
@@ -191,11 +242,11 @@ static int emv2000_sk(lua_State *L, const unsigned char mk[16], unsigned atc, un
     unsigned long div = 1, j;
     for (i = 0; i < h - level; i++) div *= b;
     j = atc / div;
-    if (!tree_f(L, p, gp, j, b, nxt, e)) return 0;
+    if (!tree_f(L, owner, p, gp, j, b, nxt, e)) return 0;
     memcpy(gp, p, 16);
     memcpy(p, nxt, 16);
   }
-  if (!tree_f(L, p, gp, atc, b, sk, e)) return 0;
+  if (!tree_f(L, owner, p, gp, atc, b, sk, e)) return 0;
   for (i = 0; i < 16; i++) sk[i] ^= gp[i];
   payhsm_des_parity(sk, 16);
   OPENSSL_cleanse(p, sizeof p);
@@ -265,15 +316,15 @@ static int read_params(lua_State *L, int idx, emv_params *q, int need_icc, int d
 }
 
 /* Session key from an ICC master key (or the ICC MK itself for VISA/AMEX). */
-static int session_key(lua_State *L, const unsigned char mk[16], const emv_params *q, unsigned char sk[16],
+static int session_key(lua_State *L, payhsm_key *owner, const unsigned char mk[16], const emv_params *q, unsigned char sk[16],
                        emv_err *e) {
   unsigned char r[8] = {0};
   r[0] = (unsigned char)(q->atc >> 8);
   r[1] = (unsigned char)q->atc;
   switch (q->deriv) {
-    case D_COMMON: return common_sk(L, mk, r, sk, e);
-    case D_MASTERCARD: memcpy(r + 4, q->un, 4); return common_sk(L, mk, r, sk, e);
-    case D_EMV2000: return emv2000_sk(L, mk, q->atc, q->height, q->branch, q->iv, sk, e);
+    case D_COMMON: return common_sk(L, owner, mk, r, sk, e);
+    case D_MASTERCARD: memcpy(r + 4, q->un, 4); return common_sk(L, owner, mk, r, sk, e);
+    case D_EMV2000: return emv2000_sk(L, owner, mk, q->atc, q->height, q->branch, q->iv, sk, e);
     default: memcpy(sk, mk, 16); return 1;
   }
 }
@@ -324,7 +375,7 @@ static int emv_derive_sk(lua_State *L) {
   lua_settop(L, 3);
   if (lua_isnil(L, 3)) { lua_newtable(L); lua_replace(L, 3); }
   if (!read_params(L, 3, &q, 0, r, &e)) return efail(L, fn, &e);
-  if (!session_key(L, mk->bytes, &q, sk, &e)) return efail(L, fn, &e);
+  if (!session_key(L, mk, mk->bytes, &q, sk, &e)) return efail(L, fn, &e);
   push_derived(L, sk, 'N');
   OPENSSL_cleanse(sk, sizeof sk);
   return 1;
@@ -336,19 +387,17 @@ static int ac_key(lua_State *L, payhsm_key *imk, int idx, emv_params *q, unsigne
   int ok;
   if (!read_params(L, idx, q, 1, -1, e)) return 0;
   if (!icc_mk(L, imk, q->mode, q->pan, q->pn, q->psn, q->sn, mk, e)) return 0;
-  ok = session_key(L, mk, q, sk, e);
+  ok = session_key(L, imk, mk, q, sk, e);
   OPENSSL_cleanse(mk, sizeof mk);
   return ok;
 }
 
 /* ARQC over p.data with sk; out 8 bytes. */
-static int arqc_compute(lua_State *L, const unsigned char sk[16], int idx, int padding, unsigned char out[8],
+static int arqc_compute(lua_State *L, payhsm_key *owner, const unsigned char sk[16], int idx, int padding, unsigned char out[8],
                         emv_err *e) {
   size_t n, len;
   const char *hex;
   unsigned char stackbuf[520], *buf;
-  payhsm_key t;
-  int ok;
   if (!(hex = payhsm_optfield_str(L, idx, "data", &len))) luaL_error(L, "emv: p.data is required");
   if (len / 2 + 8 <= sizeof stackbuf) buf = stackbuf;
   else buf = lua_newuserdatauv(L, len / 2 + 8, 0);
@@ -359,11 +408,7 @@ static int arqc_compute(lua_State *L, const unsigned char sk[16], int idx, int p
   } else {
     n = payhsm_iso9797_pad(buf, n, 8, padding, buf);
   }
-  if (!temp_key(&t, sk, e)) return 0;
-  ok = payhsm_mac_alg3(L, &t, buf, n, out);
-  payhsm_key_clear(&t);
-  if (!ok) return set_err(e, NULL, "");
-  return 1;
+  return alg3_with(L, owner, sk, buf, n, out, e);
 }
 
 /* core.emv.generate_arqc(imk, p) -> ARQC hex | nil, msg, code */
@@ -375,7 +420,7 @@ static int emv_generate_arqc(lua_State *L) {
   unsigned char sk[16], ac[8];
   int r;
   if ((r = check_imk(L, imk, fn, "XN"))) return r;
-  r = ac_key(L, imk, 2, &q, sk, &e) && arqc_compute(L, sk, 2, q.padding, ac, &e);
+  r = ac_key(L, imk, 2, &q, sk, &e) && arqc_compute(L, imk, sk, 2, q.padding, ac, &e);
   OPENSSL_cleanse(sk, sizeof sk);
   if (!r) return efail(L, fn, &e);
   payhsm_pushhex(L, ac, 8);
@@ -396,7 +441,7 @@ static int emv_verify_arqc(lua_State *L) {
   if (lua_getfield(L, 2, "arqc") == LUA_TNIL) luaL_error(L, "%s: p.arqc is required", fn);
   lua_pop(L, 1);
   if (!hexfield(L, 2, "arqc", given, 8, "ARQC_LENGTH", &e, &present) ||
-      !ac_key(L, imk, 2, &q, sk, &e) || !arqc_compute(L, sk, 2, q.padding, ac, &e)) {
+      !ac_key(L, imk, 2, &q, sk, &e) || !arqc_compute(L, imk, sk, 2, q.padding, ac, &e)) {
     OPENSSL_cleanse(sk, sizeof sk);
     if (!e.code) return payhsm_raise_ossl(L, fn);
     return payhsm_false(L, fn, e.code, "%s", e.msg);
@@ -408,46 +453,41 @@ static int emv_verify_arqc(lua_State *L) {
 }
 
 /* ARPC with key bytes sk, parameters in the table at idx. */
-static int arpc_compute(lua_State *L, const unsigned char sk[16], int idx, unsigned char out[8], size_t *outlen,
+static int arpc_compute(lua_State *L, payhsm_key *owner, const unsigned char sk[16], int idx, unsigned char out[8], size_t *outlen,
                         emv_err *e) {
   unsigned char arqc[8], buf[8 + 4 + 8 + 8], arc[2], csu[4];
   lua_Integer method = payhsm_optfield_int(L, idx, "method", 1);
   size_t n, pn = 0, i;
   const char *prop;
-  payhsm_key t;
   int ok, present;
   if (method != 1 && method != 2) luaL_error(L, "emv: p.method must be 1 or 2");
   if (!hexfield(L, idx, "arqc", arqc, 8, "ARQC_LENGTH", e, &present)) return 0;
   if (!present) luaL_error(L, "emv: p.arqc is required");
-  if (!temp_key(&t, sk, e)) return 0;
   if (method == 1) {
-    if (!hexfield(L, idx, "arc", arc, 2, "EMV_ARC", e, &present)) { payhsm_key_clear(&t); return 0; }
+    if (!hexfield(L, idx, "arc", arc, 2, "EMV_ARC", e, &present)) return 0;
     if (!present) luaL_error(L, "emv: ARPC method 1 needs p.arc (4 hex digits)");
     memcpy(buf, arqc, 8);
     buf[0] ^= arc[0];
     buf[1] ^= arc[1];
-    ok = tdes_ecb(L, &t, buf, out, 8, e);
+    ok = ecb_with(L, owner, sk, buf, out, 8, e);
     *outlen = 8;
   } else {
-    if (!hexfield(L, idx, "csu", csu, 4, "EMV_CSU", e, &present)) { payhsm_key_clear(&t); return 0; }
+    if (!hexfield(L, idx, "csu", csu, 4, "EMV_CSU", e, &present)) return 0;
     if (!present) luaL_error(L, "emv: ARPC method 2 needs p.csu (8 hex digits)");
     memcpy(buf, arqc, 8);
     memcpy(buf + 8, csu, 4);
     n = 12;
     if ((prop = payhsm_optfield_str(L, idx, "proprietary", &pn))) {
       if (pn > 16 || payhsm_hex_decode(prop, pn, buf + 12, 8) == (size_t)-1) {
-        payhsm_key_clear(&t);
         return set_err(e, pn > 16 ? "BAD_LENGTH" : "BAD_HEX", "proprietary data must be 0 to 8 bytes of hex");
       }
       n += pn / 2;
     }
     n = payhsm_iso9797_pad(buf, n, 8, 2, buf);
-    ok = payhsm_mac_alg3(L, &t, buf, n, buf);
+    ok = alg3_with(L, owner, sk, buf, n, buf, e);
     if (ok) for (i = 0; i < 4; i++) out[i] = buf[i];
-    if (!ok) set_err(e, NULL, "");
     *outlen = 4;
   }
-  payhsm_key_clear(&t);
   return ok;
 }
 
@@ -461,7 +501,7 @@ static int emv_generate_arpc(lua_State *L) {
   size_t n;
   int r;
   if ((r = check_imk(L, imk, fn, "XN"))) return r;
-  r = ac_key(L, imk, 2, &q, sk, &e) && arpc_compute(L, sk, 2, out, &n, &e);
+  r = ac_key(L, imk, 2, &q, sk, &e) && arpc_compute(L, imk, sk, 2, out, &n, &e);
   OPENSSL_cleanse(sk, sizeof sk);
   if (!r) return efail(L, fn, &e);
   payhsm_pushhex(L, out, n);
@@ -478,7 +518,7 @@ static int emv_compute_arpc(lua_State *L) {
   int r;
   if ((r = check_imk(L, k, fn, NULL))) return r;
   luaL_checktype(L, 2, LUA_TTABLE);
-  if (!arpc_compute(L, k->bytes, 2, out, &n, &e)) return efail(L, fn, &e);
+  if (!arpc_compute(L, k, k->bytes, 2, out, &n, &e)) return efail(L, fn, &e);
   payhsm_pushhex(L, out, n);
   return 1;
 }

@@ -75,7 +75,11 @@ static int pin_field(int fmt, const char *pin, size_t n, unsigned char *f, pin_e
   unsigned char rnd[16];
   size_t i, nib = 16; /* nibbles of the control, length, PIN and fill part */
   if (!check_pin(pin, n, e)) return 0;
-  if (RAND_bytes(rnd, sizeof rnd) != 1) return set_err(e, "RANDOM", "RAND_bytes failed");
+  if (fmt == 1 || fmt == 3 || fmt == 4) {
+    if (RAND_bytes(rnd, sizeof rnd) != 1) return set_err(e, NULL, NULL);
+  } else {
+    memset(rnd, 0, sizeof rnd);
+  }
   memset(f, 0, block_len(fmt));
   put_nibble(f, 0, (unsigned)fmt);
   put_nibble(f, 1, (unsigned)n);
