@@ -21,14 +21,17 @@ static const signed char hexval[256] = {
 
 size_t payhsm_hex_decode(const char *hex, size_t len, unsigned char *out, size_t cap) {
   size_t i, n;
+  unsigned bad = 0;
   if (len % 2 != 0 || len / 2 > cap) return (size_t)-1;
   n = len / 2;
+  /* branch-free: a zero table entry (not a hex digit) leaves bit 4 clear after -1 */
   for (i = 0; i < n; i++) {
-    int hi = hexval[(unsigned char)hex[2 * i]], lo = hexval[(unsigned char)hex[2 * i + 1]];
-    if (!hi || !lo) return (size_t)-1;
-    out[i] = (unsigned char)(((hi - 1) << 4) | (lo - 1));
+    unsigned hi = (unsigned)hexval[(unsigned char)hex[2 * i]] - 1u;
+    unsigned lo = (unsigned)hexval[(unsigned char)hex[2 * i + 1]] - 1u;
+    bad |= (hi | lo) & ~15u;
+    out[i] = (unsigned char)((hi << 4) | (lo & 15u));
   }
-  return n;
+  return bad ? (size_t)-1 : n;
 }
 
 void payhsm_hex_encode(const unsigned char *in, size_t len, char *out) {

@@ -58,7 +58,7 @@ static int envelope_seal(lua_State *L) {
   size_t n, padded, nchunks, hexlen, i, chunk = DEFAULT_CHUNK;
   const char *pt = luaL_checklstring(L, 2, &n);
   unsigned char iv[16], stackbuf[4096 + 16], *buf;
-  char *hex;
+  char *hex, hexstack[8192 + 32];
   int chunked = 0, r;
   luaL_Buffer b;
   if ((r = msk_check(L, k, fn, 1))) return r;
@@ -96,7 +96,8 @@ static int envelope_seal(lua_State *L) {
   lua_setfield(L, -2, "format");
   nchunks = chunked ? (padded + chunk - 1) / chunk : 1;
   hexlen = 2 * padded + (nchunks - 1);
-  hex = luaL_buffinitsize(L, &b, hexlen);
+  if (hexlen <= sizeof hexstack) hex = hexstack; /* one copy into the Lua string, no box */
+  else hex = luaL_buffinitsize(L, &b, hexlen);
   if (!chunked) {
     payhsm_hex_encode(buf, padded, hex);
   } else {
@@ -108,7 +109,8 @@ static int envelope_seal(lua_State *L) {
       o += 2 * m;
     }
   }
-  luaL_pushresultsize(&b, hexlen);
+  if (hex == hexstack) lua_pushlstring(L, hex, hexlen);
+  else luaL_pushresultsize(&b, hexlen);
   lua_setfield(L, -2, "ciphertext");
   payhsm_pushhex(L, iv, 16);
   lua_setfield(L, -2, "initialization_vector");
