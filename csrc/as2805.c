@@ -93,7 +93,7 @@ static int as2805_request(lua_State *L) {
     return payhsm_fail(L, fn, "KEY_TYPE", "derive_algorithm %s does not match the %s KEK", algs[alg],
                        payhsm_alg_name(kek->alg));
   n = (size_t)(8 * (len + 1));
-  if (RAND_bytes(kr, (int)n) != 1) return payhsm_raise_ossl(L, fn);
+  if (RAND_priv_bytes(kr, (int)n) != 1) return payhsm_raise_ossl(L, fn);
   for (i = 0; i < n; i++) inv[i] = (unsigned char)~kr[i];
   r = variant_crypt(L, kek, m, 1, kr, krs, n) && variant_crypt(L, kek, m, 1, inv, krr, n) &&
       payhsm_kcv_compute(L, kek, 0, kcv);

@@ -9,6 +9,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
+#include <pthread.h>
 
 #include "payhsm.h"
 
@@ -18,6 +20,38 @@ static const signed char hexval[256] = {
   ['E'] = 15, ['F'] = 16, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
   ['f'] = 16,
 };
+
+/* ---- public random bytes (IVs, padding, PIN block fill) -------------------
+ * RAND_bytes costs about half a microsecond per call in OpenSSL 3 (parameter
+ * lookups and a getpid() fork check), more than the cipher work of a TR-31 wrap.
+ * Short requests are served from a per-thread pool that RAND_bytes refills 4 KiB
+ * at a time; a fork empties the child's pool (pthread_atfork), so parent and
+ * child never hand out the same bytes. Bytes are wiped from the pool as they are
+ * handed out. Key material does not come from here (keys use RAND_priv_bytes). */
+#define POOL 4096
+static __thread unsigned char pool[POOL];
+static __thread size_t pool_left; /* unread bytes at the end of pool */
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_forget(void) {
+  OPENSSL_cleanse(pool, sizeof pool);
+  pool_left = 0;
+}
+
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_forget); }
+
+int payhsm_random(unsigned char *out, size_t n) {
+  pthread_once(&pool_once, pool_init);
+  if (n > 256) return RAND_bytes(out, (int)n) == 1;
+  if (pool_left < n) {
+    if (RAND_bytes(pool, POOL) != 1) return 0;
+    pool_left = POOL;
+  }
+  memcpy(out, pool + POOL - pool_left, n);
+  OPENSSL_cleanse(pool + POOL - pool_left, n);
+  pool_left -= n;
+  return 1;
+}
 
 size_t payhsm_hex_decode(const char *hex, size_t len, unsigned char *out, size_t cap) {
   size_t i, n;

@@ -34,7 +34,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "payhsm.h"
 
@@ -73,13 +72,13 @@ static int envelope_seal(lua_State *L) {
       if (ivn == (size_t)-1) return 3;
       if (ivn != 16) return payhsm_fail(L, fn, "IV_LENGTH", "IV must be 16 bytes, got %d", (int)ivn);
       lua_pop(L, 1);
-    } else if (RAND_bytes(iv, 16) != 1) {
+    } else if (!payhsm_random(iv, 16)) {
       return payhsm_raise_ossl(L, fn);
     }
     chunk = (size_t)payhsm_optfield_int(L, 3, "chunk_size", DEFAULT_CHUNK);
     if (chunk == 0 || chunk % 16 || chunk > ((size_t)1 << 30))
       return luaL_error(L, "%s: chunk_size must be a positive multiple of 16", fn);
-  } else if (RAND_bytes(iv, 16) != 1) {
+  } else if (!payhsm_random(iv, 16)) {
     return payhsm_raise_ossl(L, fn);
   }
   padded = (n / 16 + 1) * 16;

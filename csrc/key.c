@@ -221,12 +221,39 @@ EVP_CIPHER_CTX *payhsm_key_k1cbc(lua_State *L, payhsm_key *k) {
   return k->des_k1;
 }
 
+/* Short CBC runs on the key's ECB context: resetting a CBC context's IV with
+ * EVP_CipherInit_ex2 costs more in OpenSSL 3 than several block calls. */
+#define SHORT_CBC_ENC 128  /* bytes: chained block by block on the ECB context */
+#define SHORT_CBC_DEC 4096 /* bytes: one ECB call, then the xor with the previous block */
+
 int payhsm_key_crypt(lua_State *L, payhsm_key *k, int enc, const unsigned char *iv,
                      const unsigned char *in, unsigned char *out, size_t len) {
   EVP_CIPHER_CTX *ctx;
   int outl;
+  size_t bs = payhsm_key_blocksize(k), i, j;
   if (len == 0) return 1;
   if (len > (size_t)0x7fffffff) return 0;
+  if (iv && enc && len <= SHORT_CBC_ENC) {
+    unsigned char x[16];
+    const unsigned char *prev = iv;
+    ctx = payhsm_key_ecb(L, k, 1);
+    for (i = 0; i < len; i += bs) {
+      for (j = 0; j < bs; j++) x[j] = (unsigned char)(in[i + j] ^ prev[j]);
+      if (!EVP_CipherUpdate(ctx, out + i, &outl, x, (int)bs)) return 0;
+      prev = out + i;
+    }
+    OPENSSL_cleanse(x, sizeof x);
+    return 1;
+  }
+  if (iv && !enc && len <= SHORT_CBC_DEC) {
+    unsigned char ct[SHORT_CBC_DEC];
+    memcpy(ct, in, len);
+    ctx = payhsm_key_ecb(L, k, 0);
+    if (!EVP_CipherUpdate(ctx, out, &outl, ct, (int)len) || (size_t)outl != len) return 0;
+    for (j = 0; j < bs; j++) out[j] ^= iv[j];
+    for (i = bs; i < len; i++) out[i] ^= ct[i - bs];
+    return 1;
+  }
   if (iv) {
     ctx = payhsm_key_cbc(L, k, enc);
     if (!EVP_CipherInit_ex2(ctx, NULL, NULL, iv, -1, NULL)) return 0;
@@ -304,6 +331,23 @@ int payhsm_key_cmac(lua_State *L, payhsm_key *k, const unsigned char *msg, size_
   /* M_1 .. M_{n-1} are CBC-chained; M_n is completed with K1 or K2. */
   n = len == 0 ? 1 : (len + bs - 1) / bs;
   rem = len - (n - 1) * bs;
+  if (n <= 8) { /* short messages: block by block on the ECB context (no IV reset) */
+    unsigned char c[16] = {0};
+    EVP_CIPHER_CTX *ecb = payhsm_key_ecb(L, k, 1);
+    size_t b, j;
+    for (b = 0; b + 1 < n; b++) {
+      for (j = 0; j < bs; j++) c[j] ^= msg[b * bs + j];
+      if (!EVP_CipherUpdate(ecb, c, &outl, c, (int)bs)) return 0;
+    }
+    for (j = 0; j < bs; j++) {
+      unsigned char m = rem == bs ? (unsigned char)(msg[(n - 1) * bs + j] ^ k->cmac_k1[j])
+                        : (unsigned char)((j < rem ? msg[(n - 1) * bs + j] : (j == rem ? 0x80 : 0)) ^ k->cmac_k2[j]);
+      c[j] ^= m;
+    }
+    if (!EVP_CipherUpdate(ecb, out, &outl, c, (int)bs)) return 0;
+    OPENSSL_cleanse(c, sizeof c);
+    return 1;
+  }
   if (n > 1) {
     if (!payhsm_cbc_chain(cbc, msg, (n - 1) * bs, bs, last)) return 0;
     /* Continue the chain: the context's IV is now the last ciphertext block. */

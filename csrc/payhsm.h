@@ -143,6 +143,9 @@ size_t payhsm_hexarg_scratch(lua_State *L, int idx, const char *fn, const char *
 size_t payhsm_hex_decode(const char *hex, size_t len, unsigned char *out, size_t cap);
 /* Encodes len bytes as upper-case hex into out (2*len chars, no NUL). */
 void payhsm_hex_encode(const unsigned char *in, size_t len, char *out);
+/* Public random bytes (IVs, padding, fill) from RAND_bytes through a per-thread pool,
+ * fork safe. Not for key material. Returns 1 on success. */
+int payhsm_random(unsigned char *out, size_t n);
 /* Pushes upper-case hex of len bytes. */
 void payhsm_pushhex(lua_State *L, const unsigned char *in, size_t len);
 /* Pushes nil, "<fn>: <formatted message>", code and returns 3. Drains OpenSSL's error queue. */

@@ -27,7 +27,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "payhsm.h"
 
@@ -76,7 +75,7 @@ static int pin_field(int fmt, const char *pin, size_t n, unsigned char *f, pin_e
   size_t i, nib = 16; /* nibbles of the control, length, PIN and fill part */
   if (!check_pin(pin, n, e)) return 0;
   if (fmt == 1 || fmt == 3 || fmt == 4) {
-    if (RAND_bytes(rnd, sizeof rnd) != 1) return set_err(e, NULL, NULL);
+    if (!payhsm_random(rnd, sizeof rnd)) return set_err(e, NULL, NULL);
   } else {
     memset(rnd, 0, sizeof rnd);
   }

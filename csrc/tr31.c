@@ -42,7 +42,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "payhsm.h"
 
@@ -624,7 +623,7 @@ static int tr31_wrap(lua_State *L) {
     size_t need = bs - hlen % bs;
     unsigned char rnd[32];
     if (need < 4) need += bs;
-    if (RAND_bytes(rnd, (int)need) != 1) return payhsm_raise_ossl(L, fn);
+    if (!payhsm_random(rnd, need)) return payhsm_raise_ossl(L, fn);
     hlen += (size_t)snprintf(text + hlen, sizeof text - hlen, "PB%02X", (unsigned)need);
     for (i = 0; i < need - 4; i++) text[hlen++] = "0123456789ABCDEFGHIJKLMNOPQRSTUV"[rnd[i] & 31];
     nb++;
@@ -647,7 +646,7 @@ static int tr31_wrap(lua_State *L) {
     padlen = pn;
     plen = 2 + key->len + pn;
     memcpy(payload + 2 + key->len, pad, pn);
-  } else if (padlen && RAND_bytes(payload + 2 + key->len, (int)padlen) != 1) {
+  } else if (padlen && !payhsm_random(payload + 2 + key->len, padlen)) {
     return payhsm_raise_ossl(L, fn);
   }
   if (hlen + 2 * plen + 2 * ml > MAX_BLOCK_LEN)

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 static inline double bench_cpu(void) {
   struct timespec ts;
@@ -90,23 +92,74 @@ static inline void dbl(const unsigned char *in, unsigned char *out, int bs) {
   out[bs - 1] = (unsigned char)((in[bs - 1] << 1) ^ (carry * (bs == 16 ? 0x87 : 0x1B)));
 }
 
-/* CMAC with the same call pattern as payhsm_key_cmac. */
-static inline void cmac(EVP_CIPHER_CTX *cbc, const unsigned char *k1, const unsigned char *k2,
-                 const unsigned char *m, int len, int bs, unsigned char *out) {
-  static const unsigned char iv[16];
-  unsigned char last[16];
-  int n = len == 0 ? 1 : (len + bs - 1) / bs, rem = len - (n - 1) * bs, i, outl;
-  if (n > 1) {
-    chain(cbc, m, (n - 1) * bs, bs, last);
-    EVP_CipherInit_ex2(cbc, NULL, NULL, last, -1, NULL);
-  } else {
-    EVP_CipherInit_ex2(cbc, NULL, NULL, iv, -1, NULL);
+/* Public random bytes from a RAND_bytes-filled 4 KiB pool, as payhsm_random does. */
+static inline void bench_random(unsigned char *out, size_t n) {
+  static unsigned char pool[4096];
+  static size_t left;
+  if (left < n) {
+    RAND_bytes(pool, sizeof pool);
+    left = sizeof pool;
   }
+  memcpy(out, pool + sizeof pool - left, n);
+  OPENSSL_cleanse(pool + sizeof pool - left, n);
+  left -= n;
+}
+
+/* CMAC with the same call pattern as payhsm_key_cmac: up to 8 blocks block by block on
+ * the ECB context, longer messages on the CBC context. */
+static inline void cmac(EVP_CIPHER_CTX *ecb, EVP_CIPHER_CTX *cbc, const unsigned char *k1,
+                        const unsigned char *k2, const unsigned char *m, int len, int bs,
+                        unsigned char *out) {
+  static const unsigned char iv[16];
+  unsigned char last[16] = {0};
+  int n = len == 0 ? 1 : (len + bs - 1) / bs, rem = len - (n - 1) * bs, i, b, outl;
+  if (n <= 8) {
+    for (b = 0; b + 1 < n; b++) {
+      for (i = 0; i < bs; i++) last[i] ^= m[b * bs + i];
+      EVP_CipherUpdate(ecb, last, &outl, last, bs);
+    }
+    for (i = 0; i < bs; i++) {
+      unsigned char x = i < rem ? m[(n - 1) * bs + i] : (i == rem ? 0x80 : 0);
+      last[i] ^= (unsigned char)(x ^ (rem == bs ? k1[i] : k2[i]));
+    }
+    EVP_CipherUpdate(ecb, out, &outl, last, bs);
+    return;
+  }
+  chain(cbc, m, (n - 1) * bs, bs, last);
+  EVP_CipherInit_ex2(cbc, NULL, NULL, last, -1, NULL);
+  (void)iv;
   for (i = 0; i < bs; i++) {
-    unsigned char b = i < rem ? m[(n - 1) * bs + i] : (i == rem ? 0x80 : 0);
-    last[i] = (unsigned char)(b ^ (rem == bs ? k1[i] : k2[i]));
+    unsigned char x = i < rem ? m[(n - 1) * bs + i] : (i == rem ? 0x80 : 0);
+    last[i] = (unsigned char)(x ^ (rem == bs ? k1[i] : k2[i]));
   }
   EVP_CipherUpdate(cbc, out, &outl, last, bs);
 }
 
+/* CBC as payhsm_key_crypt runs it: short runs on the ECB context (encrypt up to 128
+ * bytes block by block; decrypt up to 4096 bytes in one ECB call plus xor), longer ones
+ * on the CBC context with its IV reset. */
+static inline void cbc_crypt(EVP_CIPHER_CTX *ecb, EVP_CIPHER_CTX *cbc, int enc, const unsigned char *iv,
+                             const unsigned char *in, unsigned char *out, int len, int bs) {
+  int outl, i, j;
+  if (enc && len <= 128) {
+    unsigned char x[16];
+    const unsigned char *prev = iv;
+    for (i = 0; i < len; i += bs) {
+      for (j = 0; j < bs; j++) x[j] = (unsigned char)(in[i + j] ^ prev[j]);
+      EVP_CipherUpdate(ecb, out + i, &outl, x, bs);
+      prev = out + i;
+    }
+    return;
+  }
+  if (!enc && len <= 4096) {
+    unsigned char ct[4096];
+    memcpy(ct, in, (size_t)len);
+    EVP_CipherUpdate(ecb, out, &outl, ct, len);
+    for (j = 0; j < bs; j++) out[j] ^= iv[j];
+    for (i = bs; i < len; i++) out[i] ^= ct[i - bs];
+    return;
+  }
+  EVP_CipherInit_ex2(cbc, NULL, NULL, iv, -1, NULL);
+  EVP_CipherUpdate(cbc, out, &outl, in, len);
+}
 #endif

@@ -13,7 +13,7 @@ static void seal(EVP_CIPHER_CTX *enc, const char *pt, size_t n, char *ivhex) {
   unsigned char iv[16];
   size_t padded = (n / 16 + 1) * 16;
   int outl;
-  RAND_bytes(iv, 16);
+  bench_random(iv, 16);
   memcpy(buf, pt, n);
   memset(buf + n, (int)(padded - n), padded - n);
   EVP_CipherInit_ex2(enc, NULL, NULL, iv, -1, NULL);
@@ -22,14 +22,16 @@ static void seal(EVP_CIPHER_CTX *enc, const char *pt, size_t n, char *ivhex) {
   bench_hex(iv, 16, ivhex);
 }
 
+static EVP_CIPHER_CTX *ecb_dec;
+
 static size_t open_env(EVP_CIPHER_CTX *dec, const char *cthex, size_t len, const char *ivhex, char *out) {
   unsigned char iv[16];
   size_t n = bench_unhex_fast(cthex, len, buf), i;
   unsigned pad, bad;
   int outl;
   bench_unhex_fast(ivhex, 32, iv);
-  EVP_CipherInit_ex2(dec, NULL, NULL, iv, -1, NULL);
-  EVP_CipherUpdate(dec, buf, &outl, buf, (int)n);
+  cbc_crypt(ecb_dec, dec, 0, iv, buf, buf, (int)n, 16);
+  (void)outl;
   pad = buf[n - 1];
   bad = (pad - 1u) >> 31 | (16u - pad) >> 31;
   for (i = 0; i < 16; i++) bad |= (0u - ((unsigned)(15 - (int)i - (int)pad) >> 31)) & (buf[n - 16 + i] ^ pad);
@@ -54,6 +56,8 @@ int main(void) {
   enc = ctx("AES-256-CBC", key);
   dec = ctx("AES-256-CBC", key);
   EVP_CipherInit_ex2(dec, NULL, NULL, NULL, 0, NULL);
+  ecb_dec = ctx("AES-256-ECB", key);
+  EVP_CipherInit_ex2(ecb_dec, NULL, NULL, NULL, 0, NULL);
   params[0] = OSSL_PARAM_construct_utf8_string("digest", (char *)(uintptr_t)"SHA256", 0);
   params[1] = OSSL_PARAM_construct_end();
   EVP_MAC_init(h, hk, 32, params);

@@ -56,7 +56,7 @@ int main(void) {
   for (i = 0; i < len; i++) pin[i] = (char)('0' + ((clear[1 + (i + 1) / 2] >> ((i % 2) ? 4 : 0)) & 15));
   BENCH("pin_translate_f0_tdes_to_f4_aes", 2000000, {
     DECRYPT_F0();
-    RAND_bytes(pf4, 16);
+    bench_random(pf4, 16);
     memset(clear, 0xAA, 8);
     clear[0] = (unsigned char)(0x40 | len);
     for (i = 0; i < len; i++) clear[1 + i / 2] = (unsigned char)((clear[1 + i / 2] & (i % 2 ? 0xF0 : 0x0F)) | ((pin[i] - '0') << (i % 2 ? 0 : 4)));
