@@ -83,7 +83,7 @@ static int as2805_request(lua_State *L) {
   static const char *const algs[] = {"TDES_2KEY", "TDES_3KEY", NULL};
   payhsm_key *kek = payhsm_checkkey(L, 1);
   int m = mask_opt(L, 2), r, alg = 0, len = 1;
-  unsigned char kr[24], inv[24], krs[24], krr[24], kcv[3];
+  unsigned char kr[48], both[48], krs[24], krr[24], kcv[3];
   size_t n, i;
   if (lua_getfield(L, 2, "random_key_max_length") != LUA_TNIL) len = payhsm_checkname(L, -1, "random key length", lengths);
   if (lua_getfield(L, 2, "derive_algorithm") != LUA_TNIL) alg = payhsm_checkname(L, -1, "derive key algorithm", algs);
@@ -94,11 +94,11 @@ static int as2805_request(lua_State *L) {
                        payhsm_alg_name(kek->alg));
   n = (size_t)(8 * (len + 1));
   if (RAND_priv_bytes(kr, (int)n) != 1) return payhsm_raise_ossl(L, fn);
-  for (i = 0; i < n; i++) inv[i] = (unsigned char)~kr[i];
-  r = variant_crypt(L, kek, m, 1, kr, krs, n) && variant_crypt(L, kek, m, 1, inv, krr, n) &&
-      payhsm_kcv_compute(L, kek, 0, kcv);
+  for (i = 0; i < n; i++) kr[n + i] = (unsigned char)~kr[i]; /* KR || ~KR: one keying, one ECB call */
+  r = variant_crypt(L, kek, m, 1, kr, both, 2 * n) && payhsm_kcv_compute(L, kek, 0, kcv);
+  memcpy(krs, both, n);
+  memcpy(krr, both + n, n);
   OPENSSL_cleanse(kr, sizeof kr);
-  OPENSSL_cleanse(inv, sizeof inv);
   if (!r) return payhsm_raise_ossl(L, fn);
   lua_createtable(L, 0, 3);
   payhsm_pushhex(L, krs, n);

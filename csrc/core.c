@@ -14,12 +14,19 @@
 
 #include "payhsm.h"
 
-static const signed char hexval[256] = {
-  ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7,
-  ['7'] = 8, ['8'] = 9, ['9'] = 10, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14,
-  ['E'] = 15, ['F'] = 16, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
-  ['f'] = 16,
-};
+/* Hex digit values; 16 marks a non-hex character (bit 4 set). Filled once. */
+static unsigned char hexval[256];
+static pthread_once_t hexval_once = PTHREAD_ONCE_INIT;
+
+static void hexval_init(void) {
+  int i;
+  for (i = 0; i < 256; i++) hexval[i] = 16;
+  for (i = 0; i < 10; i++) hexval['0' + i] = (unsigned char)i;
+  for (i = 0; i < 6; i++) {
+    hexval['A' + i] = (unsigned char)(10 + i);
+    hexval['a' + i] = (unsigned char)(10 + i);
+  }
+}
 
 /* ---- public random bytes (IVs, padding, PIN block fill) -------------------
  * RAND_bytes costs about half a microsecond per call in OpenSSL 3 (parameter
@@ -53,19 +60,19 @@ int payhsm_random(unsigned char *out, size_t n) {
   return 1;
 }
 
-size_t payhsm_hex_decode(const char *hex, size_t len, unsigned char *out, size_t cap) {
+size_t payhsm_hex_decode(const char *restrict hex, size_t len, unsigned char *restrict out, size_t cap) {
   size_t i, n;
   unsigned bad = 0;
+  const unsigned char *h = (const unsigned char *)hex;
   if (len % 2 != 0 || len / 2 > cap) return (size_t)-1;
+  pthread_once(&hexval_once, hexval_init);
   n = len / 2;
-  /* branch-free: a zero table entry (not a hex digit) leaves bit 4 clear after -1 */
-  for (i = 0; i < n; i++) {
-    unsigned hi = (unsigned)hexval[(unsigned char)hex[2 * i]] - 1u;
-    unsigned lo = (unsigned)hexval[(unsigned char)hex[2 * i + 1]] - 1u;
-    bad |= (hi | lo) & ~15u;
+  for (i = 0; i < n; i++) { /* branch-free; a non-hex character sets bit 4 of bad */
+    unsigned hi = hexval[h[2 * i]], lo = hexval[h[2 * i + 1]];
+    bad |= hi | lo;
     out[i] = (unsigned char)((hi << 4) | (lo & 15u));
   }
-  return bad ? (size_t)-1 : n;
+  return (bad & 16u) ? (size_t)-1 : n;
 }
 
 void payhsm_hex_encode(const unsigned char *in, size_t len, char *out) {

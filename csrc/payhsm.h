@@ -140,7 +140,7 @@ size_t payhsm_hexarg_scratch(lua_State *L, int idx, const char *fn, const char *
                              size_t extra, unsigned char *stackbuf, size_t cap,
                              unsigned char **out);
 /* Decodes hex (len chars) into out; returns byte count or (size_t)-1. */
-size_t payhsm_hex_decode(const char *hex, size_t len, unsigned char *out, size_t cap);
+size_t payhsm_hex_decode(const char *restrict hex, size_t len, unsigned char *restrict out, size_t cap);
 /* Encodes len bytes as upper-case hex into out (2*len chars, no NUL). */
 void payhsm_hex_encode(const unsigned char *in, size_t len, char *out);
 /* Public random bytes (IVs, padding, fill) from RAND_bytes through a per-thread pool,
