@@ -10,8 +10,8 @@
  *             random bytes; PAN field M (PAN length - 12, 0 if shorter) then the PAN,
  *             zero padded (a PAN under 12 digits is left padded to 12 with zeros);
  *             block = E(E(PIN field) xor PAN field), and back with two decryptions.
- * N is the PIN length, 4 to 12 digits. Formats 0 to 3 take DES-family keys, format
- * 4 AES keys.
+ * N is the PIN length, 4 to 12 digits. Formats 0 to 3 take TDES keys, format
+ * 4 AES keys; single DES is refused (ISO 9564-1 and X9.8 require TDES or AES).
  *
  * Lua: core.pin.format(fmt, pin, pan) -> clear_block_hex   (format 4: the PIN field)
  *      core.pin.parse(fmt, clear_block_hex, pan) -> pin
@@ -141,10 +141,11 @@ static const char *opt_pan(lua_State *L, int idx, size_t *n) {
 static int key_fits(lua_State *L, payhsm_key *k, int fmt, const char *fn, int enc) {
   int r;
   if ((r = payhsm_key_usage(L, k, fn, "P0", enc ? "EBN" : "DBN"))) return r;
+  /* ISO 9564-1 / ANSI X9.8: PINs are enciphered with TDES or AES, never single DES */
   if (fmt == 4 ? payhsm_alg_family(k->alg) != PAYHSM_FAM_AES
-               : payhsm_alg_family(k->alg) != PAYHSM_FAM_DES)
+               : k->alg != PAYHSM_ALG_TDES_2KEY && k->alg != PAYHSM_ALG_TDES_3KEY)
     return payhsm_fail(L, fn, "KEY_TYPE", "ISO format %d needs a%s key, got %s", fmt,
-                       fmt == 4 ? "n AES" : " DES or TDES", payhsm_alg_name(k->alg));
+                       fmt == 4 ? "n AES" : " TDES_2KEY or TDES_3KEY", payhsm_alg_name(k->alg));
   return 0;
 }
 

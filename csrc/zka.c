@@ -5,15 +5,20 @@
  * PIN blocks under SK-pac, a TDES CBC-MAC under SK-mac truncated to 4 or 8 bytes).
  *
  * Derivation followed (the seed's Derive(MK, "pac" || Session_Data) is a sketch; the
- * public code for the related ZKA/UKPT scheme derives each session key by decrypting
- * the random value under the master key xor a control mask per key half, then
- * fixing parity):
- *     SK = TDES-ECB-decrypt(MK xor (mask_L || mask_R))(RND), odd parity
- * with MK a TDES_2KEY and RND 16 bytes (RNDI). The mask values of the ZKA
- * specification are not public; payhsm keeps them as data in the table below and
- * uses its own: each half carries the purpose label of the seed ("pac", "mac",
- * "enc"), lower case in the left half and upper case in the right. Replace the
- * table to match a partner HSM; everything else stays.
+ * ZKA specification itself is not public). Public material: public code for the related
+ * UKPT scheme (yelloco UKPTUtil.java, calculateIbmCcaSessionKey) deciphers each half of
+ * the random value under the master key xor a control mask per key half, then sets
+ * parity; a public Q&A on ZKA control masks (devhide.com, "HSM ZKA control mask values")
+ * uses IBM CCA's IPINENC control vector for PAC; the values are IBM CCA's default
+ * control vectors of double-length keys (z/OS ICSF Application Programmer's Guide, "DES
+ * control vector table"):
+ *     SK_L = TDES-ECB-decrypt(MK xor (CV_L || CV_L))(RND[0..7])
+ *     SK_R = TDES-ECB-decrypt(MK xor (CV_R || CV_R))(RND[8..15]),  SK odd parity
+ *     PAC: IPINENC 00215F0003410000 / 00215F0003210000
+ *     MAC: DATAM   00004D0003410000 / 00004D0003210000
+ *     ENC: DATAC   0000710003410000 / 0000710003210000
+ * The masks are data in purposes[] below: a partner configured with other control
+ * vectors needs only that table changed.
  * MAC: ISO 9797-1 MAC algorithm 1 (TDES CBC-MAC), padding method 1 (zeros),
  * leftmost 4 or 8 bytes.
  *
@@ -21,7 +26,7 @@
  *        purpose "PAC" -> usage P0 mode B; "MAC" -> usage M1 mode C; "ENC" -> usage D0 mode B
  *      core.zka.mac(sk_mac, data_hex [, {length = 4|8, padding = 1|2}]) -> mac_hex
  *      core.zka.verify_mac(sk_mac, data_hex, mac_hex [, opts]) -> true | false, msg, code
- * Keys: the master key TDES_2KEY, usage B0 (or none), mode X or N.
+ * Keys: the master key TDES_2KEY, usage B0 or K0 (or none), mode X, D, B or N.
  * Codes: BAD_HEX, ZKA_RND_LENGTH, MAC_LENGTH, MAC_MISMATCH, KEY_TYPE, KEY_USAGE.
  */
 #include <string.h>
@@ -32,13 +37,13 @@
 
 static const struct {
   const char *purpose;
-  unsigned char mask[16]; /* mask_L || mask_R */
+  unsigned char cv[2][8]; /* CV_L, CV_R */
   const char *usage;
   char mode;
 } purposes[] = {
-  {"PAC", {'p', 'a', 'c', 0, 0, 0, 0, 0, 'P', 'A', 'C', 0, 0, 0, 0, 0}, "P0", 'B'},
-  {"MAC", {'m', 'a', 'c', 0, 0, 0, 0, 0, 'M', 'A', 'C', 0, 0, 0, 0, 0}, "M1", 'C'},
-  {"ENC", {'e', 'n', 'c', 0, 0, 0, 0, 0, 'E', 'N', 'C', 0, 0, 0, 0, 0}, "D0", 'B'},
+  {"PAC", {{0x00, 0x21, 0x5F, 0x00, 0x03, 0x41, 0x00, 0x00}, {0x00, 0x21, 0x5F, 0x00, 0x03, 0x21, 0x00, 0x00}}, "P0", 'B'},
+  {"MAC", {{0x00, 0x00, 0x4D, 0x00, 0x03, 0x41, 0x00, 0x00}, {0x00, 0x00, 0x4D, 0x00, 0x03, 0x21, 0x00, 0x00}}, "M1", 'C'},
+  {"ENC", {{0x00, 0x00, 0x71, 0x00, 0x03, 0x41, 0x00, 0x00}, {0x00, 0x00, 0x71, 0x00, 0x03, 0x21, 0x00, 0x00}}, "D0", 'B'},
 };
 
 /* core.zka.derive_session_key(mk, purpose, rnd_hex) -> key | nil, msg, code */
@@ -48,20 +53,25 @@ static int zka_derive(lua_State *L) {
   payhsm_key *mk = payhsm_checkkey(L, 1), t, *out;
   int p = payhsm_checkname(L, 2, "ZKA purpose", names), r, ok;
   unsigned char rnd[16], kx[16], sk[16];
-  size_t n, i;
-  if ((r = payhsm_key_usage(L, mk, fn, "B0", "XN"))) return r;
+  size_t n, i, h;
+  if ((r = payhsm_key_usage(L, mk, fn, "B0 K0", "XDBN"))) return r;
   if (mk->alg != PAYHSM_ALG_TDES_2KEY)
     return payhsm_fail(L, fn, "KEY_TYPE", "the ZKA master key is a TDES_2KEY, got %s", payhsm_alg_name(mk->alg));
   n = payhsm_hexarg(L, 3, fn, "RND", rnd, sizeof rnd);
   if (n == (size_t)-1) return 3;
   if (n != 16) return payhsm_fail(L, fn, "ZKA_RND_LENGTH", "RND must be 16 bytes, got %d", (int)n);
-  for (i = 0; i < 16; i++) kx[i] = (unsigned char)(mk->bytes[i] ^ purposes[p].mask[i]);
-  ok = payhsm_key_init(&t, PAYHSM_ALG_TDES_2KEY, kx, 16);
-  OPENSSL_cleanse(kx, sizeof kx);
-  if (!ok) return payhsm_raise_ossl(L, fn);
-  ok = payhsm_key_crypt(L, &t, 0, NULL, rnd, sk, 16);
-  payhsm_key_clear(&t);
-  if (!ok) return payhsm_raise_ossl(L, fn);
+  for (h = 0; h < 2; h++) { /* each half of RND under MK xor (CV_h || CV_h) */
+    for (i = 0; i < 16; i++) kx[i] = (unsigned char)(mk->bytes[i] ^ purposes[p].cv[h][i % 8]);
+    ok = payhsm_key_init(&t, PAYHSM_ALG_TDES_2KEY, kx, 16);
+    OPENSSL_cleanse(kx, sizeof kx);
+    if (!ok) return payhsm_raise_ossl(L, fn);
+    ok = payhsm_key_crypt(L, &t, 0, NULL, rnd + 8 * h, sk + 8 * h, 8);
+    payhsm_key_clear(&t);
+    if (!ok) {
+      OPENSSL_cleanse(sk, sizeof sk);
+      return payhsm_raise_ossl(L, fn);
+    }
+  }
   payhsm_des_parity(sk, 16);
   out = payhsm_pushkey(L, PAYHSM_ALG_TDES_2KEY, sk, 16);
   OPENSSL_cleanse(sk, sizeof sk);
