@@ -1,0 +1,74 @@
+--- In-memory store (tests, scenarios): the store interface every backend implements.
+--
+--   local store = require("payhsm.store.memory").new{clock = os.time}
+--   store:get(key) -> value | nil                 values are Lua strings
+--   store:put(key, value [, ttl_seconds])         overwrites; a TTL makes the key expire
+--   store:delete(key)
+--   store:ttl(key) -> seconds left | nil          nil: no such key or no expiry
+--   store:update(key, fn) -> ...                  atomic read-modify-write: fn(old_value)
+--        returns new_value (nil deletes), then any extra results, which update returns.
+--        fn may raise; nothing is written then. Backends shared between processes
+--        (redis) retry fn until the write is not interleaved with another one.
+--   store:keys(prefix) -> array of keys starting with prefix (sorted)
+--   store:close()
+-- Time comes from opts.clock (seconds, default os.time) so scenarios can advance it.
+local M = {}
+local Store = {}
+Store.__index = Store
+
+function M.new(opts)
+  opts = opts or {}
+  return setmetatable({ data = {}, expires = {}, clock = opts.clock or os.time }, Store)
+end
+
+function Store:_live(key)
+  local e = self.expires[key]
+  if e and self.clock() >= e then
+    self.data[key], self.expires[key] = nil, nil
+  end
+  return self.data[key]
+end
+
+function Store:get(key)
+  assert(type(key) == "string", "store: key must be a string")
+  return self:_live(key)
+end
+
+function Store:put(key, value, ttl)
+  assert(type(key) == "string" and type(value) == "string", "store: key and value must be strings")
+  self.data[key] = value
+  self.expires[key] = ttl and (self.clock() + ttl) or nil
+end
+
+function Store:delete(key)
+  self.data[key], self.expires[key] = nil, nil
+end
+
+function Store:ttl(key)
+  if self:_live(key) == nil or not self.expires[key] then return nil end
+  return self.expires[key] - self.clock()
+end
+
+function Store:update(key, fn)
+  local results = table.pack(fn(self:_live(key)))
+  local new = results[1]
+  if new == nil then self:delete(key)
+  else
+    assert(type(new) == "string", "store: update must return a string or nil")
+    self.data[key] = new
+  end
+  return table.unpack(results, 2, results.n)
+end
+
+function Store:keys(prefix)
+  local out = {}
+  for k in pairs(self.data) do
+    if k:sub(1, #prefix) == prefix and self:_live(k) then out[#out + 1] = k end
+  end
+  table.sort(out)
+  return out
+end
+
+function Store:close() end
+
+return M
