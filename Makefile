@@ -4,7 +4,7 @@
 LUA      ?= lua5.4
 CC       ?= cc
 PKGS     := lua5.4 liblua5.4-dev libssl-dev lua-busted lua-cjson make gcc pkg-config \
-            libmicrohttpd-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec curl wrk
+            libmicrohttpd-dev libgnutls28-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec curl wrk
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual -Wstrict-prototypes \
             -Wmissing-prototypes -Wconversion -Wno-sign-conversion
 CFLAGS   ?= -O2 -g
@@ -38,7 +38,7 @@ $(CORE): $(OBJS)
 	$(CC) -shared -o $@ $(OBJS) $(LDLIBS)
 
 build/payhsm/http.so: csrc/http.c csrc/payhsm.h | build/obj
-	$(CC) $(CFLAGS) -shared -o $@ $< -lmicrohttpd
+	$(CC) $(CFLAGS) -shared -o $@ $< -lmicrohttpd -lgnutls
 
 build/payhsm/redis.so: csrc/redis.c csrc/payhsm.h | build/obj
 	$(CC) $(CFLAGS) -I/usr/include/hiredis -shared -o $@ $< -lhiredis

@@ -1,0 +1,385 @@
+/*
+ * http.c - payhsm.http: an embedded HTTP(S) server on GNU libmicrohttpd (TLS by GnuTLS)
+ * with request handlers in Lua.
+ *
+ * The daemon has no thread of its own: Lua drives it from its main thread with
+ * server:run_once(ms) (MHD_run_wait, external event loop), and every callback that
+ * enters Lua runs on that thread, inside run_once. Keep-alive, chunked bodies and TLS
+ * are libmicrohttpd's.
+ *
+ * Lua: local http = require "payhsm.http"
+ *      local srv = http.new{host = "127.0.0.1", port = 8443 (0: any free port),
+ *                           handler = function(req) return resp end,
+ *                           tls = {cert = PEM, key = PEM, client_ca = PEM},   -- texts, optional
+ *                           max_body = bytes (default 1 MiB), timeout = seconds (default 30),
+ *                           quiet = true (drop libmicrohttpd's own diagnostics)}
+ *      srv:port() -> the bound port;  srv:run_once([ms]) -> true;  srv:close()
+ *   req  = {method=, path=, query=, headers = {lower-case name = value}, body=,
+ *           client_cert = {verified = true, subject = "..."} (mutual TLS only)}
+ *   resp = {status = 200, headers = {name = value}, body = string}
+ * Mutual TLS: with tls.client_ca, GnuTLS asks for a client certificate; a request
+ * whose connection presented none, or one that does not chain to client_ca, gets 403
+ * before the handler runs. TLS versions below 1.2 are disabled (GnuTLS priorities).
+ * A handler that raises gets a 500 with a generic JSON body; the error goes to
+ * opts.on_error(message) when given. Bodies over max_body get 413.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <microhttpd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#define SERVER_MT "payhsm.http.Server"
+
+typedef struct {
+  struct MHD_Daemon *d;
+  lua_State *L;      /* the state inside run_once (callbacks run there only) */
+  int handler_ref;   /* registry refs */
+  int on_error_ref;
+  int mutual;        /* client certificate required */
+  size_t max_body;
+  char *cert, *key, *ca; /* PEM copies: MHD keeps pointers to them */
+} server;
+
+typedef struct {
+  char *body;
+  size_t len, cap;
+  int too_big;
+} request_ctx;
+
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  lua_State *L = cls;
+  size_t i, n = strlen(key);
+  char low[256];
+  (void)kind;
+  if (n >= sizeof low || !value) return MHD_YES;
+  for (i = 0; i < n; i++) low[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
+  low[n] = 0;
+  lua_pushstring(L, value);
+  lua_setfield(L, -2, low);
+  return MHD_YES;
+}
+
+static enum MHD_Result add_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+  lua_State *L = cls;
+  (void)kind;
+  lua_pushstring(L, value ? value : "");
+  lua_setfield(L, -2, key);
+  return MHD_YES;
+}
+
+static enum MHD_Result send_plain(struct MHD_Connection *c, unsigned status, const char *json) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), (void *)(uintptr_t)json,
+                                                           MHD_RESPMEM_PERSISTENT);
+  enum MHD_Result ret;
+  if (!r) return MHD_NO;
+  MHD_add_response_header(r, "Content-Type", "application/json");
+  ret = MHD_queue_response(c, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+/* 1 when the connection presented a client certificate that chains to client_ca;
+ * fills subject (a DN string) when it did. */
+static int client_verified(struct MHD_Connection *c, char *subject, size_t cap) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  gnutls_session_t s;
+  unsigned status = 0, n = 0;
+  const gnutls_datum_t *chain;
+  gnutls_x509_crt_t crt;
+  size_t len = cap;
+  if (!ci || !(s = (gnutls_session_t)ci->tls_session)) return 0;
+  if (gnutls_certificate_verify_peers2(s, &status) != 0 || status != 0) return 0;
+  if (!(chain = gnutls_certificate_get_peers(s, &n)) || n == 0) return 0;
+  subject[0] = 0;
+  if (gnutls_x509_crt_init(&crt) == 0) {
+    if (gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) == 0)
+      gnutls_x509_crt_get_dn(crt, subject, &len);
+    gnutls_x509_crt_deinit(crt);
+  }
+  return 1;
+}
+
+/* Calls the Lua handler with the request table; queues its response. */
+static enum MHD_Result respond(server *sv, struct MHD_Connection *c, const char *method, const char *url,
+                               request_ctx *rc) {
+  lua_State *L = sv->L;
+  struct MHD_Response *r;
+  enum MHD_Result ret;
+  int status = 200, top = lua_gettop(L);
+  size_t blen = 0;
+  const char *body;
+  char subject[512];
+  if (sv->mutual && !client_verified(c, subject, sizeof subject))
+    return send_plain(c, 403, "{\"error\":{\"code\":\"403\",\"message\":\"client certificate required\"}}");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sv->handler_ref);
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, url);
+  lua_setfield(L, -2, "path");
+  lua_newtable(L);
+  MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, L);
+  lua_setfield(L, -2, "headers");
+  lua_newtable(L);
+  MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_query, L);
+  lua_setfield(L, -2, "query");
+  lua_pushlstring(L, rc->body ? rc->body : "", rc->len);
+  lua_setfield(L, -2, "body");
+  if (sv->mutual) {
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "verified");
+    lua_pushstring(L, subject);
+    lua_setfield(L, -2, "subject");
+    lua_setfield(L, -2, "client_cert");
+  }
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    if (sv->on_error_ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, sv->on_error_ref);
+      lua_pushvalue(L, -2);
+      lua_pcall(L, 1, 0, 0);
+    }
+    lua_settop(L, top);
+    return send_plain(c, 500, "{\"error\":{\"code\":\"1001\",\"message\":\"Internal Server Error\"}}");
+  }
+  if (!lua_istable(L, -1)) {
+    lua_settop(L, top);
+    return send_plain(c, 500, "{\"error\":{\"code\":\"1001\",\"message\":\"Internal Server Error\"}}");
+  }
+  if (lua_getfield(L, -1, "status") == LUA_TNUMBER) status = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "body");
+  body = lua_tolstring(L, -1, &blen);
+  if (!body) body = "";
+  r = MHD_create_response_from_buffer(blen, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+  lua_pop(L, 1);
+  if (!r) {
+    lua_settop(L, top);
+    return MHD_NO;
+  }
+  if (lua_getfield(L, -1, "headers") == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+        MHD_add_response_header(r, lua_tostring(L, -2), lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+  if (status < 100 || status > 599) status = 500;
+  ret = MHD_queue_response(c, (unsigned)status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                 const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+  server *sv = cls;
+  request_ctx *rc = *con_cls;
+  (void)version;
+  if (!rc) { /* headers are in: set up the body buffer */
+    if (!(rc = calloc(1, sizeof *rc))) return MHD_NO;
+    *con_cls = rc;
+    return MHD_YES;
+  }
+  if (*upload_size) { /* a piece of the body */
+    if (!rc->too_big) {
+      if (rc->len + *upload_size > sv->max_body) {
+        rc->too_big = 1;
+      } else {
+        if (rc->len + *upload_size > rc->cap) {
+          size_t cap = (rc->len + *upload_size) * 2;
+          char *nb = realloc(rc->body, cap);
+          if (!nb) return MHD_NO;
+          rc->body = nb;
+          rc->cap = cap;
+        }
+        memcpy(rc->body + rc->len, upload, *upload_size);
+        rc->len += *upload_size;
+      }
+    }
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  if (rc->too_big) return send_plain(c, 413, "{\"error\":{\"code\":\"413\",\"message\":\"body too large\"}}");
+  return respond(sv, c, method, url, rc);
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t) {
+  request_ctx *rc = *con_cls;
+  (void)cls; (void)c; (void)t;
+  if (rc) {
+    free(rc->body);
+    free(rc);
+    *con_cls = NULL;
+  }
+}
+
+/* MHD's own diagnostics (bind failures, TLS alerts): to stderr, or dropped with quiet. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  if (cls) return;
+  fputs("http: ", stderr);
+  vfprintf(stderr, fmt, ap);
+}
+
+static char *dup_field(lua_State *L, int idx, const char *name, int required) {
+  const char *s;
+  size_t n;
+  char *out;
+  lua_getfield(L, idx, name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (required) luaL_error(L, "http.new: tls.%s (PEM text) is required", name);
+    return NULL;
+  }
+  s = luaL_checklstring(L, -1, &n);
+  if (!(out = malloc(n + 1))) luaL_error(L, "out of memory");
+  memcpy(out, s, n + 1);
+  lua_pop(L, 1);
+  return out;
+}
+
+static void free_server(server *sv) {
+  if (sv->d) MHD_stop_daemon(sv->d);
+  sv->d = NULL;
+  if (sv->key) { /* the private key: wipe before freeing */
+    volatile char *p = sv->key;
+    while (*p) *p++ = 0;
+  }
+  free(sv->cert); free(sv->key); free(sv->ca);
+  sv->cert = sv->key = sv->ca = NULL;
+}
+
+/* http.new(opts) -> server; raises on bad options or when the port cannot be bound. */
+static int http_new(lua_State *L) {
+  server *sv;
+  const char *host;
+  lua_Integer port, timeout;
+  unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_EPOLL;
+  struct sockaddr_in addr;
+  struct MHD_OptionItem ops[12];
+  int n = 0;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "host");
+  host = luaL_optstring(L, -1, "127.0.0.1");
+  lua_getfield(L, 1, "port");
+  port = luaL_optinteger(L, -1, 0);
+  lua_getfield(L, 1, "timeout");
+  timeout = luaL_optinteger(L, -1, 30);
+  lua_pop(L, 3);
+  if (port < 0 || port > 65535) return luaL_error(L, "http.new: bad port");
+  sv = lua_newuserdatauv(L, sizeof *sv, 0);
+  memset(sv, 0, sizeof *sv);
+  sv->handler_ref = sv->on_error_ref = LUA_NOREF;
+  luaL_setmetatable(L, SERVER_MT);
+  lua_getfield(L, 1, "max_body");
+  sv->max_body = (size_t)luaL_optinteger(L, -1, 1 << 20);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "handler");
+  luaL_checktype(L, -1, LUA_TFUNCTION);
+  sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (lua_getfield(L, 1, "on_error") == LUA_TFUNCTION) sv->on_error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  else lua_pop(L, 1);
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) return luaL_error(L, "http.new: host must be an IPv4 address");
+  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
+  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)timeout, NULL};
+  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, NULL};
+  lua_getfield(L, 1, "quiet");
+  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log,
+                                     lua_toboolean(L, -1) ? (void *)sv : NULL};
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
+    int t = lua_gettop(L);
+    flags |= MHD_USE_TLS;
+    sv->cert = dup_field(L, t, "cert", 1);
+    sv->key = dup_field(L, t, "key", 1);
+    sv->ca = dup_field(L, t, "client_ca", 0);
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, sv->cert};
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, sv->key};
+    /* TLS 1.2 and 1.3 only */
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                       (void *)(uintptr_t)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
+    if (sv->ca) {
+      ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, sv->ca};
+      sv->mutual = 1;
+    }
+  }
+  lua_pop(L, 1);
+  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+  sv->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, sv, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
+  if (!sv->d) {
+    free_server(sv);
+    return luaL_error(L, "http.new: cannot start the server on %s:%d (port in use, or bad TLS material)",
+                      host, (int)port);
+  }
+  return 1;
+}
+
+static server *check_server(lua_State *L) {
+  server *sv = luaL_checkudata(L, 1, SERVER_MT);
+  if (!sv->d) luaL_error(L, "http server is closed");
+  return sv;
+}
+
+/* srv:port() -> bound port */
+static int srv_port(lua_State *L) {
+  server *sv = check_server(L);
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(sv->d, MHD_DAEMON_INFO_BIND_PORT);
+  lua_pushinteger(L, di ? di->port : 0);
+  return 1;
+}
+
+/* srv:run_once([ms]) -> true: waits up to ms (default 1000) for activity, serves it. */
+static int srv_run_once(lua_State *L) {
+  server *sv = check_server(L);
+  lua_Integer ms = luaL_optinteger(L, 2, 1000);
+  enum MHD_Result r;
+  sv->L = L;
+  r = MHD_run_wait(sv->d, (int32_t)ms);
+  sv->L = NULL;
+  if (r != MHD_YES) return luaL_error(L, "http: event loop failed");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* srv:close(): stops the daemon, closes every connection (also __gc) */
+static int srv_close(lua_State *L) {
+  server *sv = luaL_checkudata(L, 1, SERVER_MT);
+  free_server(sv);
+  if (sv->handler_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->handler_ref);
+  if (sv->on_error_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->on_error_ref);
+  sv->handler_ref = sv->on_error_ref = LUA_NOREF;
+  return 0;
+}
+
+int luaopen_payhsm_http(lua_State *L);
+int luaopen_payhsm_http(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"port", srv_port}, {"run_once", srv_run_once}, {"close", srv_close}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"new", http_new}, {NULL, NULL}};
+  luaL_newmetatable(L, SERVER_MT);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, srv_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, srv_close);
+  lua_setfield(L, -2, "__close");
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  lua_pushstring(L, MHD_get_version());
+  lua_setfield(L, -2, "mhd_version");
+  return 1;
+}
