@@ -1,7 +1,8 @@
---- The bin/payhsm command line: run, repl.
+--- The bin/payhsm command line: run, repl, serve.
 local usage = [[
-usage: payhsm run FILE [ARGS...]   run a Lua 5.4 script with payhsm on the path
-       payhsm repl                 interactive session with `hsm` preloaded]]
+usage: payhsm run FILE [ARGS...]              run a Lua 5.4 script with payhsm on the path
+       payhsm repl                            interactive session with `hsm` preloaded
+       payhsm serve SYSTEM --config FILE      serve a simulator (gateway, pos, mupk) over HTTP(S)]]
 
 local function run(file, ...)
   if not file then io.stderr:write(usage, "\n") os.exit(2) end
@@ -47,6 +48,11 @@ if cmd == "run" then
   run(select(2, ...))
 elseif cmd == "repl" then
   repl()
+elseif cmd == "serve" then
+  local system, flag, file = select(2, ...)
+  if not system or flag ~= "--config" or not file then io.stderr:write(usage, "\n") os.exit(2) end
+  local ok, err = pcall(require("payhsm.server").serve, system, file)
+  if not ok then io.stderr:write("payhsm: ", tostring(err), "\n") os.exit(1) end
 else
   io.stderr:write(usage, "\n")
   os.exit(cmd and 2 or 0)

@@ -1,0 +1,98 @@
+--- The simulators' HTTP(S) front: `bin/payhsm serve SYSTEM --config FILE`.
+-- Loads the config (a Lua file returning a table, see README "Servers"), opens the store,
+-- builds the system's handler (a module whose new(config) returns an object with
+-- :handle(req) -> resp) and serves it with payhsm.http from this (the main) thread,
+-- logging one line per request: time, method, path, status, milliseconds. No key bytes,
+-- bodies or credentials are logged.
+local http = require "payhsm.http"
+
+local M = {}
+
+M.systems = { gateway = "payhsm.gateway", pos = "payhsm.pos.server", mupk = "payhsm.mupk" }
+
+local function readfile(path, what)
+  local f, err = io.open(path, "rb")
+  if not f then error(("%s: cannot read %s (%s)"):format(what, path, err), 0) end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- Loads a config file: a Lua chunk returning a table.
+function M.load_config(path)
+  local chunk, err = loadfile(path, "t")
+  if not chunk then error("config: " .. err, 0) end
+  local ok, cfg = pcall(chunk)
+  if not ok then error("config: " .. tostring(cfg), 0) end
+  if type(cfg) ~= "table" then error("config: " .. path .. " must return a table", 0) end
+  return cfg
+end
+
+--- Opens the store a config names: {backend = "memory" | "sqlite" | "redis", path =, url =}.
+function M.open_store(cfg, default_backend, clock)
+  cfg = cfg or {}
+  local backend = cfg.backend or default_backend or "memory"
+  if backend == "memory" then
+    return require("payhsm.store.memory").new { clock = clock }
+  elseif backend == "sqlite" then
+    return require("payhsm.store.sqlite").new { path = cfg.path or "payhsm.db", clock = clock }
+  elseif backend == "redis" then
+    return require("payhsm.store.redis").new { url = cfg.url or "redis://127.0.0.1:6379/0",
+      prefix = cfg.prefix, clock = clock }
+  end
+  error("config: unknown store backend '" .. tostring(backend) .. "'", 0)
+end
+
+--- "127.0.0.1:8443" -> "127.0.0.1", 8443
+function M.parse_listen(s)
+  local host, port = tostring(s):match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
+  if not host or tonumber(port) > 65535 then
+    error("config: listen must be IPv4:port, e.g. \"127.0.0.1:8443\", got " .. tostring(s), 0)
+  end
+  return host, tonumber(port)
+end
+
+local function now_ms()
+  return os.clock() * 1000
+end
+
+--- Starts SYSTEM with the config table; returns the http server and the application.
+-- opts: default_store ("sqlite" for serve, "memory" otherwise), log = function(line), quiet.
+function M.start(system, cfg, opts)
+  opts = opts or {}
+  local modname = M.systems[system]
+  if not modname then error("serve: unknown system '" .. tostring(system) .. "' (gateway, pos, mupk)", 0) end
+  local app_cfg = {}
+  for k, v in pairs(cfg) do app_cfg[k] = v end
+  app_cfg.store = M.open_store(cfg.store, opts.default_store, cfg.clock)
+  local app = require(modname).new(app_cfg)
+  local log = opts.log or function(line) io.stderr:write(line, "\n") end
+  local function handler(req)
+    local t0 = now_ms()
+    local resp = app:handle(req)
+    log(("%s %s %s %d %.2fms"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), req.method, req.path, resp.status or 200,
+      now_ms() - t0))
+    return resp
+  end
+  local tls
+  if cfg.tls then
+    tls = { cert = readfile(cfg.tls.cert, "tls.cert"), key = readfile(cfg.tls.key, "tls.key"),
+            client_ca = cfg.tls.client_ca and readfile(cfg.tls.client_ca, "tls.client_ca") }
+  end
+  local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
+  local srv = http.new { host = host, port = port, tls = tls, handler = handler, quiet = opts.quiet,
+    on_error = function(e) log("handler error: " .. tostring(e)) end }
+  return srv, app
+end
+
+--- Serves forever (until the process is stopped).
+function M.serve(system, config_path)
+  local cfg = M.load_config(config_path)
+  local srv = M.start(system, cfg, { default_store = "sqlite" })
+  io.stderr:write(("payhsm %s listening on %s://%s:%d\n"):format(system, cfg.tls and "https" or "http",
+    (M.parse_listen(cfg.listen or "127.0.0.1:8443")), srv:port()))
+  io.stderr:flush()
+  while true do srv:run_once(1000) end
+end
+
+return M
