@@ -18,7 +18,7 @@ CORE     := build/payhsm/core.so
 MODULES  := $(if $(wildcard csrc/http.c),build/payhsm/http.so) $(if $(wildcard csrc/redis.c),build/payhsm/redis.so)
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps core test demo bench clean
+.PHONY: all deps core test demo bench clean fuzz test-asan
 all: deps
 	@$(MAKE) --no-print-directory core
 
@@ -51,6 +51,30 @@ demo: all
 
 bench: all
 	@$(MAKE) -s -C bench
+
+# ---- fuzzing (libFuzzer + AddressSanitizer + UBSan, clang from Debian) -------------
+FUZZ_TARGETS := tr31_parse tr31_unwrap pin_parse envelope_open rotation_restore hex
+FUZZ_TIME    ?= 60
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -I/usr/include/lua5.4 -Icsrc
+
+build/fuzz/%: fuzz/harness.c $(SRCS) csrc/payhsm.h
+	@mkdir -p build/fuzz
+	clang $(FUZZ_CFLAGS) -DFUZZ_TARGET=$* -o $@ fuzz/harness.c $(SRCS) -llua5.4 -lcrypto -lpthread
+
+# Runs every target for FUZZ_TIME seconds on the seed corpus in fuzz/corpus/<target>;
+# stops at the first finding (the crashing input is written to build/fuzz/).
+fuzz: all
+	@sh tools/deps.sh clang
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=build/fuzz/%)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  echo "fuzz $$t for $(FUZZ_TIME)s"; \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$t fuzz/corpus/$$t 2>build/fuzz/$$t.log \
+	    || { tail -40 build/fuzz/$$t.log; echo "fuzz: finding in $$t"; exit 1; }; \
+	  grep -E "stat::number_of_executed_units" build/fuzz/$$t.log; \
+	done
 
 clean:
 	rm -rf build
