@@ -269,6 +269,32 @@ static int fetch_algorithms(void) {
 }
 
 /*
+ * random(n) -> hex: n public random bytes (1..4096) from the RAND_bytes pool, for
+ * identifiers, nonces and tokens (keys come from key.generate, not from here).
+ */
+static int core_random(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  unsigned char buf[4096];
+  luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof buf, 1, "random: 1 to 4096 bytes");
+  if (!payhsm_random(buf, (size_t)n)) return payhsm_raise_ossl(L, "random");
+  payhsm_pushhex(L, buf, (size_t)n);
+  OPENSSL_cleanse(buf, (size_t)n);
+  return 1;
+}
+
+/*
+ * equal(a, b) -> boolean: compares two strings in time that depends only on their
+ * lengths (CRYPTO_memcmp), for passwords, tokens, KCVs and MACs held in Lua.
+ */
+static int core_equal(lua_State *L) {
+  size_t la, lb;
+  const char *a = luaL_checklstring(L, 1, &la);
+  const char *b = luaL_checklstring(L, 2, &lb);
+  lua_pushboolean(L, la == lb && CRYPTO_memcmp(a, b, la) == 0);
+  return 1;
+}
+
+/*
  * luaopen_payhsm_core: the C module. Returns a table whose fields are the areas
  * (key, cipher, mac, kcv, tr31, pin, emv, as2805, zka, envelope, rotation); the
  * friendly API in lua/payhsm/init.lua re-exports them.
@@ -288,6 +314,10 @@ int luaopen_payhsm_core(lua_State *L) {
   payhsm_zka_open(L);
   payhsm_envelope_open(L);
   payhsm_rotation_open(L);
+  lua_pushcfunction(L, core_random);
+  lua_setfield(L, -2, "random");
+  lua_pushcfunction(L, core_equal);
+  lua_setfield(L, -2, "equal");
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));

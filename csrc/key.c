@@ -10,9 +10,11 @@
  *      key.algorithm, key.bits, key.usage, key.mode, key.version, key.exportability
  *      key:kcv([alg]), key:export(), key:close(), tostring(key)
  */
+#include <stdint.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/kdf.h>
 #include <openssl/core_names.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
@@ -481,6 +483,62 @@ static int key_generate(lua_State *L) {
   return 1;
 }
 
+/*
+ * key.derive(kdk, algorithm, label, context [, attrs]) -> key
+ * NIST SP 800-108r1 key-based KDF in counter mode (section 4.1): the PRF is
+ * AES-CMAC for an AES key-derivation key and HMAC for an HMAC one; the input of
+ * each PRF call is [i]_32 || label || 0x00 || context || [L]_32 (OpenSSL's KBKDF).
+ * label and context are plain strings (may be empty). The derived key's bytes stay
+ * in C; DES-family outputs get odd parity. The KDK must be AES or HMAC (raises
+ * otherwise) and fit for any use or usage B0 (else nil, msg, "KEY_USAGE").
+ */
+static int key_derive(lua_State *L) {
+  payhsm_key *kdk = payhsm_checkkey(L, 1);
+  payhsm_alg alg = check_alg(L, 2);
+  size_t llen, clen, n = algs[alg].len;
+  const char *label = luaL_checklstring(L, 3, &llen);
+  const char *context = luaL_checklstring(L, 4, &clen);
+  unsigned char buf[64];
+  OSSL_PARAM params[7], *p = params;
+  EVP_KDF *kdf;
+  EVP_KDF_CTX *ctx;
+  payhsm_key *k;
+  int ok;
+  lua_settop(L, 5);
+  if (payhsm_key_usage(L, kdk, "key.derive", "B0", NULL)) return 3;
+  if (!n) n = (size_t)EVP_MD_get_size(payhsm_md_for(alg));
+  *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MODE, (char *)(uintptr_t)"counter", 0);
+  if (algs[kdk->alg].fam == PAYHSM_FAM_AES) {
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MAC, (char *)(uintptr_t)"CMAC", 0);
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_CIPHER,
+        (char *)(uintptr_t)EVP_CIPHER_get0_name(payhsm_cipher_for(kdk->alg, 1)), 0);
+  } else if (algs[kdk->alg].fam == PAYHSM_FAM_HMAC) {
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MAC, (char *)(uintptr_t)"HMAC", 0);
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+        (char *)(uintptr_t)EVP_MD_get0_name(payhsm_md_for(kdk->alg)), 0);
+  } else {
+    return luaL_argerror(L, 1, "key.derive: the key-derivation key must be AES or HMAC");
+  }
+  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, kdk->bytes, kdk->len);
+  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)(uintptr_t)label, llen);
+  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)(uintptr_t)context, clen);
+  *p = OSSL_PARAM_construct_end();
+  kdf = EVP_KDF_fetch(NULL, "KBKDF", NULL);
+  ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+  EVP_KDF_free(kdf);
+  ok = ctx && EVP_KDF_derive(ctx, buf, n, params) == 1;
+  EVP_KDF_CTX_free(ctx);
+  if (!ok) {
+    OPENSSL_cleanse(buf, sizeof buf);
+    return payhsm_raise_ossl(L, "key.derive");
+  }
+  if (algs[alg].fam == PAYHSM_FAM_DES) payhsm_des_parity(buf, n);
+  k = payhsm_pushkey(L, alg, buf, n);
+  OPENSSL_cleanse(buf, sizeof buf);
+  payhsm_key_setattrs(L, k, 5);
+  return 1;
+}
+
 /* key:export() -> hex. The one way to see clear bytes; raises when the host's
  * policy turned clear export off. */
 static int key_export(lua_State *L) {
@@ -569,7 +627,7 @@ void payhsm_key_open(lua_State *L) {
     {"__newindex", key_newindex}, {"__gc", key_close},
     {"__close", key_close}, {"__tostring", key_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
-    {"import", key_import}, {"generate", key_generate}, {"is_key", key_is}, {NULL, NULL}};
+    {"import", key_import}, {"generate", key_generate}, {"derive", key_derive}, {"is_key", key_is}, {NULL, NULL}};
   luaL_newmetatable(L, PAYHSM_KEY_MT);
   luaL_setfuncs(L, meta, 0);
   luaL_newlib(L, methods);

@@ -130,4 +130,38 @@ describe("key", function()
       assert.is_false(getmetatable(k))
     end)
   end)
+
+  describe("derive()", function()
+    -- NIST SP 800-108r1 counter-mode KBKDF (r = 32, [i] || label || 00 || context || [L]).
+    -- Expected values from an independent implementation: pyca/cryptography 48.0
+    -- KBKDFCMAC / KBKDFHMAC (rlen=4, llen=4, CounterLocation.BeforeFixed).
+    local KDK = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"
+    local cases = {
+      { "AES_256", "AES_256", "payhsm gateway storage", "",
+        "2E74125119DF4415BC8536488282298367503CE4D6CDBE882BD806135AACB7CB" },
+      { "AES_256", "AES_128", "label", "context", "A8B59B87CEDF1B2B63FE1BB11763F654" },
+      -- 24 bytes C439E1B1... from pyca, with DES odd parity set on every byte
+      { "AES_256", "TDES_3KEY", "", "x", "C438E0B097BF92A40DC223E523B3D5AB611FC1FE1C0762DC" },
+      { "HMAC_SHA256", "AES_256", "lbl", "ctx",
+        "58641FB130910DF961EA49A0767CE934583F02F8E3F97AEF817DB04A52BE47CF" },
+    }
+    for _, c in ipairs(cases) do
+      it(("derives %s from %s (label '%s')"):format(c[2], c[1], c[3]), function()
+        local kdk = hsm.key.import(c[1], KDK)
+        local k = hsm.key.derive(kdk, c[2], c[3], c[4], { usage = "D0" })
+        assert.equal(c[5], k:export())
+        assert.equal("D0", k.usage)
+      end)
+    end
+
+    it("refuses a TDES key-derivation key and a KDK meant for something else", function()
+      assert.has_error(function() hsm.key.derive(hsm.key.import("TDES_2KEY", TDES), "AES_128", "a", "") end)
+      local kdk = hsm.key.import("AES_256", KDK, { usage = "P0" })
+      local k, msg, code = hsm.key.derive(kdk, "AES_128", "a", "")
+      assert.is_nil(k)
+      assert.equal("KEY_USAGE", code)
+      assert.matches("key.derive", msg)
+      assert.has_error(function() hsm.key.derive(hsm.key.import("AES_256", KDK), "AES_999", "a", "") end)
+    end)
+  end)
 end)

@@ -4,7 +4,7 @@
 local M = {}
 
 local function sh(cmd)
-  local ok = os.execute(cmd .. " >/dev/null 2>&1")
+  local ok = os.execute("env -u LD_PRELOAD " .. cmd .. " >/dev/null 2>&1")
   assert(ok, "command failed: " .. cmd)
 end
 
@@ -48,7 +48,7 @@ end
 -- returns curl's output and exit code.
 function M.curl(srv, args)
   local out = os.tmpname()
-  os.execute(("(curl -s -S %s > %s 2>&1; echo $? > %s.rc) &"):format(args, out, out))
+  os.execute(("(env -u LD_PRELOAD curl -s -S %s > %s 2>&1; echo $? > %s.rc) &"):format(args, out, out))
   local deadline = os.time() + 10
   local rcfile
   repeat
