@@ -1,0 +1,533 @@
+--- The host-to-host Master Session Key gateway of seeds/msk-gateway-fiserv.txt, as a
+-- pure request handler (DESIGN.md: a spec, a scenario, an embedding host and
+-- `bin/payhsm serve gateway` all drive this same code).
+--
+--   local gw = require("payhsm.gateway").new{
+--     master_keys = {{label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = "..."},
+--                    {label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = "..."}},
+--     basic_auth = {user = "password"},
+--     store = require("payhsm.store.memory").new(),   -- or sqlite / redis
+--     clock = os.time,                 -- seconds; scenarios pass a simulated one
+--     min_import_interval = 0,         -- seconds between successful imports per label (0: off)
+--     storage_key = {algorithm = "AES_256", hex = "..."},   -- local master key (see below)
+--     gateway_keys = {pan = {algorithm =, hex =}, pin = {algorithm =, hex =}},  -- optional
+--   }
+--   local resp = gw:handle{method = "POST", path = "/key-management/keys/import",
+--                          headers = {authorization = "Basic ...", ["client-request-id"] = "..."},
+--                          body = "{...}"}     --> {status =, headers =, body =}
+--
+-- Endpoints (the seed elides the prefix; these are the issue's):
+--   POST /key-management/keys/import                          Import Key
+--   GET  /key-management/keys/{sessionKeyId}                  Get Key
+--   GET  /key-mgmt/session-keys/keys/sessionKeyLabel={label}  Get Keys
+--   POST /key-management/transactions/pan-reencryption        PAN re-encryption (ours)
+--   POST /key-management/transactions/pin-translation         PIN translation (ours)
+--
+-- State, per session key label, is one store value (so an import is one atomic store
+-- update, durable before the 200 is sent): the key type, the master key label, the time
+-- of the last import and the C rotation state (three static IDs, versions as the seed
+-- describes) whose entries hold each session key as a TR-31 block under the local master
+-- key (LMK) with its two check values. The LMK is `storage_key` from the config, or else
+-- derived (SP 800-108 KBKDF) from the master key whose label sorts first; the store keeps
+-- the LMK's check value and the gateway refuses to start on a store written under another.
+local hsm = require "payhsm"
+local util = require "payhsm.util"
+local cjson = require "cjson.safe"
+
+local M = {}
+
+M.PATHS = {
+  import = "/key-management/keys/import",
+  key = "/key-management/keys/", -- .. sessionKeyId
+  keys = "/key-mgmt/session-keys/keys/sessionKeyLabel=", -- .. label
+  pan = "/key-management/transactions/pan-reencryption",
+  pin = "/key-management/transactions/pin-translation",
+}
+
+--- Every refusal: HTTP status, error.code, error.message. The first five rows are the
+-- seed's exception table; the rest are ours (README "MSK gateway", error codes).
+M.ERRORS = {
+  DUPLICATE         = { 409, "301", "Session key has already been imported" },
+  NO_RESPONSE       = { 409, "3067", "Unable to retrieve response while importing session key" },
+  UNAUTHORIZED      = { 401, "401", "Unauthorized" },
+  IMPORT_FAILED     = { 409, "3901", "Server error occurred while importing session key" },
+  INTERNAL          = { 500, "1001", "Internal Server Error" },
+  BAD_REQUEST       = { 400, "1002", "Bad request" },
+  NOT_FOUND         = { 404, "1004", "Resource not found" },
+  METHOD            = { 405, "1005", "Method not allowed" },
+  UNKNOWN_MASTER_KEY = { 409, "3902", "Unknown masterKeyLabel" },
+  MASTER_KEY_TYPE   = { 409, "3903", "masterKeyLabel does not name a master key for this keyType" },
+  BLOCK_INVALID     = { 409, "3904", "sessionKey is not a valid TR-31 key block under the master key" },
+  BLOCK_FORMAT      = { 409, "3905", "sessionKey must be an AES-128 key in a TR-31 version D key block" },
+  KEY_USAGE         = { 409, "3906", "sessionKey has the wrong key usage for keyType (PIN: P0, PAN: D0)" },
+  KCV_MISMATCH      = { 409, "3907", "sessionKeyCheckValue does not match the session key" },
+  KEY_TYPE          = { 400, "3908", "keyType must be 'PAN' or 'PIN'" },
+  TOO_SOON          = { 429, "3909", "Another key was imported for this sessionKeyLabel too recently" },
+  LABEL_CONFLICT    = { 409, "3910", "sessionKeyLabel is already used with another keyType or masterKeyLabel" },
+  KEY_NOT_FOUND     = { 404, "3920", "Session key not found" },
+  LABEL_NOT_FOUND   = { 404, "3921", "No session keys for this sessionKeyLabel" },
+  ROTATED_OUT       = { 409, "3930", "Session key has been rotated out" },
+  WRONG_KEY_TYPE    = { 409, "3931", "Session key has the wrong keyType for this transaction" },
+  TRANSACTION_DATA  = { 422, "3932", "Transaction data cannot be processed with this session key" },
+}
+
+local IDS_PER_LABEL = 3
+local FIRST_ID = 1001
+local USAGE = { PIN = "P0", PAN = "D0" }
+
+local Gateway = {}
+Gateway.__index = Gateway
+
+local function refusal(name, detail)
+  error({ refusal = name, detail = detail }, 0)
+end
+
+local function master_key_entry(mk, i)
+  assert(type(mk) == "table" and type(mk.label) == "string" and type(mk.hex) == "string",
+    ("gateway: master_keys[%d] needs label and hex"):format(i))
+  assert(mk.key_type == "PAN" or mk.key_type == "PIN",
+    ("gateway: master_keys[%d].key_type must be PAN or PIN"):format(i))
+  local alg = mk.algorithm or "AES_256"
+  assert(alg == "AES_256", ("gateway: master_keys[%d]: zone master keys are AES_256 (the seed)"):format(i))
+  local key, msg = hsm.key.import(alg, mk.hex, { usage = "K0" })
+  assert(key, ("gateway: master_keys[%d]: %s"):format(i, tostring(msg)))
+  return { label = mk.label, key_type = mk.key_type, key = key }
+end
+
+local function import_key(spec, what, usage)
+  local key, msg = hsm.key.import(spec.algorithm or "AES_256", spec.hex, { usage = usage })
+  assert(key, ("gateway: %s: %s"):format(what, tostring(msg)))
+  return key
+end
+
+--- Builds a gateway from its config (see the header). Raises on a broken config.
+function M.new(cfg)
+  assert(type(cfg) == "table", "gateway.new(config)")
+  assert(type(cfg.master_keys) == "table" and #cfg.master_keys > 0, "gateway: config needs master_keys")
+  assert(type(cfg.basic_auth) == "table" and next(cfg.basic_auth),
+    "gateway: config needs basic_auth = {user = \"password\"} (the seed requires Basic authorization)")
+  local self = setmetatable({
+    store = cfg.store or require("payhsm.store.memory").new { clock = cfg.clock },
+    clock = cfg.clock or os.time,
+    users = cfg.basic_auth,
+    min_interval = tonumber(cfg.min_import_interval) or 0,
+    zmks = {},
+  }, Gateway)
+  local labels = {}
+  for i, mk in ipairs(cfg.master_keys) do
+    local e = master_key_entry(mk, i)
+    assert(not self.zmks[e.label], "gateway: duplicate master key label " .. e.label)
+    self.zmks[e.label] = e
+    labels[#labels + 1] = e.label
+  end
+  table.sort(labels)
+  -- The LMK wraps the stored session keys and nothing else; the gateway's own PAN and
+  -- PIN keys (when not configured) come from a separate key-derivation key.
+  local kdk
+  if cfg.storage_key then
+    self.lmk = import_key(cfg.storage_key, "storage_key", "K0")
+    assert(self.lmk.algorithm == "AES_256", "gateway: storage_key must be AES_256")
+    kdk = import_key(cfg.storage_key, "storage_key")
+  else
+    local first = labels[1]
+    local hex
+    for _, mk in ipairs(cfg.master_keys) do if mk.label == first then hex = mk.hex end end
+    local zkdk = hsm.key.import("AES_256", hex)
+    self.lmk = hsm.key.derive(zkdk, "AES_256", "payhsm gateway local master key", first, { usage = "K0" })
+    kdk = hsm.key.derive(zkdk, "AES_256", "payhsm gateway key derivation", first)
+    zkdk:close()
+  end
+  local gk = cfg.gateway_keys or {}
+  self.gw_pan = gk.pan and import_key(gk.pan, "gateway_keys.pan", "D0")
+    or hsm.key.derive(kdk, "AES_256", "payhsm gateway PAN key", "", { usage = "D0" })
+  self.gw_pin = gk.pin and import_key(gk.pin, "gateway_keys.pin", "P0")
+    or hsm.key.derive(kdk, "AES_256", "payhsm gateway PIN key", "", { usage = "P0" })
+  kdk:close()
+  self:_check_storage_key()
+  return self
+end
+
+function Gateway:_check_storage_key()
+  local kcv = self.lmk:kcv("CMAC")
+  local stored = self.store:get("gw:lmk")
+  if stored == nil then
+    self.store:put("gw:lmk", kcv)
+  elseif stored ~= kcv then
+    error("gateway: the store was written under another local master key (KCV " .. stored ..
+      ", configured " .. kcv .. "); refusing to start", 0)
+  end
+end
+
+-- ---- responses ---------------------------------------------------------------------
+
+local function respond(ctx, status, body)
+  return {
+    status = status,
+    headers = { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
+                ["Api-Trace-Id"] = ctx.trace },
+    body = util.json(body),
+  }
+end
+
+local function error_response(ctx, name, detail)
+  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
+  local resp = respond(ctx, e[1], util.object {
+    "type", "errorResponse",
+    "clientRequestId", ctx.crid,
+    "apiTraceId", ctx.trace,
+    "error", util.object { "code", e[2], "message", e[3], "details", detail },
+  })
+  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="payhsm-gateway"' end
+  if name == "TOO_SOON" and ctx.retry_after then resp.headers["Retry-After"] = tostring(ctx.retry_after) end
+  return resp
+end
+
+local function key_object(rec, id, entry, version)
+  return util.object {
+    "keyType", rec.keyType,
+    "sessionKeyLabel", rec.sessionKeyLabel,
+    "sessionKeyId", id,
+    "sessionKeyCheckValue", entry.kcv,
+    "version", version,
+  }
+end
+
+-- ---- store records -------------------------------------------------------------------
+
+local function label_key(label) return "gw:label:" .. label end
+local function id_key(id) return "gw:id:" .. id end
+
+local function decode_record(text)
+  local rec = cjson.decode(text)
+  if type(rec) ~= "table" then error("gateway: corrupt label record in the store", 0) end
+  local state, msg = hsm.rotation.restore(rec.rotation)
+  if not state then error("gateway: corrupt rotation state in the store: " .. tostring(msg), 0) end
+  return rec, state
+end
+
+local function encode_record(rec, state)
+  rec.rotation = state:snapshot()
+  return cjson.encode(rec)
+end
+
+-- Reserves IDS_PER_LABEL fresh session key IDs and indexes them to the label.
+function Gateway:_new_ids(label)
+  local first = self.store:update("gw:seq", function(old)
+    local next_id = old and tonumber(old) or FIRST_ID
+    return tostring(next_id + IDS_PER_LABEL), next_id
+  end)
+  local ids = {}
+  for i = 0, IDS_PER_LABEL - 1 do
+    ids[#ids + 1] = tostring(first + i)
+    self.store:put(id_key(ids[#ids]), label)
+  end
+  return ids
+end
+
+--- Reads a label's record and rotation state (nil when the label has no keys).
+function Gateway:label_state(label)
+  local text = self.store:get(label_key(label))
+  if not text then return nil end
+  return decode_record(text)
+end
+
+-- ---- Import Key ----------------------------------------------------------------------
+
+local IMPORT_FIELDS = { "requestType", "keyType", "masterKeyLabel", "sessionKeyLabel", "sessionKey",
+  "sessionKeyCheckValue" }
+
+-- Unwraps and checks the session key; returns the key and the check value it matched.
+function Gateway:_check_session_key(req)
+  local zmk = self.zmks[req.masterKeyLabel]
+  if not zmk then refusal("UNKNOWN_MASTER_KEY") end
+  if zmk.key_type ~= req.keyType then refusal("MASTER_KEY_TYPE") end
+  local header = hsm.tr31.parse(req.sessionKey)
+  if not header then refusal("BLOCK_INVALID") end
+  if header.version ~= "D" or header.algorithm ~= "A" then refusal("BLOCK_FORMAT") end
+  if header.usage ~= USAGE[req.keyType] then refusal("KEY_USAGE") end
+  local key = hsm.tr31.unwrap(zmk.key, req.sessionKey)
+  if not key then refusal("BLOCK_INVALID") end
+  if key.algorithm ~= "AES_128" then
+    key:close()
+    refusal("BLOCK_FORMAT")
+  end
+  local given = req.sessionKeyCheckValue:upper()
+  local cmac, x924 = key:kcv("CMAC"), key:kcv("ANSI_X9_24")
+  local m1, m2 = hsm.equal(given, cmac), hsm.equal(given, x924)
+  if not (m1 or m2) then
+    key:close()
+    refusal("KCV_MISMATCH")
+  end
+  return key, cmac, x924
+end
+
+function Gateway:import(ctx, body)
+  local req = cjson.decode(body or "")
+  if type(req) ~= "table" then return error_response(ctx, "BAD_REQUEST", "body is not a JSON object") end
+  for _, f in ipairs(IMPORT_FIELDS) do
+    if type(req[f]) ~= "string" or req[f] == "" then
+      return error_response(ctx, "BAD_REQUEST", "missing or empty field " .. f)
+    end
+  end
+  if req.requestType ~= "ImportKeyRequest" then
+    return error_response(ctx, "BAD_REQUEST", "requestType must be ImportKeyRequest")
+  end
+  if not USAGE[req.keyType] then return error_response(ctx, "KEY_TYPE") end
+  if not req.sessionKeyCheckValue:match("^%x%x%x%x%x%x$") then
+    return error_response(ctx, "KCV_MISMATCH", "sessionKeyCheckValue must be 6 hex digits")
+  end
+
+  local ok, key, cmac, x924 = pcall(self._check_session_key, self, req)
+  if not ok then
+    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
+    error(key, 0)
+  end
+  local block = hsm.tr31.wrap(self.lmk, key, { version = "D", usage = USAGE[req.keyType], mode = key.mode or "B",
+    exportability = "N" }, { ["local"] = true })
+  key:close()
+  if not block then return error_response(ctx, "IMPORT_FAILED") end
+
+  local label = req.sessionKeyLabel
+  local ids
+  if not self.store:get(label_key(label)) then ids = self:_new_ids(label) end
+  local now = self.clock()
+  local entry = { kcv = req.sessionKeyCheckValue:upper(), cmac = cmac, x924 = x924, block = block,
+    imported = tostring(now), clientRequestId = ctx.crid }
+  local ok2, id, version = pcall(self.store.update, self.store, label_key(label), function(old)
+    local rec, state
+    if old then
+      rec, state = decode_record(old)
+      if rec.keyType ~= req.keyType or rec.masterKeyLabel ~= req.masterKeyLabel then refusal("LABEL_CONFLICT") end
+      for _, slot in ipairs(state:list()) do
+        if hsm.equal(slot.entry.cmac, cmac) and hsm.equal(slot.entry.x924, x924) then
+          refusal("DUPLICATE", "the same key is session key " .. slot.id)
+        end
+      end
+      if self.min_interval > 0 and now - rec.lastImport < self.min_interval then
+        ctx.retry_after = math.ceil(self.min_interval - (now - rec.lastImport))
+        refusal("TOO_SOON", ("at most one import per %d s for a sessionKeyLabel"):format(self.min_interval))
+      end
+    else
+      if not ids then error("gateway: label record vanished", 0) end
+      rec = { keyType = req.keyType, masterKeyLabel = req.masterKeyLabel, sessionKeyLabel = label }
+      state = hsm.rotation.new { ids = ids }
+    end
+    local slot_id, slot_version = state:import(entry)
+    rec.lastImport = now
+    return encode_record(rec, state), slot_id, slot_version
+  end)
+  if not ok2 then
+    if type(id) == "table" and id.refusal then return error_response(ctx, id.refusal, id.detail) end
+    self.last_store_error = tostring(id)
+    return error_response(ctx, "NO_RESPONSE")
+  end
+  return respond(ctx, 200, util.object {
+    "type", "importKeyResponse",
+    "clientRequestId", ctx.crid,
+    "keyType", req.keyType,
+    "masterKeyLabel", req.masterKeyLabel,
+    "sessionKeyLabel", label,
+    "sessionKeyId", id,
+    "sessionKeyCheckValue", entry.kcv,
+  })
+end
+
+-- ---- Get Key / Get Keys ----------------------------------------------------------------
+
+--- Finds a session key by ID: rec, state, entry, version (nil when absent).
+function Gateway:find(id)
+  local label = self.store:get(id_key(id))
+  if not label then return nil end
+  local rec, state = self:label_state(label)
+  if not rec then return nil end
+  local entry, version = state:get(id)
+  if not entry then return nil end
+  return rec, state, entry, version
+end
+
+function Gateway:get_key(ctx, id)
+  local rec, _, entry, version = self:find(id)
+  if not rec then return error_response(ctx, "KEY_NOT_FOUND") end
+  return respond(ctx, 200, util.object {
+    "type", "getKeyResponse",
+    "clientRequestId", ctx.crid,
+    "apiTraceId", ctx.trace,
+    "key", key_object(rec, id, entry, version),
+  })
+end
+
+-- Get Keys lists the label's keys in the order of their static IDs (as the seed's
+-- example: 25, 26, 27 with versions 3.0, 1.0, 2.0); the highest version is active.
+function Gateway:get_keys(ctx, label)
+  local rec, state = self:label_state(label)
+  if not rec then return error_response(ctx, "LABEL_NOT_FOUND") end
+  local list = state:list()
+  table.sort(list, function(a, b) return tonumber(a.id) < tonumber(b.id) end)
+  local keys = {}
+  for _, s in ipairs(list) do keys[#keys + 1] = key_object(rec, s.id, s.entry, s.version) end
+  return respond(ctx, 200, util.object {
+    "type", "getKeysResponse",
+    "clientRequestId", ctx.crid,
+    "apiTraceId", ctx.trace,
+    "keys", util.array(keys),
+  })
+end
+
+-- ---- transactions with the session keys ------------------------------------------------
+
+-- Unwraps the session key a transaction names, after checking it is of the right type
+-- and (when the request carries its check value) still the key in that slot.
+function Gateway:_session_key(req, key_type)
+  if type(req.sessionKeyId) ~= "string" then refusal("BAD_REQUEST", "missing field sessionKeyId") end
+  local rec, state, entry, version = self:find(req.sessionKeyId)
+  if not rec then refusal("KEY_NOT_FOUND") end
+  if rec.keyType ~= key_type then refusal("WRONG_KEY_TYPE", "session key " .. req.sessionKeyId .. " is a " ..
+    rec.keyType .. " key") end
+  if req.sessionKeyCheckValue ~= nil then
+    if type(req.sessionKeyCheckValue) ~= "string" or
+       not hsm.equal(req.sessionKeyCheckValue:upper(), entry.kcv) then
+      refusal("ROTATED_OUT", "session key " .. req.sessionKeyId .. " now holds another key (version " .. version .. ")")
+    end
+  end
+  local key = hsm.tr31.unwrap(self.lmk, entry.block)
+  if not key then error("gateway: stored session key " .. req.sessionKeyId .. " does not unwrap", 0) end
+  local active = state:active()
+  return key, version, active == req.sessionKeyId
+end
+
+local function pan_block(pan)
+  return (pan .. ("F"):rep(32 - #pan))
+end
+
+function Gateway:pan_reencryption(ctx, body)
+  local req = cjson.decode(body or "")
+  if type(req) ~= "table" then return error_response(ctx, "BAD_REQUEST", "body is not a JSON object") end
+  if type(req.encryptedPan) ~= "string" or not req.encryptedPan:match("^%x+$") or #req.encryptedPan % 32 ~= 0 then
+    return error_response(ctx, "BAD_REQUEST", "encryptedPan must be hex, a multiple of 16 bytes")
+  end
+  local iv = req.iv or ("0"):rep(32)
+  if type(iv) ~= "string" or not iv:match("^" .. ("%x"):rep(32) .. "$") then
+    return error_response(ctx, "BAD_REQUEST", "iv must be 16 bytes of hex")
+  end
+  local ok, key, version, active = pcall(self._session_key, self, req, "PAN")
+  if not ok then
+    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
+    error(key, 0)
+  end
+  local clear = hsm.cipher.decrypt(key, "CBC", req.encryptedPan, iv)
+  key:close()
+  local pan = clear and clear:match("^(%d%d%d%d%d%d%d%d%d%d%d%d+)F*$")
+  if not pan or #pan > 19 or #clear ~= 32 then
+    return error_response(ctx, "TRANSACTION_DATA", "encryptedPan does not decrypt to a PAN block under this key")
+  end
+  local out_iv = hsm.random(16)
+  local out = hsm.cipher.encrypt(self.gw_pan, "CBC", pan_block(pan), out_iv)
+  return respond(ctx, 200, util.object {
+    "type", "panReencryptionResponse",
+    "clientRequestId", ctx.crid,
+    "apiTraceId", ctx.trace,
+    "sessionKeyId", req.sessionKeyId,
+    "version", version,
+    "active", active,
+    "encryptedPan", out,
+    "iv", out_iv,
+    "gatewayKeyCheckValue", self.gw_pan:kcv("CMAC"),
+  })
+end
+
+local PIN_FORMATS = { ISO_FORMAT_0 = true, ISO_FORMAT_1 = true, ISO_FORMAT_3 = true, ISO_FORMAT_4 = true }
+
+function Gateway:pin_translation(ctx, body)
+  local req = cjson.decode(body or "")
+  if type(req) ~= "table" then return error_response(ctx, "BAD_REQUEST", "body is not a JSON object") end
+  local in_fmt = req.pinBlockFormat or "ISO_FORMAT_4"
+  local out_fmt = req.outputPinBlockFormat or "ISO_FORMAT_4"
+  if not PIN_FORMATS[in_fmt] or not PIN_FORMATS[out_fmt] then
+    return error_response(ctx, "BAD_REQUEST", "pin block formats: ISO_FORMAT_0, 1, 3 or 4")
+  end
+  if type(req.pinBlock) ~= "string" or type(req.pan) ~= "string" then
+    return error_response(ctx, "BAD_REQUEST", "pinBlock and pan are required")
+  end
+  local ok, key, version, active = pcall(self._session_key, self, req, "PIN")
+  if not ok then
+    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
+    error(key, 0)
+  end
+  local out, msg, code = hsm.pin.translate(key, in_fmt, req.pinBlock, self.gw_pin, out_fmt, req.pan)
+  key:close()
+  if not out then
+    return error_response(ctx, "TRANSACTION_DATA", ("pinBlock: %s (%s)"):format(
+      tostring(msg):gsub("^[%w%.]+: ", ""), tostring(code)))
+  end
+  return respond(ctx, 200, util.object {
+    "type", "pinTranslationResponse",
+    "clientRequestId", ctx.crid,
+    "apiTraceId", ctx.trace,
+    "sessionKeyId", req.sessionKeyId,
+    "version", version,
+    "active", active,
+    "pinBlock", out,
+    "pinBlockFormat", out_fmt,
+    "gatewayKeyCheckValue", self.gw_pin:kcv("CMAC"),
+  })
+end
+
+-- ---- dispatch ----------------------------------------------------------------------------
+
+local function url_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+function Gateway:_route(ctx, req)
+  local path, method = req.path or "", req.method
+  if path == M.PATHS.import then
+    if method ~= "POST" then return error_response(ctx, "METHOD") end
+    return self:import(ctx, req.body)
+  elseif path == M.PATHS.pan or path == M.PATHS.pin then
+    if method ~= "POST" then return error_response(ctx, "METHOD") end
+    local ok, resp = pcall(path == M.PATHS.pan and self.pan_reencryption or self.pin_translation, self, ctx, req.body)
+    if ok then return resp end
+    if type(resp) == "table" and resp.refusal then return error_response(ctx, resp.refusal, resp.detail) end
+    error(resp, 0)
+  elseif path:sub(1, #M.PATHS.keys) == M.PATHS.keys then
+    if method ~= "GET" then return error_response(ctx, "METHOD") end
+    return self:get_keys(ctx, url_decode(path:sub(#M.PATHS.keys + 1)))
+  elseif path:sub(1, #M.PATHS.key) == M.PATHS.key and not path:find("/", #M.PATHS.key + 1, true) then
+    if method ~= "GET" then return error_response(ctx, "METHOD") end
+    return self:get_key(ctx, url_decode(path:sub(#M.PATHS.key + 1)))
+  end
+  return error_response(ctx, "NOT_FOUND")
+end
+
+--- Handles one request {method, path, headers (lower-case names), body} and returns
+-- {status, headers, body}. Every request needs Basic authorization; an unexpected
+-- failure is answered 500 / 1001 (its text goes to self.last_error, never to the client).
+function Gateway:handle(req)
+  local headers = req.headers or {}
+  local crid = headers["client-request-id"]
+  local ctx = { crid = (type(crid) == "string" and crid ~= "" and #crid <= 128) and crid or util.uuid(),
+    trace = util.trace_id() }
+  if not util.basic_auth_ok(headers.authorization, self.users) then
+    return error_response(ctx, "UNAUTHORIZED")
+  end
+  local ok, resp = pcall(self._route, self, ctx, req)
+  if ok then return resp end
+  self.last_error = tostring(resp)
+  return error_response(ctx, "INTERNAL")
+end
+
+--- The slot table of a label (for scenarios and operators): array of
+-- {id=, version=, kcv=, active=} in static ID order, or nil.
+function Gateway:slots(label)
+  local rec, state = self:label_state(label)
+  if not rec then return nil end
+  local active = state:active()
+  local out = {}
+  for _, s in ipairs(state:list()) do
+    out[#out + 1] = { id = s.id, version = s.version, kcv = s.entry.kcv, active = s.id == active }
+  end
+  table.sort(out, function(a, b) return tonumber(a.id) < tonumber(b.id) end)
+  return out
+end
+
+return M

@@ -1,0 +1,142 @@
+--- Small helpers the simulators share: base64 (RFC 4648 sections 4 and 5), UUIDs
+-- (RFC 9562 version 4), trace identifiers and HTTP Basic credentials (RFC 7617).
+local core = require "payhsm.core"
+
+local M = {}
+
+local STD = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+local function encoder(alphabet)
+  local enc = {}
+  for i = 1, 64 do enc[i - 1] = alphabet:sub(i, i) end
+  return enc
+end
+local ENC_STD, ENC_URL = encoder(STD), encoder(URL)
+
+local DEC = {}
+for i = 1, 64 do
+  DEC[STD:byte(i)] = i - 1
+  DEC[URL:byte(i)] = i - 1
+end
+
+local function encode(s, enc, pad)
+  local out, n = {}, #s
+  for i = 1, n - 2, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local v = a * 65536 + b * 256 + c
+    out[#out + 1] = enc[v >> 18] .. enc[(v >> 12) & 63] .. enc[(v >> 6) & 63] .. enc[v & 63]
+  end
+  local rest = n % 3
+  if rest == 1 then
+    local v = s:byte(n) * 65536
+    out[#out + 1] = enc[v >> 18] .. enc[(v >> 12) & 63] .. (pad and "==" or "")
+  elseif rest == 2 then
+    local a, b = s:byte(n - 1, n)
+    local v = a * 65536 + b * 256
+    out[#out + 1] = enc[v >> 18] .. enc[(v >> 12) & 63] .. enc[(v >> 6) & 63] .. (pad and "=" or "")
+  end
+  return table.concat(out)
+end
+
+--- base64 (padded, standard alphabet).
+function M.b64encode(s) return encode(s, ENC_STD, true) end
+--- base64url without padding.
+function M.b64url(s) return encode(s, ENC_URL, false) end
+
+--- Decodes base64 or base64url, padded or not. Returns nil for anything else
+-- (characters outside the alphabet, impossible lengths, non-zero trailing bits).
+function M.b64decode(s)
+  if type(s) ~= "string" then return nil end
+  s = s:gsub("=+$", "", 1)
+  if #s % 4 == 1 or s:find("=", 1, true) then return nil end
+  local out, acc, bits = {}, 0, 0
+  for i = 1, #s do
+    local v = DEC[s:byte(i)]
+    if not v then return nil end
+    acc = (acc << 6) | v
+    bits = bits + 6
+    if bits >= 8 then
+      bits = bits - 8
+      out[#out + 1] = string.char((acc >> bits) & 255)
+    end
+  end
+  if acc & ((1 << bits) - 1) ~= 0 then return nil end
+  return table.concat(out)
+end
+
+function M.hex_to_bin(h) return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end)) end
+
+--- A random (version 4) UUID, lower case.
+function M.uuid()
+  local h = core.random(16):lower()
+  local variant = ("89ab"):sub((tonumber(h:sub(17, 17), 16) & 3) + 1, (tonumber(h:sub(17, 17), 16) & 3) + 1)
+  return ("%s-%s-4%s-%s%s-%s"):format(h:sub(1, 8), h:sub(9, 12), h:sub(14, 16), variant, h:sub(18, 20),
+    h:sub(21, 32))
+end
+
+--- A fresh trace id: 20 random bytes in base64url (27 characters, like the seed's
+-- "aGHOa5LKbwclIS3C4oh6pQAAATo").
+function M.trace_id()
+  return M.b64url(M.hex_to_bin(core.random(20)))
+end
+
+--- Checks an Authorization header against {user = "password", ...}: true when it is
+-- "Basic base64(user:password)" for a configured user. Passwords are compared in
+-- constant time; unknown users still cost one comparison.
+function M.basic_auth_ok(header, users)
+  if type(header) ~= "string" then return false end
+  local cred = header:match("^[Bb][Aa][Ss][Ii][Cc] +([%w+/=_-]+)%s*$")
+  cred = cred and M.b64decode(cred)
+  local user, pass = (cred or ""):match("^([^:]*):(.*)$")
+  if not user then return false end
+  local want = users[user]
+  local ok = core.equal(pass, type(want) == "string" and want or "\0never")
+  return ok and type(want) == "string"
+end
+
+-- ---- JSON with field order -----------------------------------------------------
+-- Responses are written field by field in the order of the seed documents (lua-cjson
+-- 2.1 has neither ordered objects nor empty arrays). util.object{"a", 1, "b", 2} and
+-- util.array{...} build values; strings are escaped by cjson.
+local cjson = require "cjson"
+local OBJ, ARR = {}, {}
+
+function M.object(kv) return setmetatable({ kv = kv }, OBJ) end
+function M.array(t) return setmetatable({ items = t }, ARR) end
+
+local function enc(v, out)
+  local mt = getmetatable(v)
+  if mt == OBJ then
+    out[#out + 1] = "{"
+    local kv, first = v.kv, true
+    for i = 1, #kv, 2 do
+      if kv[i + 1] ~= nil then
+        if not first then out[#out + 1] = "," end
+        first = false
+        out[#out + 1] = cjson.encode(kv[i]) .. ":"
+        enc(kv[i + 1], out)
+      end
+    end
+    out[#out + 1] = "}"
+  elseif mt == ARR then
+    out[#out + 1] = "["
+    for i, item in ipairs(v.items) do
+      if i > 1 then out[#out + 1] = "," end
+      enc(item, out)
+    end
+    out[#out + 1] = "]"
+  else
+    out[#out + 1] = cjson.encode(v)
+  end
+end
+
+--- Encodes util.object / util.array trees (and plain JSON values) to text; fields
+-- whose value is nil are left out.
+function M.json(v)
+  local out = {}
+  enc(v, out)
+  return table.concat(out)
+end
+
+return M
