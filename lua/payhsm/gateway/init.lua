@@ -436,6 +436,10 @@ function Gateway:pan_reencryption(ctx, body)
 end
 
 local PIN_FORMATS = { ISO_FORMAT_0 = true, ISO_FORMAT_1 = true, ISO_FORMAT_3 = true, ISO_FORMAT_4 = true }
+-- PIN block formats that fit a key (ISO 9564-1: format 4 for AES, 0, 1 and 3 for TDES).
+local function format_fits(fmt, key)
+  return (fmt == "ISO_FORMAT_4") == (key.algorithm:sub(1, 3) == "AES")
+end
 
 function Gateway:pin_translation(ctx, body)
   local req = cjson.decode(body or "")
@@ -447,6 +451,13 @@ function Gateway:pin_translation(ctx, body)
   end
   if type(req.pinBlock) ~= "string" or type(req.pan) ~= "string" then
     return error_response(ctx, "BAD_REQUEST", "pinBlock and pan are required")
+  end
+  if not format_fits(out_fmt, self.gw_pin) then
+    return error_response(ctx, "BAD_REQUEST", "outputPinBlockFormat does not fit the gateway PIN key (" ..
+      self.gw_pin.algorithm .. ")")
+  end
+  if in_fmt ~= "ISO_FORMAT_4" then
+    return error_response(ctx, "BAD_REQUEST", "pinBlockFormat must be ISO_FORMAT_4 (the session keys are AES-128)")
   end
   local ok, key, version, active = pcall(self._session_key, self, req, "PIN")
   if not ok then
