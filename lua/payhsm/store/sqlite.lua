@@ -1,0 +1,185 @@
+--- SQLite store (durable, single node; several processes may share the file).
+--
+--   local store = require("payhsm.store.sqlite").new{path = "payhsm.db", clock = os.time,
+--                                                    busy_timeout_ms = 10000}
+-- Same interface as payhsm.store.memory (get, put, delete, ttl, update, keys, close).
+--
+-- One table: kv(k TEXT PRIMARY KEY, v BLOB, expires INTEGER NULL). Keys and values
+-- are arbitrary byte strings; they go into SQL as hex blob literals (X'..') and come
+-- back through hex(), so no byte (quote, NUL, invalid UTF-8) can break a statement.
+-- Keys are therefore stored as blobs (the TEXT affinity leaves blobs alone), which
+-- sort bytewise, as the memory store's table.sort does.
+-- expires is an absolute time from opts.clock; a row is live while clock() < expires,
+-- checked at read time. Expired rows are removed when the store is opened and when
+-- their key is written again.
+-- Durability: WAL journal with synchronous=FULL, so a put that has returned survives
+-- a kill -9 of the process (and a power loss, as far as the disk honours fsync).
+-- Sharing: busy_timeout lets a second process wait for the write lock; update() runs
+-- in BEGIN IMMEDIATE ... COMMIT, so its read-modify-write is atomic across processes.
+local luasql = require "luasql.sqlite3"
+
+local M = {}
+local Store = {}
+Store.__index = Store
+
+local function hex(s)
+  return (s:gsub(".", function(c) return ("%02X"):format(c:byte()) end))
+end
+
+local function unhex(h)
+  return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+local function blob(s)
+  return "X'" .. hex(s) .. "'"
+end
+
+-- Numbers into SQL: integers as such, other clock values with full precision.
+local function num(x)
+  if math.type(x) == "integer" then return ("%d"):format(x) end
+  assert(type(x) == "number" and x == x and x ~= math.huge and x ~= -math.huge,
+    "store: times must be finite numbers")
+  if x == math.floor(x) and math.abs(x) < 2^53 then return ("%d"):format(math.tointeger(x)) end
+  return ("%.17g"):format(x)
+end
+
+function Store:_exec(sql)
+  if not self.conn then error("store: sqlite store has been closed", 2) end
+  local res, err = self.conn:execute(sql)
+  if res == nil then error("store.sqlite: " .. tostring(err) .. " (" .. sql:sub(1, 60) .. ")", 2) end
+  return res
+end
+
+-- Runs a query and returns its rows as arrays (the cursor is always closed, so no
+-- statement keeps a read snapshot open).
+function Store:_rows(sql)
+  local cur = self:_exec(sql)
+  local rows = {}
+  if type(cur) ~= "userdata" then return rows end
+  while true do
+    local row = cur:fetch({}, "n")
+    if not row then break end
+    rows[#rows + 1] = row
+  end
+  cur:close()
+  return rows
+end
+
+--- new{path =, clock = os.time, busy_timeout_ms = 10000} -> store. Raises if the file cannot be opened.
+function M.new(opts)
+  opts = opts or {}
+  assert(type(opts.path) == "string", "store.sqlite: opts.path is required")
+  local env = assert(luasql.sqlite3())
+  local conn, err = env:connect(opts.path)
+  if not conn then
+    env:close()
+    error("store.sqlite: cannot open " .. opts.path .. ": " .. tostring(err), 2)
+  end
+  local self = setmetatable({ env = env, conn = conn, clock = opts.clock or os.time }, Store)
+  self:_rows(("PRAGMA busy_timeout = %d"):format(opts.busy_timeout_ms or 10000))
+  local mode = self:_rows("PRAGMA journal_mode = WAL")
+  if not (mode[1] and tostring(mode[1][1]):lower() == "wal") then
+    self:close()
+    error("store.sqlite: cannot switch " .. opts.path .. " to WAL journal mode", 2)
+  end
+  self:_rows("PRAGMA synchronous = FULL")
+  self:_exec("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB, expires INTEGER NULL)")
+  self:_exec("CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL")
+  self:_exec("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= " .. num(self.clock()))
+  return self
+end
+
+local function check_key(key)
+  assert(type(key) == "string", "store: key must be a string")
+end
+
+-- The live row of key: value, expires (nil, nil when absent or expired).
+function Store:_live(key)
+  local rows = self:_rows(("SELECT hex(v), expires FROM kv WHERE k = %s AND (expires IS NULL OR expires > %s)")
+    :format(blob(key), num(self.clock())))
+  local row = rows[1]
+  if not row then return nil end
+  return unhex(row[1]), tonumber(row[2])
+end
+
+function Store:get(key)
+  check_key(key)
+  return (self:_live(key))
+end
+
+function Store:put(key, value, ttl)
+  assert(type(key) == "string" and type(value) == "string", "store: key and value must be strings")
+  local expires = ttl and num(self.clock() + ttl) or "NULL"
+  self:_exec(("INSERT OR REPLACE INTO kv (k, v, expires) VALUES (%s, %s, %s)")
+    :format(blob(key), blob(value), expires))
+end
+
+function Store:delete(key)
+  check_key(key)
+  self:_exec("DELETE FROM kv WHERE k = " .. blob(key))
+end
+
+function Store:ttl(key)
+  check_key(key)
+  local v, expires = self:_live(key)
+  if v == nil or expires == nil then return nil end
+  return expires - self.clock()
+end
+
+--- update(key, fn) -> fn's extra results. Inside BEGIN IMMEDIATE ... COMMIT: no other
+-- connection can write between the read and the write. A live key keeps its expiry;
+-- fn raising (or returning something that is not a string or nil) rolls back and re-raises.
+function Store:update(key, fn)
+  check_key(key)
+  self:_exec("BEGIN IMMEDIATE")
+  local ok, results = pcall(function()
+    local old, expires = self:_live(key)
+    local r = table.pack(fn(old))
+    local new = r[1]
+    if new == nil then
+      self:_exec("DELETE FROM kv WHERE k = " .. blob(key))
+    else
+      assert(type(new) == "string", "store: update must return a string or nil")
+      self:_exec(("INSERT OR REPLACE INTO kv (k, v, expires) VALUES (%s, %s, %s)")
+        :format(blob(key), blob(new), expires and num(expires) or "NULL"))
+    end
+    self:_exec("COMMIT")
+    return r
+  end)
+  if not ok then
+    if self.conn then self.conn:execute("ROLLBACK") end
+    error(results, 0)
+  end
+  return table.unpack(results, 2, results.n)
+end
+
+function Store:keys(prefix)
+  assert(type(prefix) == "string", "store: prefix must be a string")
+  local where = ("(expires IS NULL OR expires > %s)"):format(num(self.clock()))
+  if #prefix > 0 then
+    local p = blob(prefix)
+    where = where .. (" AND k >= %s AND substr(k, 1, %d) = %s"):format(p, #prefix, p)
+  end
+  local out = {}
+  for _, row in ipairs(self:_rows("SELECT hex(k) FROM kv WHERE " .. where .. " ORDER BY k")) do
+    out[#out + 1] = unhex(row[1])
+  end
+  return out
+end
+
+--- close(): idempotent.
+function Store:close()
+  if self.conn then
+    self.conn:close()
+    self.conn = nil
+  end
+  if self.env then
+    self.env:close()
+    self.env = nil
+  end
+end
+
+Store.__close = Store.close
+Store.__gc = Store.close
+
+return M

@@ -1,0 +1,438 @@
+-- The store interface (lua/payhsm/store/memory.lua) over every backend: memory, sqlite
+-- (a temporary file) and redis (a redis-server this spec starts on a free loopback
+-- port and stops at the end; a missing redis-server fails the spec, nothing is skipped).
+local socket = require "socket"
+
+local function sleep(s) socket.sleep(s) end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  return out, ok
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+local function tmpdb()
+  local path = os.tmpname()
+  os.remove(path)
+  return path .. ".db"
+end
+
+local function rmdb(path)
+  for _, suffix in ipairs { "", "-wal", "-shm", "-journal" } do os.remove(path .. suffix) end
+end
+
+-- redis-server on a free loopback port: url, stop().
+local function start_redis()
+  local _, found = sh("command -v redis-server")
+  assert(found, "redis-server is not installed (make deps installs it)")
+  local port = free_port()
+  local pidfile = os.tmpname()
+  local logfile = pidfile .. ".log"
+  os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no"
+    .. " >%s 2>&1 & echo $! >%s"):format(port, logfile, pidfile))
+  local f = assert(io.open(pidfile))
+  local pid = assert(f:read("a"):match("%d+"))
+  f:close()
+  local redis = require "payhsm.redis"
+  local up = false
+  for _ = 1, 250 do
+    local conn = redis.connect("127.0.0.1", port, 200)
+    if conn then
+      up = conn:command("PING") == "PONG"
+      conn:close()
+      if up then break end
+    end
+    sleep(0.02)
+  end
+  local function stop()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    os.remove(pidfile)
+    os.remove(logfile)
+  end
+  if not up then
+    local lf = io.open(logfile)
+    local log = lf and lf:read("a") or ""
+    if lf then lf:close() end
+    stop()
+    error("redis-server did not answer PING on port " .. port .. ":\n" .. log)
+  end
+  return ("redis://127.0.0.1:%d/0"):format(port), stop
+end
+
+-- A clock the memory and sqlite stores read; specs move it.
+local now = 1000000
+local function clock() return now end
+
+local redis_url, stop_redis
+local serial = 0
+
+-- Each backend: open() -> store, cleanup; fake_clock says whether TTLs follow clock().
+local backends = {
+  { name = "memory", fake_clock = true, open = function()
+      return require("payhsm.store.memory").new { clock = clock }, function() end
+    end },
+  { name = "sqlite", fake_clock = true, open = function()
+      local path = tmpdb()
+      local store = require("payhsm.store.sqlite").new { path = path, clock = clock }
+      return store, function() store:close() rmdb(path) end
+    end },
+  { name = "redis", fake_clock = false, open = function()
+      serial = serial + 1
+      local store = require("payhsm.store.redis").new { url = redis_url, prefix = "spec" .. serial .. ":" }
+      return store, function() store:close() end
+    end },
+}
+
+describe("store", function()
+  setup(function() redis_url, stop_redis = start_redis() end)
+  teardown(function() if stop_redis then stop_redis() end end)
+
+  for _, b in ipairs(backends) do
+    describe(b.name, function()
+      local store, cleanup
+      before_each(function()
+        now = 1000000
+        store, cleanup = b.open()
+      end)
+      after_each(function() cleanup() end)
+
+      it("gets what was put, overwrites and deletes", function()
+        assert.is_nil(store:get("a"))
+        store:put("a", "1")
+        assert.equal("1", store:get("a"))
+        store:put("a", "2")
+        assert.equal("2", store:get("a"))
+        store:put("empty", "")
+        assert.equal("", store:get("empty"))
+        store:delete("a")
+        assert.is_nil(store:get("a"))
+        store:delete("never")
+        assert.is_nil(store:get("never"))
+      end)
+
+      it("keeps binary values and keys byte for byte (NUL, quotes, every byte)", function()
+        local all = {}
+        for i = 0, 255 do all[#all + 1] = string.char(i) end
+        all = table.concat(all)
+        local values = { "a\0b", "\0", "it's \"quoted\"'; DROP TABLE kv; --", "X'00'", all, all:rep(40) }
+        for i, v in ipairs(values) do
+          store:put("k" .. i, v)
+          assert.equal(v, store:get("k" .. i))
+        end
+        local key = "key\0with'quote\"and\255"
+        store:put(key, all)
+        assert.equal(all, store:get(key))
+        assert.same({ key }, store:keys("key\0"))
+        assert.equal(all, (store:update(key, function(old) return old .. "\0", old end)))
+        assert.equal(all .. "\0", store:get(key))
+      end)
+
+      it("has no ttl for an absent key or a key put without one", function()
+        assert.is_nil(store:ttl("absent"))
+        store:put("forever", "v")
+        assert.is_nil(store:ttl("forever"))
+      end)
+
+      if b.fake_clock then
+        it("expires keys by the injected clock", function()
+          store:put("t", "v", 10)
+          store:put("other", "w")
+          assert.equal(10, store:ttl("t"))
+          now = now + 9
+          assert.equal("v", store:get("t"))
+          assert.equal(1, store:ttl("t"))
+          assert.same({ "other", "t" }, store:keys(""))
+          now = now + 1
+          assert.is_nil(store:get("t"))
+          assert.is_nil(store:ttl("t"))
+          assert.same({ "other" }, store:keys(""))
+          store:put("t", "again")
+          assert.equal("again", store:get("t"))
+          assert.is_nil(store:ttl("t"))
+        end)
+
+        it("update sees an expired key as absent and writes it without expiry", function()
+          store:put("t", "old", 5)
+          now = now + 5
+          assert.is_nil((store:update("t", function(old) return "new", old end)))
+          assert.equal("new", store:get("t"))
+          assert.is_nil(store:ttl("t"))
+        end)
+      else
+        it("expires keys after their TTL in real seconds", function()
+          store:put("t", "v", 1)
+          store:put("other", "w")
+          assert.equal("v", store:get("t"))
+          assert.equal(1, store:ttl("t"))
+          local t0 = socket.gettime()
+          while store:get("t") ~= nil and socket.gettime() - t0 < 3 do sleep(0.05) end
+          assert.is_nil(store:get("t"))
+          assert.is_true(socket.gettime() - t0 > 0.5)
+          assert.is_nil(store:ttl("t"))
+          assert.same({ "other" }, store:keys(""))
+        end)
+
+        it("rounds a fractional TTL up to whole seconds", function()
+          store:put("t", "v", 0.2)
+          assert.equal(1, store:ttl("t"))
+        end)
+      end
+
+      it("update passes the old value and returns fn's extra results", function()
+        local a, b2, c = store:update("n", function(old)
+          assert.is_nil(old)
+          return "1", "first", nil
+        end)
+        assert.same({ "first" }, { a, b2, c })
+        assert.equal("1", store:get("n"))
+        local r = table.pack(store:update("n", function(old) return tostring(tonumber(old) + 1), old, 42 end))
+        assert.equal(2, r.n)
+        assert.same({ "1", 42 }, { r[1], r[2] })
+        assert.equal("2", store:get("n"))
+        assert.equal(0, select("#", store:update("n", function(old) return old end)))
+      end)
+
+      it("update returning nil deletes the key", function()
+        store:put("d", "x")
+        assert.equal("was x", store:update("d", function(old) return nil, "was " .. old end))
+        assert.is_nil(store:get("d"))
+      end)
+
+      it("update keeps the expiry of a live key", function()
+        store:put("t", "v", 100)
+        store:update("t", function(old) return old .. "2" end)
+        assert.equal("v2", store:get("t"))
+        assert.is_not_nil(store:ttl("t"))
+        assert.is_true(store:ttl("t") > 90)
+      end)
+
+      it("update where fn raises leaves the old value and re-raises", function()
+        store:put("k", "old")
+        assert.has_error(function()
+          store:update("k", function() error("boom", 0) end)
+        end, "boom")
+        assert.equal("old", store:get("k"))
+        assert.has_error(function()
+          store:update("k", function() return 42 end)
+        end)
+        assert.equal("old", store:get("k"))
+        -- the store is still usable afterwards
+        store:update("k", function(old) return old .. "!" end)
+        assert.equal("old!", store:get("k"))
+      end)
+
+      it("keys(prefix) is sorted and prefix-exact (no pattern or glob meaning)", function()
+        for _, k in ipairs { "b", "abc", "a", "ab", "a.", "a*", "a?", "a[1]", "a%", "a\\", "ba", "A" } do
+          store:put(k, "v")
+        end
+        assert.same({ "a", "a%", "a*", "a.", "a?", "a[1]", "a\\", "ab", "abc" }, store:keys("a"))
+        assert.same({ "ab", "abc" }, store:keys("ab"))
+        assert.same({ "a." }, store:keys("a."))
+        assert.same({ "a*" }, store:keys("a*"))
+        assert.same({ "a?" }, store:keys("a?"))
+        assert.same({ "a[1]" }, store:keys("a["))
+        assert.same({ "a%" }, store:keys("a%"))
+        assert.same({ "a\\" }, store:keys("a\\"))
+        assert.same({}, store:keys("c"))
+        assert.same({ "A", "a", "a%", "a*", "a.", "a?", "a[1]", "a\\", "ab", "abc", "b", "ba" }, store:keys(""))
+      end)
+
+      it("close is idempotent", function()
+        store:close()
+        store:close()
+      end)
+    end)
+  end
+
+  describe("sqlite", function()
+    it("keeps its data across reopen", function()
+      local path = tmpdb()
+      local s = require("payhsm.store.sqlite").new { path = path, clock = clock }
+      s:put("k", "v\0w")
+      s:put("t", "v", 50)
+      s:close()
+      s = require("payhsm.store.sqlite").new { path = path, clock = clock }
+      assert.equal("v\0w", s:get("k"))
+      assert.equal(50, s:ttl("t"))
+      s:close()
+      rmdb(path)
+    end)
+
+    it("is opened by server.open_store", function()
+      local path = tmpdb()
+      local s = require("payhsm.server").open_store({ backend = "sqlite", path = path }, nil, clock)
+      s:put("k", "v")
+      assert.equal("v", s:get("k"))
+      s:close()
+      rmdb(path)
+    end)
+
+    it("an answered put survives kill -9 of the writing process", function()
+      local path = tmpdb()
+      local out = path .. ".out"
+      local pidtxt = sh(("lua5.4 spec/support/store_child.lua fill sqlite %s >%s 2>&1 & echo $!"):format(path, out))
+      local pid = assert(pidtxt:match("%d+"))
+      local lines = 0
+      for _ = 1, 500 do
+        local f = io.open(out)
+        if f then
+          lines = select(2, f:read("a"):gsub("\n", ""))
+          f:close()
+        end
+        if lines >= 100 then break end
+        sleep(0.01)
+      end
+      os.execute("kill -9 " .. pid)
+      for _ = 1, 200 do
+        if not select(2, sh("kill -0 " .. pid)) then break end
+        sleep(0.01)
+      end
+      assert.is_true(lines >= 100, "the child wrote " .. lines .. " keys")
+      local f = assert(io.open(out))
+      local printed = {}
+      for line in f:read("a"):gmatch("(key%d+)\n") do printed[#printed + 1] = line end
+      f:close()
+      local s = require("payhsm.store.sqlite").new { path = path, clock = clock }
+      for _, k in ipairs(printed) do
+        assert.equal("value" .. k:sub(4), s:get(k), k .. " was answered but is missing")
+      end
+      s:close()
+      os.remove(out)
+      rmdb(path)
+    end)
+  end)
+
+  describe("redis", function()
+    it("parses redis URLs", function()
+      local parse = require("payhsm.store.redis").parse_url
+      assert.same({ "127.0.0.1", 6379, 0 }, { parse("redis://127.0.0.1:6379/0") })
+      assert.same({ "cache.local", 6380, 5 }, { parse("redis://cache.local:6380/5") })
+      assert.same({ "h", 6379, 0 }, { parse("redis://h") })
+      assert.has_error(function() parse("http://h:1/0") end)
+      assert.has_error(function() parse("redis://h:1/x") end)
+    end)
+
+    it("selects the database of the URL", function()
+      local url = redis_url:gsub("/0$", "/2")
+      local s2 = require("payhsm.store.redis").new { url = url, prefix = "db:" }
+      local s0 = require("payhsm.store.redis").new { url = redis_url, prefix = "db:" }
+      s2:put("k", "in db 2")
+      assert.is_nil(s0:get("k"))
+      assert.equal("in db 2", s2:get("k"))
+      s2:delete("k")
+      s0:close()
+      s2:close()
+    end)
+
+    it("is opened by server.open_store with its prefix", function()
+      local s = require("payhsm.server").open_store({ backend = "redis", url = redis_url, prefix = "os:" })
+      s:put("k", "v")
+      local conn = require("payhsm.redis").connect("127.0.0.1", tonumber(redis_url:match(":(%d+)/")))
+      assert.equal("v", conn:command("GET", "os:k"))
+      conn:close()
+      s:close()
+    end)
+
+    it("fails to open when nothing listens", function()
+      assert.has_error(function()
+        require("payhsm.store.redis").new { url = ("redis://127.0.0.1:%d/0"):format(free_port()) }
+      end)
+    end)
+  end)
+
+  describe("payhsm.redis", function()
+    local redis = require "payhsm.redis"
+    local conn
+    before_each(function()
+      conn = assert(redis.connect("127.0.0.1", tonumber(redis_url:match(":(%d+)/"))))
+    end)
+    after_each(function() conn:close() end)
+
+    it("converts replies", function()
+      assert.equal("PONG", conn:command("PING"))
+      assert.equal("OK", conn:command("SET", "raw:a", "x\0y"))
+      assert.equal("x\0y", conn:command("GET", "raw:a"))
+      assert.is_nil(conn:command("GET", "raw:none"))
+      assert.equal(1, conn:command("DEL", "raw:a"))
+      assert.equal(7, conn:command("INCRBY", "raw:n", 7))
+      assert.same({ "7", false }, conn:command("MGET", "raw:n", "raw:none"))
+      conn:command("DEL", "raw:n")
+    end)
+
+    it("returns server errors as REDIS_ERROR and stays usable", function()
+      local r, msg, code = conn:command("NOSUCHCOMMAND")
+      assert.is_nil(r)
+      assert.matches("unknown command", msg)
+      assert.equal("REDIS_ERROR", code)
+      assert.equal("PONG", conn:command("PING"))
+    end)
+
+    it("reports a refused connection as REDIS_CONNECT", function()
+      local c, msg, code = redis.connect("127.0.0.1", free_port())
+      assert.is_nil(c)
+      assert.is_string(msg)
+      assert.equal("REDIS_CONNECT", code)
+    end)
+
+    it("reports a dropped connection as REDIS_IO", function()
+      local other = assert(redis.connect("127.0.0.1", tonumber(redis_url:match(":(%d+)/"))))
+      assert.equal("OK", other:command("CLIENT", "SETNAME", "victim"))
+      local id = other:command("CLIENT", "ID")
+      assert.equal(1, conn:command("CLIENT", "KILL", "ID", id))
+      local r, _, code = other:command("PING")
+      assert.is_nil(r)
+      assert.equal("REDIS_IO", code)
+      other:close()
+    end)
+
+    it("is a payhsm.Redis whose close is idempotent and final", function()
+      assert.matches("^payhsm.Redis", tostring(conn))
+      conn:close()
+      conn:close()
+      assert.has_error(function() conn:command("PING") end, "redis connection has been closed")
+      assert.has_error(function() conn:command() end)
+    end)
+
+    it("raises on arguments that are not strings or numbers", function()
+      assert.has_error(function() conn:command("GET", {}) end)
+      assert.has_error(function() conn:command() end)
+    end)
+  end)
+
+  -- Two extra processes, 200 update() increments each, on one counter.
+  for _, name in ipairs { "sqlite", "redis" } do
+    it(name .. ": update is atomic across processes (2 x 200 increments = 400)", function()
+      local target, cleanup, env = nil, function() end, ""
+      if name == "sqlite" then
+        target = tmpdb()
+        local s = require("payhsm.store.sqlite").new { path = target }
+        s:close()
+        cleanup = function() rmdb(target) end
+      else
+        target = redis_url
+        env = "PAYHSM_PREFIX=race:"
+      end
+      local child = ("%s lua5.4 spec/support/store_child.lua count %s %s counter 200"):format(env, name, target)
+      local out, ok = sh(("%s & p1=$!; %s & p2=$!; wait $p1 && wait $p2"):format(child, child))
+      assert.is_true(ok, out)
+      local s
+      if name == "sqlite" then
+        s = require("payhsm.store.sqlite").new { path = target }
+      else
+        s = require("payhsm.store.redis").new { url = target, prefix = "race:" }
+      end
+      assert.equal("400", s:get("counter"))
+      s:delete("counter")
+      s:close()
+      cleanup()
+    end)
+  end
+end)
