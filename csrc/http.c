@@ -268,6 +268,7 @@ static int http_new(lua_State *L) {
   unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_EPOLL;
   struct sockaddr_in addr;
   struct MHD_OptionItem ops[12];
+  void *logcls;
   int n = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "host");
@@ -298,8 +299,7 @@ static int http_new(lua_State *L) {
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)timeout, NULL};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, NULL};
   lua_getfield(L, 1, "quiet");
-  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log,
-                                     lua_toboolean(L, -1) ? (void *)sv : NULL};
+  logcls = lua_toboolean(L, -1) ? (void *)sv : NULL;
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
     int t = lua_gettop(L);
@@ -319,7 +319,9 @@ static int http_new(lua_State *L) {
   }
   lua_pop(L, 1);
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-  sv->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, sv, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
+  sv->d = MHD_start_daemon(flags, 0, NULL, NULL, access_cb, sv,
+                           /* the logger must be the first option, not inside the array */
+                           MHD_OPTION_EXTERNAL_LOGGER, mhd_log, logcls, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
   if (!sv->d) {
     free_server(sv);
     return luaL_error(L, "http.new: cannot start the server on %s:%d (port in use, or bad TLS material)",

@@ -1,0 +1,175 @@
+-- `bin/payhsm serve gateway` as a real HTTPS server (its own process): mutual TLS with a
+-- PKI generated here, Basic authorization, one log line per request without secrets,
+-- the integrator client over keep-alive TLS, and durability of answered imports across
+-- SIGKILL and restart with the sqlite store (issue 4; seeds/msk-gateway-fiserv.txt:
+-- "TLS 1.2 or higher ... Mutual Authentication and Basic Authorization").
+local hsm = require "payhsm"
+local cjson = require "cjson"
+local pki = require "spec.support.pki"
+local serve = require "spec.support.serve"
+local client_mod = require "payhsm.gateway.client"
+
+local ZMK_PAN = ("5E"):rep(32)
+local ZMK_PIN = ("6F"):rep(32)
+
+local function config(keys, db, extra)
+  return ([[{
+    listen = "127.0.0.1:0",
+    tls = { cert = %q, key = %q, client_ca = %q },
+    basic_auth = { integrator = "pa55word" },
+    store = { backend = "sqlite", path = %q },
+    master_keys = {
+      { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = %q },
+      { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = %q },
+    },
+    %s
+  }]]):format(keys.path("server.pem"), keys.path("server.key"), keys.path("ca.pem"), db, ZMK_PAN, ZMK_PIN,
+    extra or "")
+end
+
+local function curl(args)
+  local p = io.popen("env -u LD_PRELOAD curl -s -S -o /dev/null -w '%{http_code}' " .. args .. " 2>/dev/null")
+  local out = p:read("a")
+  local _, _, rc = p:close()
+  return out, rc
+end
+
+local function new_client(keys, port)
+  return client_mod.new {
+    http = { host = "127.0.0.1", port = port, timeout = 5,
+             tls = { cafile = keys.path("ca.pem"), certificate = keys.path("client.pem"), key = keys.path("client.key") } },
+    user = "integrator", password = "pa55word",
+    zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = hsm.key.import("AES_256", ZMK_PAN) },
+             PIN = { label = "ZMK_PIN_XXX_YYY", key = hsm.key.import("AES_256", ZMK_PIN) } },
+  }
+end
+
+describe("payhsm serve gateway", function()
+  local keys, db
+  setup(function()
+    keys = pki.make()
+    db = os.tmpname()
+  end)
+  teardown(function()
+    pki.remove(keys)
+    os.remove(db) os.remove(db .. "-wal") os.remove(db .. "-shm")
+  end)
+
+  it("requires a client certificate from the CA, TLS 1.2+, and Basic authorization", function()
+    local srv = serve.start("gateway", config(keys, db))
+    finally(function() srv.stop() srv.cleanup() end)
+    local url = ("https://127.0.0.1:%d/key-mgmt/session-keys/keys/sessionKeyLabel=X"):format(srv.port)
+    local ca = "--cacert " .. keys.path("ca.pem")
+    local mine = ("--cert %s --key %s"):format(keys.path("client.pem"), keys.path("client.key"))
+    local stranger = ("--cert %s --key %s"):format(keys.path("stranger.pem"), keys.path("stranger.key"))
+    local good = "-u integrator:pa55word"
+    -- no client certificate, or one from another CA: refused before any handler runs
+    local code = curl(("%s %s %s"):format(ca, good, url))
+    assert.is_true(code:match("^403") ~= nil or code:match("^000") ~= nil, code)
+    code = curl(("%s %s %s %s"):format(ca, stranger, good, url))
+    assert.is_true(code:match("^403") ~= nil or code:match("^000") ~= nil, code)
+    -- TLS 1.1 and below refused at the handshake
+    code = curl(("%s %s %s --tlsv1 --tls-max 1.1 %s"):format(ca, mine, good, url))
+    assert.matches("^000", code)
+    -- wrong or missing Basic credentials: 401
+    assert.equal("401", (curl(("%s %s -u integrator:nope %s"):format(ca, mine, url))))
+    assert.equal("401", (curl(("%s %s %s"):format(ca, mine, url))))
+    -- all right: the label has no keys yet
+    assert.equal("404", (curl(("%s %s %s %s"):format(ca, mine, good, url))))
+    local log = serve.read(srv.log)
+    assert.matches("GET /key%-mgmt/session%-keys/keys/sessionKeyLabel=X 401", log)
+    assert.matches("GET /key%-mgmt/session%-keys/keys/sessionKeyLabel=X 404", log)
+  end)
+
+  it("imports, rotates and transacts over keep-alive HTTPS, logging one line per request and no secrets", function()
+    local srv = serve.start("gateway", config(keys, db))
+    finally(function() srv.stop() srv.cleanup() end)
+    local c = new_client(keys, srv.port)
+    local clear = {}
+    local last
+    for n = 1, 4 do
+      last = assert(c:rotate("PAN", "DEK_SERVE"))
+      assert.equal(tostring(1001 + (n - 1) % 3), last.sessionKeyId)
+      clear[#clear + 1] = last.key:export()
+    end
+    local doc = assert(c:reencrypt_pan(last, last.key, "4111111111111111"))
+    assert.equal("panReencryptionResponse", doc.type)
+    local _, msg, code = c:import("PAN", "DEK_SERVE", last.key)
+    assert.equal("301", code, msg)
+    c:close()
+    local log = serve.read(srv.log)
+    local lines = 0
+    for line in log:gmatch("[^\n]+") do
+      if line:match("^%d%d%d%d%-%d%d%-%d%dT") then lines = lines + 1 end
+    end
+    assert.equal(4 + 1 + 1, lines) -- four imports, one transaction, one duplicate
+    assert.matches("POST /key%-management/keys/import 409", log)
+    for _, secret in ipairs { ZMK_PAN, ZMK_PIN, "pa55word", table.unpack(clear) } do
+      assert.not_matches(secret, log, 1, true)
+    end
+    -- the sqlite file holds the session keys only wrapped
+    local f = assert(io.open(db, "rb"))
+    local bytes = f:read("a")
+    f:close()
+    local w = io.open(db .. "-wal", "rb")
+    if w then bytes = bytes .. w:read("a") w:close() end
+    for _, k in ipairs(clear) do
+      assert.not_matches(k, bytes, 1, true)
+      assert.not_matches(k:lower(), bytes, 1, true)
+    end
+  end)
+
+  it("keeps every import it answered 200 across SIGKILL and restart (sqlite)", function()
+    local kdb = os.tmpname()
+    finally(function() os.remove(kdb) os.remove(kdb .. "-wal") os.remove(kdb .. "-shm") end)
+    local answered = {} -- {id=, kcv=} in order
+    local starts = 0
+    local base = os.tmpname()
+    math.randomseed(os.time())
+    for round = 1, 3 do
+      local srv = serve.start("gateway", config(keys, kdb), { base = base, previous_starts = starts })
+      starts = starts + 1
+      local c = new_client(keys, srv.port)
+      -- a killer in the background: SIGKILL after a random 50-400 ms, mid-stream
+      os.execute(("(sleep 0.%03d; kill -9 %s) >/dev/null 2>&1 &"):format(math.random(50, 400), srv.pid))
+      local inflight = 0
+      for _ = 1, 100000 do
+        local key = c:generate("PAN")
+        local res = c:import("PAN", "DEK_CRASH", key)
+        if not res then inflight = 1 break end
+        answered[#answered + 1] = { id = res.sessionKeyId, kcv = key:kcv("CMAC") }
+      end
+      assert.equal(1, inflight, "the server was not killed in round " .. round)
+      c:close()
+      os.execute("sleep 0.05")
+      assert.is_false(srv.alive())
+      -- restart and compare the slot table with the answered imports
+      local srv2 = serve.start("gateway", config(keys, kdb), { base = base, previous_starts = starts })
+      starts = starts + 1
+      local c2 = new_client(keys, srv2.port)
+      local list = assert(c2:get_keys("DEK_CRASH"))
+      table.sort(list, function(a, b) return a.version > b.version end)
+      local versions = {}
+      for _, k in ipairs(list) do versions[#versions + 1] = k.version end
+      assert.same(#list == 3 and { "3.0", "2.0", "1.0" } or #list == 2 and { "3.0", "2.0" } or { "3.0" }, versions)
+      -- the newest key is either the last answered import or one whose answer was lost
+      local skip = list[1].sessionKeyCheckValue == answered[#answered].kcv and 0 or 1
+      for i = 1 + skip, #list do
+        local want = answered[#answered - (i - 1 - skip)]
+        assert.equal(want.kcv, list[i].sessionKeyCheckValue)
+        assert.equal(want.id, list[i].sessionKeyId)
+        local one = assert(c2:get_key(want.id))
+        assert.equal(want.kcv, one.sessionKeyCheckValue)
+      end
+      if skip == 1 then
+        -- the lost answer's key is in the table: record it as the client's Get Keys would
+        answered[#answered + 1] = { id = list[1].sessionKeyId, kcv = list[1].sessionKeyCheckValue }
+      end
+      c2:close()
+      srv2.stop()
+      os.execute("sleep 0.05")
+    end
+    assert.is_true(#answered > 3)
+    os.remove(base .. ".cfg.lua") os.remove(base .. ".log") os.remove(base .. ".pid") os.remove(base)
+  end)
+end)
