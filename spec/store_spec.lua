@@ -12,12 +12,8 @@ local function sh(cmd)
   return out, ok
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local redis_support = require "spec.support.redis"
+local free_port = redis_support.free_port
 
 local function tmpdb()
   local path = os.tmpname()
@@ -29,43 +25,7 @@ local function rmdb(path)
   for _, suffix in ipairs { "", "-wal", "-shm", "-journal" } do os.remove(path .. suffix) end
 end
 
--- redis-server on a free loopback port: url, stop().
-local function start_redis()
-  local _, found = sh("command -v redis-server")
-  assert(found, "redis-server is not installed (make deps installs it)")
-  local port = free_port()
-  local pidfile = os.tmpname()
-  local logfile = pidfile .. ".log"
-  os.execute(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no"
-    .. " >%s 2>&1 & echo $! >%s"):format(port, logfile, pidfile))
-  local f = assert(io.open(pidfile))
-  local pid = assert(f:read("a"):match("%d+"))
-  f:close()
-  local redis = require "payhsm.redis"
-  local up = false
-  for _ = 1, 250 do
-    local conn = redis.connect("127.0.0.1", port, 200)
-    if conn then
-      up = conn:command("PING") == "PONG"
-      conn:close()
-      if up then break end
-    end
-    sleep(0.02)
-  end
-  local function stop()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-    os.remove(pidfile)
-    os.remove(logfile)
-  end
-  if not up then
-    local lf = io.open(logfile)
-    local log = lf and lf:read("a") or ""
-    if lf then lf:close() end
-    stop()
-    error("redis-server did not answer PING on port " .. port .. ":\n" .. log)
-  end
-  return ("redis://127.0.0.1:%d/0"):format(port), stop
-end
+local start_redis = redis_support.start
 
 -- A clock the memory and sqlite stores read; specs move it.
 local now = 1000000
