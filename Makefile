@@ -19,7 +19,7 @@ CORE     := $(B)/payhsm/core.so
 MODULES  := $(if $(wildcard csrc/http.c),$(B)/payhsm/http.so) $(if $(wildcard csrc/redis.c),$(B)/payhsm/redis.so)
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps core test demo bench clean fuzz test-asan
+.PHONY: all deps core test demo bench bench-http clean fuzz test-asan
 all: deps
 	@$(MAKE) --no-print-directory core
 
@@ -52,6 +52,10 @@ demo: all
 
 bench: all
 	@$(MAKE) -s -C bench
+
+# The simulators over HTTPS (their own server process, wrk and the Lua client).
+bench-http: all
+	@$(LUA) bench/gateway_http.lua
 
 # ---- the whole spec suite under AddressSanitizer + UBSan -------------------------
 # The modules are built into build-asan/ with the sanitizers; lua5.4 itself is not, so

@@ -72,6 +72,7 @@ M.ERRORS = {
 }
 
 local IDS_PER_LABEL = 3
+local NEED_IDS = {} -- raised inside an import's store update when the label is new
 local FIRST_ID = 1001
 local USAGE = { PIN = "P0", PAN = "D0" }
 
@@ -288,12 +289,11 @@ function Gateway:import(ctx, body)
   if not block then return error_response(ctx, "IMPORT_FAILED") end
 
   local label = req.sessionKeyLabel
-  local ids
-  if not self.store:get(label_key(label)) then ids = self:_new_ids(label) end
+  local ids -- reserved only when the label turns out to be new (then the update is retried)
   local now = self.clock()
   local entry = { kcv = req.sessionKeyCheckValue:upper(), cmac = cmac, x924 = x924, block = block,
     imported = tostring(now), clientRequestId = ctx.crid }
-  local ok2, id, version = pcall(self.store.update, self.store, label_key(label), function(old)
+  local function rotate(old)
     local rec, state
     if old then
       rec, state = decode_record(old)
@@ -308,14 +308,19 @@ function Gateway:import(ctx, body)
         refusal("TOO_SOON", ("at most one import per %d s for a sessionKeyLabel"):format(self.min_interval))
       end
     else
-      if not ids then error("gateway: label record vanished", 0) end
+      if not ids then error(NEED_IDS, 0) end
       rec = { keyType = req.keyType, masterKeyLabel = req.masterKeyLabel, sessionKeyLabel = label }
       state = hsm.rotation.new { ids = ids }
     end
     local slot_id, slot_version = state:import(entry)
     rec.lastImport = now
     return encode_record(rec, state), slot_id, slot_version
-  end)
+  end
+  local ok2, id, version = pcall(self.store.update, self.store, label_key(label), rotate)
+  if not ok2 and id == NEED_IDS then
+    ids = self:_new_ids(label)
+    ok2, id, version = pcall(self.store.update, self.store, label_key(label), rotate)
+  end
   if not ok2 then
     if type(id) == "table" and id.refusal then return error_response(ctx, id.refusal, id.detail) end
     self.last_store_error = tostring(id)

@@ -22,12 +22,19 @@ local M = {}
 local Store = {}
 Store.__index = Store
 
+-- Byte <-> hex pair tables: gsub with a table does no Lua call per byte.
+local TO_HEX, FROM_HEX = {}, {}
+for b = 0, 255 do
+  local c, h = string.char(b), ("%02X"):format(b)
+  TO_HEX[c], FROM_HEX[h] = h, c
+end
+
 local function hex(s)
-  return (s:gsub(".", function(c) return ("%02X"):format(c:byte()) end))
+  return (s:gsub(".", TO_HEX))
 end
 
 local function unhex(h)
-  return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
+  return (h:gsub("..", FROM_HEX))
 end
 
 local function blob(s)
