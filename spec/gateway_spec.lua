@@ -311,6 +311,21 @@ describe("gateway", function()
       assert_error(resp, doc, 500, "1001")
       assert.not_matches("fire", resp.body)
     end)
+
+    it("answers 409 / 3901 when an import fails unexpectedly, and logs the cause", function()
+      local lines = {}
+      local gw = new_gateway { log = function(l) lines[#lines + 1] = l end }
+      local wrap = hsm.tr31.wrap
+      local body = import_body() -- made before the fault is injected
+      hsm.tr31.wrap = function() return nil, "tr31.wrap: injected fault", "TR31_PADDING" end
+      local ok, resp = pcall(call, gw, "POST", "/key-management/keys/import", body)
+      hsm.tr31.wrap = wrap
+      assert.is_true(ok, tostring(resp))
+      assert_error(resp, cjson.decode(resp.body), 409, "3901")
+      assert.is_nil(gw:slots("DEK_XX_XXYY"))
+      assert.matches("re%-wrapping", lines[1])
+      assert.not_matches("re%-wrapping", resp.body)
+    end)
   end)
 
   describe("Get Key and Get Keys", function()

@@ -65,8 +65,9 @@ function M.start(system, cfg, opts)
   local app_cfg = {}
   for k, v in pairs(cfg) do app_cfg[k] = v end
   app_cfg.store = M.open_store(cfg.store, opts.default_store, cfg.clock)
-  local app = require(modname).new(app_cfg)
   local log = opts.log or function(line) io.stderr:write(line, "\n") end
+  app_cfg.log = log
+  local app = require(modname).new(app_cfg)
   local function handler(req)
     local t0 = now_ms()
     local resp = app:handle(req)

@@ -112,6 +112,7 @@ function M.new(cfg)
     clock = cfg.clock or os.time,
     users = cfg.basic_auth,
     min_interval = tonumber(cfg.min_import_interval) or 0,
+    log = cfg.log,
     zmks = {},
   }, Gateway)
   local labels = {}
@@ -286,7 +287,7 @@ function Gateway:import(ctx, body)
   local block = hsm.tr31.wrap(self.lmk, key, { version = "D", usage = USAGE[req.keyType], mode = key.mode or "B",
     exportability = "N" }, { ["local"] = true })
   key:close()
-  if not block then return error_response(ctx, "IMPORT_FAILED") end
+  if not block then error("re-wrapping the session key under the local master key failed", 0) end
 
   local label = req.sessionKeyLabel
   local ids -- reserved only when the label turns out to be new (then the update is retried)
@@ -498,7 +499,10 @@ function Gateway:_route(ctx, req)
   local path, method = req.path or "", req.method
   if path == M.PATHS.import then
     if method ~= "POST" then return error_response(ctx, "METHOD") end
-    return self:import(ctx, req.body)
+    local ok, resp = pcall(self.import, self, ctx, req.body)
+    if ok then return resp end
+    self:_log_failure(resp)
+    return error_response(ctx, "IMPORT_FAILED")
   elseif path == M.PATHS.pan or path == M.PATHS.pin then
     if method ~= "POST" then return error_response(ctx, "METHOD") end
     local ok, resp = pcall(path == M.PATHS.pan and self.pan_reencryption or self.pin_translation, self, ctx, req.body)
@@ -528,8 +532,15 @@ function Gateway:handle(req)
   end
   local ok, resp = pcall(self._route, self, ctx, req)
   if ok then return resp end
-  self.last_error = tostring(resp)
+  self:_log_failure(resp)
   return error_response(ctx, "INTERNAL")
+end
+
+-- An unexpected failure: its text goes to the operator's log (cfg.log) and to
+-- self.last_error, never to the client. payhsm's own messages carry no key bytes.
+function Gateway:_log_failure(err)
+  self.last_error = tostring(err)
+  if self.log then self.log("gateway: internal error: " .. self.last_error) end
 end
 
 --- The slot table of a label (for scenarios and operators): array of
