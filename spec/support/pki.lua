@@ -48,7 +48,8 @@ end
 -- returns curl's output and exit code.
 function M.curl(srv, args)
   local out = os.tmpname()
-  os.execute(("(env -u LD_PRELOAD curl -s -S %s > %s 2>&1; echo $? > %s.rc) &"):format(args, out, out))
+  os.execute(("(env -u LD_PRELOAD curl -s -S %s > %s 2>&1; echo $? > %s.rc.tmp; mv %s.rc.tmp %s.rc) &")
+    :format(args, out, out, out, out))
   local deadline = os.time() + 10
   local rcfile
   repeat
