@@ -1,8 +1,11 @@
---- The bin/payhsm command line: run, repl, serve.
+--- The bin/payhsm command line: run, repl, serve, and one subcommand per core operation
+-- (lua/payhsm/commands.lua).
+local commands = require "payhsm.commands"
 local usage = [[
 usage: payhsm run FILE [ARGS...]              run a Lua 5.4 script with payhsm on the path
        payhsm repl                            interactive session with `hsm` preloaded
-       payhsm serve SYSTEM --config FILE      serve a simulator (gateway, pos, mupk) over HTTP(S)]]
+       payhsm serve SYSTEM --config FILE      serve a simulator (gateway, pos, mupk) over HTTP(S)
+]] .. commands.usage_lines() .. "\n       payhsm COMMAND --help                  the options of a command"
 
 local function run(file, ...)
   if not file then io.stderr:write(usage, "\n") os.exit(2) end
@@ -53,6 +56,8 @@ elseif cmd == "serve" then
   if not system or flag ~= "--config" or not file then io.stderr:write(usage, "\n") os.exit(2) end
   local ok, err = pcall(require("payhsm.server").serve, system, file)
   if not ok then io.stderr:write("payhsm: ", tostring(err), "\n") os.exit(1) end
+elseif cmd and commands.commands[cmd] then
+  os.exit(commands.main(cmd, { select(2, ...) }))
 else
   io.stderr:write(usage, "\n")
   os.exit(cmd and 2 or 0)
