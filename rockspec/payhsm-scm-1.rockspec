@@ -13,6 +13,9 @@ ZKA, in a C module built on OpenSSL 3, with simulators of payment systems on top
 dependencies = { "lua >= 5.4" }
 external_dependencies = {
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+  MICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
+  GNUTLS = { header = "gnutls/gnutls.h", library = "gnutls" },
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 build = {
   type = "builtin",
@@ -27,8 +30,30 @@ build = {
       libdirs = { "$(OPENSSL_LIBDIR)" },
       libraries = { "crypto" },
     },
+    ["payhsm.http"] = {
+      sources = { "csrc/http.c" },
+      incdirs = { "$(MICROHTTPD_INCDIR)", "$(GNUTLS_INCDIR)", "csrc" },
+      libdirs = { "$(MICROHTTPD_LIBDIR)", "$(GNUTLS_LIBDIR)" },
+      libraries = { "microhttpd", "gnutls" },
+    },
+    ["payhsm.redis"] = {
+      sources = { "csrc/redis.c" },
+      incdirs = { "$(HIREDIS_INCDIR)", "csrc" },
+      libdirs = { "$(HIREDIS_LIBDIR)" },
+      libraries = { "hiredis" },
+    },
+    -- every lua/payhsm/**/*.lua (spec/rockspec_spec.lua checks that none is missing)
     ["payhsm"] = "lua/payhsm/init.lua",
     ["payhsm.cli"] = "lua/payhsm/cli.lua",
+    ["payhsm.commands"] = "lua/payhsm/commands.lua",
+    ["payhsm.util"] = "lua/payhsm/util.lua",
+    ["payhsm.server"] = "lua/payhsm/server.lua",
+    ["payhsm.http_client"] = "lua/payhsm/http_client.lua",
+    ["payhsm.store.memory"] = "lua/payhsm/store/memory.lua",
+    ["payhsm.store.sqlite"] = "lua/payhsm/store/sqlite.lua",
+    ["payhsm.store.redis"] = "lua/payhsm/store/redis.lua",
+    ["payhsm.gateway"] = "lua/payhsm/gateway/init.lua",
+    ["payhsm.gateway.client"] = "lua/payhsm/gateway/client.lua",
   },
   install = { bin = { "bin/payhsm" } },
 }

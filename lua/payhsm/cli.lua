@@ -16,11 +16,37 @@ local function run(file, ...)
   if not ok then io.stderr:write("payhsm: ", tostring(e), "\n") os.exit(1) end
 end
 
+-- Readable values for the REPL: tables as sorted Lua-like literals (nested up to 4 levels),
+-- strings quoted, keys and other userdata by their tostring (never key bytes).
+local function pretty(v, indent, seen)
+  if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) ~= "table" then return tostring(v) end
+  indent, seen = indent or "", seen or {}
+  if seen[v] then return "<cycle>" end
+  if #indent >= 8 then return "{...}" end
+  seen[v] = true
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) and (type(a) == "number" or type(a) == "string") then return a < b end
+    return type(a) < type(b)
+  end)
+  if #keys == 0 then seen[v] = nil return "{}" end
+  local inner, parts = indent .. "  ", {}
+  for _, k in ipairs(keys) do
+    local name = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or ("[" .. pretty(k, inner, seen) .. "]")
+    if math.type(k) == "integer" and k >= 1 and k <= #v then name = nil end
+    parts[#parts + 1] = inner .. (name and (name .. " = ") or "") .. pretty(v[k], inner, seen)
+  end
+  seen[v] = nil
+  return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
+end
+
 local function show(...)
   local n = select("#", ...)
   if n == 0 then return end
   local out = {}
-  for i = 1, n do out[i] = tostring((select(i, ...))) end
+  for i = 1, n do out[i] = pretty((select(i, ...))) end
   print(table.concat(out, "\t"))
 end
 
