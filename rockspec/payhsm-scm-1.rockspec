@@ -54,6 +54,7 @@ build = {
     ["payhsm.store.redis"] = "lua/payhsm/store/redis.lua",
     ["payhsm.gateway"] = "lua/payhsm/gateway/init.lua",
     ["payhsm.gateway.client"] = "lua/payhsm/gateway/client.lua",
+    ["payhsm.embed.lighttpd"] = "lua/payhsm/embed/lighttpd.lua",
   },
   install = { bin = { "bin/payhsm" } },
 }
