@@ -42,12 +42,15 @@ local function needles(hex)
   return out
 end
 
---- leak(text [, keys]) -> nil, or a description of the first key (hex -> label; default
--- every registered key) of which 8 consecutive bytes occur in text.
-function M.leak(text, keys)
+--- leak(text [, keys [, whole]]) -> nil, or a description of the first key (hex -> label;
+-- default every registered key) of which 8 consecutive bytes occur in text. With whole,
+-- only the whole key counts: for published test keys ("0123456789ABCDEF..."), whose
+-- halves are common data patterns.
+function M.leak(text, keys, whole)
   if type(text) ~= "string" then text = tostring(text) end
   for hex, label in pairs(keys or M.registered) do
-    for _, needle in ipairs(needles(hex)) do
+    local list = whole and { hex:upper(), hex:lower(), unhex(hex) } or needles(hex)
+    for _, needle in ipairs(list) do
       local at = text:find(needle, 1, true)
       if at then
         return ("%s (%s...) found at byte %d"):format(label, hex:sub(1, 16), at)
