@@ -1,0 +1,424 @@
+--- The bad-input table (issue 8): per module, every class of bad input tried, the call
+-- made and the exact result. spec/bad_input_spec.lua walks it; tools/bad_input_table.lua
+-- prints it as Markdown (docs/bad-input.md).
+--
+-- A row is {module, input, call, code} or, for the gateway, {module, input, call, status,
+-- code}. `call` is a Lua expression evaluated in the environment M.env() returns (the
+-- fixtures: keys with recognisable values, valid blocks, envelopes, gateway helpers).
+-- Library rows expect `nil, message, code` (or `false, message, code` from a
+-- verification); gateway rows expect the HTTP status and the body's error.code. No row
+-- may raise: misuse (wrong argument types, unknown algorithm names) raises by design and
+-- is not in this table. The codes were read from the functions, not written from the
+-- README (see the README's error-code table for their meaning).
+local M = {}
+
+M.rows = {
+  -- ---- key --------------------------------------------------------------------------
+  { "key", "bad hex (non-hex character)", [[hsm.key.import("TDES_2KEY", "ZZ" .. TDES:sub(3))]], "BAD_HEX" },
+  { "key", "odd length hex", [[hsm.key.import("AES_128", AES128:sub(2))]], "BAD_HEX" },
+  { "key", "empty hex", [[hsm.key.import("AES_128", "")]], "KEY_LENGTH" },
+  { "key", "wrong key length (8 bytes for TDES_2KEY)", [[hsm.key.import("TDES_2KEY", TDES:sub(1, 16))]], "KEY_LENGTH" },
+  { "key", "wrong key length (16 bytes for AES_256)", [[hsm.key.import("AES_256", AES128)]], "KEY_LENGTH" },
+  { "key", "wrong key length (24 bytes for AES_128)", [[hsm.key.import("AES_128", TDES3)]], "KEY_LENGTH" },
+  { "key", "HMAC key longer than 256 bytes", [[hsm.key.import("HMAC_SHA256", HMAC .. ("00"):rep(257))]], "BAD_LENGTH" },
+  { "key", "derive from a KDK with the wrong usage", [[hsm.key.derive(k.aes_d0, "AES_256", "label", "ctx")]], "KEY_USAGE" },
+
+  -- ---- kcv --------------------------------------------------------------------------
+  -- a check value asked of the wrong key type is misuse: it raises (no data is involved)
+  { "kcv", "CMAC check value of an HMAC key (wrong key type)", [[hsm.kcv(k.hmac, "CMAC")]],
+    raises = "CMAC check values need a TDES or AES key" },
+  { "kcv", "ANSI X9.24 check value of an HMAC key", [[hsm.kcv(k.hmac, "ANSI_X9_24")]],
+    raises = "ANSI_X9_24 check values need a TDES or AES key" },
+  { "kcv", "HMAC check value of an AES key", [[hsm.kcv(k.aes_d0, "HMAC")]], raises = "HMAC check values need an HMAC key" },
+  { "kcv", "unknown check value algorithm", [[hsm.kcv(k.aes_d0, "LUHN")]], raises = "unknown KCV algorithm 'LUHN'" },
+
+  -- ---- cipher -----------------------------------------------------------------------
+  { "cipher", "bad hex data", [[hsm.cipher.encrypt(k.dek, "ECB", ("ZZ"):rep(16))]], "BAD_HEX" },
+  { "cipher", "odd length hex data", [[hsm.cipher.encrypt(k.dek, "ECB", ("0"):rep(31))]], "BAD_HEX" },
+  { "cipher", "data not whole blocks", [[hsm.cipher.encrypt(k.dek, "ECB", ("00"):rep(15))]], "BAD_LENGTH" },
+  { "cipher", "empty data", [[hsm.cipher.decrypt(k.dek, "CBC", "")]], "BAD_LENGTH" },
+  { "cipher", "IV not one block (8 bytes for AES)", [[hsm.cipher.encrypt(k.dek, "CBC", ("00"):rep(16), ("00"):rep(8))]], "IV_LENGTH" },
+  { "cipher", "bad hex IV", [[hsm.cipher.encrypt(k.dek, "CBC", ("00"):rep(16), ("ZZ"):rep(16))]], "BAD_HEX" },
+  { "cipher", "wrong key type (HMAC key)", [[hsm.cipher.encrypt(k.hmac_any, "ECB", ("00"):rep(16))]], "KEY_TYPE" },
+  { "cipher", "wrong key usage (MAC key M3)", [[hsm.cipher.encrypt(k.m3, "ECB", ("00"):rep(8))]], "KEY_USAGE" },
+  { "cipher", "wrong mode of use (decrypt-only key encrypting)", [[hsm.cipher.encrypt(k.dek_decrypt_only, "ECB", ("00"):rep(16))]], "KEY_USAGE" },
+  { "cipher", "wrong mode of use (encrypt-only key decrypting)", [[hsm.cipher.decrypt(k.dek_encrypt_only, "ECB", ("00"):rep(16))]], "KEY_USAGE" },
+
+  -- ---- mac --------------------------------------------------------------------------
+  { "mac", "bad hex data", [[hsm.mac.generate(k.m3, "ISO9797_ALGORITHM3", "0G")]], "BAD_HEX" },
+  { "mac", "odd length hex data", [[hsm.mac.generate(k.m3, "ISO9797_ALGORITHM3", "012")]], "BAD_HEX" },
+  { "mac", "opts.length below 4 bytes", [[hsm.mac.generate(k.m3, "ISO9797_ALGORITHM3", "00", {length = 2})]],
+    raises = "length must be between 4 and 8 bytes" },
+  { "mac", "opts.length above the block", [[hsm.mac.generate(k.m3, "ISO9797_ALGORITHM3", "00", {length = 9})]],
+    raises = "length must be between 4 and 8 bytes" },
+  { "mac", "wrong key type (AES key for algorithm 3)", [[hsm.mac.generate(k.aes_m3, "ISO9797_ALGORITHM3", "00")]], "KEY_TYPE" },
+  { "mac", "wrong key type (TDES key for HMAC)", [[hsm.mac.generate(k.tdes_any, "HMAC_SHA256", "00")]], "KEY_TYPE" },
+  { "mac", "wrong key usage (CMAC key M6 for CBC-MAC)", [[hsm.mac.generate(k.cmac, "ISO9797_ALGORITHM1", "00")]], "KEY_USAGE" },
+  { "mac", "wrong key usage (data key D0)", [[hsm.mac.generate(k.tdes_d0, "ISO9797_ALGORITHM3", "00")]], "KEY_USAGE" },
+  { "mac", "wrong mode of use (verify-only key generating)", [[hsm.mac.generate(k.m3_verify_only, "ISO9797_ALGORITHM3", "00")]], "KEY_USAGE" },
+  { "mac", "tampered MAC", [[hsm.mac.verify(k.m3, "ISO9797_ALGORITHM3", DATA, flip(MAC3))]], "MAC_MISMATCH" },
+  { "mac", "tampered data", [[hsm.mac.verify(k.m3, "ISO9797_ALGORITHM3", flip(DATA), MAC3)]], "MAC_MISMATCH" },
+  { "mac", "truncated MAC (3 bytes)", [[hsm.mac.verify(k.m3, "ISO9797_ALGORITHM3", DATA, MAC3:sub(1, 6))]], "MAC_LENGTH" },
+  { "mac", "MAC longer than the algorithm's output", [[hsm.mac.verify(k.m3, "ISO9797_ALGORITHM3", DATA, MAC3 .. "00")]], "MAC_LENGTH" },
+  { "mac", "MAC length disagreeing with opts.length", [[hsm.mac.verify(k.m3, "ISO9797_ALGORITHM3", DATA, MAC3, {length = 4})]], "MAC_LENGTH" },
+  { "mac", "bad hex MAC", [[hsm.mac.verify(k.m3, "ISO9797_ALGORITHM3", DATA, ("ZZ"):rep(8))]], "BAD_HEX" },
+  { "mac", "HMAC: tampered MAC", [[hsm.hmac_verify(k.hmac, "message", flip(hsm.hmac(k.hmac, "message")))]], "MAC_MISMATCH" },
+  { "mac", "HMAC: bad hex MAC", [[hsm.hmac_verify(k.hmac, "message", ("ZZ"):rep(32))]], "BAD_HEX" },
+  { "mac", "HMAC: wrong key type (AES key)", [[hsm.hmac(k.aes_any, "message")]], "KEY_TYPE" },
+
+  -- ---- tr31 -------------------------------------------------------------------------
+  { "tr31", "block shorter than a header", [[hsm.tr31.parse("D0016P0AE00")]], "TR31_LENGTH" },
+  { "tr31", "length field not the block's length", [[hsm.tr31.parse(edit(BLOCK_D, 2, "9999"))]], "TR31_LENGTH" },
+  { "tr31", "length field not digits", [[hsm.tr31.parse(edit(BLOCK_D, 2, "01X4"))]], "TR31_LENGTH" },
+  { "tr31", "truncated block", [[hsm.tr31.parse(BLOCK_D:sub(1, -3))]], "TR31_LENGTH" },
+  { "tr31", "unknown version letter", [[hsm.tr31.parse(edit(BLOCK_D, 1, "E"))]], "TR31_VERSION" },
+  { "tr31", "unknown key usage", [[hsm.tr31.parse(edit(BLOCK_D, 6, "Q9"))]], "TR31_USAGE" },
+  { "tr31", "unknown algorithm letter", [[hsm.tr31.parse(edit(BLOCK_D, 8, "Z"))]], "TR31_ALGORITHM" },
+  { "tr31", "wrap: header algorithm not the key's (T for an AES key)", [[hsm.tr31.wrap(k.kbpk_aes, k.pek_aes, {algorithm = "T"})]], "TR31_ALGORITHM" },
+  { "tr31", "unknown mode of use", [[hsm.tr31.parse(edit(BLOCK_D, 9, "Q"))]], "TR31_MODE" },
+  { "tr31", "mode that makes no sense for the usage (P0 with G)", [[hsm.tr31.parse(edit(BLOCK_D, 9, "G"))]], "TR31_MODE" },
+  { "tr31", "key version not alphanumeric", [[hsm.tr31.parse(edit(BLOCK_D, 10, "#!"))]], "TR31_KEY_VERSION" },
+  { "tr31", "exportability not E, N or S", [[hsm.tr31.parse(edit(BLOCK_D, 12, "X"))]], "TR31_EXPORTABILITY" },
+  { "tr31", "optional block count not digits", [[hsm.tr31.parse(edit(BLOCK_D, 13, "A1"))]], "TR31_FORMAT" },
+  { "tr31", "non-printable header", [[hsm.tr31.parse(edit(BLOCK_D, 10, "\1"))]], "TR31_FORMAT" },
+  { "tr31", "optional block length not hex", [[hsm.tr31.parse(edit(BLOCK_KS, 19, "ZZ"))]], "TR31_OPT_BLOCK" },
+  { "tr31", "optional block longer than the header", [[hsm.tr31.parse(edit(BLOCK_KS, 19, "FF"))]], "TR31_OPT_BLOCK" },
+  { "tr31", "tampered MAC", [[hsm.tr31.unwrap(k.kbpk_aes, flip(BLOCK_D))]], "TR31_MAC_MISMATCH" },
+  { "tr31", "tampered key field", [[hsm.tr31.unwrap(k.kbpk_aes, edit(BLOCK_D, 40, BLOCK_D:sub(40, 40) == "0" and "1" or "0"))]], "TR31_MAC_MISMATCH" },
+  { "tr31", "tampered header (usage P0 -> D0)", [[hsm.tr31.unwrap(k.kbpk_aes, edit(BLOCK_D, 6, "D0"))]], "TR31_MAC_MISMATCH" },
+  { "tr31", "wrong KBPK", [[hsm.tr31.unwrap(k.kbpk_aes_other, BLOCK_D)]], "TR31_MAC_MISMATCH" },
+  { "tr31", "AES KBPK for a version B block", [[hsm.tr31.unwrap(k.kbpk_aes, BLOCK_B)]], "TR31_KBPK_MISMATCH" },
+  { "tr31", "TDES KBPK for a version D block", [[hsm.tr31.unwrap(k.kbpk_tdes, BLOCK_D)]], "TR31_KBPK_MISMATCH" },
+  { "tr31", "KBPK with the wrong usage (P0)", [[hsm.tr31.unwrap(k.pek_aes, BLOCK_D)]], "KEY_USAGE" },
+  { "tr31", "wrap: version D under a TDES KBPK", [[hsm.tr31.wrap(k.kbpk_tdes, k.pek_tdes, {version = "D"})]], "TR31_KBPK_MISMATCH" },
+  { "tr31", "wrap: legacy version A without opts.legacy", [[hsm.tr31.wrap(k.kbpk_tdes, k.pek_tdes, {version = "A"})]], "TR31_LEGACY" },
+  { "tr31", "wrap: key stronger than the KBPK", [[hsm.tr31.wrap(k.kbpk_tdes, k.aes_d0, {mode = "B"})]], "TR31_WEAK_KBPK" },
+  { "tr31", "wrap: non-exportable key", [[hsm.tr31.wrap(k.kbpk_aes, k.pek_nonexport, {mode = "E"})]], "TR31_NOT_EXPORTABLE" },
+  { "tr31", "wrap: header contradicting the key's usage", [[hsm.tr31.wrap(k.kbpk_aes, k.pek_aes, {usage = "D0"})]], "TR31_ATTRIBUTES" },
+  { "tr31", "wrap: KBPK with the wrong usage (P0)", [[hsm.tr31.wrap(k.pek_aes, k.aes_d0, {mode = "B"})]], "KEY_USAGE" },
+
+  -- ---- pin --------------------------------------------------------------------------
+  { "pin", "PIN of 3 digits", [[hsm.pin.format("ISO_FORMAT_0", "123", PAN)]], "PIN_LENGTH" },
+  { "pin", "PIN of 13 digits", [[hsm.pin.format("ISO_FORMAT_0", "1234567890123", PAN)]], "PIN_LENGTH" },
+  { "pin", "PIN with a non-digit", [[hsm.pin.format("ISO_FORMAT_0", "12a4", PAN)]], "PIN_DIGITS" },
+  { "pin", "PAN too short (11 digits)", [[hsm.pin.format("ISO_FORMAT_0", "1234", "12345678901")]], "PAN_LENGTH" },
+  { "pin", "PAN too long (20 digits)", [[hsm.pin.format("ISO_FORMAT_0", "1234", "12345678901234567890")]], "PAN_LENGTH" },
+  { "pin", "PAN missing (format 0)", [[hsm.pin.format("ISO_FORMAT_0", "1234")]], "PAN_LENGTH" },
+  { "pin", "PAN with a non-digit", [[hsm.pin.format("ISO_FORMAT_0", "1234", "41111111111111X1")]], "PAN_DIGITS" },
+  { "pin", "clear block with a wrong control nibble", [[hsm.pin.parse("ISO_FORMAT_0", "5" .. CLEAR0:sub(2), PAN)]], "PIN_FORMAT" },
+  { "pin", "clear block: bad hex", [[hsm.pin.parse("ISO_FORMAT_0", ("ZZ"):rep(8), PAN)]], "BAD_HEX" },
+  { "pin", "clear block of the wrong length", [[hsm.pin.parse("ISO_FORMAT_0", CLEAR0:sub(1, 14), PAN)]], "BAD_LENGTH" },
+  { "pin", "decrypt with the wrong PAN", [[hsm.pin.decrypt(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, "4000001234567899")]], "PIN_FORMAT" },
+  { "pin", "decrypt with the wrong key", [[hsm.pin.decrypt(k.pek_tdes_other, "ISO_FORMAT_0", PINBLOCK0, PAN)]], "PIN_FORMAT" },
+  { "pin", "decrypt as the wrong format", [[hsm.pin.decrypt(k.pek_tdes, "ISO_FORMAT_2", PINBLOCK0, PAN)]], "PIN_FORMAT" },
+  { "pin", "encrypted block of the wrong length", [[hsm.pin.decrypt(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0 .. "00", PAN)]], "BAD_LENGTH" },
+  { "pin", "wrong key type (AES key, format 0)", [[hsm.pin.encrypt(k.pek_aes, "ISO_FORMAT_0", "1234", PAN)]], "KEY_TYPE" },
+  { "pin", "wrong key type (TDES key, format 4)", [[hsm.pin.encrypt(k.pek_tdes, "ISO_FORMAT_4", "1234", PAN)]], "KEY_TYPE" },
+  { "pin", "single DES key", [[hsm.pin.encrypt(k.des, "ISO_FORMAT_0", "1234", PAN)]], "KEY_TYPE" },
+  { "pin", "wrong key usage (data key D0)", [[hsm.pin.encrypt(k.tdes_d0, "ISO_FORMAT_0", "1234", PAN)]], "KEY_USAGE" },
+  { "pin", "translate: wrong PAN", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.pek_aes, "ISO_FORMAT_4", "4000001234567899")]], "PIN_FORMAT" },
+  { "pin", "translate: output key with the wrong usage", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.aes_d0, "ISO_FORMAT_4", PAN)]], "KEY_USAGE" },
+
+  -- ---- emv --------------------------------------------------------------------------
+  { "emv", "PAN sequence number not 2 digits", [[hsm.emv.derive_icc_master_key(k.imk, PAN, "1")]], "EMV_PSN" },
+  { "emv", "PAN with a non-digit", [[hsm.emv.derive_icc_master_key(k.imk, "41111111111111X1")]], "PAN_DIGITS" },
+  { "emv", "PAN too long (20 digits)", [[hsm.emv.derive_icc_master_key(k.imk, "12345678901234567890")]], "PAN_LENGTH" },
+  { "emv", "wrong key type (AES IMK)", [[hsm.emv.derive_icc_master_key(k.aes_any, PAN)]], "KEY_TYPE" },
+  { "emv", "wrong key usage (M3 IMK)", [[hsm.emv.derive_icc_master_key(k.m3, PAN)]], "KEY_USAGE" },
+  { "emv", "ATC missing", [[hsm.emv.derive_session_key(k.icc_mk, "EMV_COMMON", {})]], "EMV_ATC" },
+  { "emv", "ATC not 2 bytes", [[hsm.emv.derive_session_key(k.icc_mk, "EMV_COMMON", {atc = "1C"})]], "EMV_ATC" },
+  { "emv", "ATC bad hex", [[hsm.emv.derive_session_key(k.icc_mk, "EMV_COMMON", {atc = "00G1"})]], "BAD_HEX" },
+  { "emv", "unpredictable number missing (Mastercard)", [[hsm.emv.derive_session_key(k.icc_mk, "MASTERCARD", {atc = "0001"})]], "EMV_UN" },
+  { "emv", "unpredictable number not 4 bytes", [[hsm.emv.derive_session_key(k.icc_mk, "MASTERCARD", {atc = "0001", un = "1234"})]], "EMV_UN" },
+  { "emv", "EMV2000 tree too small for the ATC", [[hsm.emv.derive_session_key(k.icc_mk, "EMV2000", {atc = "0001", height = 4, branch_factor = 2})]], "EMV_TREE" },
+  { "emv", "EMV2000 IV not 16 bytes", [[hsm.emv.derive_session_key(k.icc_mk, "EMV2000", {atc = "0001", iv = "00"})]], "EMV_TREE" },
+  { "emv", "transaction data bad hex", [[hsm.emv.generate_arqc(k.imk, {pan = PAN, atc = "0001", data = "ZZ"})]], "BAD_HEX" },
+  { "emv", "data said padded (padding 0) but not whole blocks", [[hsm.emv.generate_arqc(k.imk, {pan = PAN, atc = "0001", data = "0102", padding = 0})]], "BAD_LENGTH" },
+  { "emv", "ARQC not 8 bytes", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0001", data = EMV_DATA, arqc = "1234"})]], "ARQC_LENGTH" },
+  { "emv", "tampered ARQC", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0001", data = EMV_DATA, arqc = flip(ARQC)})]], "ARQC_MISMATCH" },
+  { "emv", "replayed ARQC (other ATC)", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0002", data = EMV_DATA, arqc = ARQC})]], "ARQC_MISMATCH" },
+  { "emv", "wrong PAN", [[hsm.emv.verify_arqc(k.imk, {pan = "4000001234567899", atc = "0001", data = EMV_DATA, arqc = ARQC})]], "ARQC_MISMATCH" },
+  { "emv", "ARPC method 1: ARC not 2 bytes", [[hsm.emv.generate_arpc(k.imk, {pan = PAN, atc = "0001", data = "", arqc = ARQC, arc = "1"})]], "EMV_ARC" },
+  { "emv", "ARPC method 2: CSU not 4 bytes", [[hsm.emv.generate_arpc(k.imk, {pan = PAN, atc = "0001", data = "", arqc = ARQC, method = 2, csu = "00"})]], "EMV_CSU" },
+  { "emv", "compute_arpc: ARQC not 8 bytes", [[hsm.emv.compute_arpc(k.session_e0, {arqc = "1234", arc = "0000"})]], "ARQC_LENGTH" },
+
+  -- ---- as2805 -----------------------------------------------------------------------
+  { "as2805", "random key send not 8, 16 or 24 bytes", [[hsm.as2805.kek_validation_response(k.kek, ("00"):rep(4), M82C0)]], "AS2805_KRS_LENGTH" },
+  { "as2805", "random key send bad hex", [[hsm.as2805.kek_validation_response(k.kek, ("ZZ"):rep(16), M82C0)]], "BAD_HEX" },
+  { "as2805", "random key receive from another KEK", [[hsm.as2805.kek_validation_verify(k.kek, KRS, KRR_OTHER, M82C0)]], "AS2805_MISMATCH" },
+  { "as2805", "tampered random key receive", [[hsm.as2805.kek_validation_verify(k.kek, KRS, flip(KRR), M82C0)]], "AS2805_MISMATCH" },
+  { "as2805", "random key receive of another length", [[hsm.as2805.kek_validation_verify(k.kek, KRS, KRR:sub(1, 16), M82C0)]], "AS2805_MISMATCH" },
+  { "as2805", "wrong key type (AES KEK)", [[hsm.as2805.kek_validation_response(k.aes_any, KRS, M82C0)]], "KEY_TYPE" },
+  { "as2805", "wrong key usage (PIN key as KEK)", [[hsm.as2805.kek_validation_response(k.pek_tdes, KRS, M82C0)]], "KEY_USAGE" },
+
+  -- ---- zka --------------------------------------------------------------------------
+  { "zka", "random value not 16 bytes", [[hsm.zka.derive_session_key(k.zka_mk, "PAC", ("00"):rep(8))]], "ZKA_RND_LENGTH" },
+  { "zka", "random value bad hex", [[hsm.zka.derive_session_key(k.zka_mk, "PAC", ("ZZ"):rep(16))]], "BAD_HEX" },
+  { "zka", "wrong key type (AES master key)", [[hsm.zka.derive_session_key(k.aes_any, "PAC", RND)]], "KEY_TYPE" },
+  { "zka", "wrong key usage (PIN key as master key)", [[hsm.zka.derive_session_key(k.pek_tdes, "PAC", RND)]], "KEY_USAGE" },
+  { "zka", "MAC with the PAC session key", [[hsm.zka.mac(k.zka_pac, "00")]], "KEY_USAGE" },
+  { "zka", "MAC data bad hex", [[hsm.zka.mac(k.zka_mac, "ZZ")]], "BAD_HEX" },
+  { "zka", "tampered MAC", [[hsm.zka.verify_mac(k.zka_mac, DATA, flip(ZKA_MAC))]], "MAC_MISMATCH" },
+  { "zka", "tampered message", [[hsm.zka.verify_mac(k.zka_mac, flip(DATA), ZKA_MAC)]], "MAC_MISMATCH" },
+  { "zka", "MAC of 3 bytes", [[hsm.zka.verify_mac(k.zka_mac, DATA, ZKA_MAC:sub(1, 6))]], "MAC_LENGTH" },
+
+  -- ---- envelope ---------------------------------------------------------------------
+  { "envelope", "JSON malformed", [[hsm.envelope.open(k.msk, ENVELOPE_JSON:sub(1, -2))]], "ENVELOPE_FORMAT" },
+  { "envelope", "JSON not an object", [[hsm.envelope.open(k.msk, "[1,2]")]], "ENVELOPE_FORMAT" },
+  { "envelope", "empty text", [[hsm.envelope.open(k.msk, "")]], "ENVELOPE_FORMAT" },
+  { "envelope", "field missing (initialization_vector)", [[hsm.envelope.open(k.msk, envelope_with("initialization_vector", nil))]], "ENVELOPE_FORMAT" },
+  { "envelope", "unknown format", [[hsm.envelope.open(k.msk, envelope_with("format", "TR31"))]], "ENVELOPE_FORMAT" },
+  { "envelope", "mode not CBC", [[hsm.envelope.open(k.msk, envelope_with("mode", "ECB"))]], "ENVELOPE_FORMAT" },
+  { "envelope", "ciphertext bad hex", [[hsm.envelope.open(k.msk, envelope_with("ciphertext", ("ZZ"):rep(16)))]], "BAD_HEX" },
+  { "envelope", "ciphertext not whole blocks", [[hsm.envelope.open(k.msk, envelope_with("ciphertext", ("00"):rep(15)))]], "BAD_LENGTH" },
+  { "envelope", "IV not 16 bytes", [[hsm.envelope.open(k.msk, envelope_with("initialization_vector", ("00"):rep(8)))]], "IV_LENGTH" },
+  { "envelope", "chunked without chunk_size", [[hsm.envelope.open(k.msk, envelope_with("format", "TR31-DATA-CHUNKED"))]], "ENVELOPE_FORMAT" },
+  { "envelope", "wrong MSK (padding breaks)", [[hsm.envelope.open(k.msk_other, ENVELOPE)]], "ENVELOPE_PADDING" },
+  { "envelope", "altered last block", [[hsm.envelope.open(k.msk, envelope_with("ciphertext", flip(ENVELOPE.ciphertext)))]], "ENVELOPE_PADDING" },
+  { "envelope", "signed envelope: tampered HMAC", [[hsm.envelope.open(k.msk, ENVELOPE_JSON, {mac_key = k.hmac, hmac = flip(ENVELOPE_HMAC)})]], "MAC_MISMATCH" },
+  { "envelope", "signed envelope: altered text", [[hsm.envelope.open(k.msk, ENVELOPE_JSON .. " ", {mac_key = k.hmac, hmac = ENVELOPE_HMAC})]], "MAC_MISMATCH" },
+  { "envelope", "wrong key type (TDES MSK)", [[hsm.envelope.open(k.tdes_d0, ENVELOPE)]], "KEY_TYPE" },
+  { "envelope", "wrong key usage (PIN key as MSK)", [[hsm.envelope.open(k.pek_aes256, ENVELOPE)]], "KEY_USAGE" },
+
+  -- ---- rotation ---------------------------------------------------------------------
+  { "rotation", "snapshot that is not one", [[hsm.rotation.restore("hello")]], "ROTATION_SNAPSHOT" },
+  { "rotation", "empty snapshot", [[hsm.rotation.restore("")]], "ROTATION_SNAPSHOT" },
+  { "rotation", "truncated snapshot", [[hsm.rotation.restore(SNAPSHOT:sub(1, -12))]], "ROTATION_SNAPSHOT" },
+  { "rotation", "versions not a permutation", [[hsm.rotation.restore((SNAPSHOT:gsub(" 2 ", " 1 ", 1)))]], "ROTATION_SNAPSHOT" },
+  { "rotation", "field not hex", [[hsm.rotation.restore((SNAPSHOT:gsub("=%x%x", "=ZZ", 1)))]], "ROTATION_SNAPSHOT" },
+
+  -- ---- gateway HTTP (status, error.code) ---------------------------------------------
+  { "gateway HTTP", "no Authorization header", [[request("GET", PATHS.keys .. "X", nil, false)]], 401, "401" },
+  { "gateway HTTP", "wrong Basic password", [[request("GET", PATHS.keys .. "X", nil, "integrator:nope")]], 401, "401" },
+  { "gateway HTTP", "Authorization not Basic", [[request("GET", PATHS.keys .. "X", nil, "Bearer abc")]], 401, "401" },
+  { "gateway HTTP", "unknown path", [[request("GET", "/key-management/nothing/here")]], 404, "1004" },
+  { "gateway HTTP", "wrong method (GET on import)", [[request("GET", PATHS.import)]], 405, "1005" },
+  { "gateway HTTP", "import: body not JSON", [[request("POST", PATHS.import, "{not json")]], 400, "1002" },
+  { "gateway HTTP", "import: empty body", [[request("POST", PATHS.import, "")]], 400, "1002" },
+  { "gateway HTTP", "import: field missing (sessionKeyCheckValue)", [[request("POST", PATHS.import, import_body{sessionKeyCheckValue = false})]], 400, "1002" },
+  { "gateway HTTP", "import: field not a string", [[request("POST", PATHS.import, import_body{sessionKey = 5})]], 400, "1002" },
+  { "gateway HTTP", "import: wrong requestType", [[request("POST", PATHS.import, import_body{requestType = "ExportKeyRequest"})]], 400, "1002" },
+  { "gateway HTTP", "import: keyType not PAN or PIN", [[request("POST", PATHS.import, import_body{keyType = "MAC"})]], 400, "3908" },
+  { "gateway HTTP", "import: check value not 6 hex digits", [[request("POST", PATHS.import, import_body{sessionKeyCheckValue = "XYZ"})]], 409, "3907" },
+  { "gateway HTTP", "import: wrong check value", [[request("POST", PATHS.import, import_body{sessionKeyCheckValue = "000000"})]], 409, "3907" },
+  { "gateway HTTP", "import: unknown masterKeyLabel", [[request("POST", PATHS.import, import_body{masterKeyLabel = "ZMK_NONE"})]], 409, "3902" },
+  { "gateway HTTP", "import: master key of the other keyType", [[request("POST", PATHS.import, import_body{masterKeyLabel = "ZMK_PIN_XXX_YYY"})]], 409, "3903" },
+  { "gateway HTTP", "import: sessionKey not a key block", [[request("POST", PATHS.import, import_body{sessionKey = "hello"})]], 409, "3904" },
+  { "gateway HTTP", "import: tampered key block", [[request("POST", PATHS.import, import_body{tamper = true})]], 409, "3904" },
+  { "gateway HTTP", "import: block under another key", [[request("POST", PATHS.import, import_body{kbpk = k.kbpk_aes_other})]], 409, "3904" },
+  { "gateway HTTP", "import: TDES key block (version B)", [[request("POST", PATHS.import, import_body{sessionKey = BLOCK_B})]], 409, "3905" },
+  { "gateway HTTP", "import: AES-256 session key", [[request("POST", PATHS.import, import_body{session_key = k.aes_d0_exportable})]], 409, "3905" },
+  { "gateway HTTP", "import: wrong key usage for keyType (P0 as PAN)", [[request("POST", PATHS.import, import_body{session_key = k.pek_aes})]], 409, "3906" },
+  { "gateway HTTP", "import: the same key twice", [[import_twice()]], 409, "301" },
+  { "gateway HTTP", "import: label used with another keyType", [[import_other_type()]], 409, "3910" },
+  { "gateway HTTP", "Get Key: unknown sessionKeyId", [[request("GET", PATHS.key .. "999999")]], 404, "3920" },
+  { "gateway HTTP", "Get Keys: unknown label", [[request("GET", PATHS.keys .. "NO_SUCH_LABEL")]], 404, "3921" },
+  { "gateway HTTP", "PAN re-encryption: body not JSON", [[request("POST", PATHS.pan, "[")]], 400, "1002" },
+  { "gateway HTTP", "PAN re-encryption: encryptedPan not hex", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, encryptedPan = "XYZ"})]], 400, "1002" },
+  { "gateway HTTP", "PAN re-encryption: bad iv", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, encryptedPan = ("00"):rep(16), iv = "00"})]], 400, "1002" },
+  { "gateway HTTP", "PAN re-encryption: sessionKeyId missing", [[request("POST", PATHS.pan, json{encryptedPan = ("00"):rep(16)})]], 400, "1002" },
+  { "gateway HTTP", "PAN re-encryption: unknown sessionKeyId", [[request("POST", PATHS.pan, json{sessionKeyId = "999999", encryptedPan = ("00"):rep(16)})]], 404, "3920" },
+  { "gateway HTTP", "PAN re-encryption: a PIN session key", [[request("POST", PATHS.pan, json{sessionKeyId = PIN_ID, encryptedPan = ("00"):rep(16)})]], 409, "3931" },
+  { "gateway HTTP", "PAN re-encryption: check value of a rotated-out key", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, sessionKeyCheckValue = "000000", encryptedPan = ("00"):rep(16)})]], 409, "3930" },
+  { "gateway HTTP", "PAN re-encryption: block that is not a PAN", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, encryptedPan = ("00"):rep(16)})]], 422, "3932" },
+  { "gateway HTTP", "PIN translation: unknown pinBlockFormat", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pinBlock = PINBLOCK4, pan = PAN, pinBlockFormat = "ISO_FORMAT_9"})]], 400, "1002" },
+  { "gateway HTTP", "PIN translation: pinBlock missing", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pan = PAN})]], 400, "1002" },
+  { "gateway HTTP", "PIN translation: a PAN session key", [[request("POST", PATHS.pin, json{sessionKeyId = PAN_ID, pinBlock = PINBLOCK4, pan = PAN})]], 409, "3931" },
+  { "gateway HTTP", "PIN translation: wrong PAN", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pinBlock = PINBLOCK4, pan = "4000001234567899"})]], 422, "3932" },
+  { "gateway HTTP", "PIN translation: pinBlock bad hex", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pinBlock = ("ZZ"):rep(16), pan = PAN})]], 422, "3932" },
+}
+
+--- The fixtures the calls run against. Every key has a marked value (spec/support/marked):
+-- the secrets spec scans every message these calls return for them.
+function M.env()
+  local hsm = require "payhsm"
+  local cjson = require "cjson"
+  local util = require "payhsm.util"
+  local marked = require "spec.support.marked"
+  local gateway = require "payhsm.gateway"
+
+  -- Tags are even: DES ignores the low bit of every byte, so tags 2n and 2n+1 would give
+  -- the same TDES key.
+  local tag = 0
+  local function hex(n, what)
+    tag = tag + 2
+    return marked.hex(n, ("%02X"):format(tag), "bad_input key " .. what)
+  end
+  local function imp(alg, n, _, attrs)
+    return assert(hsm.key.import(alg, hex(n, alg), attrs))
+  end
+  local k = {
+    des = imp("DES", 8, "01", { usage = "P0" }),
+    m3 = imp("TDES_2KEY", 16, "02", { usage = "M3", mode = "C" }),
+    m3_verify_only = imp("TDES_2KEY", 16, "03", { usage = "M3", mode = "V" }),
+    aes_m3 = imp("AES_128", 16, "04", { usage = "M3" }),
+    cmac = imp("AES_128", 16, "05", { usage = "M6" }),
+    hmac = imp("HMAC_SHA256", 32, "06", { usage = "M7" }),
+    dek = imp("AES_256", 32, "07", { usage = "D0", mode = "B" }),
+    dek_decrypt_only = imp("AES_256", 32, "08", { usage = "D0", mode = "D" }),
+    dek_encrypt_only = imp("AES_256", 32, "09", { usage = "D0", mode = "E" }),
+    aes_d0 = imp("AES_256", 32, "0A", { usage = "D0" }),
+    aes_d0_exportable = imp("AES_256", 32, "0B", { usage = "D0", mode = "B", exportability = "E" }),
+    tdes_d0 = imp("TDES_2KEY", 16, "0C", { usage = "D0" }),
+    kbpk_aes = imp("AES_256", 32, "0D", { usage = "K1", mode = "B" }),
+    kbpk_aes_other = imp("AES_256", 32, "0E", { usage = "K1", mode = "B" }),
+    kbpk_tdes = imp("TDES_3KEY", 24, "0F", { usage = "K0", mode = "B" }),
+    pek_aes = imp("AES_128", 16, "10", { usage = "P0", mode = "B", exportability = "E" }),
+    pek_aes256 = imp("AES_256", 32, "11", { usage = "P0" }),
+    pek_tdes = imp("TDES_2KEY", 16, "12", { usage = "P0", mode = "B" }),
+    pek_tdes_other = imp("TDES_2KEY", 16, "13", { usage = "P0", mode = "B" }),
+    pek_nonexport = imp("AES_128", 16, "14", { usage = "P0", exportability = "N" }),
+    imk = imp("TDES_2KEY", 16, "15", { usage = "E0" }),
+    kek = imp("TDES_2KEY", 16, "16", { usage = "K0" }),
+    kek_other = imp("TDES_2KEY", 16, "17", { usage = "K0" }),
+    zka_mk = imp("TDES_2KEY", 16, "18", { usage = "B0" }),
+    msk = imp("AES_256", 32, "19", { usage = "D0" }),
+    msk_other = imp("AES_256", 32, "1A", { usage = "D0" }),
+    zmk_pan = imp("AES_256", 32, "1B", { usage = "K0" }),
+    zmk_pin = imp("AES_256", 32, "1C", { usage = "K0" }),
+    -- no usage: these reach the key-type checks (a usage would be refused first)
+    aes_any = imp("AES_128", 16, "1D"),
+    tdes_any = imp("TDES_2KEY", 16, "1E"),
+    hmac_any = imp("HMAC_SHA256", 32, "1F"),
+  }
+  local TDES, TDES3, AES128, HMAC = hex(16, "TDES literal"), hex(24, "TDES3 literal"), hex(16, "AES128 literal"),
+    hex(32, "HMAC literal")
+  local PAN = "4111111111111111"
+  local DATA = "4E6F77206973207468652074696D6520666F7220616C6C20"
+  local EMV_DATA = "0000000010000000000000000840000000000008402303010000000001"
+
+  -- flip(hex): the last hex digit changed; edit(s, pos, text): text placed at pos.
+  local function flip(h)
+    local last = h:sub(-1)
+    return h:sub(1, -2) .. (last == "0" and "1" or "0")
+  end
+  local function edit(s, pos, text) return s:sub(1, pos - 1) .. text .. s:sub(pos + #text) end
+
+  k.icc_mk = assert(hsm.emv.derive_icc_master_key(k.imk, PAN, "00"))
+  k.session_e0 = assert(hsm.emv.derive_session_key(k.icc_mk, "EMV_COMMON", { atc = "0001" }))
+  local rnd = ("3C"):rep(16)
+  k.zka_pac = assert(hsm.zka.derive_session_key(k.zka_mk, "PAC", rnd))
+  k.zka_mac = assert(hsm.zka.derive_session_key(k.zka_mk, "MAC", rnd))
+
+  local envelope = hsm.envelope.seal(k.msk, '{"approved":true}', { iv = ("11"):rep(16) })
+  local envelope_json = hsm.envelope.encode(envelope)
+  local M82C0 = { variant_mask = "VARIANT_MASK_82C0" }
+  local krs = assert(hsm.as2805.kek_validation_request(k.kek, M82C0)).random_key_send
+
+  local env = {
+    hsm = hsm, k = k, flip = flip, edit = edit, string = string, tostring = tostring,
+    TDES = TDES, TDES3 = TDES3, AES128 = AES128, HMAC = HMAC, PAN = PAN, DATA = DATA, EMV_DATA = EMV_DATA,
+    RND = rnd, M82C0 = M82C0,
+    MAC3 = assert(hsm.mac.generate(k.m3, "ISO9797_ALGORITHM3", DATA)),
+    BLOCK_D = assert(hsm.tr31.wrap(k.kbpk_aes, k.pek_aes, { version = "D" })),
+    BLOCK_KS = assert(hsm.tr31.wrap(k.kbpk_aes, k.pek_aes, { version = "D",
+      blocks = { { id = "KS", data = "00604B120F9292800000" } } })),
+    BLOCK_B = assert(hsm.tr31.wrap(k.kbpk_tdes, k.pek_tdes, { version = "B" })),
+    CLEAR0 = assert(hsm.pin.format("ISO_FORMAT_0", "1234", PAN)),
+    PINBLOCK0 = assert(hsm.pin.encrypt(k.pek_tdes, "ISO_FORMAT_0", "1234", PAN)),
+    PINBLOCK4 = assert(hsm.pin.encrypt(k.pek_aes, "ISO_FORMAT_4", "1234", PAN)),
+    ARQC = assert(hsm.emv.generate_arqc(k.imk, { pan = PAN, atc = "0001", data = EMV_DATA })),
+    KRS = krs,
+    KRR = assert(hsm.as2805.kek_validation_response(k.kek, krs, M82C0)),
+    KRR_OTHER = assert(hsm.as2805.kek_validation_response(k.kek_other, krs, M82C0)),
+    ZKA_MAC = assert(hsm.zka.mac(k.zka_mac, DATA)),
+    ENVELOPE = envelope,
+    ENVELOPE_JSON = envelope_json,
+    ENVELOPE_HMAC = hsm.hmac(k.hmac, envelope_json),
+  }
+  function env.envelope_with(field, value)
+    local e = {}
+    for f, v in pairs(envelope) do e[f] = v end
+    e[field] = value
+    return e
+  end
+  local rot = hsm.rotation.new { ids = { "1001", "1002", "1003" } }
+  rot:import { kcv = "5AB19C", block = "D0144" }
+  rot:import { kcv = "6BC2AD", block = "D0144" }
+  env.SNAPSHOT = rot:snapshot()
+
+  -- ---- the gateway, in process (the handler `bin/payhsm serve gateway` runs) ----------
+  local gw = gateway.new {
+    master_keys = {
+      { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = k.zmk_pan:export() },
+      { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = k.zmk_pin:export() },
+    },
+    basic_auth = { integrator = "pa55word" },
+  }
+  env.gw, env.PATHS = gw, gateway.PATHS
+  env.json = function(t) return cjson.encode(t) end
+  --- request(method, path [, body [, credentials]]): credentials "user:password", a
+  -- whole Authorization value (containing a space), or false for none.
+  function env.request(method, path, body, cred)
+    local auth
+    if cred == nil then cred = "integrator:pa55word" end
+    if cred then auth = cred:find(" ", 1, true) and cred or "Basic " .. util.b64encode(cred) end
+    return gw:handle { method = method, path = path, body = body,
+      headers = { authorization = auth, ["content-type"] = "application/json" } }
+  end
+  local label_n = 0
+  --- import_body{field = value | false, session_key =, kbpk =, tamper =}: a valid
+  -- Import Key request for a fresh PAN session key under a fresh label, then changed.
+  function env.import_body(over)
+    over = over or {}
+    label_n = label_n + 1
+    local sk = over.session_key or hsm.key.generate("AES_128", { usage = "D0", mode = "B", exportability = "E" })
+    local block = assert(hsm.tr31.wrap(over.kbpk or k.zmk_pan, sk, { version = "D" }))
+    if over.tamper then block = flip(block) end
+    local req = {
+      requestType = "ImportKeyRequest", keyType = "PAN", masterKeyLabel = "ZMK_PAN_XXX_YYY",
+      sessionKeyLabel = "DEK_BAD_" .. label_n, sessionKey = block, sessionKeyCheckValue = sk:kcv("CMAC"),
+    }
+    for f, v in pairs(over) do
+      if req[f] ~= nil then req[f] = v or nil end
+    end
+    return cjson.encode(req)
+  end
+  local function import_ok(body)
+    local resp = env.request("POST", gateway.PATHS.import, body)
+    assert(resp.status == 200, resp.body)
+    return cjson.decode(resp.body)
+  end
+  function env.import_twice()
+    local body = env.import_body()
+    import_ok(body)
+    return env.request("POST", gateway.PATHS.import, body)
+  end
+  function env.import_other_type()
+    local first = cjson.decode(env.import_body())
+    import_ok(cjson.encode(first))
+    local sk = hsm.key.generate("AES_128", { usage = "P0", mode = "B", exportability = "E" })
+    return env.request("POST", gateway.PATHS.import, cjson.encode {
+      requestType = "ImportKeyRequest", keyType = "PIN", masterKeyLabel = "ZMK_PIN_XXX_YYY",
+      sessionKeyLabel = first.sessionKeyLabel, sessionKey = assert(hsm.tr31.wrap(k.zmk_pin, sk, { version = "D" })),
+      sessionKeyCheckValue = sk:kcv("CMAC") })
+  end
+  env.PAN_ID = import_ok(env.import_body()).sessionKeyId
+  do
+    local sk = hsm.key.generate("AES_128", { usage = "P0", mode = "B", exportability = "E" })
+    env.PIN_ID = import_ok(cjson.encode {
+      requestType = "ImportKeyRequest", keyType = "PIN", masterKeyLabel = "ZMK_PIN_XXX_YYY",
+      sessionKeyLabel = "PIN_BAD", sessionKey = assert(hsm.tr31.wrap(k.zmk_pin, sk, { version = "D" })),
+      sessionKeyCheckValue = sk:kcv("CMAC") }).sessionKeyId
+    -- the PIN block the gateway translates is under that session key
+    env.PINBLOCK4 = assert(hsm.pin.encrypt(sk, "ISO_FORMAT_4", "1234", PAN))
+  end
+  return env
+end
+
+--- run(row, env) -> outcome: {raised = message} or {results = {n =, ...}} for library
+-- rows, {status =, code =, body =} for gateway rows.
+function M.run(row, env)
+  local fn = assert(load("return " .. row[3], "=" .. row[1] .. ": " .. row[2], "t", env))
+  local res = table.pack(pcall(fn))
+  if not res[1] then return { raised = tostring(res[2]) } end
+  if row[1] == "gateway HTTP" then
+    local resp = res[2]
+    local doc = require("cjson.safe").decode(resp.body or "")
+    local code = type(doc) == "table" and type(doc.error) == "table" and doc.error.code or nil
+    return { status = resp.status, code = code, body = resp.body }
+  end
+  return { results = table.pack(table.unpack(res, 2, res.n)) }
+end
+
+return M

@@ -1,0 +1,30 @@
+--- Prints the bad-input table (spec/support/bad_input.lua) as Markdown: module, input,
+-- result code. Run from the repository root:
+--   lua5.4 tools/bad_input_table.lua > docs/bad-input.md
+-- The table is data only; spec/bad_input_spec.lua is what checks it against the code.
+package.path = "./?.lua;./lua/?.lua;./lua/?/init.lua;" .. package.path
+local rows = require("spec.support.bad_input").rows
+
+local function cell(s) return (tostring(s):gsub("|", "\\|")) end
+
+local out = {
+  "Every class of bad input the specs try, per module, and what it gets: library calls return",
+  "`nil, message, CODE` (verifications `false, message, CODE`), gateway requests an HTTP status",
+  "and `error.code`; misuse (an argument no caller should pass) raises. Generated from",
+  "`spec/support/bad_input.lua` by `tools/bad_input_table.lua`; `spec/bad_input_spec.lua` walks it.",
+  "",
+  "| module | input | result code |",
+  "|---|---|---|",
+}
+for _, row in ipairs(rows) do
+  local result
+  if row.raises then
+    result = ("raises (misuse): `%s`"):format(row.raises)
+  elseif row[1] == "gateway HTTP" then
+    result = ("HTTP %d, `%s`"):format(row[4], row[5])
+  else
+    result = ("`%s`"):format(row[4])
+  end
+  out[#out + 1] = ("| %s | %s | %s |"):format(cell(row[1]), cell(row[2]), cell(result))
+end
+io.write(table.concat(out, "\n"), "\n")
