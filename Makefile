@@ -20,7 +20,7 @@ CORE     := $(B)/payhsm/core.so
 MODULES  := $(if $(wildcard csrc/http.c),$(B)/payhsm/http.so) $(if $(wildcard csrc/redis.c),$(B)/payhsm/redis.so)
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps core test demo bench bench-http load clean fuzz test-asan test-valgrind
+.PHONY: all deps core test demo bench bench-http load docs clean fuzz test-asan test-valgrind
 all: deps
 	@$(MAKE) --no-print-directory core
 
@@ -57,6 +57,11 @@ bench: all
 # The simulators over HTTPS (their own server process, wrk and the Lua client).
 bench-http: all
 	@$(LUA) bench/gateway_http.lua
+
+# The API reference generated from the source comments.
+docs:
+	@$(LUA) tools/apidoc.lua > docs/API-reference.md
+	@$(LUA) tools/bad_input_table.lua > docs/bad-input.md
 
 # Load: 64 concurrent keep-alive TLS connections for 4 rounds; fails on any error response
 # or on server memory growth after the warm-up round.
