@@ -330,14 +330,17 @@ static int rsa_kwp_unwrap(lua_State *L) {
 /* ---- AES-256-GCM (NIST SP 800-38D) ---------------------------------------- */
 
 /* GCM over n bytes with key (klen bytes: 16, 24 or 32). enc: tag is written; decrypt:
- * tag is checked. Returns 1 on success, 0 on tag mismatch. Raises on OpenSSL failure. */
+ * tag is checked. Returns 1 on success, 0 on tag mismatch, -1 on an OpenSSL failure
+ * (never raises, so callers can cleanse key material before they raise). */
 static int gcm_run(lua_State *L, int enc, const unsigned char *key, size_t klen, const unsigned char *iv,
                    size_t ivn, const unsigned char *aad, size_t aadn, const unsigned char *in, size_t n,
                    unsigned char *out, unsigned char *tag, const char *fn) {
   const EVP_CIPHER *c = klen == 16 ? EVP_aes_128_gcm() : klen == 24 ? EVP_aes_192_gcm() : EVP_aes_256_gcm();
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   int l = 0, lf = 0, ok;
-  if (!ctx) return payhsm_raise_ossl(L, fn);
+  (void)L;
+  (void)fn;
+  if (!ctx) return -1;
   ok = EVP_CipherInit_ex(ctx, c, NULL, NULL, NULL, enc) == 1 &&
        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int)ivn, NULL) == 1 &&
        EVP_CipherInit_ex(ctx, NULL, NULL, key, iv, enc) == 1 &&
@@ -346,12 +349,12 @@ static int gcm_run(lua_State *L, int enc, const unsigned char *key, size_t klen,
        (enc || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, GCM_TAG, tag) == 1);
   if (!ok) {
     EVP_CIPHER_CTX_free(ctx);
-    return payhsm_raise_ossl(L, fn);
+    return -1;
   }
   ok = EVP_CipherFinal_ex(ctx, out + (n ? (size_t)l : 0), &lf) == 1;
   if (ok && enc) ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, GCM_TAG, tag) == 1;
   EVP_CIPHER_CTX_free(ctx);
-  if (!ok && enc) return payhsm_raise_ossl(L, fn);
+  if (!ok && enc) return -1;
   if (!ok) ERR_clear_error();
   return ok;
 }
@@ -362,26 +365,28 @@ static const unsigned char *opt_aad(lua_State *L, int idx, size_t *n) {
 }
 
 /* Encrypts or decrypts the 32-byte AES key with RSAES-OAEP (SHA-256, MGF1-SHA-256).
- * Returns the output length, or 0 on failure (decrypt: wrong key or altered data). */
+ * Returns the output length, 0 when decryption fails (wrong key or altered data), or
+ * (size_t)-1 on an OpenSSL failure (never raises). */
 static size_t oaep_run(lua_State *L, EVP_PKEY *pkey, int enc, const unsigned char *in, size_t n,
                        unsigned char *out, size_t cap, const char *fn) {
   EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
   size_t outlen = cap;
   int ok;
-  if (!ctx) { payhsm_raise_ossl(L, fn); return 0; }
+  (void)L;
+  (void)fn;
+  if (!ctx) return (size_t)-1;
   ok = (enc ? EVP_PKEY_encrypt_init(ctx) : EVP_PKEY_decrypt_init(ctx)) > 0 &&
        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
        EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) > 0 &&
        EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) > 0;
   if (!ok) {
     EVP_PKEY_CTX_free(ctx);
-    payhsm_raise_ossl(L, fn);
-    return 0;
+    return (size_t)-1;
   }
   ok = (enc ? EVP_PKEY_encrypt(ctx, out, &outlen, in, n) : EVP_PKEY_decrypt(ctx, out, &outlen, in, n)) > 0;
   EVP_PKEY_CTX_free(ctx);
   if (!ok) {
-    if (enc) { payhsm_raise_ossl(L, fn); return 0; }
+    if (enc) return (size_t)-1;
     ERR_clear_error();
     return 0;
   }
@@ -396,13 +401,15 @@ static int rsa_seal(lua_State *L) {
   const unsigned char *pt = (const unsigned char *)luaL_checklstring(L, 2, &n);
   const unsigned char *aad = opt_aad(L, 3, &aadn);
   unsigned char aes[AES_KEY], iv[GCM_IV], tag[GCM_TAG], ek[512], *ct;
+  int r;
   if (n > (size_t)1 << 30) return luaL_error(L, "%s: plaintext too long", fn);
   ct = lua_newuserdatauv(L, n ? n : 1, 0);
   if (RAND_priv_bytes(aes, AES_KEY) != 1 || !payhsm_random(iv, GCM_IV)) return payhsm_raise_ossl(L, fn);
-  /* from here on the AES key is on the stack: cleanse before any raise can skip it */
+  /* the AES key is cleansed before anything can raise */
   ekn = oaep_run(L, k->pkey, 1, aes, AES_KEY, ek, sizeof ek, fn);
-  gcm_run(L, 1, aes, AES_KEY, iv, GCM_IV, aad, aadn, pt, n, ct, tag, fn);
+  r = ekn == (size_t)-1 ? -1 : gcm_run(L, 1, aes, AES_KEY, iv, GCM_IV, aad, aadn, pt, n, ct, tag, fn);
   OPENSSL_cleanse(aes, AES_KEY);
+  if (r != 1) return payhsm_raise_ossl(L, fn);
   lua_createtable(L, 0, 4);
   payhsm_pushhex(L, ek, ekn);
   lua_setfield(L, -2, "encrypted_key");
@@ -453,12 +460,14 @@ static int rsa_open(lua_State *L) {
   if ((ctn = payhsm_hex_decode(cts, ctlen, ct, ctlen / 2 + 1)) == (size_t)-1)
     return payhsm_fail(L, fn, "BAD_HEX", "ciphertext is not valid hex");
   aesn = oaep_run(L, k->pkey, 0, ek, ekn, aes, sizeof aes, fn);
+  if (aesn == (size_t)-1) return payhsm_raise_ossl(L, fn);
   if (aesn != AES_KEY) {
     OPENSSL_cleanse(aes, sizeof aes);
     return payhsm_fail(L, fn, "RSA_DECRYPT", "the encrypted key does not decrypt: wrong key or altered data");
   }
   ok = gcm_run(L, 0, aes, AES_KEY, iv, GCM_IV, aad, aadn, ct, ctn, pt, tag, fn);
   OPENSSL_cleanse(aes, sizeof aes);
+  if (ok < 0) return payhsm_raise_ossl(L, fn);
   if (!ok) {
     OPENSSL_cleanse(pt, ctn);
     return payhsm_fail(L, fn, "GCM_TAG", "authentication tag does not verify: altered data or wrong key");
@@ -488,8 +497,9 @@ static int rsa_gcm_encrypt(lua_State *L) {
   if ((n = payhsm_hexarg_alloc(L, 3, fn, "plaintext", 1, &pt)) == (size_t)-1) return 3;
   if (!lua_isnoneornil(L, 4) && (aadn = payhsm_hexarg_alloc(L, 4, fn, "AAD", 1, &aad)) == (size_t)-1) return 3;
   ct = lua_newuserdatauv(L, n + 1, 0);
-  gcm_run(L, 1, k->bytes, k->len, iv, ivn, aad, aadn, pt, n, ct, tag, fn);
+  r = gcm_run(L, 1, k->bytes, k->len, iv, ivn, aad, aadn, pt, n, ct, tag, fn);
   OPENSSL_cleanse(pt, n);
+  if (r != 1) return payhsm_raise_ossl(L, fn);
   payhsm_pushhex(L, ct, n);
   payhsm_pushhex(L, tag, GCM_TAG);
   return 2;
@@ -510,7 +520,9 @@ static int rsa_gcm_decrypt(lua_State *L) {
   if (tn != GCM_TAG) return payhsm_fail(L, fn, "BAD_LENGTH", "tag must be 16 bytes, got %d", (int)tn);
   if (!lua_isnoneornil(L, 5) && (aadn = payhsm_hexarg_alloc(L, 5, fn, "AAD", 1, &aad)) == (size_t)-1) return 3;
   pt = lua_newuserdatauv(L, n + 1, 0);
-  if (!gcm_run(L, 0, k->bytes, k->len, iv, ivn, aad, aadn, ct, n, pt, tag, fn)) {
+  if ((r = gcm_run(L, 0, k->bytes, k->len, iv, ivn, aad, aadn, ct, n, pt, tag, fn)) < 0)
+    return payhsm_raise_ossl(L, fn);
+  if (!r) {
     OPENSSL_cleanse(pt, n);
     return payhsm_fail(L, fn, "GCM_TAG", "authentication tag does not verify");
   }
