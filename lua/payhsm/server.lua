@@ -89,11 +89,21 @@ end
 --- Serves forever (until the process is stopped).
 function M.serve(system, config_path)
   local cfg = M.load_config(config_path)
-  local srv = M.start(system, cfg, { default_store = "sqlite" })
+  local srv, app = M.start(system, cfg, { default_store = "sqlite" })
   io.stderr:write(("payhsm %s listening on %s://%s:%d\n"):format(system, cfg.tls and "https" or "http",
     (M.parse_listen(cfg.listen or "127.0.0.1:8443")), srv:port()))
   io.stderr:flush()
-  while true do srv:run_once(1000) end
+  -- Applications with timed work (the mupk service's expiry webhooks) expose app:tick(),
+  -- called between requests about once per cfg.tick_interval seconds (default 1).
+  local interval, last = tonumber(cfg.tick_interval) or 1, 0
+  while true do
+    srv:run_once(app.tick and math.floor(interval * 1000) or 1000)
+    if app.tick and os.time() - last >= interval then
+      last = os.time()
+      local ok, err = pcall(app.tick, app)
+      if not ok then io.stderr:write("tick error: ", tostring(err), "\n") io.stderr:flush() end
+    end
+  end
 end
 
 return M

@@ -1,0 +1,519 @@
+--- The multi-use public key service of seeds/commerce-hub-multi-use-public-key.md as a
+-- pure request handler (DESIGN.md): a spec, a scenario and `bin/payhsm serve mupk`
+-- drive this same code.
+--
+--   local svc = require("payhsm.mupk").new{
+--     store = require("payhsm.store.memory").new(),  -- or sqlite / redis
+--     clock = os.time,                 -- seconds; scenarios pass a simulated one
+--     storage_key = {algorithm = "AES_256", hex = "..."},  -- local master key (see below)
+--     key_lifetime = 20 * 86400,       -- seconds a generated key pair is valid (the seed's example)
+--     webhook_url = "http://127.0.0.1:9000/hooks",      -- default expiry notification URL
+--     merchants = {["123456789012345"] = {webhook_url = "..."}},  -- per-merchant URLs
+--     webhook_hours = {47, 44, 41},    -- notifications before expiry (the seed)
+--     webhook_retry = 600,             -- seconds between attempts of a failed notification
+--     webhook_post = fn(url, body, headers) -> status | nil, err  -- transport (default: HTTP POST)
+--     webhook_pump = fn(),             -- called while the default transport waits (same-thread listeners)
+--     basic_auth = {user = "password"},  -- optional: require HTTP Basic on every endpoint
+--   }
+--   svc:handle{method =, path =, headers =, body =} --> {status =, headers =, body =}
+--   svc:tick()  -- sends the expiry notifications that are due; call after advancing the clock
+--
+-- Endpoints:
+--   POST /security/v1/keys/generate           Generate Key (the seed)        201
+--   POST /security/v1/keys/{keyId}/revoke      Revoke Key (the seed)          201
+--   GET  /security/v1/keys/{keyId}             a key's details and status (ours)
+--   POST /security/v1/transactions             an offline (store-and-forward) charge whose card
+--                                              data is sealed under a key pair (ours)  201
+--
+-- Key status at an instant t (computed from the stored record, so it changes with the clock):
+--   REVOKED   revoked through the revoke endpoint (terminal)
+--   INACTIVE  t is outside [validFrom, validTo]: not yet valid, or expired (terminal once expired)
+--   LEGACY    valid, but the merchant has a newer valid key (still accepted, not recommended)
+--   ACTIVE    valid and the merchant's newest valid key (the one to use)
+-- Private keys are stored only as RFC 5649 wraps (core.rsa, csrc/rsa.c) under the local
+-- master key (LMK): `storage_key` from the config, or else one generated per process
+-- (memory stores only). The store keeps the LMK's check value and the service refuses
+-- to start on a store written under another.
+local hsm = require "payhsm"
+local core = require "payhsm.core"
+local util = require "payhsm.util"
+local cjson = require "cjson.safe"
+local webhook = require "payhsm.mupk.webhook"
+
+local rsa = core.rsa
+
+local M = {}
+
+M.PATHS = {
+  generate = "/security/v1/keys/generate",
+  keys = "/security/v1/keys/",
+  transactions = "/security/v1/transactions",
+}
+
+--- Every refusal: HTTP status, error code, message (README "Multi-use public keys").
+M.ERRORS = {
+  BAD_REQUEST      = { 400, "400", "Bad request" },
+  UNAUTHORIZED     = { 401, "401", "Unauthorized" },
+  NOT_FOUND        = { 404, "404", "Resource not found" },
+  METHOD           = { 405, "405", "Method not allowed" },
+  INTERNAL         = { 500, "500", "Internal server error" },
+  MERCHANT_ID      = { 400, "1001", "merchantDetails.merchantId is required" },
+  VALIDITY         = { 400, "1002", "Requested key validity is not acceptable" },
+  KEY_NOT_FOUND    = { 404, "1010", "Key not found for this merchant" },
+  ALREADY_REVOKED  = { 409, "1011", "Key has already been revoked" },
+  KEY_EXPIRED_REVOKE = { 409, "1012", "Key has expired and cannot be revoked" },
+  KEY_EXPIRED      = { 422, "1020", "Encryption key has expired" },
+  KEY_REVOKED      = { 422, "1021", "Encryption key has been revoked" },
+  KEY_NOT_YET_VALID = { 422, "1022", "Encryption key is not yet valid" },
+  DECRYPTION       = { 422, "1023", "Encrypted data cannot be decrypted with this key" },
+  CARD_DATA        = { 422, "1024", "Decrypted card data is not valid" },
+  AMOUNT           = { 400, "1025", "amount.total must be a positive number and currency a 3-letter code" },
+  AMOUNT_LIMIT     = { 422, "1026", "Amount exceeds the processing limit for offline transactions" },
+}
+
+local DAY = 86400
+local Service = {}
+Service.__index = Service
+
+local function refusal(name, detail) error({ refusal = name, detail = detail }, 0) end
+
+-- ---- time ------------------------------------------------------------------------------
+
+local function days_from_civil(y, m, d) -- H. Hinnant's algorithm, proleptic Gregorian
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+--- "YYYY-MM-DDThh:mm:ss[.fff]Z" -> epoch seconds (the fraction is dropped), or nil.
+function M.parse_time(s)
+  if type(s) ~= "string" then return nil end
+  local y, mo, d, h, mi, se = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?%d*Z$")
+  if not y then return nil end
+  y, mo, d, h, mi, se = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(se)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or se > 59 then return nil end
+  return days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + se
+end
+
+--- epoch seconds -> "YYYY-MM-DDThh:mm:ssZ" (the seed table's format)
+function M.format_time(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
+
+-- ---- construction ------------------------------------------------------------------------
+
+function M.new(cfg)
+  cfg = cfg or {}
+  local clock = cfg.clock or os.time
+  local self = setmetatable({
+    store = cfg.store or require("payhsm.store.memory").new { clock = clock },
+    clock = clock,
+    log = cfg.log,
+    users = cfg.basic_auth,
+    lifetime = tonumber(cfg.key_lifetime) or 20 * DAY,
+    max_lifetime = tonumber(cfg.max_key_lifetime) or 90 * DAY,
+    webhook_url = cfg.webhook_url,
+    merchants = cfg.merchants or {},
+    hours = cfg.webhook_hours or { 47, 44, 41 },
+    retry = tonumber(cfg.webhook_retry) or 600,
+    max_amount = cfg.max_offline_amount and tonumber(cfg.max_offline_amount),
+    cache = {},
+  }, Service)
+  self.post = cfg.webhook_post or function(url, body, headers)
+    return webhook.post(url, body, headers, { timeout = cfg.webhook_timeout or 5, pump = cfg.webhook_pump })
+  end
+  if cfg.storage_key then
+    self.lmk = hsm.key.import(cfg.storage_key.algorithm or "AES_256", cfg.storage_key.hex, { usage = "K0" })
+    assert(self.lmk, "mupk: storage_key is not a valid key")
+    assert(self.lmk.algorithm == "AES_256", "mupk: storage_key must be AES_256")
+  else
+    self.lmk = hsm.key.generate("AES_256", { usage = "K0" })
+  end
+  local kcv = self.lmk:kcv("CMAC")
+  local stored = self.store:get("mupk:lmk")
+  if stored == nil then
+    self.store:put("mupk:lmk", kcv)
+  elseif stored ~= kcv then
+    error("mupk: the store was written under another local master key (KCV " .. stored .. ", configured " ..
+      kcv .. "); configure storage_key; refusing to start", 0)
+  end
+  return self
+end
+
+-- ---- store records -------------------------------------------------------------------------
+
+local function key_key(id) return "mupk:key:" .. id end
+local function merchant_key(mid) return "mupk:merchant:" .. mid end
+local function hook_key(id, h) return ("mupk:hook:%s:%d"):format(id, h) end
+
+function Service:record(id)
+  local text = self.store:get(key_key(id))
+  if not text then return nil end
+  return assert(cjson.decode(text), "mupk: corrupt key record")
+end
+
+--- The merchant's key records, oldest first.
+function Service:merchant_keys(mid)
+  local ids = cjson.decode(self.store:get(merchant_key(mid)) or "[]") or {}
+  local out = {}
+  for _, id in ipairs(ids) do out[#out + 1] = self:record(id) end
+  table.sort(out, function(a, b)
+    if a.validFrom ~= b.validFrom then return a.validFrom < b.validFrom end
+    return a.seq < b.seq
+  end)
+  return out
+end
+
+local function valid_at(rec, t) return not rec.revokedAt and rec.validFrom <= t and t <= rec.validTo end
+
+--- Status of a key record at instant t (see the header).
+function Service:status(rec, t)
+  t = t or self.clock()
+  if rec.revokedAt then return "REVOKED" end
+  if not valid_at(rec, t) then return "INACTIVE" end
+  for _, other in ipairs(self:merchant_keys(rec.merchantId)) do
+    if other.keyId ~= rec.keyId and valid_at(other, t) and
+       (other.validFrom > rec.validFrom or (other.validFrom == rec.validFrom and other.seq > rec.seq)) then
+      return "LEGACY"
+    end
+  end
+  return "ACTIVE"
+end
+
+-- Whether the merchant has started a new key exchange: a key, not revoked, generated
+-- after this one and valid beyond this one's expiry.
+function Service:has_newer(rec)
+  for _, other in ipairs(self:merchant_keys(rec.merchantId)) do
+    if other.keyId ~= rec.keyId and not other.revokedAt and other.seq > rec.seq and other.validTo > rec.validTo then
+      return true
+    end
+  end
+  return false
+end
+
+function Service:_next_seq()
+  return self.store:update("mupk:seq", function(old)
+    local n = (tonumber(old) or 0) + 1
+    return tostring(n), n
+  end)
+end
+
+function Service:private_key(rec)
+  local k = self.cache[rec.keyId]
+  if k then return k end
+  k = rsa.unwrap(self.lmk, rec.wrappedPrivateKey)
+  if not k then error("mupk: stored private key " .. rec.keyId .. " does not unwrap", 0) end
+  self.cache[rec.keyId] = k
+  return k
+end
+
+-- ---- responses -------------------------------------------------------------------------------
+
+local function processing_details(ctx)
+  return util.object {
+    "transactionTimestamp", M.format_time(ctx.now),
+    "apiTraceId", ctx.trace,
+    "clientRequestId", ctx.crid,
+    "transactionId", ctx.txid,
+  }
+end
+
+local function respond(ctx, status, body)
+  return {
+    status = status,
+    headers = { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
+                ["Api-Trace-Id"] = ctx.trace },
+    body = util.json(body),
+  }
+end
+
+function Service:_error(ctx, name, detail)
+  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
+  local resp = respond(ctx, e[1], util.object {
+    "gatewayResponse", util.object { "transactionType", ctx.ttype, "transactionState", "DECLINED",
+      "transactionProcessingDetails", processing_details(ctx) },
+    "error", util.array { util.object { "type", "GATEWAY", "code", e[2], "field", ctx.field,
+      "message", e[3], "details", detail } },
+  })
+  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="payhsm-mupk"' end
+  return resp
+end
+
+function Service:key_details(rec, t)
+  return util.object {
+    "keyId", rec.keyId,
+    "encryptionType", "RSA",
+    "modulus", rec.modulus,
+    "encodedPublicKey", rec.encodedPublicKey,
+    "validFrom", M.format_time(rec.validFrom),
+    "validTo", M.format_time(rec.validTo),
+    "status", self:status(rec, t),
+  }
+end
+
+local SYMMETRIC = util.object { "encryptionType", "AES-GCM", "modulus", 256 }
+
+function Service:_key_response(ctx, status, rec)
+  return respond(ctx, status, util.object {
+    "gatewayResponse", util.object { "transactionProcessingDetails", processing_details(ctx) },
+    "asymmetricKeyDetails", self:key_details(rec, ctx.now),
+    "symmetricKeyDetails", SYMMETRIC,
+  })
+end
+
+-- ---- endpoints --------------------------------------------------------------------------------
+
+local function merchant_id(body)
+  local md = type(body) == "table" and body.merchantDetails
+  local mid = type(md) == "table" and md.merchantId
+  if type(mid) ~= "string" or mid == "" or #mid > 1024 then refusal("MERCHANT_ID") end
+  return mid
+end
+
+--- POST /security/v1/keys/generate {merchantDetails = {merchantId}} -> 201
+-- Ours: optional asymmetricKeyDetails = {validFrom =, validTo =} to ask for a window
+-- inside [now, now + max_key_lifetime] (validFrom not in the past).
+function Service:generate(ctx, body)
+  local mid = merchant_id(body)
+  local now = ctx.now
+  local from, to = math.floor(now), math.floor(now) + self.lifetime
+  local want = body.asymmetricKeyDetails
+  if want ~= nil then
+    if type(want) ~= "table" then refusal("VALIDITY") end
+    if want.validFrom ~= nil then
+      from = M.parse_time(want.validFrom) or refusal("VALIDITY", "validFrom must be YYYY-MM-DDThh:mm:ssZ")
+      if from < math.floor(now) then refusal("VALIDITY", "validFrom is in the past") end
+      to = from + self.lifetime
+    end
+    if want.validTo ~= nil then
+      to = M.parse_time(want.validTo) or refusal("VALIDITY", "validTo must be YYYY-MM-DDThh:mm:ssZ")
+    end
+    if to <= from then refusal("VALIDITY", "validTo must be after validFrom") end
+    if to - math.floor(now) > self.max_lifetime then refusal("VALIDITY", "validity exceeds the maximum lifetime") end
+  end
+  local priv = rsa.generate(2048)
+  local der = priv:public_der()
+  local rec = {
+    keyId = util.uuid(), merchantId = mid, modulus = 2048,
+    encodedPublicKey = util.b64encode(util.hex_to_bin(der)),
+    wrappedPrivateKey = priv:wrap(self.lmk),
+    validFrom = from, validTo = to, createdAt = math.floor(now), seq = self:_next_seq(),
+  }
+  self.store:put(key_key(rec.keyId), cjson.encode(rec))
+  self.store:update(merchant_key(mid), function(old)
+    local ids = cjson.decode(old or "[]") or {}
+    ids[#ids + 1] = rec.keyId
+    return cjson.encode(ids)
+  end)
+  self.cache[rec.keyId] = priv
+  return self:_key_response(ctx, 201, rec)
+end
+
+--- POST /security/v1/keys/{keyId}/revoke {merchantDetails = {merchantId}} -> 201
+function Service:revoke(ctx, id, body)
+  local mid = merchant_id(body)
+  local now = ctx.now
+  local rec = self.store:update(key_key(id), function(old)
+    local r = old and cjson.decode(old)
+    if not r or r.merchantId ~= mid then refusal("KEY_NOT_FOUND") end
+    if r.revokedAt then refusal("ALREADY_REVOKED") end
+    if now > r.validTo then refusal("KEY_EXPIRED_REVOKE") end
+    r.revokedAt = math.floor(now)
+    return cjson.encode(r), r
+  end)
+  local k = self.cache[id]
+  if k then k:close() self.cache[id] = nil end
+  return self:_key_response(ctx, 201, rec)
+end
+
+--- GET /security/v1/keys/{keyId}?merchantId= (ours)
+function Service:get_key(ctx, id, query)
+  local rec = self:record(id)
+  local mid = query and query:match("merchantId=([^&]+)")
+  if not rec or (mid and rec.merchantId ~= mid) then refusal("KEY_NOT_FOUND") end
+  return self:_key_response(ctx, 200, rec)
+end
+
+local function luhn_ok(pan)
+  local sum, alt = 0, false
+  for i = #pan, 1, -1 do
+    local d = tonumber(pan:sub(i, i))
+    if alt then d = d * 2 if d > 9 then d = d - 9 end end
+    sum, alt = sum + d, not alt
+  end
+  return sum % 10 == 0
+end
+
+--- POST /security/v1/transactions (ours): an offline charge whose card data was sealed
+-- by the merchant under one of its public keys:
+--   {merchantDetails = {merchantId}, amount = {total, currency},
+--    transactionDetails = {merchantTransactionId, captureTime},
+--    source = {sourceType = "PaymentCard", encryptionData = {keyId, encryptionType = "RSA",
+--      encryptedKey, iv, encryptionBlock, authenticationTag}}}
+-- The card data is the JSON {"cardData": PAN, "expirationMonth", "expirationYear"} sealed
+-- with core.rsa.seal, AAD = the keyId. The key must be the merchant's, not revoked and
+-- valid now (else the expiry response KEY_EXPIRED, or KEY_REVOKED / KEY_NOT_YET_VALID).
+function Service:transaction(ctx, body)
+  ctx.ttype = "CHARGE"
+  local mid = merchant_id(body)
+  local amount = type(body.amount) == "table" and body.amount or {}
+  local total = tonumber(amount.total)
+  if not total or total <= 0 or type(amount.currency) ~= "string" or not amount.currency:match("^%u%u%u$") then
+    refusal("AMOUNT")
+  end
+  local src = type(body.source) == "table" and body.source or {}
+  local ed = type(src.encryptionData) == "table" and src.encryptionData or {}
+  if type(ed.keyId) ~= "string" or type(ed.encryptedKey) ~= "string" or type(ed.iv) ~= "string" or
+     type(ed.encryptionBlock) ~= "string" or type(ed.authenticationTag) ~= "string" then
+    ctx.field = "source.encryptionData"
+    refusal("BAD_REQUEST", "encryptionData needs keyId, encryptedKey, iv, encryptionBlock, authenticationTag")
+  end
+  ctx.field = "source.encryptionData.keyId"
+  local rec = self:record(ed.keyId)
+  if not rec or rec.merchantId ~= mid then refusal("KEY_NOT_FOUND") end
+  local now = ctx.now
+  if rec.revokedAt then refusal("KEY_REVOKED", "revoked " .. M.format_time(rec.revokedAt)) end
+  if now > rec.validTo then refusal("KEY_EXPIRED", "key expired " .. M.format_time(rec.validTo)) end
+  if now < rec.validFrom then refusal("KEY_NOT_YET_VALID", "key valid from " .. M.format_time(rec.validFrom)) end
+  ctx.field = "source.encryptionData"
+  local clear, msg, code = rsa.open(self:private_key(rec), { encrypted_key = ed.encryptedKey, iv = ed.iv,
+    ciphertext = ed.encryptionBlock, tag = ed.authenticationTag }, rec.keyId)
+  if not clear then refusal("DECRYPTION", code) end
+  local card = cjson.decode(clear)
+  local pan = type(card) == "table" and card.cardData
+  if type(pan) ~= "string" or not pan:match("^%d+$") or #pan < 12 or #pan > 19 or not luhn_ok(pan) then
+    refusal("CARD_DATA")
+  end
+  ctx.field = "amount.total"
+  if self.max_amount and total > self.max_amount then refusal("AMOUNT_LIMIT") end
+  ctx.field = nil
+  local td = type(body.transactionDetails) == "table" and body.transactionDetails or {}
+  return respond(ctx, 201, util.object {
+    "gatewayResponse", util.object { "transactionType", "CHARGE", "transactionState", "CAPTURED",
+      "transactionOrigin", "STORE_AND_FORWARD", "transactionProcessingDetails", processing_details(ctx) },
+    "source", util.object { "sourceType", "PaymentCard", "card", util.object {
+      "bin", pan:sub(1, 6), "last4", pan:sub(-4), "keyId", rec.keyId, "keyStatus", self:status(rec, now) } },
+    "paymentReceipt", util.object { "approvedAmount", util.object { "total", total, "currency", amount.currency } },
+    "transactionDetails", util.object { "merchantTransactionId", td.merchantTransactionId,
+      "captureTime", td.captureTime },
+  })
+end
+
+-- ---- routing ----------------------------------------------------------------------------------
+
+function Service:_route(ctx, req)
+  local path, method = req.path or "/", req.method
+  local function post_body()
+    if method ~= "POST" then refusal("METHOD") end
+    local body = cjson.decode(req.body or "")
+    if type(body) ~= "table" then refusal("BAD_REQUEST", "body must be a JSON object") end
+    return body
+  end
+  if path == M.PATHS.generate then return self:generate(ctx, post_body()) end
+  if path == M.PATHS.transactions then return self:transaction(ctx, post_body()) end
+  local id, rest = path:match("^/security/v1/keys/([%w%-]+)(.*)$")
+  if id and rest == "/revoke" then return self:revoke(ctx, id, post_body()) end
+  if id and rest == "" then
+    if method ~= "GET" then refusal("METHOD") end
+    return self:get_key(ctx, id, req.query)
+  end
+  refusal("NOT_FOUND")
+end
+
+function Service:handle(req)
+  local h = req.headers or {}
+  local ctx = {
+    now = self.clock(),
+    crid = h["client-request-id"] or h["Client-Request-Id"] or tostring(math.random(1000000, 9999999)),
+    trace = core.random(16):lower(),
+    txid = tostring(self:_next_seq() + 84356531337),
+  }
+  if self.users and not util.basic_auth_ok(h.authorization or h.Authorization, self.users) then
+    return self:_error(ctx, "UNAUTHORIZED")
+  end
+  local ok, resp = pcall(self._route, self, ctx, req)
+  if ok then return resp end
+  if type(resp) == "table" and resp.refusal then return self:_error(ctx, resp.refusal, resp.detail) end
+  if self.log then self.log("mupk: " .. tostring(resp)) end
+  return self:_error(ctx, "INTERNAL")
+end
+
+-- ---- expiry notifications ------------------------------------------------------------------------
+
+function Service:_webhook_url(mid)
+  local m = self.merchants[mid]
+  return (m and m.webhook_url) or self.webhook_url
+end
+
+--- Sends the expiry notifications that are due at the clock's instant: for every key
+-- that is neither revoked nor expired and whose merchant has no newer key, one POST
+-- per configured hour mark (47, 44, 41 hours before validTo) once the mark has passed.
+-- Each notification is claimed in the store before it is sent and marked delivered
+-- on a 2xx answer, so it is sent at most once; a failed attempt is retried after
+-- webhook_retry seconds, until the key expires. Returns the number delivered.
+function Service:tick()
+  local now = self.clock()
+  local delivered = 0
+  for _, k in ipairs(self.store:keys("mupk:key:")) do
+    local rec = self:record(k:sub(#"mupk:key:" + 1))
+    if rec and not rec.revokedAt and now <= rec.validTo and now >= rec.validTo - (self.hours[1] or 0) * 3600 then
+      local url = self:_webhook_url(rec.merchantId)
+      for n, h in ipairs(self.hours) do
+        if now >= rec.validTo - h * 3600 and url and not self:has_newer(rec) then
+          delivered = delivered + (self:_notify(rec, n, h, url, now) and 1 or 0)
+        end
+      end
+    end
+  end
+  return delivered
+end
+
+function Service:_notify(rec, n, h, url, now)
+  local hk = hook_key(rec.keyId, h)
+  local claimed = self.store:update(hk, function(old)
+    local st = old and cjson.decode(old) or { attempts = 0 }
+    if st.state == "delivered" or st.state == "sending" then return old, false end
+    if st.next_attempt and now < st.next_attempt then return old, false end
+    st.state, st.attempts = "sending", st.attempts + 1
+    return cjson.encode(st), st
+  end)
+  if not claimed then return false end
+  local body = util.json(util.object {
+    "eventType", "KEY_EXPIRY_NOTIFICATION",
+    "eventId", rec.keyId .. "-" .. h,
+    "eventTimestamp", M.format_time(now),
+    "merchantDetails", util.object { "merchantId", rec.merchantId },
+    "asymmetricKeyDetails", util.object { "keyId", rec.keyId, "validTo", M.format_time(rec.validTo),
+      "status", self:status(rec, now) },
+    "notification", util.object { "number", n, "of", #self.hours, "hoursBeforeExpiry", h },
+  })
+  local ok, status, err = pcall(self.post, url, body, { ["Webhook-Id"] = rec.keyId .. "-" .. h })
+  if not ok then status, err = nil, status end
+  local good = status and status >= 200 and status < 300
+  self.store:update(hk, function(old)
+    local st = cjson.decode(old)
+    if good then
+      st.state, st.delivered_at = "delivered", math.floor(now)
+    else
+      st.state, st.next_attempt, st.last_error = "failed", now + self.retry, tostring(err or status)
+    end
+    return cjson.encode(st)
+  end)
+  if not good and self.log then
+    self.log(("mupk: webhook %s for key %s failed: %s"):format(h, rec.keyId, tostring(err or status)))
+  end
+  return good
+end
+
+--- The notification state of a key: {[hours] = {state =, attempts =, delivered_at =}}.
+function Service:notifications(id)
+  local out = {}
+  for _, h in ipairs(self.hours) do
+    local s = self.store:get(hook_key(id, h))
+    out[h] = s and cjson.decode(s) or nil
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,542 @@
+-- The multi-use public key service (lua/payhsm/mupk) and its merchant, driven as pure
+-- handlers on a simulated clock. Source: seeds/commerce-hub-multi-use-public-key.md
+-- (Generate Key and Revoke Key bodies, statuses, the key expiry rules, webhooks at 47,
+-- 44 and 41 hours, the merchant's best practices).
+local cjson = require "cjson"
+local core = require "payhsm.core"
+local util = require "payhsm.util"
+local mupk = require "payhsm.mupk"
+local merchant_mod = require "payhsm.mupk.merchant"
+local memory = require "payhsm.store.memory"
+
+local MID = "123456789012345"
+local T = mupk.parse_time
+local H, DAY = 3600, 86400
+local LMK = { algorithm = "AES_256", hex = ("7A"):rep(32) }
+local CARD = { cardData = "4005550000000019", expirationMonth = "12", expirationYear = "2030" }
+
+local function env(extra)
+  local e = { now = T("2024-01-01T00:00:00Z"), posts = {}, answer = 200 }
+  e.clock = function() return e.now end
+  local cfg = { clock = e.clock, storage_key = LMK, webhook_url = "http://127.0.0.1:1/hooks",
+    webhook_post = function(url, body, headers)
+      e.posts[#e.posts + 1] = { url = url, doc = cjson.decode(body), headers = headers, at = e.now }
+      if type(e.answer) == "function" then return e.answer() end
+      return e.answer
+    end }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  cfg.store = cfg.store or memory.new { clock = e.clock }
+  e.store = cfg.store
+  e.svc = mupk.new(cfg)
+  return e
+end
+
+local function call(e, method, path, body, headers)
+  local resp = e.svc:handle { method = method, path = path, headers = headers or {},
+    body = type(body) == "table" and cjson.encode(body) or body }
+  return resp, cjson.decode(resp.body)
+end
+
+local function generate(e, mid, want)
+  return call(e, "POST", "/security/v1/keys/generate",
+    { merchantDetails = { merchantId = mid or MID }, asymmetricKeyDetails = want })
+end
+
+local function revoke(e, id, mid)
+  return call(e, "POST", "/security/v1/keys/" .. id .. "/revoke", { merchantDetails = { merchantId = mid or MID } })
+end
+
+local function status_of(e, id)
+  local _, doc = call(e, "GET", "/security/v1/keys/" .. id)
+  return doc.asymmetricKeyDetails.status
+end
+
+local function hex_of(b64)
+  return (util.b64decode(b64):gsub(".", function(c) return ("%02X"):format(c:byte()) end))
+end
+
+-- Seals card data the way the merchant does, under the public key of a key response.
+local function sealed_body(details, opts)
+  opts = opts or {}
+  local pub = assert(core.rsa.public(hex_of(details.encodedPublicKey)))
+  local s = core.rsa.seal(pub, cjson.encode(opts.card or CARD), opts.aad or details.keyId)
+  local ed = { keyId = opts.keyId or details.keyId, encryptionType = "RSA", encryptedKey = s.encrypted_key,
+    iv = s.iv, encryptionBlock = s.ciphertext, authenticationTag = s.tag }
+  if opts.tamper then ed[opts.tamper] = ed[opts.tamper]:sub(1, 5) ..
+    (ed[opts.tamper]:sub(6, 6) == "0" and "1" or "0") .. ed[opts.tamper]:sub(7) end
+  return { merchantDetails = { merchantId = opts.mid or MID },
+    amount = { total = opts.total or 25.50, currency = "USD" },
+    transactionDetails = { merchantTransactionId = "tx-1", captureTime = "2024-01-01T00:00:00Z" },
+    source = { sourceType = "PaymentCard", encryptionData = ed } }
+end
+
+local function pay(e, details, opts)
+  return call(e, "POST", "/security/v1/transactions", sealed_body(details, opts))
+end
+
+local function keys_of(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+local function assert_error(resp, doc, status, name)
+  assert.equal(status, resp.status)
+  assert.equal(mupk.ERRORS[name][2], doc.error[1].code)
+  assert.equal(mupk.ERRORS[name][3], doc.error[1].message)
+  assert.is_table(doc.gatewayResponse.transactionProcessingDetails)
+end
+
+describe("mupk", function()
+  describe("POST /security/v1/keys/generate", function()
+    it("answers 201 with the seed's fields, an RSA-2048 SPKI in base64 and AES-GCM 256", function()
+      local e = env()
+      local resp, doc = generate(e, MID)
+      assert.equal(201, resp.status)
+      assert.same({ "asymmetricKeyDetails", "gatewayResponse", "symmetricKeyDetails" }, keys_of(doc))
+      assert.same({ "apiTraceId", "clientRequestId", "transactionId", "transactionTimestamp" },
+        keys_of(doc.gatewayResponse.transactionProcessingDetails))
+      assert.equal("2024-01-01T00:00:00Z", doc.gatewayResponse.transactionProcessingDetails.transactionTimestamp)
+      assert.matches("^%x+$", doc.gatewayResponse.transactionProcessingDetails.apiTraceId)
+      local a = doc.asymmetricKeyDetails
+      assert.same({ "encodedPublicKey", "encryptionType", "keyId", "modulus", "status", "validFrom", "validTo" },
+        keys_of(a))
+      assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", a.keyId)
+      assert.equal("RSA", a.encryptionType)
+      assert.equal(2048, a.modulus)
+      assert.matches("^MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA", a.encodedPublicKey) -- the seed's prefix
+      assert.equal(2048, core.rsa.public(hex_of(a.encodedPublicKey)):bits())
+      assert.equal("2024-01-01T00:00:00Z", a.validFrom)
+      assert.equal("2024-01-21T00:00:00Z", a.validTo) -- 20 days, as the seed's example
+      assert.equal("ACTIVE", a.status)
+      assert.same({ encryptionType = "AES-GCM", modulus = 256 }, doc.symmetricKeyDetails)
+      -- field order as the seed writes it
+      assert.matches('^{"gatewayResponse":{"transactionProcessingDetails":{"transactionTimestamp":.-}},' ..
+        '"asymmetricKeyDetails":{"keyId":.-"status":"ACTIVE"},"symmetricKeyDetails":{"encryptionType":"AES%-GCM",' ..
+        '"modulus":256}}$', resp.body)
+    end)
+    it("echoes Client-Request-Id", function()
+      local e = env()
+      local resp, doc = call(e, "POST", "/security/v1/keys/generate", { merchantDetails = { merchantId = MID } },
+        { ["client-request-id"] = "4345791" })
+      assert.equal("4345791", doc.gatewayResponse.transactionProcessingDetails.clientRequestId)
+      assert.equal("4345791", resp.headers["Client-Request-Id"])
+    end)
+    it("stores the private key only wrapped under the local master key", function()
+      local e = env()
+      local _, doc = generate(e)
+      local rec = cjson.decode(e.store:get("mupk:key:" .. doc.asymmetricKeyDetails.keyId))
+      assert.same({ "createdAt", "encodedPublicKey", "keyId", "merchantId", "modulus", "seq", "validFrom", "validTo",
+        "wrappedPrivateKey" }, keys_of(rec))
+      local lmk = core.key.import("AES_256", LMK.hex, { usage = "K0" })
+      local priv = assert(core.rsa.unwrap(lmk, rec.wrappedPrivateKey))
+      assert.equal(hex_of(doc.asymmetricKeyDetails.encodedPublicKey), priv:public_der())
+      assert.equal("RSA_UNWRAP", select(3, core.rsa.unwrap(core.key.generate("AES_256", { usage = "K0" }),
+        rec.wrappedPrivateKey)))
+    end)
+    it("takes a requested window (ours) inside the limits", function()
+      local e = env()
+      local resp, doc = generate(e, MID, { validFrom = "2024-01-02T00:00:00Z", validTo = "2024-01-05T12:00:00Z" })
+      assert.equal(201, resp.status)
+      assert.equal("2024-01-02T00:00:00Z", doc.asymmetricKeyDetails.validFrom)
+      assert.equal("INACTIVE", doc.asymmetricKeyDetails.status) -- not yet valid
+      assert_error(select(1, generate(e, MID, { validFrom = "2023-12-31T23:59:59Z" })), select(2,
+        generate(e, MID, { validFrom = "2023-12-31T23:59:59Z" })), 400, "VALIDITY")
+      local r2, d2 = generate(e, MID, { validTo = "2024-01-01T00:00:00Z" })
+      assert_error(r2, d2, 400, "VALIDITY")
+      r2, d2 = generate(e, MID, { validTo = "2024-06-01T00:00:00Z" })
+      assert_error(r2, d2, 400, "VALIDITY")
+      r2, d2 = generate(e, MID, { validTo = "January" })
+      assert_error(r2, d2, 400, "VALIDITY")
+    end)
+    it("refuses a missing merchantId, bad JSON and other methods", function()
+      local e = env()
+      local resp, doc = call(e, "POST", "/security/v1/keys/generate", { merchantDetails = {} })
+      assert_error(resp, doc, 400, "MERCHANT_ID")
+      resp, doc = call(e, "POST", "/security/v1/keys/generate", "{nope")
+      assert_error(resp, doc, 400, "BAD_REQUEST")
+      resp, doc = call(e, "GET", "/security/v1/keys/generate")
+      assert.equal(405, resp.status)
+      resp, doc = call(e, "POST", "/security/v1/elsewhere", {})
+      assert_error(resp, doc, 404, "NOT_FOUND")
+    end)
+    it("requires Basic authorization when configured", function()
+      local e = env { basic_auth = { shop = "pw" } }
+      local resp, doc = generate(e)
+      assert_error(resp, doc, 401, "UNAUTHORIZED")
+      resp = call(e, "POST", "/security/v1/keys/generate", { merchantDetails = { merchantId = MID } },
+        { authorization = "Basic " .. util.b64encode("shop:pw") })
+      assert.equal(201, resp.status)
+    end)
+  end)
+
+  describe("POST /security/v1/keys/{keyId}/revoke", function()
+    it("answers 201 with the key's details, status REVOKED", function()
+      local e = env()
+      local _, g = generate(e)
+      local id = g.asymmetricKeyDetails.keyId
+      local resp, doc = revoke(e, id)
+      assert.equal(201, resp.status)
+      assert.same({ "asymmetricKeyDetails", "gatewayResponse", "symmetricKeyDetails" }, keys_of(doc))
+      assert.equal("REVOKED", doc.asymmetricKeyDetails.status)
+      assert.equal(g.asymmetricKeyDetails.encodedPublicKey, doc.asymmetricKeyDetails.encodedPublicKey)
+      assert.equal("REVOKED", status_of(e, id))
+    end)
+    it("refuses a second revoke, another merchant's key, an unknown key and an expired key", function()
+      local e = env()
+      local _, g = generate(e)
+      local id = g.asymmetricKeyDetails.keyId
+      assert_error(select(1, revoke(e, id, "999")), select(2, revoke(e, id, "999")), 404, "KEY_NOT_FOUND")
+      revoke(e, id)
+      local resp, doc = revoke(e, id)
+      assert_error(resp, doc, 409, "ALREADY_REVOKED")
+      resp, doc = revoke(e, "00000000-0000-4000-8000-000000000000")
+      assert_error(resp, doc, 404, "KEY_NOT_FOUND")
+      local _, g2 = generate(e)
+      e.now = T(g2.asymmetricKeyDetails.validTo) + 1
+      resp, doc = revoke(e, g2.asymmetricKeyDetails.keyId)
+      assert_error(resp, doc, 409, "KEY_EXPIRED_REVOKE")
+      resp, doc = call(e, "POST", "/security/v1/keys/" .. id .. "/revoke", { merchantDetails = {} })
+      assert_error(resp, doc, 400, "MERCHANT_ID")
+    end)
+  end)
+
+  describe("statuses", function()
+    it("ACTIVE -> LEGACY when a newer key is generated, LEGACY -> ACTIVE when the newer one is revoked", function()
+      local e = env()
+      local _, a = generate(e)
+      e.now = e.now + DAY
+      local _, b = generate(e)
+      local ida, idb = a.asymmetricKeyDetails.keyId, b.asymmetricKeyDetails.keyId
+      assert.equal("LEGACY", status_of(e, ida))
+      assert.equal("ACTIVE", status_of(e, idb))
+      revoke(e, idb)
+      assert.equal("ACTIVE", status_of(e, ida))
+      assert.equal("REVOKED", status_of(e, idb))
+    end)
+    it("ACTIVE/LEGACY -> INACTIVE at validTo; a future key INACTIVE -> ACTIVE at validFrom; REVOKED stays", function()
+      local e = env()
+      local _, a = generate(e, MID, { validTo = "2024-01-10T00:00:00Z" })
+      local _, f = generate(e, MID, { validFrom = "2024-01-05T00:00:00Z", validTo = "2024-01-15T00:00:00Z" })
+      local _, r = generate(e, "other")
+      local ida, idf, idr = a.asymmetricKeyDetails.keyId, f.asymmetricKeyDetails.keyId, r.asymmetricKeyDetails.keyId
+      revoke(e, idr, "other")
+      e.now = T("2024-01-04T23:59:59Z")
+      assert.equal("ACTIVE", status_of(e, ida))
+      assert.equal("INACTIVE", status_of(e, idf))
+      e.now = T("2024-01-05T00:00:00Z")
+      assert.equal("LEGACY", status_of(e, ida))
+      assert.equal("ACTIVE", status_of(e, idf))
+      e.now = T("2024-01-10T00:00:00Z")
+      assert.equal("LEGACY", status_of(e, ida))
+      e.now = e.now + 1
+      assert.equal("INACTIVE", status_of(e, ida))
+      e.now = T("2024-02-01T00:00:00Z")
+      assert.equal("INACTIVE", status_of(e, idf))
+      assert.equal("REVOKED", status_of(e, idr))
+    end)
+    it("GET answers 404 for an unknown key or another merchant", function()
+      local e = env()
+      local _, a = generate(e)
+      local resp, doc = call(e, "GET", "/security/v1/keys/nope")
+      assert_error(resp, doc, 404, "KEY_NOT_FOUND")
+      resp = e.svc:handle { method = "GET", path = "/security/v1/keys/" .. a.asymmetricKeyDetails.keyId,
+        query = "merchantId=someone" }
+      assert.equal(404, resp.status)
+    end)
+  end)
+
+  describe("POST /security/v1/transactions", function()
+    it("decrypts the card data and answers 201 without the PAN", function()
+      local e = env()
+      local _, g = generate(e)
+      local resp, doc = pay(e, g.asymmetricKeyDetails)
+      assert.equal(201, resp.status)
+      assert.equal("CAPTURED", doc.gatewayResponse.transactionState)
+      assert.equal("400555", doc.source.card.bin)
+      assert.equal("0019", doc.source.card.last4)
+      assert.equal(25.5, doc.paymentReceipt.approvedAmount.total)
+      assert.is_nil(resp.body:find("4005550000000019", 1, true))
+    end)
+    it("is accepted from validFrom to validTo inclusive, one second outside refused", function()
+      local e = env()
+      local _, g = generate(e, MID, { validFrom = "2024-01-02T00:00:00Z", validTo = "2024-01-09T23:59:59Z" })
+      local d = g.asymmetricKeyDetails
+      e.now = T("2024-01-01T23:59:59Z")
+      assert_error(select(1, pay(e, d)), select(2, pay(e, d)), 422, "KEY_NOT_YET_VALID")
+      e.now = T("2024-01-02T00:00:00Z")
+      assert.equal(201, (pay(e, d)).status)
+      e.now = T("2024-01-09T23:59:59Z")
+      assert.equal(201, (pay(e, d)).status)
+      e.now = T("2024-01-10T00:00:00Z")
+      local resp, doc = pay(e, d)
+      assert_error(resp, doc, 422, "KEY_EXPIRED") -- the seed's expiry response
+    end)
+    it("refuses a revoked key", function()
+      local e = env()
+      local _, g = generate(e)
+      local body = sealed_body(g.asymmetricKeyDetails) -- sealed before the revocation
+      revoke(e, g.asymmetricKeyDetails.keyId)
+      local resp, doc = call(e, "POST", "/security/v1/transactions", body)
+      assert_error(resp, doc, 422, "KEY_REVOKED")
+    end)
+    it("refuses tampered ciphertext, tag, IV or encrypted key", function()
+      local e = env()
+      local _, g = generate(e)
+      for field, code in pairs { encryptionBlock = "GCM_TAG", authenticationTag = "GCM_TAG", iv = "GCM_TAG",
+                                 encryptedKey = "RSA_DECRYPT" } do
+        local resp, doc = pay(e, g.asymmetricKeyDetails, { tamper = field })
+        assert_error(resp, doc, 422, "DECRYPTION")
+        assert.equal(code, doc.error[1].details, field)
+      end
+    end)
+    it("refuses data sealed under another key (key id swapped) or another merchant's key", function()
+      local e = env()
+      local _, a = generate(e)
+      local _, b = generate(e)
+      local resp, doc = pay(e, a.asymmetricKeyDetails, { keyId = b.asymmetricKeyDetails.keyId })
+      assert_error(resp, doc, 422, "DECRYPTION")
+      resp, doc = pay(e, a.asymmetricKeyDetails, { mid = "someone-else" })
+      assert_error(resp, doc, 404, "KEY_NOT_FOUND")
+      -- right key, but the AAD names another key id: the GCM tag catches it
+      resp, doc = pay(e, a.asymmetricKeyDetails, { aad = b.asymmetricKeyDetails.keyId })
+      assert_error(resp, doc, 422, "DECRYPTION")
+    end)
+    it("checks the amount, the card data and the fields", function()
+      local e = env { max_offline_amount = 500 }
+      local _, g = generate(e)
+      local d = g.asymmetricKeyDetails
+      assert_error(select(1, pay(e, d, { total = -1 })), select(2, pay(e, d, { total = -1 })), 400, "AMOUNT")
+      local resp, doc = pay(e, d, { total = 500.01 })
+      assert_error(resp, doc, 422, "AMOUNT_LIMIT")
+      resp, doc = pay(e, d, { card = { cardData = "4005550000000018" } })
+      assert_error(resp, doc, 422, "CARD_DATA")
+      local body = sealed_body(d)
+      body.source.encryptionData.iv = nil
+      resp, doc = call(e, "POST", "/security/v1/transactions", body)
+      assert_error(resp, doc, 400, "BAD_REQUEST")
+      body = sealed_body(d)
+      body.source.encryptionData.encryptionBlock = "ZZ"
+      resp, doc = call(e, "POST", "/security/v1/transactions", body)
+      assert_error(resp, doc, 422, "DECRYPTION")
+      assert.equal("BAD_HEX", doc.error[1].details)
+    end)
+    it("decrypts after a restart on the same store (the wrapped key is unwrapped under the LMK)", function()
+      local e = env()
+      local _, g = generate(e)
+      local e2 = env { store = e.store }
+      assert.equal(201, (pay(e2, g.asymmetricKeyDetails)).status)
+      assert.has_error(function() env { store = e.store, storage_key = { hex = ("11"):rep(32) } } end)
+    end)
+  end)
+
+  describe("expiry webhooks (tick)", function()
+    local function setup_key(e, mid)
+      local _, g = generate(e, mid)
+      return g.asymmetricKeyDetails.keyId, T(g.asymmetricKeyDetails.validTo)
+    end
+
+    it("sends three, at 47, 44 and 41 hours before expiry, each at the mark and not a second before", function()
+      local e = env()
+      local id, to = setup_key(e)
+      for _, h in ipairs { 47, 44, 41 } do
+        e.now = to - h * H - 1
+        e.svc:tick()
+        local before = #e.posts
+        e.now = to - h * H
+        assert.equal(1, e.svc:tick())
+        assert.equal(before + 1, #e.posts)
+      end
+      assert.equal(3, #e.posts)
+      for i, h in ipairs { 47, 44, 41 } do
+        local doc = e.posts[i].doc
+        assert.equal("KEY_EXPIRY_NOTIFICATION", doc.eventType)
+        assert.equal(h, doc.notification.hoursBeforeExpiry)
+        assert.equal(i, doc.notification.number)
+        assert.equal(id, doc.asymmetricKeyDetails.keyId)
+        assert.equal(MID, doc.merchantDetails.merchantId)
+        assert.equal("http://127.0.0.1:1/hooks", e.posts[i].url)
+        assert.equal(id .. "-" .. h, e.posts[i].headers["Webhook-Id"])
+      end
+    end)
+    it("sends each at most once, also from a second service on the same store", function()
+      local e = env()
+      local _, to = setup_key(e)
+      e.now = to - 40 * H
+      e.svc:tick()
+      assert.equal(3, #e.posts)
+      for _ = 1, 5 do e.now = e.now + H e.svc:tick() end
+      local e2 = env { store = e.store }
+      e2.now = e.now
+      e2.svc:tick()
+      assert.equal(3, #e.posts)
+      assert.equal(0, #e2.posts)
+    end)
+    it("retries a failed delivery after webhook_retry seconds, not before", function()
+      local e = env { webhook_retry = 600 }
+      local id, to = setup_key(e)
+      e.answer = 503
+      e.now = to - 47 * H
+      e.svc:tick()
+      assert.equal(1, #e.posts)
+      e.now = e.now + 599
+      e.svc:tick()
+      assert.equal(1, #e.posts)
+      e.answer = function() error("connection refused") end
+      e.now = e.now + 1
+      e.svc:tick()
+      assert.equal(2, #e.posts)
+      e.answer = 204
+      e.now = e.now + 600
+      assert.equal(1, e.svc:tick())
+      assert.equal(3, #e.posts)
+      local st = e.svc:notifications(id)[47]
+      assert.equal("delivered", st.state)
+      assert.equal(3, st.attempts)
+      e.now = e.now + 600
+      e.svc:tick()
+      assert.equal(3, #e.posts)
+    end)
+    it("is not sent once the merchant has a newer key", function()
+      local e = env()
+      local _, to = setup_key(e)
+      e.now = to - 48 * H
+      generate(e) -- the best practice: a new key 2 days before
+      for _ = 1, 50 do e.now = e.now + H e.svc:tick() end
+      assert.equal(0, #e.posts)
+      local e2 = env()
+      local _, to2 = setup_key(e2)
+      e2.now = to2 - 47 * H
+      e2.svc:tick()
+      generate(e2) -- after the first notification: the other two are not sent
+      for _ = 1, 50 do e2.now = e2.now + H e2.svc:tick() end
+      assert.equal(1, #e2.posts)
+    end)
+    it("is not sent for a revoked key, nor after expiry, and goes to the merchant's own URL", function()
+      local e = env { merchants = { shop2 = { webhook_url = "http://127.0.0.1:2/shop2" } } }
+      local id = setup_key(e)
+      revoke(e, id)
+      local _, to2 = setup_key(e, "shop2")
+      e.now = to2 + 1
+      e.svc:tick()
+      assert.equal(0, #e.posts)
+      local e2 = env { merchants = { shop2 = { webhook_url = "http://127.0.0.1:2/shop2" } } }
+      local _, to3 = setup_key(e2, "shop2")
+      e2.now = to3 - 47 * H
+      e2.svc:tick()
+      assert.equal("http://127.0.0.1:2/shop2", e2.posts[1].url)
+    end)
+    it("posts over real HTTP with the default transport", function()
+      local http = require "payhsm.http"
+      local got = {}
+      local srv = http.new { host = "127.0.0.1", port = 0, quiet = true, handler = function(req)
+        got[#got + 1] = req
+        return { status = 200, body = "ok" }
+      end }
+      finally(function() srv:close() end)
+      local e = env { webhook_url = ("http://127.0.0.1:%d/wh"):format(srv:port()),
+        webhook_pump = function() srv:run_once(5) end }
+      e.svc.post = require("payhsm.mupk").new { storage_key = LMK, store = e.store,
+        webhook_pump = function() srv:run_once(5) end }.post -- the real transport, not the spy
+      local _, to = setup_key(e)
+      e.now = to - 41 * H
+      assert.equal(3, e.svc:tick())
+      assert.equal(3, #got)
+      assert.equal("POST", got[1].method)
+      assert.equal("/wh", got[1].path)
+      assert.equal(47, cjson.decode(got[1].body).notification.hoursBeforeExpiry)
+      -- nobody listening: a failure, recorded for retry
+      local e2 = env { webhook_url = "http://127.0.0.1:1/none" }
+      e2.svc.post = require("payhsm.mupk").new { storage_key = LMK, store = e2.store, webhook_timeout = 1 }.post
+      local id2, to2 = setup_key(e2)
+      e2.now = to2 - 47 * H
+      assert.equal(0, e2.svc:tick())
+      assert.equal("failed", e2.svc:notifications(id2)[47].state)
+    end)
+  end)
+
+  describe("merchant", function()
+    local function shop(e, opts)
+      local o = { merchant_id = MID, service = e.svc, clock = e.clock, offline_limit = 100 }
+      for k, v in pairs(opts or {}) do o[k] = v end
+      return merchant_mod.new(o)
+    end
+    local function capture(m, amount, key_id)
+      return m:capture { amount = amount, currency = "USD", pan = "4005550000000019", exp_month = "12",
+        exp_year = "2030", key_id = key_id }
+    end
+
+    it("requests its first key, and the next one 2 days before expiry, not a second earlier", function()
+      local e = env()
+      local m = shop(e)
+      local k1 = assert(m:tick())
+      assert.is_nil(m:tick())
+      e.now = k1.validTo - 2 * DAY - 1
+      assert.is_nil(m:tick())
+      e.now = k1.validTo - 2 * DAY
+      local k2 = assert(m:tick())
+      assert.is_nil(m:tick())
+      assert.equal(k2, m:key_for(e.now))
+      assert.equal(2, #m:usable_keys(e.now))
+      assert.equal("LEGACY", status_of(e, k1.keyId))
+    end)
+    it("refuses offline amounts over its limit and never sends them", function()
+      local e = env()
+      local sent = 0
+      local svc = e.svc
+      local m = shop(e, { service = { handle = function(_, req)
+        if req.path:match("transactions") then sent = sent + 1 end
+        return svc:handle(req)
+      end } })
+      m:tick()
+      assert(capture(m, 100))
+      local tx, why = capture(m, 100.01)
+      assert.is_nil(tx)
+      assert.equal("OVER_LIMIT", why)
+      local res = m:forward()
+      assert.equal(1, #res)
+      assert.equal(1, sent)
+      assert.equal(201, res[1].status)
+      assert.equal(1, #m.rejected)
+    end)
+    it("stores and forwards later; the service judges the key at arrival", function()
+      local e = env()
+      local m = shop(e, { auto_rotate = false })
+      local k = assert(m:request_key())
+      assert(capture(m, 10))
+      assert.equal(1, #m.queue)
+      e.now = k.validTo + 1
+      local res = m:forward()
+      assert.equal(422, res[1].status)
+      assert.equal(mupk.ERRORS.KEY_EXPIRED[2], res[1].body.error[1].code)
+      assert.equal(0, #m.queue)
+      assert.equal("NO_KEY", select(2, capture(m, 10)))
+      assert.equal("UNKNOWN_KEY", select(2, capture(m, 10, "nope")))
+    end)
+    it("keeps transactions the service did not answer", function()
+      local e = env()
+      local m = shop(e)
+      m:tick()
+      local svc = e.svc
+      m.service = { handle = function() return { status = 503, body = "{}" } end }
+      assert(capture(m, 10))
+      m:forward()
+      assert.equal(1, #m.queue)
+      m.service = svc
+      assert.equal(201, m:forward()[1].status)
+      assert.equal(0, #m.queue)
+    end)
+  end)
+
+  describe("time", function()
+    it("parses and formats the seed's timestamps", function()
+      assert.equal(0, T("1970-01-01T00:00:00Z"))
+      assert.equal(1680098120, T("2023-03-29T13:55:20.102105Z"))
+      assert.equal("2023-03-29T13:55:20Z", mupk.format_time(1680098120))
+      assert.equal(T("2024-03-01T00:00:00Z") - T("2024-02-28T00:00:00Z"), 2 * DAY) -- leap year
+      assert.is_nil(T("2023-13-01T00:00:00Z"))
+      assert.is_nil(T("2023-03-29 13:55:20Z"))
+    end)
+  end)
+end)
