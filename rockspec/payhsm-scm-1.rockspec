@@ -55,6 +55,9 @@ build = {
     ["payhsm.gateway"] = "lua/payhsm/gateway/init.lua",
     ["payhsm.gateway.client"] = "lua/payhsm/gateway/client.lua",
     ["payhsm.embed.lighttpd"] = "lua/payhsm/embed/lighttpd.lua",
+    ["payhsm.mupk"] = "lua/payhsm/mupk/init.lua",
+    ["payhsm.mupk.merchant"] = "lua/payhsm/mupk/merchant.lua",
+    ["payhsm.mupk.webhook"] = "lua/payhsm/mupk/webhook.lua",
   },
   install = { bin = { "bin/payhsm" } },
 }
