@@ -20,7 +20,7 @@ for _, row in ipairs(rows) do
   local result
   if row.raises then
     result = ("raises (misuse): `%s`"):format(row.raises)
-  elseif row[1] == "gateway HTTP" then
+  elseif row[1]:match(" HTTP$") then
     result = ("HTTP %d, `%s`"):format(row[4], row[5])
   else
     result = ("`%s`"):format(row[4])

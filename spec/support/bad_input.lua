@@ -187,6 +187,28 @@ M.rows = {
   { "rotation", "versions not a permutation", [[hsm.rotation.restore((SNAPSHOT:gsub(" 2 ", " 1 ", 1)))]], "ROTATION_SNAPSHOT" },
   { "rotation", "field not hex", [[hsm.rotation.restore((SNAPSHOT:gsub("=%x%x", "=ZZ", 1)))]], "ROTATION_SNAPSHOT" },
 
+  -- ---- rsa (csrc/rsa.c) ---------------------------------------------------------------
+  { "rsa", "public key: DER that is not SubjectPublicKeyInfo", [[hsm.rsa.public("3003020100")]], "RSA_PUBLIC" },
+  { "rsa", "public key: bad hex", [[hsm.rsa.public("30ZZ")]], "BAD_HEX" },
+  { "rsa", "unwrap: wrapped key under another KEK", [[hsm.rsa.unwrap(k.aes_kek2, RSA_WRAPPED)]], "RSA_UNWRAP" },
+  { "rsa", "unwrap: bad hex", [[hsm.rsa.unwrap(k.aes_kek, "XYZ")]], "BAD_HEX" },
+  { "rsa", "open: altered encrypted key", [[hsm.rsa.open(RSA_PRIV, sealed_with{encrypted_key = true})]], "RSA_DECRYPT" },
+  { "rsa", "open: altered ciphertext", [[hsm.rsa.open(RSA_PRIV, sealed_with{ciphertext = true})]], "GCM_TAG" },
+  { "rsa", "open: altered tag", [[hsm.rsa.open(RSA_PRIV, sealed_with{tag = true})]], "GCM_TAG" },
+  { "rsa", "open: other associated data", [[hsm.rsa.open(RSA_PRIV, sealed_with{}, "other")]], "GCM_TAG" },
+  { "rsa", "open: IV not 12 bytes", [[hsm.rsa.open(RSA_PRIV, sealed_with{iv = "00"})]], "BAD_LENGTH" },
+
+  -- ---- mupk HTTP (status, error[1].code) ------------------------------------------------
+  { "mupk HTTP", "generate: body not JSON", [[mupk_request("POST", "/security/v1/keys/generate", "{")]], 400, "400" },
+  { "mupk HTTP", "generate: merchantId missing", [[mupk_request("POST", "/security/v1/keys/generate", json{merchantDetails = {}})]], 400, "1001" },
+  { "mupk HTTP", "revoke: unknown keyId", [[mupk_request("POST", "/security/v1/keys/nope/revoke", json{merchantDetails = {merchantId = "M1"}})]], 404, "1010" },
+  { "mupk HTTP", "revoke: twice", [[mupk_revoke_twice()]], 409, "1011" },
+  { "mupk HTTP", "transaction: altered ciphertext", [[mupk_pay{tamper = "encryptionBlock"}]], 422, "1023" },
+  { "mupk HTTP", "transaction: altered tag", [[mupk_pay{tamper = "authenticationTag"}]], 422, "1023" },
+  { "mupk HTTP", "transaction: key expired", [[mupk_pay{after_expiry = true}]], 422, "1020" },
+  { "mupk HTTP", "transaction: key revoked", [[mupk_pay{revoked = true}]], 422, "1021" },
+  { "mupk HTTP", "unknown path", [[mupk_request("GET", "/security/v1/nothing")]], 404, "404" },
+
   -- ---- gateway HTTP (status, error.code) ---------------------------------------------
   { "gateway HTTP", "no Authorization header", [[request("GET", PATHS.keys .. "X", nil, false)]], 401, "401" },
   { "gateway HTTP", "wrong Basic password", [[request("GET", PATHS.keys .. "X", nil, "integrator:nope")]], 401, "401" },
@@ -337,6 +359,67 @@ function M.env()
   rot:import { kcv = "6BC2AD", block = "D0144" }
   env.SNAPSHOT = rot:snapshot()
 
+
+  -- ---- rsa and the multi-use public key service ---------------------------------------
+  k.aes_kek = imp("AES_256", 32, "40", { usage = "K0" })
+  k.aes_kek2 = imp("AES_256", 32, "42", { usage = "K0" })
+  local priv = hsm.rsa.generate(2048)
+  env.RSA_PRIV = priv
+  env.RSA_WRAPPED = priv:wrap(k.aes_kek)
+  local pub = assert(hsm.rsa.public(priv:public_der()))
+  local function flip_hex(h, at)
+    local c = h:sub(at, at)
+    return h:sub(1, at - 1) .. (c == "0" and "1" or "0") .. h:sub(at + 1)
+  end
+  --- sealed_with{field = true (flip a digit) | "hex" (replace)}: a sealed card-data record.
+  function env.sealed_with(change)
+    local t = hsm.rsa.seal(pub, "card data")
+    for f, v in pairs(change) do t[f] = v == true and flip_hex(t[f], 9) or v end
+    return t
+  end
+  local mupk = require "payhsm.mupk"
+  local now = 1704067200 -- 2024-01-01T00:00:00Z
+  local svc = mupk.new { clock = function() return now end, storage_key = { algorithm = "AES_256", hex = hex(32, "mupk LMK") },
+    webhook_post = function() return 200 end }
+  function env.mupk_request(method, path, body)
+    return svc:handle { method = method, path = path, body = body, headers = { ["content-type"] = "application/json" } }
+  end
+  local function new_key(mid)
+    local resp = env.mupk_request("POST", "/security/v1/keys/generate", cjson.encode { merchantDetails = { merchantId = mid } })
+    return cjson.decode(resp.body).asymmetricKeyDetails
+  end
+  function env.mupk_revoke_twice()
+    local d = new_key("M2")
+    local body = cjson.encode { merchantDetails = { merchantId = "M2" } }
+    env.mupk_request("POST", "/security/v1/keys/" .. d.keyId .. "/revoke", body)
+    return env.mupk_request("POST", "/security/v1/keys/" .. d.keyId .. "/revoke", body)
+  end
+  local n = 0
+  --- mupk_pay{tamper = field, after_expiry = true, revoked = true}: a store-and-forward
+  -- transaction for a fresh merchant's key, spoiled as asked.
+  function env.mupk_pay(o)
+    n = n + 1
+    local mid = "PAY" .. n
+    local d = new_key(mid)
+    local der = util.b64decode(d.encodedPublicKey):gsub(".", function(c) return ("%02X"):format(c:byte()) end)
+    local s = hsm.rsa.seal(assert(hsm.rsa.public(der)), cjson.encode { cardData = "4111111111111111",
+      expirationMonth = "12", expirationYear = "2030" }, d.keyId)
+    local ed = { keyId = d.keyId, encryptionType = "RSA", encryptedKey = s.encrypted_key, iv = s.iv,
+      encryptionBlock = s.ciphertext, authenticationTag = s.tag }
+    if o.tamper then ed[o.tamper] = flip_hex(ed[o.tamper], 9) end
+    if o.revoked then
+      env.mupk_request("POST", "/security/v1/keys/" .. d.keyId .. "/revoke", cjson.encode { merchantDetails = { merchantId = mid } })
+    end
+    local saved = now
+    if o.after_expiry then now = now + 400 * 86400 end
+    local resp = env.mupk_request("POST", "/security/v1/transactions", cjson.encode {
+      merchantDetails = { merchantId = mid }, amount = { total = 10.5, currency = "USD" },
+      transactionDetails = { merchantTransactionId = "bad-" .. n, captureTime = "2024-01-01T00:00:00Z" },
+      source = { sourceType = "PaymentCard", encryptionData = ed } })
+    now = saved
+    return resp
+  end
+
   -- ---- the gateway, in process (the handler `bin/payhsm serve gateway` runs) ----------
   local gw = gateway.new {
     master_keys = {
@@ -412,10 +495,11 @@ function M.run(row, env)
   local fn = assert(load("return " .. row[3], "=" .. row[1] .. ": " .. row[2], "t", env))
   local res = table.pack(pcall(fn))
   if not res[1] then return { raised = tostring(res[2]) } end
-  if row[1] == "gateway HTTP" then
+  if row[1]:match(" HTTP$") then
     local resp = res[2]
     local doc = require("cjson.safe").decode(resp.body or "")
-    local code = type(doc) == "table" and type(doc.error) == "table" and doc.error.code or nil
+    local err = type(doc) == "table" and type(doc.error) == "table" and doc.error or {}
+    local code = err.code or (type(err[1]) == "table" and err[1].code) or nil
     return { status = resp.status, code = code, body = resp.body }
   end
   return { results = table.pack(table.unpack(res, 2, res.n)) }
