@@ -125,6 +125,11 @@ describe("gateway", function()
       local gw = new_gateway()
       local _, doc = import(gw)
       assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$", doc.clientRequestId)
+      -- an id with control characters or over 128 characters is replaced too
+      for _, bad in ipairs { "a\nb", ("x"):rep(129), "" } do
+        local _, d = import(gw, nil, { ["client-request-id"] = bad })
+        assert.matches("^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$", d.clientRequestId)
+      end
       local seen = {}
       for _ = 1, 20 do
         local resp, d = call(gw, "GET", "/key-management/keys/1001")

@@ -525,7 +525,8 @@ end
 function Gateway:handle(req)
   local headers = req.headers or {}
   local crid = headers["client-request-id"]
-  local ctx = { crid = (type(crid) == "string" and crid ~= "" and #crid <= 128) and crid or util.uuid(),
+  local ok_crid = type(crid) == "string" and #crid <= 128 and crid:match("^[\32-\126]+$")
+  local ctx = { crid = ok_crid and crid or util.uuid(),
     trace = util.trace_id() }
   if not util.basic_auth_ok(headers.authorization, self.users) then
     return error_response(ctx, "UNAUTHORIZED")
