@@ -324,28 +324,29 @@ end
 function Device:charge_request(p)
   local card = assert(p.card, "charge{card =}")
   local pan_iv = hsm.random(16)
-  local req = {
-    "request_id", p.request_id or util.uuid(),
-    "amount", p.amount,
-    "currency", p.currency or "EUR",
-    "entry_mode", p.entry_mode or "chip",
-    "card", util.object {
-      "encrypted_pan", hsm.cipher.encrypt(self.keys.tdk, "CBC", P.pan_block(card.pan), pan_iv),
-      "pan_iv", pan_iv,
-      "psn", card.psn,
-    },
-    "pin_block", p.pin and hsm.pin.encrypt(self.keys.tpk, "ISO_FORMAT_4", p.pin, card.pan) or nil,
-    "pin_block_format", p.pin and "ISO_FORMAT_4" or nil,
-  }
+  local req = {}
+  local function add(k, v) if v ~= nil then req[#req + 1] = k; req[#req + 1] = v end end
+  add("request_id", p.request_id or util.uuid())
+  add("amount", p.amount)
+  add("currency", p.currency or "EUR")
+  add("entry_mode", p.entry_mode or "chip")
+  add("card", util.object {
+    "encrypted_pan", hsm.cipher.encrypt(self.keys.tdk, "CBC", P.pan_block(card.pan), pan_iv),
+    "pan_iv", pan_iv,
+    "psn", card.psn,
+  })
+  if p.pin then
+    add("pin_block", hsm.pin.encrypt(self.keys.tpk, "ISO_FORMAT_4", p.pin, card.pan))
+    add("pin_block_format", "ISO_FORMAT_4")
+  end
   local emv
   if (p.entry_mode or "chip") ~= "magstripe" then
     local f = { amount = p.amount, currency = p.currency or "EUR", date = os.date("!%y%m%d", self.clock()),
       un = hsm.random(4), country = self.config and self.config.merchant and self.config.merchant.country_code }
     local arqc, atc = card.generate_ac(f)
     emv = { arqc = arqc, atc = atc, un = f.un }
-    req[#req + 1] = "emv"
-    req[#req + 1] = util.object { "arqc", arqc, "atc", atc, "un", f.un, "date", f.date,
-      "tvr", "0000000000", "aip", "3900", "cryptogram_type", "ARQC" }
+    add("emv", util.object { "arqc", arqc, "atc", atc, "un", f.un, "date", f.date,
+      "tvr", "0000000000", "aip", "3900", "cryptogram_type", "ARQC" })
   end
   return util.object(req), emv
 end

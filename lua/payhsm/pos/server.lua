@@ -452,7 +452,7 @@ local function open_request(ks, body)
   local plain, msg = hsm.envelope.open(ks.k.msk, body or "")
   if not plain then refusal("ENVELOPE", (tostring(msg):gsub("^[%w%.]+: ", ""))) end
   local doc = cjson.decode(plain)
-  if type(doc) ~= "table" then refusal("ENVELOPE", "the envelope does not hold a JSON object") end
+  if type(doc) ~= "table" or doc[1] ~= nil then refusal("ENVELOPE", "the envelope does not hold a JSON object") end
   return doc
 end
 
