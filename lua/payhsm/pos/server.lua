@@ -111,14 +111,19 @@ function M.new(cfg)
     self.registration_kbpk = import_key(cfg.registration_kbpk.hex, "AES_256", { usage = "K1", mode = "B" },
       "registration_kbpk")
   end
+  -- The LMK wraps stored keys and nothing else; an HMAC "index key" derived from the
+  -- same configured secret names tokens and cards in the store (so neither a token nor
+  -- a PAN is a store key in clear) and is the same in every process sharing the store.
+  local kdk
   if cfg.storage_key then
     self.lmk = import_key(cfg.storage_key.hex, "AES_256", { usage = "K1", mode = "B" }, "storage_key")
+    kdk = import_key(cfg.storage_key.hex, "AES_256", { usage = "B0" }, "storage_key")
   else
     self.lmk = hsm.key.generate("AES_256", { usage = "K1", mode = "B" })
+    kdk = hsm.key.generate("AES_256", { usage = "B0" })
   end
-  -- A separate HMAC key (derived per process) names tokens and cards in the store so
-  -- that neither a token nor a PAN is a store key in clear.
-  self.index_key = hsm.key.generate("HMAC_SHA256", { usage = "M7", mode = "C" })
+  self.index_key = hsm.key.derive(kdk, "HMAC_SHA256", "payhsm pos store index", "", { usage = "M7", mode = "C" })
+  kdk:close()
   self:_check_storage_key()
   local issuer = cfg.issuer or M.TEST_ISSUER
   self.issuer = {
@@ -505,7 +510,12 @@ function Server:terminal_parameters_json(device_id)
 end
 
 function Server:terminal_parameters(ctx, req, ks, device_id, nonce)
-  local gz = require("payhsm.pos.gzip").compress(self:terminal_parameters_json(device_id))
+  self.parameters_cache = self.parameters_cache or {}
+  local gz = self.parameters_cache[device_id]
+  if not gz then
+    gz = require("payhsm.pos.gzip").compress(self:terminal_parameters_json(device_id))
+    self.parameters_cache[device_id] = gz
+  end
   local chunked = #gz > self.chunk_size
   return sealed(ctx, ks, nonce, gz, { chunked = chunked, chunk_size = chunked and self.chunk_size or nil })
 end
