@@ -11,6 +11,7 @@
 --     key_set_lifetime = 365 * 86400, -- seconds from issued_at to expires_at
 --     merchant = {...}, issuer = {...},   -- see M.DEFAULT_MERCHANT / M.TEST_ISSUER
 --     basic_auth = {operator = "password"}, -- for POST /pos/devices (registration)
+--     registration_kbpk = {hex = ...},   -- AES-256 KBPK the POST /pos/devices key blocks are under
 --     chunk_size = 16384,             -- terminal parameters: TR31-DATA-CHUNKED above this
 --   }
 --   local resp = pos:handle{method =, path =, headers = {lower-case = value}, body =}
