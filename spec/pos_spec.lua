@@ -1,0 +1,690 @@
+-- The POS host (lua/payhsm/pos/server.lua) and device (lua/payhsm/pos/device.lua) driven
+-- as pure handlers with a simulated clock. Source: seeds/pos-keys-viopay.txt (POST
+-- /pos/keys response field for field, the 401 body, the key hierarchy and install order,
+-- the MSK-protected endpoint table); the rest is docs/pos.md's design.
+local hsm = require "payhsm"
+local util = require "payhsm.util"
+local cjson = require "cjson"
+local pos = require "payhsm.pos.server"
+local device_mod = require "payhsm.pos.device"
+local P = require "payhsm.pos.protocol"
+local gzip = require "payhsm.pos.gzip"
+local memory = require "payhsm.store.memory"
+
+local ZMK = ("A1"):rep(32)
+local DAK = ("B2"):rep(32)
+local ZMK2 = ("C3"):rep(32)
+local DAK2 = ("D4"):rep(32)
+local DEV, DEV2 = "POS-8F3A2C91", "POS-0BADCAFE"
+local T0 = 1765635930 -- 2025-12-13T14:25:30Z, the seed's issued_at
+
+local function new_world(extra)
+  local now = T0
+  local clock = function() return now end
+  local cfg = {
+    devices = { { device_id = DEV, zmk = ZMK, attestation_key = DAK },
+                { device_id = DEV2, zmk = ZMK2, attestation_key = DAK2 } },
+    clock = clock,
+  }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  cfg.store = cfg.store or memory.new { clock = clock }
+  local srv = pos.new(cfg)
+  local w = { srv = srv, store = cfg.store, clock = clock }
+  function w.advance(dt) now = now + dt end
+  function w.device(id, zmk, dak)
+    return device_mod.new {
+      device_id = id or DEV,
+      zmk = hsm.key.import("AES_256", zmk or ZMK, { usage = "K1", mode = "B" }),
+      attestation_key = hsm.key.import("HMAC_SHA256", dak or DAK, { usage = "M7", mode = "C" }),
+      transport = function(req) return srv:handle(req) end,
+      clock = clock,
+    }
+  end
+  return w
+end
+
+local function imk() return hsm.key.import("TDES_2KEY", pos.TEST_ISSUER.imk, { usage = "E0" }) end
+-- Each simulated card object starts where the last one of its PAN stopped (the host
+-- declines an ATC that does not move forward).
+local atc_base = 0
+local function card(n)
+  local c = pos.TEST_ISSUER.cards[n or 1]
+  atc_base = atc_base + 100
+  return device_mod.card { pan = c.pan, psn = c.psn, imk = imk(), atc = atc_base }
+end
+
+local function active_device(w, id, zmk, dak)
+  local d = w.device(id, zmk, dak)
+  assert(d:activate_all())
+  return d
+end
+
+local function post(w, path, headers, body)
+  return w.srv:handle { method = "POST", path = path, headers = headers or {}, body = body }
+end
+
+local function err_of(resp)
+  local doc = cjson.decode(resp.body)
+  return resp.status, doc.error.code
+end
+
+-- A request signed with the device's keys, with fields to override.
+local function signed(w, d, path, body, o)
+  o = o or {}
+  body = body or ""
+  local ks_id = o.key_set or d.key_set.key_set_id
+  local ts = o.timestamp or P.iso8601(w.clock())
+  local nonce = o.nonce or hsm.random(16)
+  local h = { [P.H.device] = o.device or d.device_id, [P.H.key_set] = ks_id, [P.H.timestamp] = ts, [P.H.nonce] = nonce }
+  h[P.H.signature] = o.signature or hsm.hmac(d.keys.mac, P.request_signing_string(o.method or "POST", path,
+    h[P.H.device], ks_id, ts, nonce, body))
+  for _, k in ipairs(o.drop or {}) do h[k] = nil end
+  return w.srv:handle { method = o.method or "POST", path = path, headers = h, body = body }
+end
+
+local function seal(d, t) return hsm.envelope.encode(hsm.envelope.seal(d.keys.msk, cjson.encode(t))) end
+
+describe("pos", function()
+  describe("attestation", function()
+    it("issues an att_ token for a registered device that answers its challenge", function()
+      local w = new_world()
+      local d = w.device()
+      local token, doc = d:attest()
+      assert.matches("^att_%x+$", token)
+      assert.equal("Attestation", doc.token_type)
+      assert.equal(300, doc.expires_in)
+      assert.equal("2025-12-13T14:30:30Z", doc.expires_at)
+      assert.equal(DEV, doc.device_id)
+    end)
+
+    it("refuses an unknown device, a wrong proof, a used or expired challenge (401 / 4002)", function()
+      local w = new_world()
+      local h = { [P.H.device] = "POS-12345678" }
+      assert.same({ 401, "4002" }, { err_of(post(w, P.PATHS.challenge, h, '{"device_id":"POS-12345678"}')) })
+      -- the device's attestation key is wrong
+      local d = w.device(DEV, ZMK, DAK2)
+      local _, msg, code = d:attest()
+      assert.equal("4002", code, msg)
+      -- challenge used twice
+      h = { [P.H.device] = DEV }
+      local ch = cjson.decode(post(w, P.PATHS.challenge, h, '{"device_id":"' .. DEV .. '"}').body).challenge
+      local dak = hsm.key.import("HMAC_SHA256", DAK, { usage = "M7", mode = "C" })
+      local body = cjson.encode { device_id = DEV, challenge = ch, firmware_version = "1",
+        proof = hsm.hmac(dak, P.attestation_string(DEV, ch, "1")) }
+      assert.equal(200, post(w, P.PATHS.attest, h, body).status)
+      assert.same({ 401, "4002" }, { err_of(post(w, P.PATHS.attest, h, body)) })
+      -- challenge older than 60 s
+      ch = cjson.decode(post(w, P.PATHS.challenge, h, '{"device_id":"' .. DEV .. '"}').body).challenge
+      w.advance(61)
+      body = cjson.encode { device_id = DEV, challenge = ch, firmware_version = "1",
+        proof = hsm.hmac(dak, P.attestation_string(DEV, ch, "1")) }
+      assert.same({ 401, "4002" }, { err_of(post(w, P.PATHS.attest, h, body)) })
+    end)
+
+    it("refuses a device id that is malformed or differs from X-Device-Id (400 / 4000)", function()
+      local w = new_world()
+      assert.same({ 400, "4000" }, { err_of(post(w, P.PATHS.challenge, { [P.H.device] = "POS-8F3A2C9" },
+        '{"device_id":"POS-8F3A2C9"}')) })
+      assert.same({ 400, "4000" }, { err_of(post(w, P.PATHS.challenge, { [P.H.device] = DEV2 },
+        '{"device_id":"' .. DEV .. '"}')) })
+      assert.same({ 400, "4000" }, { err_of(post(w, P.PATHS.attest, { [P.H.device] = DEV }, "nope")) })
+    end)
+  end)
+
+  describe("POST /pos/keys", function()
+    it("answers the seed's response field for field, in the seed's order", function()
+      local w = new_world()
+      local d = w.device()
+      local token = d:attest()
+      local resp = post(w, P.PATHS.keys, { authorization = "Attestation " .. token, [P.H.device] = DEV })
+      assert.equal(200, resp.status)
+      local order = {}
+      for k in resp.body:gmatch('"([%w_]+)":') do order[#order + 1] = k end
+      assert.same({ "key_set", "key_set_id", "issued_at", "expires_at", "transport", "format", "encryption",
+        "wrapped_under", "keys", "tmk", "key_id", "key_block", "usage", "kek", "key_id", "key_block", "usage",
+        "msk", "key_id", "key_block", "usage", "tpk", "key_id", "key_block", "usage", "tdk", "key_id",
+        "key_block", "usage", "mac", "key_id", "key_block", "usage", "verification", "kcv", "tmk", "kek",
+        "msk", "tpk", "tdk", "mac" }, order)
+      local doc = cjson.decode(resp.body)
+      assert.same({ key_set_id = "ks-2025-01", issued_at = "2025-12-13T14:25:30Z",
+        expires_at = "2026-12-13T14:25:30Z" }, doc.key_set)
+      assert.same({ format = "TR31", encryption = "AES-256", wrapped_under = "kek" }, doc.transport)
+      local usage = { tmk = "key-encryption", kek = "key-encryption", msk = "data-encryption",
+        tpk = "pin-encryption", tdk = "data-encryption", mac = "message-authentication" }
+      for name, u in pairs(usage) do
+        assert.equal(name .. "-2025-01", doc.keys[name].key_id)
+        assert.equal(u, doc.keys[name].usage)
+        assert.matches("^%x%x%x%x%x%x$", doc.verification.kcv[name])
+        local h = hsm.tr31.parse(util.b64decode(doc.keys[name].key_block))
+        assert.equal("D", h.version)
+      end
+      assert.equal("no-store", resp.headers["Cache-Control"])
+    end)
+
+    it("wraps along ZMK -> TMK -> KEK -> MSK / TPK / TDK / MAC with matching KCVs", function()
+      local w = new_world()
+      local d = w.device()
+      d:attest()
+      local _, doc = assert(d:download_keys())
+      local function unwrap(kbpk, name)
+        return assert(hsm.tr31.unwrap(kbpk, util.b64decode(doc.keys[name].key_block)))
+      end
+      local tmk = unwrap(hsm.key.import("AES_256", ZMK, { usage = "K1" }), "tmk")
+      local kek = unwrap(tmk, "kek")
+      assert.equal("K1", tmk.usage) assert.equal("K1", kek.usage)
+      local want = { msk = { "AES_256", "D0" }, tpk = { "AES_256", "P0" }, tdk = { "AES_256", "D0" },
+        mac = { "HMAC_SHA256", "M7" } }
+      for name, w2 in pairs(want) do
+        local k = unwrap(kek, name)
+        assert.same(w2, { k.algorithm, k.usage })
+        assert.equal(doc.verification.kcv[name], k:kcv())
+        -- not under the TMK or the ZMK
+        assert.is_nil(hsm.tr31.unwrap(tmk, util.b64decode(doc.keys[name].key_block)))
+      end
+      assert.equal(doc.verification.kcv.kek, kek:kcv())
+      -- the seed: "encrypt a block of zeros and compare the first 3 bytes"
+      assert.equal(doc.verification.kcv.msk,
+        hsm.cipher.encrypt(d.keys.msk, "ECB", ("00"):rep(16)):sub(1, 6))
+    end)
+
+    it("gives every device and every download fresh, distinct keys", function()
+      local w = new_world()
+      local seen, n = {}, 0
+      for _, id in ipairs { DEV, DEV, DEV2 } do
+        local d = w.device(id, id == DEV and ZMK or ZMK2, id == DEV and DAK or DAK2)
+        d:attest()
+        local ks = assert(d:download_keys())
+        for name, kcv in pairs(ks.kcv) do
+          assert.is_nil(seen[kcv], name)
+          seen[kcv] = true
+          n = n + 1
+        end
+      end
+      assert.equal(18, n)
+      local second = w.device() second:attest()
+      assert.equal("ks-2025-03", (assert(second:download_keys())).key_set_id)
+    end)
+
+    it("refuses every bad attestation with 401 and the seed's error body", function()
+      local w = new_world()
+      local d = w.device()
+      local token = d:attest()
+      local cases = {
+        {},                                                              -- nothing
+        { [P.H.device] = DEV },                                          -- no Authorization
+        { authorization = "Bearer " .. token, [P.H.device] = DEV },     -- Bearer scheme
+        { authorization = token, [P.H.device] = DEV },                  -- no scheme
+        { authorization = "Attestation att_0000", [P.H.device] = DEV }, -- unknown token
+        { authorization = "Attestation " .. token },                    -- no X-Device-Id
+        { authorization = "Attestation " .. token, [P.H.device] = DEV2 }, -- another device
+        { authorization = "Attestation " .. token, [P.H.device] = "pos-8f3a2c91" }, -- malformed
+      }
+      for i, h in ipairs(cases) do
+        local resp = post(w, P.PATHS.keys, h)
+        assert.equal(401, resp.status, i)
+        local doc = cjson.decode(resp.body)
+        assert.same({ "code", "message", "trace_id" }, (function()
+          local ks = {} for k in pairs(doc.error) do ks[#ks + 1] = k end table.sort(ks) return ks end)())
+        assert.equal("4001", doc.error.code)
+        assert.equal("Invalid or expired attestation token", doc.error.message)
+        assert.matches("^[%w_-]+$", doc.error.trace_id)
+        assert.matches('^{"error":{"code":"4001","message":', resp.body)
+        assert.equal('Attestation realm="pos"', resp.headers["WWW-Authenticate"])
+      end
+    end)
+
+    it("accepts the token for 5 minutes and refuses it after", function()
+      local w = new_world()
+      local d = w.device()
+      local token = d:attest()
+      local h = { authorization = "Attestation " .. token, [P.H.device] = DEV }
+      w.advance(299)
+      assert.equal(200, post(w, P.PATHS.keys, h).status)
+      w.advance(1)
+      assert.same({ 401, "4001" }, { err_of(post(w, P.PATHS.keys, h)) })
+    end)
+
+    it("keeps tokens only as HMAC-named TTL entries in the store", function()
+      local w = new_world()
+      local d = w.device()
+      local token = d:attest()
+      local keys = w.store:keys("pos:att:")
+      assert.equal(1, #keys)
+      assert.not_matches(token, keys[1], 1, true)
+      assert.equal(300, w.store:ttl(keys[1]))
+    end)
+  end)
+
+  describe("device install", function()
+    local function doc_for(w)
+      local d = w.device()
+      d:attest()
+      local resp = post(w, P.PATHS.keys, { authorization = "Attestation " .. d.token, [P.H.device] = DEV })
+      return d, cjson.decode(resp.body)
+    end
+
+    it("installs in the seed's order and keeps nothing from a set with a wrong KCV", function()
+      local w = new_world()
+      for _, name in ipairs { "tmk", "kek", "msk", "tpk", "tdk", "mac" } do
+        local d, doc = doc_for(w)
+        doc.verification.kcv[name] = doc.verification.kcv[name] == "000000" and "000001" or "000000"
+        local ok, msg, code = d:install(doc)
+        assert.is_nil(ok)
+        assert.equal("KCV_MISMATCH", code)
+        assert.matches(name, msg)
+        assert.is_nil(d.keys)
+      end
+      assert.same({ "tmk", "kek", "msk", "tpk", "tdk", "mac" }, (function()
+        local o = {} for _, s in ipairs(device_mod.INSTALL_ORDER) do o[#o + 1] = s[1] end return o end)())
+    end)
+
+    it("refuses a key block whose TR-31 MAC does not verify, or a wrong ZMK", function()
+      local w = new_world()
+      for _, name in ipairs { "tmk", "kek", "mac" } do
+        local d, doc = doc_for(w)
+        local block = util.b64decode(doc.keys[name].key_block)
+        local i = #block - 40
+        block = block:sub(1, i - 1) .. (block:sub(i, i) == "0" and "1" or "0") .. block:sub(i + 1)
+        doc.keys[name].key_block = util.b64encode(block)
+        local ok, _, code = d:install(doc)
+        assert.is_nil(ok)
+        assert.equal("TR31_MAC_MISMATCH", code)
+        assert.is_nil(d.keys)
+      end
+      local _, doc = doc_for(w)
+      local other = w.device(DEV, ZMK2, DAK)
+      local ok, _, code = other:install(doc)
+      assert.is_nil(ok)
+      assert.equal("TR31_MAC_MISMATCH", code)
+      -- a key block swapped for another of the set: usage check
+      local d3, doc3 = doc_for(w)
+      doc3.keys.msk.key_block = doc3.keys.tpk.key_block
+      doc3.verification.kcv.msk = doc3.verification.kcv.tpk
+      ok, _, code = d3:install(doc3)
+      assert.is_nil(ok)
+      assert.equal("TR31_USAGE", code)
+    end)
+  end)
+
+  describe("MSK-protected endpoints", function()
+    it("serves the config in a signed envelope", function()
+      local w = new_world()
+      local d = w.device()
+      d:attest() d:download_keys()
+      local cfg = assert(d:fetch_config())
+      assert.equal(DEV, cfg.device_id)
+      assert.equal("MID-000123456", cfg.merchant.merchant_id)
+      assert.equal("ks-2025-01", cfg.key_set.key_set_id)
+      local resp = signed(w, d, P.PATHS.config)
+      assert.equal(200, resp.status)
+      assert.matches('^{"format":"TR31%-DATA","ciphertext":"%x+","initialization_vector":"%x+","mode":"CBC"}$', resp.body)
+      assert.equal("ks-2025-01", resp.headers["X-Key-Set-Id"])
+    end)
+
+    it("serves the terminal parameters as gzip JSON in TR31-DATA or TR31-DATA-CHUNKED", function()
+      local w = new_world()
+      local d = w.device()
+      d:attest() d:download_keys()
+      local params, format = assert(d:fetch_terminal_parameters())
+      assert.equal("TR31-DATA", format)
+      assert.equal(5, #params.applications)
+      assert.equal("A0000000031010", params.applications[1].aid)
+      local w2 = new_world { chunk_size = 128 }
+      local d2 = w2.device()
+      d2:attest() d2:download_keys()
+      local params2, format2 = assert(d2:fetch_terminal_parameters())
+      assert.equal("TR31-DATA-CHUNKED", format2)
+      assert.same(params, params2)
+      -- the inner bytes are gzip (RFC 1952 magic) and gunzip to the JSON
+      local resp = signed(w, d, P.PATHS.parameters)
+      local gz = hsm.envelope.open(d.keys.msk, resp.body)
+      assert.equal("\31\139\8", gz:sub(1, 3))
+      local json = gzip.decompress(gz)
+      assert.same(params, cjson.decode(json))
+    end)
+
+    it("refuses missing headers, bad signatures, replays, stale timestamps and unknown key sets", function()
+      local w = new_world()
+      local d = w.device()
+      d:attest() d:download_keys()
+      assert.same({ 401, "4005" }, { err_of(signed(w, d, P.PATHS.config, nil, { drop = { P.H.device } })) })
+      assert.same({ 401, "4005" }, { err_of(signed(w, d, P.PATHS.config, nil, { drop = { P.H.key_set } })) })
+      assert.same({ 401, "4003" }, { err_of(signed(w, d, P.PATHS.config, nil, { drop = { P.H.signature } })) })
+      assert.same({ 401, "4003" }, { err_of(signed(w, d, P.PATHS.config, nil, { drop = { P.H.nonce } })) })
+      assert.same({ 401, "4003" }, { err_of(signed(w, d, P.PATHS.config, nil, { signature = ("00"):rep(32) })) })
+      assert.same({ 401, "4005" }, { err_of(signed(w, d, P.PATHS.config, nil, { key_set = "ks-2025-09" })) })
+      assert.same({ 401, "4005" }, { err_of(signed(w, d, P.PATHS.config, nil, { device = DEV2 })) })
+      -- the signature covers the path: a config signature sent to terminal-parameters
+      local ts, nonce = P.iso8601(w.clock()), hsm.random(16)
+      local sig = hsm.hmac(d.keys.mac, P.request_signing_string("POST", P.PATHS.config, DEV, "ks-2025-01", ts, nonce, ""))
+      assert.same({ 401, "4003" }, { err_of(signed(w, d, P.PATHS.parameters, nil, { timestamp = ts, nonce = nonce,
+        signature = sig })) })
+      -- a replay of the very same request
+      assert(d:fetch_config())
+      local resp = d:replay_last()
+      assert.is_nil(resp)
+      local _, _, code = d:replay_last()
+      assert.equal("4004", code)
+      -- stale and future timestamps
+      assert.same({ 401, "4004" }, { err_of(signed(w, d, P.PATHS.config, nil,
+        { timestamp = P.iso8601(w.clock() - 301) })) })
+      assert.same({ 401, "4004" }, { err_of(signed(w, d, P.PATHS.config, nil,
+        { timestamp = P.iso8601(w.clock() + 301) })) })
+      assert.same({ 401, "4004" }, { err_of(signed(w, d, P.PATHS.config, nil, { timestamp = "yesterday" })) })
+    end)
+
+    it("refuses a tampered envelope (4003 when the HMAC covers it, 4220 when it is signed)", function()
+      local w = new_world()
+      local d = w.device()
+      assert(d:activate_all())
+      local body = seal(d, { request_id = util.uuid(), readiness = {} })
+      local tampered = body:gsub('"ciphertext":"(%x)', function(c) return '"ciphertext":"' .. (c == "0" and "1" or "0") end)
+      -- tampered in transit: the signature no longer verifies
+      local ts, nonce = P.iso8601(w.clock()), hsm.random(16)
+      local sig = hsm.hmac(d.keys.mac, P.request_signing_string("POST", P.PATHS.activate, DEV, "ks-2025-01", ts,
+        nonce, body))
+      assert.same({ 401, "4003" }, { err_of(signed(w, d, P.PATHS.activate, tampered,
+        { timestamp = ts, nonce = nonce, signature = sig })) })
+      -- signed but not an envelope under this MSK
+      local other = hsm.key.generate("AES_256", { usage = "D0" })
+      local foreign = hsm.envelope.encode(hsm.envelope.seal(other, "{}"))
+      assert.same({ 422, "4220" }, { err_of(signed(w, d, P.PATHS.activate, foreign)) })
+      assert.same({ 422, "4220" }, { err_of(signed(w, d, P.PATHS.charge, "{not json")) })
+      assert.same({ 422, "4220" }, { err_of(signed(w, d, P.PATHS.charge, hsm.envelope.encode(
+        hsm.envelope.seal(d.keys.msk, "[1,2]")))) })
+    end)
+
+    it("refuses an expired key set (403 / 4006) until the device downloads a new one", function()
+      local w = new_world { key_set_lifetime = 86400 }
+      local d = w.device()
+      assert(d:activate_all())
+      assert.is_false(d:needs_new_keys(3600))
+      w.advance(86400 - 1800)
+      assert.is_true(d:needs_new_keys(3600))
+      w.advance(1800)
+      local _, msg, code = d:fetch_config()
+      assert.equal("4006", code, msg)
+      assert.matches("expired at 2025%-12%-14T14:25:30Z", msg)
+      local ks = assert(d:ensure_keys(3600))
+      assert.equal("ks-2025-02", ks.key_set_id)
+      assert(d:fetch_config())
+      -- activation survives a new key set; the old key set is no longer current
+      assert.equal("approved", (assert(d:charge { amount = 100, card = card(), pin = "1234" })).status)
+    end)
+
+    it("refuses a superseded key set (4005)", function()
+      local w = new_world()
+      local d = w.device()
+      assert(d:activate_all())
+      local old_keys, old_ks = d.keys, d.key_set
+      local d2 = w.device()
+      d2:attest() assert(d2:download_keys())
+      d.keys, d.key_set = old_keys, old_ks
+      local _, _, code = d:fetch_config()
+      assert.equal("4005", code)
+    end)
+
+    it("activates with the KCVs of the installed keys and refuses wrong ones (4009)", function()
+      local w = new_world()
+      local d = w.device()
+      d:attest() d:download_keys()
+      local _, _, code = d:charge { amount = 100, card = card(), pin = "1234" }
+      assert.equal("4008", code)
+      local kcv = {}
+      for name, v in pairs(d.key_set.kcv) do kcv[name] = v end
+      kcv.tpk = "000000"
+      assert.same({ 422, "4009" }, { err_of(signed(w, d, P.PATHS.activate, seal(d, { request_id = util.uuid(),
+        readiness = { keys_installed = true, kcv = kcv } }))) })
+      assert.same({ 400, "4000" }, { err_of(signed(w, d, P.PATHS.activate, seal(d, { request_id = util.uuid() }))) })
+      local res = assert(d:activate())
+      assert.equal("active", res.status)
+      assert.equal("T8F3A2C91", res.terminal_id)
+      assert.equal("2025-12-13T14:25:30Z", res.activated_at)
+    end)
+
+    it("answers 404 / 4040 and 405 / 4050", function()
+      local w = new_world()
+      assert.same({ 404, "4040" }, { err_of(w.srv:handle { method = "POST", path = "/pos/nope" }) })
+      assert.same({ 405, "4050" }, { err_of(w.srv:handle { method = "GET", path = "/pos/keys" }) })
+      assert.same({ 405, "4050" }, { err_of(w.srv:handle { method = "GET", path = "/pos/charge" }) })
+      assert.same({ 404, "4040" }, { err_of(w.srv:handle { method = "POST", path = "/pos/charge/ch_1/void" }) })
+    end)
+  end)
+
+  describe("charges", function()
+    it("approves a chip charge with the right PIN and ARQC, and returns an ARPC the card accepts", function()
+      local w = new_world()
+      local d = active_device(w)
+      local c = card()
+      local ch = assert(d:charge { amount = 1250, currency = "EUR", entry_mode = "chip", card = c, pin = "1234" })
+      assert.equal("approved", ch.status)
+      assert.equal("00", ch.response_code)
+      assert.equal("Approved", ch.message)
+      assert.matches("^ch_%x+$", ch.charge_id)
+      assert.matches("^%x%x%x%x%x%x$", ch.authorization_code)
+      assert.equal("476173******0119", ch.card.masked_pan)
+      assert.equal("3030", ch.emv.arc)
+      assert.is_true(ch.arpc_ok)
+      assert.equal(1250, ch.amount)
+      -- contactless below the CVM limit without PIN, magstripe with PIN
+      assert.equal("approved", (assert(d:charge { amount = 400, entry_mode = "contactless", card = c })).status)
+      local ms = assert(d:charge { amount = 400, entry_mode = "magstripe", card = card(2), pin = "4321" })
+      assert.equal("approved", ms.status)
+      assert.is_nil(ms.emv)
+    end)
+
+    it("declines a wrong PIN (55), a bad ARQC (05), a replayed ATC (05), an unknown card (14), over limit (51)", function()
+      local w = new_world()
+      local d = active_device(w)
+      local c = card()
+      local function code_of(p) return (assert(d:charge(p))).response_code end
+      assert.equal("55", code_of { amount = 100, card = c, pin = "9999" })
+      assert.equal("55", code_of { amount = 100, entry_mode = "magstripe", card = c })
+      assert.equal("55", code_of { amount = 6000, entry_mode = "contactless", card = c })
+      -- the ARQC was made for another amount
+      local real = c.generate_ac
+      c.generate_ac = function(f) f.amount = f.amount + 1 return real(f) end
+      assert.equal("05", code_of { amount = 100, card = c, pin = "1234" })
+      c.generate_ac = real
+      -- a card whose ATC went backwards (a cloned / replayed cryptogram)
+      assert.equal("00", code_of { amount = 100, card = c, pin = "1234" })
+      c.atc = c.atc - 2
+      assert.equal("05", code_of { amount = 100, card = c, pin = "1234" })
+      local stranger = device_mod.card { pan = "4000000000000002", imk = imk() }
+      local res = assert(d:charge { amount = 100, card = stranger, pin = "1234" })
+      assert.same({ "declined", "14" }, { res.status, res.response_code })
+      c.atc = c.atc + 5
+      res = assert(d:charge { amount = 100001, card = c, pin = "1234" })
+      assert.same({ "declined", "51", "3531" }, { res.status, res.response_code, res.emv.arc })
+      -- a wrong TPK: the PIN block does not decrypt
+      local req = d:charge_request { amount = 100, card = card(2), pin = "4321" }
+      for i = 1, #req.kv, 2 do
+        if req.kv[i] == "pin_block" then
+          req.kv[i + 1] = hsm.pin.encrypt(hsm.key.generate("AES_256", { usage = "P0" }), "ISO_FORMAT_4", "4321",
+            "5413330089010434")
+        end
+      end
+      local resp = signed(w, d, P.PATHS.charge, hsm.envelope.encode(hsm.envelope.seal(d.keys.msk, util.json(req))))
+      local out = cjson.decode(hsm.envelope.open(d.keys.msk, resp.body))
+      assert.same({ "declined", "55" }, { out.status, out.response_code })
+    end)
+
+    it("refuses malformed charges (4000) and a reused request_id (4094)", function()
+      local w = new_world()
+      local d = active_device(w)
+      for _, bad in ipairs {
+        { amount = 0 }, { amount = 1.5 }, { amount = "100" }, { currency = "XXX" }, { entry_mode = "swipe" },
+      } do
+        local t = { request_id = util.uuid(), amount = 100, currency = "EUR", entry_mode = "chip" }
+        for k, v in pairs(bad) do t[k] = v end
+        assert.same({ 400, "4000" }, { err_of(signed(w, d, P.PATHS.charge, seal(d, t))) })
+      end
+      assert.same({ 400, "4000" }, { err_of(signed(w, d, P.PATHS.charge, seal(d, { request_id = util.uuid(),
+        amount = 100, currency = "EUR", entry_mode = "magstripe", card = { encrypted_pan = "00", pan_iv = "00" } }))) })
+      local ok = assert(d:charge { amount = 100, card = card(), pin = "1234", request_id = "req-000000001" })
+      assert.equal("approved", ok.status)
+      local _, _, code = d:charge { amount = 100, card = card(), pin = "1234", request_id = "req-000000001" }
+      assert.equal("4094", code)
+    end)
+  end)
+
+  describe("refunds and cancels", function()
+    it("refunds an approved charge once; cancels an approved charge once", function()
+      local w = new_world()
+      local d = active_device(w)
+      local ch = assert(d:charge { amount = 1250, card = card(), pin = "1234" })
+      local r = assert(d:refund(ch.charge_id, 1000, "customer return"))
+      assert.equal("refunded", r.status)
+      assert.equal(1000, r.amount)
+      assert.matches("^re_%x+$", r.refund_id)
+      assert.equal("customer return", r.reason)
+      assert.equal("refunded", w.srv:charge_record(ch.charge_id).status)
+      local _, _, code = d:refund(ch.charge_id, 250)
+      assert.equal("4091", code)
+      _, _, code = d:cancel(ch.charge_id)
+      assert.equal("4091", code)
+      local ch2 = assert(d:charge { amount = 500, card = card(), pin = "1234" })
+      local c = assert(d:cancel(ch2.charge_id))
+      assert.same({ ch2.charge_id, "cancelled", 500 }, { c.charge_id, c.status, c.amount })
+      _, _, code = d:cancel(ch2.charge_id)
+      assert.equal("4092", code)
+      _, _, code = d:refund(ch2.charge_id)
+      assert.equal("4092", code)
+    end)
+
+    it("refuses unknown charges, other devices' charges, declined charges and bad amounts", function()
+      local w = new_world()
+      local d = active_device(w)
+      local d2 = active_device(w, DEV2, ZMK2, DAK2)
+      local ch = assert(d:charge { amount = 1250, card = card(), pin = "1234" })
+      local _, _, code = d:refund("ch_00000000")
+      assert.equal("4041", code)
+      _, _, code = d:cancel("nope")
+      assert.equal("4041", code)
+      _, _, code = d2:refund(ch.charge_id)
+      assert.equal("4041", code)
+      _, _, code = d2:cancel(ch.charge_id)
+      assert.equal("4041", code)
+      _, _, code = d:refund(ch.charge_id, 1251)
+      assert.equal("4095", code)
+      _, _, code = d:refund(ch.charge_id, -1)
+      assert.equal("4095", code)
+      local declined = assert(d:charge { amount = 100, card = card(), pin = "0000" })
+      _, _, code = d:refund(declined.charge_id)
+      assert.equal("4093", code)
+      _, _, code = d:cancel(declined.charge_id)
+      assert.equal("4093", code)
+      -- the whole amount by default
+      assert.equal(1250, (assert(d:refund(ch.charge_id))).amount)
+    end)
+
+    it("signs the cancel over an empty body and refuses a cancel with a body or a replayed one", function()
+      local w = new_world()
+      local d = active_device(w)
+      local ch = assert(d:charge { amount = 700, card = card(), pin = "1234" })
+      local path = "/pos/charge/" .. ch.charge_id .. "/cancel"
+      assert.same({ 400, "4000" }, { err_of(signed(w, d, path, "{}")) })
+      local ts, nonce = P.iso8601(w.clock()), hsm.random(16)
+      local sig = hsm.hmac(d.keys.mac, table.concat({ "POST", path, DEV, "ks-2025-01", ts, nonce, "" }, "\n"))
+      local resp = signed(w, d, path, "", { timestamp = ts, nonce = nonce, signature = sig })
+      assert.equal(200, resp.status)
+      -- the same signed cancel again: refused as a replay before any state is read
+      assert.same({ 401, "4004" }, { err_of(signed(w, d, path, "", { timestamp = ts, nonce = nonce, signature = sig })) })
+      -- the response is signed for the request's nonce
+      assert.is_true(hsm.hmac_verify(d.keys.mac, P.response_signing_string(200, nonce, resp.body),
+        resp.headers["X-Signature"]))
+    end)
+  end)
+
+  describe("store and secrets", function()
+    it("keeps keys only as TR-31 blocks under the local master key", function()
+      local w = new_world()
+      local d = active_device(w)
+      assert(d:charge { amount = 100, card = card(), pin = "1234" })
+      local dump = {}
+      for _, k in ipairs(w.store:keys("")) do dump[#dump + 1] = k .. "=" .. w.store:get(k) end
+      dump = table.concat(dump, "\n")
+      for _, k in pairs(d.keys) do
+        assert.not_matches(k:export(), dump, 1, true)
+        assert.not_matches(k:export():lower(), dump, 1, true)
+      end
+      for _, secret in ipairs { ZMK, DAK, "4761739001010119", "\"1234\"" } do
+        assert.not_matches(secret, dump, 1, true)
+      end
+      local rec = w.srv:key_set_record(DEV)
+      for _, b in pairs(rec.keys) do assert.equal("D", hsm.tr31.parse(b).version) end
+    end)
+
+    it("refuses to start on a store written under another storage key", function()
+      local store = memory.new()
+      pos.new { store = store, storage_key = { hex = ("01"):rep(32) } }
+      assert.has_error(function() pos.new { store = store, storage_key = { hex = ("02"):rep(32) } } end)
+    end)
+
+    it("answers 500 / 5000 without the cause when something unexpected fails", function()
+      local w = new_world()
+      local d = active_device(w)
+      w.store.get = function() error("disk on fire") end
+      local _, _, code = d:fetch_config()
+      assert.equal("5000", code)
+      assert.matches("disk on fire", w.srv.last_error)
+    end)
+  end)
+
+  describe("registration over HTTP", function()
+    it("registers a device with TR-31 blocks under the registration KBPK (Basic auth)", function()
+      local kif = ("5A"):rep(32)
+      local w = new_world { basic_auth = { operator = "op" }, registration_kbpk = { hex = kif } }
+      local kbpk = hsm.key.import("AES_256", kif, { usage = "K1", mode = "B" })
+      local zmk = hsm.key.generate("AES_256", { usage = "K1", mode = "B", exportability = "E" })
+      local dak = hsm.key.generate("HMAC_SHA256", { usage = "M7", mode = "C", exportability = "E" })
+      local body = cjson.encode { device_id = "POS-00C0FFEE", zmk = hsm.tr31.wrap(kbpk, zmk, { version = "D" }),
+        attestation_key = hsm.tr31.wrap(kbpk, dak, { version = "D" }) }
+      local auth = { authorization = "Basic " .. util.b64encode("operator:op") }
+      assert.same({ 401, "4007" }, { err_of(post(w, "/pos/devices", {}, body)) })
+      assert.equal(201, post(w, "/pos/devices", auth, body).status)
+      assert.equal(201, post(w, "/pos/devices", auth, body).status) -- idempotent
+      local d = device_mod.new { device_id = "POS-00C0FFEE", zmk = zmk, attestation_key = dak,
+        transport = function(r) return w.srv:handle(r) end, clock = w.clock }
+      assert(d:activate_all())
+      -- the same id with other keys
+      local other = cjson.encode { device_id = "POS-00C0FFEE",
+        zmk = hsm.tr31.wrap(kbpk, hsm.key.generate("AES_256", { usage = "K1", mode = "B", exportability = "E" }), { version = "D" }),
+        attestation_key = hsm.tr31.wrap(kbpk, dak, { version = "D" }) }
+      assert.same({ 409, "4090" }, { err_of(post(w, "/pos/devices", auth, other)) })
+      assert.same({ 400, "4000" }, { err_of(post(w, "/pos/devices", auth, '{"device_id":"POS-00C0FFEE"}')) })
+    end)
+  end)
+
+  describe("gzip", function()
+    it("round-trips and interoperates with gzip(1) both ways", function()
+      local text = P.iso8601(0) .. ("terminal parameters "):rep(200) .. "\0\1\2\255"
+      local gz = gzip.compress(text)
+      assert.is_true(#gz < #text / 4)
+      assert.equal(text, gzip.decompress(gz))
+      local tmp = os.tmpname()
+      local f = assert(io.open(tmp, "wb")) f:write(gz) f:close()
+      local p = io.popen("gzip -dc < " .. tmp)
+      assert.equal(text, p:read("a"))
+      p:close()
+      f = assert(io.open(tmp, "wb")) f:write(text) f:close()
+      p = io.popen("gzip -9c < " .. tmp)
+      local theirs = p:read("a")
+      p:close()
+      os.remove(tmp)
+      assert.equal(text, gzip.decompress(theirs))
+      assert.equal(gzip.compress(""), gzip.compress(""))
+      assert.equal("", gzip.decompress(gzip.compress("")))
+    end)
+
+    it("refuses corrupt input", function()
+      local gz = gzip.compress("hello hello hello")
+      assert.is_nil(gzip.decompress("nope"))
+      assert.is_nil(gzip.decompress(gz:sub(1, -2)))
+      local bad = gz:sub(1, -9) .. string.pack("<I4", 0) .. gz:sub(-4)
+      local ok, msg = gzip.decompress(bad)
+      assert.is_nil(ok)
+      assert.matches("CRC", msg)
+    end)
+  end)
+end)
