@@ -57,16 +57,19 @@ bench: all
 # The simulators over HTTPS (their own server process, wrk and the Lua client).
 bench-http: all
 	@$(LUA) bench/gateway_http.lua
+	@$(LUA) bench/pos_http.lua
 
 # The API reference generated from the source comments.
 docs:
 	@$(LUA) tools/apidoc.lua > docs/API-reference.md
 	@$(LUA) tools/bad_input_table.lua > docs/bad-input.md
 
-# Load: 64 concurrent keep-alive TLS connections for 4 rounds; fails on any error response
-# or on server memory growth after the warm-up round.
+# Load: the gateway under 64 concurrent keep-alive TLS connections and the POS server under
+# 16 device processes, 4 rounds each; fails on any error response or on server memory
+# growth after the warm-up round.
 load: all
 	@$(LUA) bench/load.lua
+	@$(LUA) bench/load_pos.lua
 
 # ---- the whole spec suite under AddressSanitizer + UBSan -------------------------
 # The modules are built into build-asan/ with the sanitizers; lua5.4 itself is not, so

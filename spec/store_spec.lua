@@ -396,3 +396,21 @@ describe("store", function()
     end)
   end
 end)
+
+describe("memory store", function()
+  it("sweeps expired entries that are never read again (no growth from short-lived keys)", function()
+    local t = 0
+    local s = require("payhsm.store.memory").new { clock = function() return t end }
+    s:put("keep", "v")
+    for i = 1, 5000 do
+      s:put("nonce:" .. i, "1", 10)
+      t = t + 1 -- each nonce outlives only the next ten writes
+    end
+    local n = 0
+    for _ in pairs(s.data) do n = n + 1 end
+    assert.is_true(n < 5000 - 4000 + 20, "entries left: " .. n)
+    assert.equal("v", s:get("keep"))
+    assert.equal("1", s:get("nonce:5000"))
+  end)
+end)
+

@@ -34,10 +34,23 @@ function Store:get(key)
   return self:_live(key)
 end
 
+-- Expired entries are dropped when read, and in a sweep every 4096 writes with a TTL, so
+-- a long-running process holding short-lived entries (tokens, nonces) does not grow.
+function Store:_sweep()
+  local now = self.clock()
+  for k, e in pairs(self.expires) do
+    if now >= e then self.data[k], self.expires[k] = nil, nil end
+  end
+end
+
 function Store:put(key, value, ttl)
   assert(type(key) == "string" and type(value) == "string", "store: key and value must be strings")
   self.data[key] = value
   self.expires[key] = ttl and (self.clock() + ttl) or nil
+  if ttl then
+    self.ttl_writes = (self.ttl_writes or 0) + 1
+    if self.ttl_writes % 4096 == 0 then self:_sweep() end
+  end
 end
 
 function Store:delete(key)
