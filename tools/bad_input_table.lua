@@ -9,8 +9,9 @@ local function cell(s) return (tostring(s):gsub("|", "\\|")) end
 
 local out = {
   "Every class of bad input the specs try, per module, and what it gets: library calls return",
-  "`nil, message, CODE` (verifications `false, message, CODE`), gateway requests an HTTP status",
-  "and `error.code`; misuse (an argument no caller should pass) raises. Generated from",
+  "`nil, message, CODE` (verifications `false, message, CODE`); requests to the HTTP services",
+  "(gateway, POS, multi-use public keys) an HTTP status and error code; misuse (an argument no",
+  "caller should pass) raises. Generated from",
   "`spec/support/bad_input.lua` by `tools/bad_input_table.lua`; `spec/bad_input_spec.lua` walks it.",
   "",
   "| module | input | result code |",

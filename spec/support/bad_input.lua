@@ -209,6 +209,22 @@ M.rows = {
   { "mupk HTTP", "transaction: key revoked", [[mupk_pay{revoked = true}]], 422, "1021" },
   { "mupk HTTP", "unknown path", [[mupk_request("GET", "/security/v1/nothing")]], 404, "404" },
 
+  -- ---- pos HTTP (status, error.code) ---------------------------------------------------
+  { "pos HTTP", "keys: no Authorization", [[pos_keys(nil)]], 401, "4001" },
+  { "pos HTTP", "keys: Bearer instead of Attestation", [[pos_keys("Bearer")]], 401, "4001" },
+  { "pos HTTP", "keys: unknown token", [[pos_keys("unknown")]], 401, "4001" },
+  { "pos HTTP", "keys: token of another device", [[pos_keys("other device")]], 401, "4001" },
+  { "pos HTTP", "keys: token after 5 minutes", [[pos_keys("expired")]], 401, "4001" },
+  { "pos HTTP", "keys: malformed X-Device-Id", [[pos_keys("bad device id")]], 401, "4001" },
+  { "pos HTTP", "charge: HMAC signature altered", [[pos_signed{signature = true}]], 401, "4003" },
+  { "pos HTTP", "charge: body altered after signing", [[pos_signed{body_changed = true}]], 401, "4003" },
+  { "pos HTTP", "charge: nonce replayed", [[pos_signed{replay = true}]], 401, "4004" },
+  { "pos HTTP", "charge: time stamp 10 minutes old", [[pos_signed{old = true}]], 401, "4004" },
+  { "pos HTTP", "charge: envelope not under the MSK", [[pos_signed{foreign_envelope = true}]], 422, "4220" },
+  { "pos HTTP", "charge: payload without request_id", [[pos_signed{no_request_id = true}]], 400, "4000" },
+  { "pos HTTP", "refund of an unknown charge", [[pos_signed{path = "/pos/charge/ch_unknown/refund"}]], 404, "4041" },
+  { "pos HTTP", "unknown path", [[pos_request("GET", "/pos/nothing")]], 404, "4040" },
+
   -- ---- gateway HTTP (status, error.code) ---------------------------------------------
   { "gateway HTTP", "no Authorization header", [[request("GET", PATHS.keys .. "X", nil, false)]], 401, "401" },
   { "gateway HTTP", "wrong Basic password", [[request("GET", PATHS.keys .. "X", nil, "integrator:nope")]], 401, "401" },
@@ -418,6 +434,69 @@ function M.env()
       source = { sourceType = "PaymentCard", encryptionData = ed } })
     now = saved
     return resp
+  end
+
+
+  -- ---- the POS host, in process, with one activated device --------------------------
+  local pos = require "payhsm.pos.server"
+  local P = require "payhsm.pos.protocol"
+  local device_mod = require "payhsm.pos.device"
+  local memory = require "payhsm.store.memory"
+  local pnow = 1767225600 -- 2026-01-01T00:00:00Z
+  local pclock = function() return pnow end
+  local pzmk, pdak = hex(32, "pos ZMK"), hex(32, "pos attestation key")
+  local pzmk2, pdak2 = hex(32, "pos ZMK 2"), hex(32, "pos attestation key 2")
+  local psrv = pos.new { clock = pclock, store = memory.new { clock = pclock },
+    storage_key = { hex = hex(32, "pos LMK") },
+    devices = { { device_id = "POS-0BAD1A01", zmk = pzmk, attestation_key = pdak },
+                { device_id = "POS-0BAD1A02", zmk = pzmk2, attestation_key = pdak2 } } }
+  local function pdevice(id, zmk, dak)
+    return device_mod.new { device_id = id, clock = pclock,
+      zmk = hsm.key.import("AES_256", zmk, { usage = "K1", mode = "B" }),
+      attestation_key = hsm.key.import("HMAC_SHA256", dak, { usage = "M7", mode = "C" }),
+      transport = function(req) return psrv:handle(req) end }
+  end
+  local pd = pdevice("POS-0BAD1A01", pzmk, pdak)
+  assert(pd:activate_all())
+  function env.pos_request(method, path, headers, body)
+    return psrv:handle { method = method, path = path, headers = headers or {}, body = body or "" }
+  end
+  --- pos_keys(how): POST /pos/keys with a token spoiled as named.
+  function env.pos_keys(how)
+    local d = pdevice("POS-0BAD1A01", pzmk, pdak)
+    local token = d:attest()
+    local h = { [P.H.device] = "POS-0BAD1A01", authorization = "Attestation " .. token }
+    if how == nil then h.authorization = nil
+    elseif how == "Bearer" then h.authorization = "Bearer " .. token
+    elseif how == "unknown" then h.authorization = "Attestation att_" .. ("0"):rep(32)
+    elseif how == "other device" then h[P.H.device] = "POS-0BAD1A02"
+    elseif how == "bad device id" then h[P.H.device] = "pos-0bad1a01"
+    elseif how == "expired" then pnow = pnow + 301 end
+    local resp = env.pos_request("POST", P.PATHS.keys, h)
+    if how == "expired" then pnow = pnow - 301 end
+    return resp
+  end
+  local seen_nonce
+  --- pos_signed{...}: a signed MSK-protected request from the activated device (a charge
+  -- envelope by default), spoiled as asked.
+  function env.pos_signed(o)
+    local path = o.path or P.PATHS.charge
+    local body = hsm.envelope.encode(hsm.envelope.seal(o.foreign_envelope and k.aes_d0 or pd.keys.msk,
+      cjson.encode { request_id = o.no_request_id and nil or ("req-" .. hsm.random(8)), amount = 100,
+        currency = "EUR" }))
+    local ks = pd.key_set.key_set_id
+    local ts = P.iso8601(pnow - (o.old and 600 or 0))
+    local nonce = o.replay and (seen_nonce or hsm.random(16)) or hsm.random(16)
+    local sig = hsm.hmac(pd.keys.mac, P.request_signing_string("POST", path, pd.device_id, ks, ts, nonce, body))
+    if o.signature then sig = (sig:sub(1, 1) == "0" and "1" or "0") .. sig:sub(2) end
+    if o.body_changed then body = body:gsub("CBC", "cbc", 1) end
+    local h = { [P.H.device] = pd.device_id, [P.H.key_set] = ks, [P.H.timestamp] = ts, [P.H.nonce] = nonce,
+      [P.H.signature] = sig }
+    if o.replay and not seen_nonce then
+      seen_nonce = nonce
+      env.pos_request("POST", path, h, body) -- the first use
+    end
+    return env.pos_request("POST", path, h, body)
   end
 
   -- ---- the gateway, in process (the handler `bin/payhsm serve gateway` runs) ----------
