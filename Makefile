@@ -99,7 +99,7 @@ test-valgrind: all
 	@$(VALGRIND) $(BUSTED) -o tools/summary.lua $(VALGRIND_SPECS)
 
 # ---- fuzzing (libFuzzer + AddressSanitizer + UBSan, clang from Debian) -------------
-FUZZ_TARGETS := tr31_parse tr31_unwrap pin_parse envelope_open rotation_restore hex
+FUZZ_TARGETS := tr31_parse tr31_unwrap pin_parse envelope_open rotation_restore hex rsa_public rsa_open
 FUZZ_TIME    ?= 60
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -I/usr/include/lua5.4 -Icsrc

@@ -48,6 +48,19 @@ static const struct { const char *name, *code; } targets[] = {
    "local m = core.key.import('HMAC_SHA256', ('22'):rep(32))\n"
    "return function(d) core.envelope.open(k, d)\n"
    "  pcall(core.envelope.open, k, d, {mac_key = m, hmac = d:sub(1, 64)}) end"},
+  {"rsa_public",
+   "local kek = core.key.import('AES_256', ('33'):rep(32))\n"
+   "return function(d) local h = d:gsub('.', function(c) return ('%02X'):format(c:byte()) end)\n"
+   "  local p = core.rsa.public(h) if p then core.rsa.seal(p, 'x') end\n"
+   "  core.rsa.unwrap(kek, h) end"},
+  {"rsa_open",
+   "local priv = core.rsa.generate(2048)\n"
+   "local good = core.rsa.seal(priv, 'card data', 'aad')\n"
+   "return function(d) local h = d:gsub('.', function(c) return ('%02X'):format(c:byte()) end)\n"
+   "  local n = #d > 0 and d:byte(1) % 4 or 0\n"
+   "  local t = {encrypted_key = good.encrypted_key, iv = good.iv, ciphertext = good.ciphertext, tag = good.tag}\n"
+   "  t[({'encrypted_key', 'iv', 'ciphertext', 'tag'})[n + 1]] = h:sub(3)\n"
+   "  core.rsa.open(priv, t, 'aad') end"},
   {"rotation_restore", "return function(d) local s = core.rotation.restore(d) if s then s:snapshot() s:list() end end"},
   {"hex",
    "local k = core.key.import('AES_128', ('00'):rep(16))\n"
