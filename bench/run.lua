@@ -7,9 +7,10 @@ local lib = require "lib"
 
 local areas = { ... }
 if #areas == 0 then
-  for f in io.popen("ls bench/*.lua"):lines() do
-    local a = f:match("bench/(.-)%.lua$")
-    if a ~= "lib" and a ~= "run" then areas[#areas + 1] = a end
+  -- the areas are those with a C baseline (bench/c/<area>.c); the other scripts in bench/
+  -- (gateway_http, pos_http, load, load_pos) drive servers and run on their own
+  for f in io.popen("ls bench/c/*.c"):lines() do
+    areas[#areas + 1] = f:match("bench/c/(.-)%.c$")
   end
 end
 
