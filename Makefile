@@ -9,7 +9,8 @@ PKGS     := lua5.4 liblua5.4-dev libssl-dev lua-busted lua-cjson make gcc pkg-co
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual -Wstrict-prototypes \
             -Wmissing-prototypes -Wconversion -Wno-sign-conversion
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = $(CFLAGS) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -I/usr/include/lua5.4 -Icsrc
+LUA_INC  ?= /usr/include/lua5.4
+ALL_CFLAGS = $(CFLAGS) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -I$(LUA_INC) -Icsrc
 LDLIBS   := -lcrypto
 # payhsm.core is every csrc/*.c but the two modules that link other libraries:
 # payhsm.http (csrc/http.c, GNU libmicrohttpd) and payhsm.redis (csrc/redis.c, hiredis).

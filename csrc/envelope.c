@@ -60,6 +60,9 @@ static int envelope_seal(lua_State *L) {
   char *hex, hexstack[8192 + 32];
   int chunked = 0, r;
   luaL_Buffer b;
+#if LUA_VERSION_NUM < 502
+  memset(&b, 0, sizeof b); /* set up on one branch only (compat.h's sized buffer) */
+#endif
   if ((r = msk_check(L, k, fn, 1))) return r;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);

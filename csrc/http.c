@@ -38,6 +38,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "compat.h"
+
 #define SERVER_MT "payhsm.http.Server"
 
 typedef struct {

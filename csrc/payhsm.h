@@ -14,6 +14,8 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "compat.h" /* Lua 5.1 (and LuaJIT) to 5.4 */
+
 #include <openssl/evp.h>
 
 #define PAYHSM_KEY_MT "payhsm.Key"

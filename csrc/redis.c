@@ -27,6 +27,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "compat.h"
+
 #define REDIS_MT "payhsm.Redis"
 
 /* Arguments of one command held in C arrays on the stack when they fit. */
