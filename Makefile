@@ -21,7 +21,7 @@ CORE     := $(B)/payhsm/core.so
 MODULES  := $(if $(wildcard csrc/http.c),$(B)/payhsm/http.so) $(if $(wildcard csrc/redis.c),$(B)/payhsm/redis.so)
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps core test demo bench bench-http load docs clean fuzz test-asan test-valgrind
+.PHONY: all deps core test demo bench bench-http load docs clean fuzz test-asan test-valgrind test-compat
 all: deps
 	@$(MAKE) --no-print-directory core
 
@@ -82,6 +82,24 @@ test-asan: all
 	@LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(BUSTED) --cpath="./build-asan/?.so" -o tools/summary.lua
+
+# ---- other Luas a host might embed ------------------------------------------------
+# The C modules build with the same strict warnings against Lua 5.1, 5.2, 5.3 and LuaJIT
+# 2.1 (csrc/compat.h holds the differences). Lua 5.3 runs the whole spec suite; 5.1, 5.2
+# and LuaJIT run tools/compat_smoke.lua (known answers, round trips, refusals), since the
+# Lua layer and the specs use 5.3 syntax (integer and bitwise operators).
+COMPAT_PKGS := lua5.1 lua5.2 lua5.3 luajit liblua5.1-0-dev liblua5.2-dev liblua5.3-dev libluajit-5.1-dev
+
+test-compat: all
+	@sh tools/deps.sh $(COMPAT_PKGS)
+	@set -e; for v in 5.1 5.2 5.3 jit; do \
+	  inc=/usr/include/lua$$v; [ $$v = jit ] && inc=/usr/include/luajit-2.1; \
+	  $(MAKE) --no-print-directory -s B=build-$$v LUA_INC=$$inc core >/dev/null; done
+	@fail=0; for v in 5.1 5.2 jit; do \
+	  lua=lua$$v; [ $$v = jit ] && lua=luajit; \
+	  $$lua tools/compat_smoke.lua build-$$v || fail=1; done; \
+	lua5.3 /usr/bin/busted --cpath="./build-5.3/?.so" -o tools/summary.lua || fail=1; \
+	exit $$fail
 
 # ---- the whole spec suite under valgrind memcheck ----------------------------------
 # The busted process (Lua, payhsm.core/http/redis, OpenSSL, GnuTLS, libmicrohttpd) runs

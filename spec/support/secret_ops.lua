@@ -5,8 +5,11 @@
 -- which prints every value, to scan stdout and stderr:
 --   lua5.4 spec/support/secret_ops.lua
 -- Nothing here calls key:export(): that is the one way clear bytes are meant to leave.
-package.path = "./?.lua;./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
+if not package.loaded["spec.support.secret_ops"] and ... ~= "spec.support.secret_ops" then
+  -- run as a script: put payhsm on the path (in process, the spec's paths stand)
+  package.path = "./?.lua;./lua/?.lua;./lua/?/init.lua;" .. package.path
+  package.cpath = "./build/?.so;" .. package.cpath
+end
 local hsm = require "payhsm"
 local marked = require "spec.support.marked"
 
