@@ -29,12 +29,7 @@ local srv = serve.start("gateway", ([[{
   master_keys = { { label = "ZMK_PAN", key_type = "PAN", algorithm = "AES_256", hex = %q } },
 }]]):format(keys.path("server.pem"), keys.path("server.key"), db, ZMK))
 
-local function rss_kib()
-  local f = io.open("/proc/" .. srv.pid .. "/status")
-  local s = f:read("a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)"))
-end
+local rss_kib = srv.rss_kib
 
 -- request bodies: distinct session keys spread over 50 labels (duplicates only if a key
 -- comes round again while still held: 4000 keys over 50 labels of 3 slots never do)

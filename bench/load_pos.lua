@@ -41,12 +41,7 @@ local srv = serve.start("pos", ([[{
              cards = { %s } },
 }]]):format(db, ("5C"):rep(32), table.concat(dev_cfg, ", "), table.concat(cards, ", ")))
 
-local function rss_kib()
-  local f = io.open("/proc/" .. srv.pid .. "/status")
-  local s = f:read("a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)"))
-end
+local rss_kib = srv.rss_kib
 
 local function round(n)
   local outs = {}

@@ -95,6 +95,52 @@ function M.basic_auth_ok(header, users)
   return ok and type(want) == "string"
 end
 
+-- ---- UTC time stamps ("YYYY-MM-DDThh:mm:ssZ") -----------------------------------
+
+-- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return era * 146097 + doe - 719468
+end
+
+--- Seconds since the epoch -> "2025-12-13T14:25:30Z".
+function M.format_time(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
+end
+
+--- "2025-12-13T14:25:30Z" -> seconds since the epoch, or nil. opts.fraction accepts
+-- (and drops) fractional seconds ("…:30.250Z"); opts.leap accepts second 60.
+function M.parse_time(s, opts)
+  if type(s) ~= "string" then return nil end
+  opts = opts or {}
+  local y, mo, d, h, mi, se, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$")
+  if not y or not (rest == "Z" or (opts.fraction and rest:match("^%.%d*Z$"))) then return nil end
+  y, mo, d, h, mi, se = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(se)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or se > (opts.leap and 60 or 59) then return nil end
+  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se
+end
+
+-- ---- storage keys --------------------------------------------------------------------
+
+--- Records the CMAC check value of a service's local master key in its store under
+-- `name`, or, when the store already holds one, refuses (raises) a different key: a
+-- store written under one LMK cannot be read under another. `who` and `advice` shape
+-- the message.
+function M.check_storage_key(store, name, lmk, who, advice)
+  local kcv = lmk:kcv("CMAC")
+  local stored = store:get(name)
+  if stored == nil then
+    store:put(name, kcv)
+  elseif stored ~= kcv then
+    error(("%s: the store was written under another local master key (KCV %s, configured %s); %s"):format(who,
+      stored, kcv, advice), 0)
+  end
+end
+
 -- ---- JSON with field order -----------------------------------------------------
 -- Responses are written field by field in the order of the seed documents (lua-cjson
 -- 2.1 has neither ordered objects nor empty arrays). util.object{"a", 1, "b", 2} and

@@ -46,6 +46,8 @@ function M.start(system, config_text, opts)
     local st = read("/proc/" .. pid .. "/stat"):match("^%d+ %b() (%a)")
     return st ~= nil and st ~= "Z"
   end
+  -- resident set size of the server process, KiB (load benches watch it for growth)
+  function h.rss_kib() return tonumber(read("/proc/" .. pid .. "/status"):match("VmRSS:%s*(%d+)")) end
   function h.cleanup()
     os.remove(cfg) os.remove(log) os.remove(pidfile) os.remove(base)
   end

@@ -145,19 +145,8 @@ function M.new(cfg)
   self.gw_pin = gk.pin and import_key(gk.pin, "gateway_keys.pin", "P0")
     or hsm.key.derive(kdk, "AES_256", "payhsm gateway PIN key", "", { usage = "P0" })
   kdk:close()
-  self:_check_storage_key()
+  util.check_storage_key(self.store, "gw:lmk", self.lmk, "gateway", "refusing to start")
   return self
-end
-
-function Gateway:_check_storage_key()
-  local kcv = self.lmk:kcv("CMAC")
-  local stored = self.store:get("gw:lmk")
-  if stored == nil then
-    self.store:put("gw:lmk", kcv)
-  elseif stored ~= kcv then
-    error("gateway: the store was written under another local master key (KCV " .. stored ..
-      ", configured " .. kcv .. "); refusing to start", 0)
-  end
 end
 
 -- ---- responses ---------------------------------------------------------------------

@@ -79,27 +79,11 @@ local function refusal(name, detail) error({ refusal = name, detail = detail }, 
 
 -- ---- time ------------------------------------------------------------------------------
 
-local function days_from_civil(y, m, d) -- H. Hinnant's algorithm, proleptic Gregorian
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
 --- "YYYY-MM-DDThh:mm:ss[.fff]Z" -> epoch seconds (the fraction is dropped), or nil.
-function M.parse_time(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, se = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?%d*Z$")
-  if not y then return nil end
-  y, mo, d, h, mi, se = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(se)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or se > 59 then return nil end
-  return days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + se
-end
+function M.parse_time(s) return util.parse_time(s, { fraction = true }) end
 
 --- epoch seconds -> "YYYY-MM-DDThh:mm:ssZ" (the seed table's format)
-function M.format_time(t) return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) end
+M.format_time = util.format_time
 
 -- ---- construction ------------------------------------------------------------------------
 
@@ -130,14 +114,7 @@ function M.new(cfg)
   else
     self.lmk = hsm.key.generate("AES_256", { usage = "K0" })
   end
-  local kcv = self.lmk:kcv("CMAC")
-  local stored = self.store:get("mupk:lmk")
-  if stored == nil then
-    self.store:put("mupk:lmk", kcv)
-  elseif stored ~= kcv then
-    error("mupk: the store was written under another local master key (KCV " .. stored .. ", configured " ..
-      kcv .. "); configure storage_key; refusing to start", 0)
-  end
+  util.check_storage_key(self.store, "mupk:lmk", self.lmk, "mupk", "configure storage_key; refusing to start")
   return self
 end
 

@@ -2,6 +2,8 @@
 -- seeds/pos-keys-viopay.txt must agree on, in one place: paths, header names, the
 -- device id and token shapes, the HMAC signing strings, time stamps and the EMV
 -- transaction data an ARQC covers. docs/pos.md explains each choice.
+local util = require "payhsm.util"
+
 local M = {}
 
 M.PATHS = {
@@ -35,30 +37,11 @@ end
 
 -- ---- time ------------------------------------------------------------------------
 
--- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
 --- Seconds since the epoch -> "2025-12-13T14:25:30Z".
-function M.iso8601(t)
-  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
-end
+M.iso8601 = util.format_time
 
 --- "2025-12-13T14:25:30Z" -> seconds since the epoch, or nil.
-function M.parse_iso8601(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, se = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)Z$")
-  if not y then return nil end
-  y, mo, d, h, mi, se = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(se)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or se > 60 then return nil end
-  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se
-end
+function M.parse_iso8601(s) return util.parse_time(s, { leap = true }) end
 
 -- ---- signatures ------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ function M.new(cfg)
   end
   self.index_key = hsm.key.derive(kdk, "HMAC_SHA256", "payhsm pos store index", "", { usage = "M7", mode = "C" })
   kdk:close()
-  self:_check_storage_key()
+  util.check_storage_key(self.store, "pos:lmk", self.lmk, "pos", "configure that storage_key")
   local issuer = cfg.issuer or M.TEST_ISSUER
   self.issuer = {
     imk = import_key(issuer.imk, "TDES_2KEY", { usage = "E0" }, "issuer.imk"),
@@ -148,17 +148,6 @@ function M.new(cfg)
     dak:close()
   end
   return self
-end
-
-function Server:_check_storage_key()
-  local kcv = self.lmk:kcv("CMAC")
-  local stored = self.store:get("pos:lmk")
-  if stored == nil then
-    self.store:put("pos:lmk", kcv)
-  elseif stored ~= kcv then
-    error("pos: the store was written under another local master key (KCV " .. stored .. ", configured " ..
-      kcv .. "); configure that storage_key", 0)
-  end
 end
 
 function Server:_wrap_local(key)
