@@ -22,7 +22,8 @@ describe("embedding in lighttpd (mod_magnet)", function()
     local dir = os.tmpname()
     os.remove(dir)
     os.execute("mkdir -p " .. dir)
-    finally(function() if not os.getenv("KEEP") then os.execute("rm -rf " .. dir) end end)
+    local later = require("spec.support.defer")()
+    later(function() if not os.getenv("KEEP") then os.execute("rm -rf " .. dir) end end)
     local root = io.popen("pwd"):read("l")
     local db = dir .. "/gw.db"
     local conf = ([[return {
@@ -57,7 +58,7 @@ server.errorlog = %q
 server.pid-file = %q
 ]]):format(dir, port, dir .. "/gateway.magnet.lua", dir .. "/error.log", dir .. "/lighttpd.pid"))
     os.execute(("env -u LD_PRELOAD lighttpd -D -f %s/lighttpd.conf >%s/out.log 2>&1 &"):format(dir, dir))
-    finally(function()
+    later(function()
       local pf = io.open(dir .. "/lighttpd.pid")
       if pf then os.execute("kill " .. pf:read("a"):match("%d+")) pf:close() end
     end)

@@ -6,7 +6,7 @@ local function spawn(args)
   local portfile = os.tmpname()
   os.remove(portfile)
   local pidfile = portfile .. ".pid"
-  os.execute(("lua5.4 spec/support/serve_echo.lua %s %s & echo $! > %s"):format(portfile, args or "", pidfile))
+  os.execute(("lua5.4 spec/support/serve_echo.lua %s %s >/dev/null 2>&1 & echo $! > %s"):format(portfile, args or "", pidfile))
   local port
   for _ = 1, 200 do
     local f = io.open(portfile)
@@ -27,6 +27,7 @@ describe("http_client", function()
 
   it("keeps one connection alive across requests (plain HTTP)", function()
     local port, stop = spawn()
+    finally(stop)
     local c = client.new { host = "127.0.0.1", port = port }
     for i = 1, 20 do
       local r = assert(c:request { method = "POST", path = "/p" .. i, body = "b" .. i, headers = { ["X-Test"] = "t" } })
@@ -35,11 +36,11 @@ describe("http_client", function()
       assert.equal("POST", r.headers["x-echo"])
     end
     c:close()
-    stop()
   end)
 
   it("does mutual TLS, and fails clearly without the client certificate", function()
     local port, stop = spawn(("%s %s %s"):format(keys.path("server.pem"), keys.path("server.key"), keys.path("ca.pem")))
+    finally(stop)
     local c = client.new { host = "127.0.0.1", port = port, tls = { cafile = keys.path("ca.pem"),
       certificate = keys.path("client.pem"), key = keys.path("client.key") } }
     local r = assert(c:request { method = "GET", path = "/secure" })
@@ -54,7 +55,6 @@ describe("http_client", function()
     local r3, err3 = wrong_ca:request { method = "GET", path = "/" }
     assert.is_nil(r3)
     assert.matches("tls", err3)
-    stop()
   end)
 
   it("reports a refused connection", function()

@@ -126,7 +126,8 @@ describe("secrets", function()
     it("logs and stores no clear key: master keys, derived keys, session keys", function()
       local db = os.tmpname()
       local out = os.tmpname()
-      finally(function()
+      local later = require("spec.support.defer")()
+      later(function()
         for _, p in ipairs { db, db .. "-wal", db .. "-shm", db .. "-journal", out } do os.remove(p) end
       end)
       -- the keys the gateway derives from its config (local master key, its PAN and PIN keys)
@@ -147,7 +148,7 @@ describe("secrets", function()
           { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = %q },
         },
       }]]):format(db, ZMK_PAN, ZMK_PIN))
-      finally(function() srv.stop() srv.cleanup() end)
+      later(function() srv.stop() srv.cleanup() end)
 
       local c = require("payhsm.gateway.client").new {
         http = { host = "127.0.0.1", port = srv.port, timeout = 5 },

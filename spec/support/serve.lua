@@ -14,18 +14,26 @@ local function read(path)
 end
 M.read = read
 
+--- Removes the files start() made under base (config, log, pid, stdout, base itself).
+function M.remove_files(base)
+  for _, suffix in ipairs { ".cfg.lua", ".log", ".pid", ".out", "" } do os.remove(base .. suffix) end
+end
+
 --- config_text: Lua source of the config table (without "return"); listen should be
 -- "127.0.0.1:0" so the server picks a free port.
 function M.start(system, config_text, opts)
   opts = opts or {}
   local base = opts.base or os.tmpname()
-  local cfg, log, pidfile = base .. ".cfg.lua", base .. ".log", base .. ".pid"
+  local cfg, log, pidfile, out = base .. ".cfg.lua", base .. ".log", base .. ".pid", base .. ".out"
   local f = assert(io.open(cfg, "w"))
   f:write("return ", config_text, "\n")
   f:close()
   os.remove(log)
-  os.execute(("env -u LD_PRELOAD bin/payhsm serve %s --config %s 2>> %s & echo $! > %s"):format(system, cfg, log,
-    pidfile))
+  -- stdout goes to base.out (a redirection in the system word, as the secrets spec makes,
+  -- comes later and wins): a server left running must not hold the spec runner's stdout,
+  -- or whatever reads that pipe (tee in .ci/run) waits for it forever
+  os.execute(("env -u LD_PRELOAD bin/payhsm serve >> %s %s --config %s 2>> %s & echo $! > %s"):format(out, system,
+    cfg, log, pidfile))
   local pid = read(pidfile):match("%d+")
   local port
   for _ = 1, 250 do
@@ -48,9 +56,7 @@ function M.start(system, config_text, opts)
   end
   -- resident set size of the server process, KiB (load benches watch it for growth)
   function h.rss_kib() return tonumber(read("/proc/" .. pid .. "/status"):match("VmRSS:%s*(%d+)")) end
-  function h.cleanup()
-    os.remove(cfg) os.remove(log) os.remove(pidfile) os.remove(base)
-  end
+  function h.cleanup() M.remove_files(base) end
   return h
 end
 
