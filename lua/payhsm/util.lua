@@ -20,21 +20,24 @@ for i = 1, 64 do
   DEC[URL:byte(i)] = i - 1
 end
 
+-- Plain arithmetic on the 24-bit groups (no bitwise operators: this file runs on Lua
+-- 5.1, 5.2 and LuaJIT too): a, b, c are the three bytes of a group.
+local floor = math.floor
+
 local function encode(s, enc, pad)
   local out, n = {}, #s
   for i = 1, n - 2, 3 do
     local a, b, c = s:byte(i, i + 2)
-    local v = a * 65536 + b * 256 + c
-    out[#out + 1] = enc[v >> 18] .. enc[(v >> 12) & 63] .. enc[(v >> 6) & 63] .. enc[v & 63]
+    out[#out + 1] = enc[floor(a / 4)] .. enc[a % 4 * 16 + floor(b / 16)] .. enc[b % 16 * 4 + floor(c / 64)]
+      .. enc[c % 64]
   end
   local rest = n % 3
   if rest == 1 then
-    local v = s:byte(n) * 65536
-    out[#out + 1] = enc[v >> 18] .. enc[(v >> 12) & 63] .. (pad and "==" or "")
+    local a = s:byte(n)
+    out[#out + 1] = enc[floor(a / 4)] .. enc[a % 4 * 16] .. (pad and "==" or "")
   elseif rest == 2 then
     local a, b = s:byte(n - 1, n)
-    local v = a * 65536 + b * 256
-    out[#out + 1] = enc[v >> 18] .. enc[(v >> 12) & 63] .. enc[(v >> 6) & 63] .. (pad and "=" or "")
+    out[#out + 1] = enc[floor(a / 4)] .. enc[a % 4 * 16 + floor(b / 16)] .. enc[b % 16 * 4] .. (pad and "=" or "")
   end
   return table.concat(out)
 end
@@ -50,18 +53,21 @@ function M.b64decode(s)
   if type(s) ~= "string" then return nil end
   s = s:gsub("=+$", "", 1)
   if #s % 4 == 1 or s:find("=", 1, true) then return nil end
+  -- acc holds the `bits` (< 8) not yet emitted low bits, so it stays below 2^14
   local out, acc, bits = {}, 0, 0
   for i = 1, #s do
     local v = DEC[s:byte(i)]
     if not v then return nil end
-    acc = (acc << 6) | v
+    acc = acc * 64 + v
     bits = bits + 6
     if bits >= 8 then
       bits = bits - 8
-      out[#out + 1] = string.char((acc >> bits) & 255)
+      local low = 2 ^ bits
+      out[#out + 1] = string.char(floor(acc / low))
+      acc = acc % low
     end
   end
-  if acc & ((1 << bits) - 1) ~= 0 then return nil end
+  if acc ~= 0 then return nil end
   return table.concat(out)
 end
 
@@ -70,7 +76,8 @@ function M.hex_to_bin(h) return (h:gsub("..", function(x) return string.char(ton
 --- A random (version 4) UUID, lower case.
 function M.uuid()
   local h = core.random(16):lower()
-  local variant = ("89ab"):sub((tonumber(h:sub(17, 17), 16) & 3) + 1, (tonumber(h:sub(17, 17), 16) & 3) + 1)
+  local v = tonumber(h:sub(17, 17), 16) % 4 + 1
+  local variant = ("89ab"):sub(v, v)
   return ("%s-%s-4%s-%s%s-%s"):format(h:sub(1, 8), h:sub(9, 12), h:sub(14, 16), variant, h:sub(18, 20),
     h:sub(21, 32))
 end
@@ -100,10 +107,10 @@ end
 -- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
 local function days_from_civil(y, m, d)
   y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
+  local era = floor((y >= 0 and y or y - 399) / 400)
   local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  local doy = floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
   return era * 146097 + doe - 719468
 end
 

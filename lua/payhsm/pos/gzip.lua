@@ -1,4 +1,4 @@
---- gzip (RFC 1952) over DEFLATE (RFC 1951) in pure Lua 5.4, for the POS terminal
+--- gzip (RFC 1952) over DEFLATE (RFC 1951) in pure Lua (5.1 to 5.4, LuaJIT), for the POS terminal
 -- parameters ("inner gzip JSON"). Debian 12 ships no zlib binding for Lua 5.4 and the
 -- build links libcrypto only, so this small codec lives here:
 --   compress(s)   -> gzip bytes: DEFLATE with fixed Huffman codes and a greedy LZ77
@@ -6,20 +6,79 @@
 --   decompress(s) -> bytes | nil, message: the whole of DEFLATE (stored, fixed and
 --                    dynamic Huffman blocks), so it reads what gzip(1) or zlib write;
 --                    CRC-32 and ISIZE are checked.
+--
+-- Bit fields are handled with arithmetic (shifts as products and floor quotients of
+-- powers of two, masks as remainders), which every Lua reads the same; the one true bit
+-- operation, the XOR of CRC-32, comes from bxor below.
 local M = {}
+
+local floor, char, byte = math.floor, string.char, string.byte
+
+-- POW2[n] = 2^n as an integer on Lua 5.3+ (products of integers stay integers)
+local POW2 = { [0] = 1 }
+for n = 1, 32 do POW2[n] = POW2[n - 1] * 2 end
+
+-- XOR of two 32-bit unsigned values: the native operator on 5.3+ (compiled from text,
+-- so this file still parses on 5.1), bit32 on 5.2, LuaJIT's bit (made unsigned), or
+-- per-nibble arithmetic on plain 5.1.
+local bxor
+if _VERSION ~= "Lua 5.1" and _VERSION ~= "Lua 5.2" then
+  bxor = load("return function(a, b) return a ~ b end")()
+elseif bit32 then
+  bxor = bit32.bxor
+elseif type(jit) == "table" and pcall(require, "bit") then
+  local bit = require "bit"
+  bxor = function(a, b) return bit.bxor(a, b) % 4294967296 end
+else
+  local X = {}
+  for a = 0, 15 do
+    X[a] = {}
+    for b = 0, 15 do
+      local r, p, x, y = 0, 1, a, b
+      for _ = 1, 4 do
+        if x % 2 ~= y % 2 then r = r + p end
+        x, y, p = floor(x / 2), floor(y / 2), p * 2
+      end
+      X[a][b] = r
+    end
+  end
+  bxor = function(a, b)
+    local r, p = 0, 1
+    for _ = 1, 8 do
+      r = r + X[a % 16][b % 16] * p
+      a, b, p = floor(a / 16), floor(b / 16), p * 16
+    end
+    return r
+  end
+end
+
+-- little-endian unsigned integers of n bytes
+local function le(v, n)
+  local t = {}
+  for i = 1, n do t[i] = char(v % 256) v = floor(v / 256) end
+  return table.concat(t)
+end
+local function read_le(s, pos, n)
+  local v = 0
+  for i = n - 1, 0, -1 do v = v * 256 + byte(s, pos + i) end
+  return v
+end
 
 -- ---- CRC-32 (ISO 3309, reflected 0xEDB88320) ----------------------------------------
 local CRC = {}
 for i = 0, 255 do
   local c = i
-  for _ = 1, 8 do c = (c & 1 == 1) and (0xEDB88320 ~ (c >> 1)) or (c >> 1) end
+  for _ = 1, 8 do
+    local h = floor(c / 2)
+    c = (c % 2 == 1) and bxor(0xEDB88320, h) or h
+  end
   CRC[i] = c
 end
 
 function M.crc32(s, crc)
-  crc = (crc or 0) ~ 0xFFFFFFFF
-  for i = 1, #s do crc = CRC[(crc ~ s:byte(i)) & 0xFF] ~ (crc >> 8) end
-  return crc ~ 0xFFFFFFFF
+  crc = bxor(crc or 0, 0xFFFFFFFF)
+  for i = 1, #s do crc = bxor(CRC[bxor(crc % 256, byte(s, i))], floor(crc / 256)) end
+  return bxor(crc, 0xFFFFFFFF)
 end
 
 -- ---- length and distance code tables (RFC 1951 3.2.5) ---------------------------------
@@ -35,21 +94,21 @@ local DEXTRA = { 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 
 local function bit_writer()
   local out, acc, n = {}, 0, 0
   local w = {}
-  function w.bits(v, count) -- LSB first
-    acc = acc | (v << n)
+  function w.bits(v, count) -- LSB first; v < 2^count, acc < 2^n
+    acc = acc + v * POW2[n]
     n = n + count
     while n >= 8 do
-      out[#out + 1] = string.char(acc & 0xFF)
-      acc, n = acc >> 8, n - 8
+      out[#out + 1] = char(acc % 256)
+      acc, n = floor(acc / 256), n - 8
     end
   end
   function w.huff(code, len) -- Huffman codes go MSB first
     local r = 0
-    for _ = 1, len do r = (r << 1) | (code & 1); code = code >> 1 end
+    for _ = 1, len do r = r * 2 + code % 2; code = floor(code / 2) end
     w.bits(r, len)
   end
   function w.finish()
-    if n > 0 then out[#out + 1] = string.char(acc & 0xFF) end
+    if n > 0 then out[#out + 1] = char(acc % 256) end
     return table.concat(out)
   end
   return w
@@ -75,10 +134,9 @@ local function deflate_fixed(s)
   w.bits(1, 2) -- BTYPE 01: fixed Huffman
   local n, i = #s, 1
   local head, prev = {}, {}
-  local byte = string.byte
   local function insert(pos)
     if pos + 2 <= n then
-      local h = byte(s, pos) << 16 | byte(s, pos + 1) << 8 | byte(s, pos + 2)
+      local h = byte(s, pos) * 65536 + byte(s, pos + 1) * 256 + byte(s, pos + 2)
       prev[pos] = head[h]
       head[h] = pos
     end
@@ -86,7 +144,7 @@ local function deflate_fixed(s)
   while i <= n do
     local best_len, best_dist = 0, 0
     if i + 2 <= n then
-      local h = byte(s, i) << 16 | byte(s, i + 1) << 8 | byte(s, i + 2)
+      local h = byte(s, i) * 65536 + byte(s, i + 1) * 256 + byte(s, i + 2)
       local cand, tries = head[h], 32
       while cand and i - cand <= 32768 and tries > 0 do
         local len, max = 3, math.min(258, n - i + 1)
@@ -118,7 +176,7 @@ end
 --- gzip bytes of s (no file name, MTIME 0, OS 255 "unknown").
 function M.compress(s)
   assert(type(s) == "string", "gzip.compress(string)")
-  return "\31\139\8\0\0\0\0\0\0\255" .. deflate_fixed(s) .. string.pack("<I4I4", M.crc32(s), #s & 0xFFFFFFFF)
+  return "\31\139\8\0\0\0\0\0\0\255" .. deflate_fixed(s) .. le(M.crc32(s), 4) .. le(#s % 4294967296, 4)
 end
 
 -- ---- decompress ---------------------------------------------------------------------------
@@ -159,32 +217,32 @@ local CL_ORDER = { 16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1,
 local function inflate(s, pos)
   local acc, nbits = 0, 0
   local out, olen = {}, 0
-  local byte, char = string.byte, string.char
   local function need(k)
     while nbits < k do
       local b = byte(s, pos)
       if not b then error("gzip: truncated data", 0) end
       pos = pos + 1
-      acc = acc | (b << nbits)
+      acc = acc + b * POW2[nbits]
       nbits = nbits + 8
     end
   end
   local function bits(k)
     if k == 0 then return 0 end
     need(k)
-    local v = acc & ((1 << k) - 1)
-    acc, nbits = acc >> k, nbits - k
+    local p = POW2[k]
+    local v = acc % p
+    acc, nbits = floor(acc / p), nbits - k
     return v
   end
   local function decode(h)
     local code, first, index = 0, 0, 0
     for len = 1, 15 do
-      code = code | bits(1)
+      code = code + bits(1) -- code is even here: adding the bit sets its lowest bit
       local c = h.count[len]
       if code - c < first then return h.symbols[index + code - first] end
       index = index + c
-      first = (first + c) << 1
-      code = code << 1
+      first = (first + c) * 2
+      code = code * 2
     end
     error("gzip: bad Huffman code", 0)
   end
@@ -194,8 +252,8 @@ local function inflate(s, pos)
     if btype == 0 then
       acc, nbits = 0, 0 -- to the byte boundary
       if pos + 3 > #s then error("gzip: truncated stored block", 0) end
-      local len, nlen = string.unpack("<I2I2", s, pos)
-      if len ~ nlen ~= 0xFFFF then error("gzip: stored block length check", 0) end
+      local len, nlen = read_le(s, pos, 2), read_le(s, pos + 2, 2)
+      if len + nlen ~= 0xFFFF then error("gzip: stored block length check", 0) end -- NLEN = ~LEN
       pos = pos + 4
       if pos + len - 1 > #s then error("gzip: truncated stored block", 0) end
       for k = pos, pos + len - 1 do olen = olen + 1; out[olen] = byte(s, k) end
@@ -248,7 +306,8 @@ local function inflate(s, pos)
   until final == 1
   -- bytes -> string in slices (string.char takes a bounded number of arguments)
   local parts = {}
-  for k = 1, olen, 4096 do parts[#parts + 1] = char(table.unpack(out, k, math.min(k + 4095, olen))) end
+  local unpack = table.unpack or unpack
+  for k = 1, olen, 4096 do parts[#parts + 1] = char(unpack(out, k, math.min(k + 4095, olen))) end
   return table.concat(parts), pos
 end
 
@@ -258,17 +317,21 @@ function M.decompress(gz)
     return nil, "gzip: not a gzip member (magic, method 8)"
   end
   local flg, pos = gz:byte(4), 11
-  if flg & 0xE0 ~= 0 then return nil, "gzip: reserved flags set" end
-  if flg & 4 ~= 0 then pos = pos + 2 + string.unpack("<I2", gz, pos) end          -- FEXTRA
-  if flg & 8 ~= 0 then pos = (gz:find("\0", pos, true) or #gz) + 1 end            -- FNAME
-  if flg & 16 ~= 0 then pos = (gz:find("\0", pos, true) or #gz) + 1 end           -- FCOMMENT
-  if flg & 2 ~= 0 then pos = pos + 2 end                                          -- FHCRC
+  local function flag(bit) return floor(flg / bit) % 2 == 1 end
+  if flg >= 0x20 then return nil, "gzip: reserved flags set" end
+  if flag(4) then                                                                 -- FEXTRA
+    if pos + 1 > #gz then return nil, "gzip: truncated header" end
+    pos = pos + 2 + read_le(gz, pos, 2)
+  end
+  if flag(8) then pos = (gz:find("\0", pos, true) or #gz) + 1 end                -- FNAME
+  if flag(16) then pos = (gz:find("\0", pos, true) or #gz) + 1 end               -- FCOMMENT
+  if flag(2) then pos = pos + 2 end                                               -- FHCRC
   local ok, data, after = pcall(inflate, gz, pos)
   if not ok then return nil, data end
   if after + 7 > #gz then return nil, "gzip: missing trailer" end
-  local crc, size = string.unpack("<I4I4", gz, after)
+  local crc, size = read_le(gz, after, 4), read_le(gz, after + 4, 4)
   if crc ~= M.crc32(data) then return nil, "gzip: CRC-32 does not match" end
-  if size ~= #data & 0xFFFFFFFF then return nil, "gzip: ISIZE does not match" end
+  if size ~= #data % 4294967296 then return nil, "gzip: ISIZE does not match" end
   return data
 end
 
