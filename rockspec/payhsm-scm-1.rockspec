@@ -47,6 +47,7 @@ build = {
     ["payhsm.cli"] = "lua/payhsm/cli.lua",
     ["payhsm.commands"] = "lua/payhsm/commands.lua",
     ["payhsm.util"] = "lua/payhsm/util.lua",
+    ["payhsm.compat"] = "lua/payhsm/compat.lua",
     ["payhsm.server"] = "lua/payhsm/server.lua",
     ["payhsm.http_client"] = "lua/payhsm/http_client.lua",
     ["payhsm.store.memory"] = "lua/payhsm/store/memory.lua",

@@ -1,6 +1,7 @@
 --- The bin/payhsm command line: run, repl, serve, and one subcommand per core operation
 -- (lua/payhsm/commands.lua).
 local commands = require "payhsm.commands"
+local compat = require "payhsm.compat"
 local usage = [[
 usage: payhsm run FILE [ARGS...]              run a Lua 5.4 script with payhsm on the path
        payhsm repl                            interactive session with `hsm` preloaded
@@ -35,7 +36,7 @@ local function pretty(v, indent, seen)
   local inner, parts = indent .. "  ", {}
   for _, k in ipairs(keys) do
     local name = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or ("[" .. pretty(k, inner, seen) .. "]")
-    if math.type(k) == "integer" and k >= 1 and k <= #v then name = nil end
+    if compat.is_integral(k) and k >= 1 and k <= #v then name = nil end
     parts[#parts + 1] = inner .. (name and (name .. " = ") or "") .. pretty(v[k], inner, seen)
   end
   seen[v] = nil
@@ -57,11 +58,11 @@ local function repl()
   while true do
     io.write(buffer == "" and "hsm> " or "...> ")
     io.flush()
-    local line = io.read("l")
+    local line = io.read("*l")
     if not line then io.write("\n") break end
     buffer = buffer == "" and line or buffer .. "\n" .. line
-    local chunk, err = load("return " .. buffer, "=repl")
-    if not chunk then chunk, err = load(buffer, "=repl") end
+    local chunk, err = compat.load("return " .. buffer, "=repl")
+    if not chunk then chunk, err = compat.load(buffer, "=repl") end
     if chunk then
       buffer = ""
       show(select(2, xpcall(chunk, debug.traceback)))

@@ -8,6 +8,7 @@
 -- argument is `file:PATH` (hex, or `ALGORITHM:HEX`), `env:NAME`, or `-` (one line of stdin).
 local hsm = require "payhsm"
 local util = require "payhsm.util"
+local compat = require "payhsm.compat"
 
 local M = {}
 
@@ -26,12 +27,12 @@ local function read_secret(spec, what)
   if spec == "-" then
     if stdin_used then fail("CLI_USAGE", "only one secret can come from stdin") end
     stdin_used = true
-    text = io.read("l")
+    text = io.read("*l")
     check(text, what .. ": nothing on stdin", "CLI_INPUT")
   elseif spec:match("^file:") then
     local f, err = io.open(spec:sub(6), "rb")
     if not f then fail("CLI_INPUT", "%s: cannot read %s (%s)", what, spec:sub(6), tostring(err)) end
-    text = f:read("a")
+    text = f:read("*a")
     f:close()
   elseif spec:match("^env:") then
     text = os.getenv(spec:sub(5))
@@ -372,7 +373,7 @@ function M.main(name, args)
       io.stderr:write(("payhsm %s: unknown subcommand '%s' [CLI_USAGE]\n"):format(name, tostring(sub)))
       return 2
     end
-    args = { table.unpack(args, 2) }
+    args = { compat.unpack(args, 2) }
   end
   local ok, result = pcall(function()
     local opts = parse(args, cmd)

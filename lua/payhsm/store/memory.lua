@@ -12,6 +12,8 @@
 --   store:keys(prefix) -> array of keys starting with prefix (sorted)
 --   store:close()
 -- Time comes from opts.clock (seconds, default os.time) so scenarios can advance it.
+local compat = require "payhsm.compat"
+
 local M = {}
 local Store = {}
 Store.__index = Store
@@ -63,14 +65,14 @@ function Store:ttl(key)
 end
 
 function Store:update(key, fn)
-  local results = table.pack(fn(self:_live(key)))
+  local results = compat.pack(fn(self:_live(key)))
   local new = results[1]
   if new == nil then self:delete(key)
   else
     assert(type(new) == "string", "store: update must return a string or nil")
     self.data[key] = new
   end
-  return table.unpack(results, 2, results.n)
+  return compat.unpack(results, 2, results.n)
 end
 
 function Store:keys(prefix)

@@ -14,6 +14,7 @@
 -- new value, so fn must be free of side effects other than its results. A live key
 -- keeps its expiry across update (SET ... KEEPTTL, Redis 6.0 or later).
 local redis = require "payhsm.redis"
+local compat = require "payhsm.compat"
 
 local M = {}
 local Store = {}
@@ -65,7 +66,7 @@ end
 -- Whole seconds for EX, rounded up (a TTL never ends early).
 local function seconds(ttl)
   assert(type(ttl) == "number" and ttl > 0 and ttl < math.huge, "store: ttl must be a positive number of seconds")
-  return math.tointeger(math.ceil(ttl)) or error("store: ttl too large")
+  return compat.tointeger(math.ceil(ttl)) or error("store: ttl too large")
 end
 
 function Store:get(key)
@@ -102,7 +103,7 @@ function Store:update(key, fn)
   while true do
     self:_cmd("WATCH", k)
     local ok, r = pcall(function()
-      local r = table.pack(fn(self:_cmd("GET", k)))
+      local r = compat.pack(fn(self:_cmd("GET", k)))
       assert(r[1] == nil or type(r[1]) == "string", "store: update must return a string or nil")
       return r
     end)
@@ -117,7 +118,7 @@ function Store:update(key, fn)
       self:_cmd("SET", k, r[1], "KEEPTTL")
     end
     local done = self:_cmd("EXEC")
-    if done ~= nil then return table.unpack(r, 2, r.n) end
+    if done ~= nil then return compat.unpack(r, 2, r.n) end
   end
 end
 

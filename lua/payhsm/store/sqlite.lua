@@ -17,6 +17,7 @@
 -- Sharing: busy_timeout lets a second process wait for the write lock; update() runs
 -- in BEGIN IMMEDIATE ... COMMIT, so its read-modify-write is atomic across processes.
 local luasql = require "luasql.sqlite3"
+local compat = require "payhsm.compat"
 
 local M = {}
 local Store = {}
@@ -43,10 +44,10 @@ end
 
 -- Numbers into SQL: integers as such, other clock values with full precision.
 local function num(x)
-  if math.type(x) == "integer" then return ("%d"):format(x) end
   assert(type(x) == "number" and x == x and x ~= math.huge and x ~= -math.huge,
     "store: times must be finite numbers")
-  if x == math.floor(x) and math.abs(x) < 2^53 then return ("%d"):format(math.tointeger(x)) end
+  local i = compat.tointeger(x)
+  if i then return ("%d"):format(i) end
   return ("%.17g"):format(x)
 end
 
@@ -141,7 +142,7 @@ function Store:update(key, fn)
   self:_exec("BEGIN IMMEDIATE")
   local ok, results = pcall(function()
     local old, expires = self:_live(key)
-    local r = table.pack(fn(old))
+    local r = compat.pack(fn(old))
     local new = r[1]
     if new == nil then
       self:_exec("DELETE FROM kv WHERE k = " .. blob(key))
@@ -157,7 +158,7 @@ function Store:update(key, fn)
     if self.conn then self.conn:execute("ROLLBACK") end
     error(results, 0)
   end
-  return table.unpack(results, 2, results.n)
+  return compat.unpack(results, 2, results.n)
 end
 
 function Store:keys(prefix)
