@@ -52,7 +52,7 @@ static const struct { const char *name, *code; } targets[] = {
    "local kek = core.key.import('AES_256', ('33'):rep(32))\n"
    "return function(d) local h = d:gsub('.', function(c) return ('%02X'):format(c:byte()) end)\n"
    "  local p = core.rsa.public(h) if p then core.rsa.seal(p, 'x') end\n"
-   "  core.rsa.unwrap(kek, h) end"},
+   "  core.rsa.unwrap(kek, h) core.rsa.kwp_verify(kek, h, h:sub(1, 32)) end"},
   {"rsa_open",
    "local priv = core.rsa.generate(2048)\n"
    "local good = core.rsa.seal(priv, 'card data', 'aad')\n"

@@ -29,6 +29,22 @@ local GCM = {
     tag = "76FC6ECE0F4E1768CDDF8853BB2D551B" },
 }
 
+-- A PKCS#8 PrivateKeyInfo DER (hex) made outside payhsm, by the openssl command line.
+local pkcs8_hex
+local function pkcs8_der()
+  if pkcs8_hex then return pkcs8_hex end
+  local path = os.tmpname()
+  assert(os.execute("env -u LD_PRELOAD openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 2>/dev/null" ..
+    " | env -u LD_PRELOAD openssl pkcs8 -topk8 -nocrypt -outform DER -out " .. path), "openssl genpkey")
+  local f = assert(io.open(path, "rb"))
+  local bin = f:read("*a")
+  f:close()
+  os.remove(path)
+  pkcs8_hex = (bin:gsub(".", function(c) return ("%02X"):format(c:byte()) end))
+  return pkcs8_hex
+end
+local function util_bin(hex) return (hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)) end
+
 local priv, kek -- one 2048-bit key for the suite (generation costs ~50 ms)
 setup(function()
   priv = rsa.generate()
@@ -37,33 +53,45 @@ end)
 
 local function flip(hex, i)
   i = i or 1
-  local c = tonumber(hex:sub(i, i), 16) ~ 1
+  local d = tonumber(hex:sub(i, i), 16)
+  local c = d % 2 == 0 and d + 1 or d - 1 -- the low bit flipped
   return hex:sub(1, i - 1) .. ("%X"):format(c) .. hex:sub(i + 1)
 end
 
 describe("rsa", function()
-  describe("kwp_wrap() / kwp_unwrap()", function()
-    it("gives the RFC 5649 section 6 answers", function()
+  describe("kwp_wrap() / kwp_verify()", function()
+    it("gives the RFC 5649 section 6 answers (wrap compared, unwrap checked inside C)", function()
       local k = core.key.import("AES_192", KWP.kek, { usage = "K0" })
       for _, v in ipairs(KWP) do
         assert.equal(v.wrapped, rsa.kwp_wrap(k, v.key))
-        assert.equal(v.key, rsa.kwp_unwrap(k, v.wrapped:lower()))
+        assert.is_true(rsa.kwp_verify(k, v.wrapped:lower(), v.key))
       end
     end)
-    it("refuses altered data and a wrong KEK", function()
+    it("refuses altered data, a wrong KEK and another plaintext", function()
       local k = core.key.import("AES_192", KWP.kek, { usage = "K0" })
-      local _, msg, code = rsa.kwp_unwrap(k, flip(KWP[1].wrapped, 40))
+      local ok, msg, code = rsa.kwp_verify(k, flip(KWP[1].wrapped, 40), KWP[1].key)
+      assert.is_false(ok)
       assert.equal("KWP_UNWRAP", code)
-      assert.matches("^rsa.kwp_unwrap: ", msg)
+      assert.matches("^rsa.kwp_verify: ", msg)
       local other = core.key.generate("AES_192", { usage = "K0" })
-      assert.equal("KWP_UNWRAP", select(3, rsa.kwp_unwrap(other, KWP[1].wrapped)))
-      assert.equal("BAD_LENGTH", select(3, rsa.kwp_unwrap(k, "0011223344556677")))
-      assert.equal("BAD_HEX", select(3, rsa.kwp_unwrap(k, "XY")))
+      assert.equal("KWP_UNWRAP", select(3, rsa.kwp_verify(other, KWP[1].wrapped, KWP[1].key)))
+      assert.equal("KWP_MISMATCH", select(3, rsa.kwp_verify(k, KWP[1].wrapped, flip(KWP[1].key))))
+      assert.equal("KWP_MISMATCH", select(3, rsa.kwp_verify(k, KWP[1].wrapped, KWP[2].key)))
+      assert.equal("BAD_LENGTH", select(3, rsa.kwp_verify(k, "0011223344556677", "00")))
+      assert.equal("BAD_HEX", select(3, rsa.kwp_verify(k, "XY", "00")))
+      assert.equal("BAD_HEX", select(3, rsa.kwp_verify(k, KWP[1].wrapped, "0")))
+      assert.is_false((rsa.kwp_verify(k, "XY", "00")))
     end)
     it("raises for a non-AES KEK and refuses a KEK of the wrong usage", function()
       assert.has_error(function() rsa.kwp_wrap(core.key.generate("TDES_3KEY"), "00") end)
       local d0 = core.key.generate("AES_256", { usage = "D0" })
       assert.equal("KEY_USAGE", select(3, rsa.kwp_wrap(d0, "0011")))
+      local ok, _, code = rsa.kwp_verify(d0, KWP[2].wrapped, KWP[2].key)
+      assert.is_false(ok)
+      assert.equal("KEY_USAGE", code)
+    end)
+    it("has no unwrap that returns bytes (issue 6: private keys never leave C in clear)", function()
+      assert.is_nil(rsa.kwp_unwrap)
     end)
   end)
 
@@ -147,9 +175,45 @@ describe("rsa", function()
       assert.equal("RSA_UNWRAP", select(3, rsa.unwrap(kek, w:sub(1, 32))))
       assert.equal("BAD_HEX", select(3, rsa.unwrap(kek, "ZZ")))
     end)
-    it("wraps a KWP of the PKCS#8 DER (unwrappable by the primitive)", function()
-      local der = rsa.kwp_unwrap(kek, priv:wrap(kek))
+    it("wraps exactly KWP(PKCS#8 PrivateKeyInfo DER), RFC 5208 / RFC 5649", function()
+      -- an outside key: PKCS#8 DER from the openssl command line, brought in by KWP
+      local der = pkcs8_der()
       assert.matches("^30820%x%x%x020100300D06092A864886F70D0101010500", der) -- PrivateKeyInfo v0, rsaEncryption
+      local w = rsa.kwp_wrap(kek, der)
+      local k = assert(rsa.unwrap(kek, w))
+      assert.equal(w, k:wrap(kek)) -- KWP is deterministic: the same DER inside
+      assert.is_true(rsa.kwp_verify(kek, k:wrap(kek), der))
+      assert.equal("KWP_MISMATCH", select(3, rsa.kwp_verify(kek, priv:wrap(kek), der)))
+    end)
+    it("no core.rsa function returns the clear PKCS#8 of a wrapped key", function()
+      local der = pkcs8_der()
+      local w = rsa.kwp_wrap(kek, der)
+      local k = assert(rsa.unwrap(kek, w))
+      local probe = der:sub(-64) -- the last 32 bytes: inside qInv, private
+      local function leaks(...)
+        for i = 1, select("#", ...) do
+          local v = select(i, ...)
+          if type(v) == "string" and (v:upper():find(probe, 1, true) or v:find(util_bin(probe), 1, true)) then
+            return true
+          end
+          if type(v) == "table" then
+            for _, x in pairs(v) do if type(x) == "string" and x:upper():find(probe, 1, true) then return true end end
+          end
+        end
+        return false
+      end
+      local tried = 0
+      for name, fn in pairs(rsa) do
+        for _, args in ipairs { { kek, w }, { kek, w, der }, { k }, { k, kek }, { w }, { kek, w, "" } } do
+          tried = tried + 1
+          assert.is_false(leaks(select(2, pcall(fn, (table.unpack or unpack)(args, 1, 3)))), name)
+        end
+      end
+      for _, meth in ipairs { "public_der", "public", "wrap", "bits" } do
+        assert.is_false(leaks(select(2, pcall(k[meth], k, kek))), meth)
+      end
+      assert.is_false(leaks(tostring(k)))
+      assert.is_true(tried > 40)
     end)
   end)
 
