@@ -4,7 +4,10 @@
 -- order checking every KCV, fetches its config and terminal parameters, activates, and
 -- takes a chip payment that it then refunds, and another that it cancels. Then the
 -- failure runs: a token after 5 simulated minutes, a wrong device id, a tampered
--- envelope, a bad HMAC, a wrong KCV, a replay and an expired key set.
+-- envelope, a bad HMAC, a wrong KCV, a replay. Then the key set's renewal before expiry
+-- (simulated time moves to 30 days before expires_at; the device renews before its next
+-- charge), a set delivered already expired, and an expired set (4006) on a terminal
+-- that does not renew on its own.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local cjson = require "cjson"
@@ -141,12 +144,40 @@ dev.keys.mac = mac
 -- a replay of a signed request
 assert(dev:fetch_config())
 refused("replayed request", "4004", dev:replay_last())
--- the key set expires
-now = now + 365 * 86400
+
+step("Key set renewal: the device renews on its own before expiry")
+local margin = dev:renew_margin()
+show("expires_at / renew_before_seconds", P.iso8601(dev.key_set.expires_at) .. " / " .. margin)
+local before = dev.key_set.key_set_id
+now = dev.key_set.expires_at - margin -- simulated time: 30 days before expiry
+local seen = {}
+dev.transport = function(req)
+  local r = real(req)
+  seen[#seen + 1] = ("%s %d"):format(req.path, r.status)
+  return r
+end
+local ch3 = assert(dev:charge { amount = 4200, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
+dev.transport = real
+show("clock", P.iso8601(now))
+show("requests for one charge", table.concat(seen, ", "))
+show("key set", before .. " -> " .. dev.key_set.key_set_id .. " until " .. P.iso8601(dev.key_set.expires_at))
+show("charge under the new key set", ch3.status .. " " .. ch3.response_code)
+assert(dev.renewals == 1 and dev.key_set.key_set_id ~= before and ch3.status == "approved")
+assert(seen[3] == "/pos/keys 200" and seen[4] == "/pos/charge 200" and #seen == 4, "renewal before the charge")
+
+step("Failure runs: key set expiry")
+-- a key set delivered after its expires_at is not installed
+local stale = cjson.decode(transport { method = "POST", path = P.PATHS.keys,
+  headers = { authorization = "Attestation " .. assert(late:attest()), ["x-device-id"] = "POS-1234ABCD" } }.body)
+now = P.parse_iso8601(stale.key_set.expires_at)
+refused("set already expired on delivery", "KEY_SET_EXPIRED", late:install(stale))
+-- a terminal that does not renew on its own gets 4006 once the set has expired
+dev.auto_renew = false
+now = dev.key_set.expires_at
 refused("envelope under an expired key set", "4006", dev:fetch_config())
 local fresh = assert(dev:ensure_keys())
 show("new key set downloaded", fresh.key_set_id .. " until " .. P.iso8601(fresh.expires_at))
-local ch3 = assert(dev:charge { amount = 4200, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
-show("charge under the new key set", ch3.status .. " " .. ch3.response_code)
-assert(ch3.status == "approved")
+local ch4 = assert(dev:charge { amount = 1800, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
+show("charge under the new key set", ch4.status .. " " .. ch4.response_code)
+assert(ch4.status == "approved")
 print("POS activation scenario: all steps and refusals as expected")

@@ -89,6 +89,9 @@ describe("payhsm serve pos", function()
     local _, _, code = d:refund(ch.charge_id)
     assert.equal("4091", code)
     local ch2 = assert(d:charge { amount = 300, card = c, pin = "1234" })
+    -- the answer is lost and the terminal sends the same charge again: the same charge comes back
+    local again = assert(d:retry_last())
+    assert.same({ ch2.charge_id, ch2.authorization_code }, { again.charge_id, again.authorization_code })
     assert.equal("cancelled", (assert(d:cancel(ch2.charge_id))).status)
     _, _, code = d:replay_last()
     assert.equal("4004", code)
@@ -123,6 +126,9 @@ describe("payhsm serve pos", function()
     assert(d:attest())
     code = curl(("-X POST -H 'Authorization: Attestation %s' -H 'X-Device-Id: POS-00000000' %s"):format(d.token, url))
     assert.equal("401", code)
+    -- the scheme is case-insensitive (RFC 7235 2.1)
+    code, body = curl(("-X POST -H 'Authorization: attestation %s' -H 'X-Device-Id: %s' %s"):format(d.token, DEV, url))
+    assert.equal("200", code, body)
     set_offset(offset, 299)
     assert(d:download_keys())
     set_offset(offset, 300)
@@ -156,6 +162,21 @@ describe("payhsm serve pos", function()
     conn:close()
     -- both processes serve the key set b issued
     assert(db:fetch_config())
+    -- per-request entries expire by Redis's TTL: a nonce while its time stamp is accepted
+    -- (at most 2 * 300 + 1 s), a request_id for a day
+    assert(db:fetch_terminal_parameters())
+    assert(db:activate())
+    assert(db:charge { amount = 100, card = card(), pin = "1234", request_id = "req-redis-0001" })
+    conn = require("payhsm.redis").connect("127.0.0.1", port, 1000)
+    local nonces = conn:command("KEYS", "pos-spec:pos:nonce:*")
+    assert.equal(4, #nonces)
+    for _, k in ipairs(nonces) do
+      ttl = conn:command("TTL", k)
+      assert.is_true(ttl > 0 and ttl <= 601, tostring(ttl))
+    end
+    ttl = conn:command("TTL", "pos-spec:pos:req:" .. DEV .. ":req-redis-0001")
+    assert.is_true(ttl > 86390 and ttl <= 86400, tostring(ttl))
+    conn:close()
     da.keys, da.key_set = db.keys, db.key_set
     assert(da:fetch_config())
     db.keys = nil

@@ -1,7 +1,8 @@
 -- The POS host (lua/payhsm/pos/server.lua) and device (lua/payhsm/pos/device.lua) driven
 -- as pure handlers with a simulated clock. Source: seeds/pos-keys-viopay.txt (POST
 -- /pos/keys response field for field, the 401 body, the key hierarchy and install order,
--- the MSK-protected endpoint table); the rest is docs/pos.md's design.
+-- the MSK-protected endpoint table); the rest is the design in README.md's section "POS
+-- terminal activation and payments".
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local cjson = require "cjson"
@@ -17,6 +18,8 @@ local ZMK2 = ("C3"):rep(32)
 local DAK2 = ("D4"):rep(32)
 local DEV, DEV2 = "POS-8F3A2C91", "POS-0BADCAFE"
 local T0 = 1765635930 -- 2025-12-13T14:25:30Z, the seed's issued_at
+-- key set ids: the seed's "ks-2025-01" with the device's 8 hex digits (globally unique)
+local KS1, KS2 = "ks-2025-8F3A2C91-01", "ks-2025-8F3A2C91-02"
 
 local function new_world(extra)
   local now = T0
@@ -146,13 +149,13 @@ describe("pos", function()
         "key_block", "usage", "mac", "key_id", "key_block", "usage", "verification", "kcv", "tmk", "kek",
         "msk", "tpk", "tdk", "mac" }, order)
       local doc = cjson.decode(resp.body)
-      assert.same({ key_set_id = "ks-2025-01", issued_at = "2025-12-13T14:25:30Z",
+      assert.same({ key_set_id = KS1, issued_at = "2025-12-13T14:25:30Z",
         expires_at = "2026-12-13T14:25:30Z" }, doc.key_set)
       assert.same({ format = "TR31", encryption = "AES-256", wrapped_under = "kek" }, doc.transport)
       local usage = { tmk = "key-encryption", kek = "key-encryption", msk = "data-encryption",
         tpk = "pin-encryption", tdk = "data-encryption", mac = "message-authentication" }
       for name, u in pairs(usage) do
-        assert.equal(name .. "-2025-01", doc.keys[name].key_id)
+        assert.equal(name .. "-2025-8F3A2C91-01", doc.keys[name].key_id)
         assert.equal(u, doc.keys[name].usage)
         assert.matches("^%x%x%x%x%x%x$", doc.verification.kcv[name])
         local h = hsm.tr31.parse(util.b64decode(doc.keys[name].key_block))
@@ -202,7 +205,7 @@ describe("pos", function()
       end
       assert.equal(18, n)
       local second = w.device() second:attest()
-      assert.equal("ks-2025-03", (assert(second:download_keys())).key_set_id)
+      assert.equal("ks-2025-8F3A2C91-03", (assert(second:download_keys())).key_set_id)
     end)
 
     it("refuses every bad attestation with 401 and the seed's error body", function()
@@ -231,6 +234,43 @@ describe("pos", function()
         assert.matches('^{"error":{"code":"4001","message":', resp.body)
         assert.equal('Attestation realm="pos"', resp.headers["WWW-Authenticate"])
       end
+    end)
+
+    it("accepts the Attestation scheme in any case (RFC 7235 2.1) and still refuses Bearer", function()
+      local w = new_world()
+      local d = w.device()
+      local token = d:attest()
+      for _, scheme in ipairs { "attestation", "ATTESTATION", "aTtEsTaTiOn" } do
+        assert.equal(200, post(w, P.PATHS.keys, { authorization = scheme .. " " .. token, [P.H.device] = DEV }).status)
+      end
+      for _, scheme in ipairs { "Bearer", "bearer", "Attestations", "Basic" } do
+        assert.same({ 401, "4001" }, { err_of(post(w, P.PATHS.keys, { authorization = scheme .. " " .. token,
+          [P.H.device] = DEV })) })
+      end
+    end)
+
+    it("delivers every key non-exportable (N) and names key sets uniquely across devices", function()
+      local w = new_world()
+      local d = w.device()
+      d:attest()
+      local _, doc = assert(d:download_keys())
+      for _, s in ipairs(device_mod.INSTALL_ORDER) do
+        assert.equal("N", hsm.tr31.parse(util.b64decode(doc.keys[s[1]].key_block)).exportability, s[1])
+        assert.equal("N", d.keys[s[1]].exportability, s[1])
+      end
+      -- the terminal cannot wrap its keys under another key ...
+      local _, _, code = hsm.tr31.wrap(d.keys.kek, d.keys.msk, { version = "D" })
+      assert.equal("TR31_NOT_EXPORTABLE", code)
+      -- ... while an N KBPK still wraps and unwraps (tr31.c does not look at a KBPK's
+      -- exportability), which is all the TMK and KEK do
+      local e = hsm.key.generate("AES_256", { usage = "D0", mode = "B", exportability = "E" })
+      local block = assert(hsm.tr31.wrap(d.keys.kek, e, { version = "D" }))
+      assert.equal(e:kcv(), (assert(hsm.tr31.unwrap(d.keys.kek, block))):kcv())
+      local d2 = w.device(DEV2, ZMK2, DAK2)
+      d2:attest()
+      local ks2 = assert(d2:download_keys())
+      assert.equal("ks-2025-0BADCAFE-01", ks2.key_set_id)
+      assert.not_equal(d.key_set.key_set_id, ks2.key_set_id)
     end)
 
     it("accepts the token for 5 minutes and refuses it after", function()
@@ -278,6 +318,27 @@ describe("pos", function()
         local o = {} for _, s in ipairs(device_mod.INSTALL_ORDER) do o[#o + 1] = s[1] end return o end)())
     end)
 
+    it("refuses a key set that has already expired (KEY_SET_EXPIRED) or has no valid dates", function()
+      local w = new_world { key_set_lifetime = 3600 }
+      local d, doc = doc_for(w)
+      w.advance(3600) -- delivered late: expires_at is now
+      local ok, msg, code = d:install(doc)
+      assert.is_nil(ok)
+      assert.equal("KEY_SET_EXPIRED", code)
+      assert.matches("expired at 2025%-12%-13T15:25:30Z", msg)
+      assert.is_nil(d.keys)
+      w.advance(-1)
+      for _, bad in ipairs { { expires_at = "next year" }, { issued_at = false },
+                             { expires_at = doc.key_set.issued_at }, { key_set_id = "" } } do
+        local copy = cjson.decode(cjson.encode(doc))
+        for k, v in pairs(bad) do copy.key_set[k] = v or nil end
+        ok, _, code = d:install(copy)
+        assert.is_nil(ok)
+        assert.equal("KEY_SET_FORMAT", code)
+      end
+      assert(d:install(doc)) -- one second before expiry it still installs
+    end)
+
     it("refuses a key block whose TR-31 MAC does not verify, or a wrong ZMK", function()
       local w = new_world()
       for _, name in ipairs { "tmk", "kek", "mac" } do
@@ -314,11 +375,11 @@ describe("pos", function()
       local cfg = assert(d:fetch_config())
       assert.equal(DEV, cfg.device_id)
       assert.equal("MID-000123456", cfg.merchant.merchant_id)
-      assert.equal("ks-2025-01", cfg.key_set.key_set_id)
+      assert.equal(KS1, cfg.key_set.key_set_id)
       local resp = signed(w, d, P.PATHS.config)
       assert.equal(200, resp.status)
       assert.matches('^{"format":"TR31%-DATA","ciphertext":"%x+","initialization_vector":"%x+","mode":"CBC"}$', resp.body)
-      assert.equal("ks-2025-01", resp.headers["X-Key-Set-Id"])
+      assert.equal(KS1, resp.headers["X-Key-Set-Id"])
     end)
 
     it("serves the terminal parameters as gzip JSON in TR31-DATA or TR31-DATA-CHUNKED", function()
@@ -356,7 +417,7 @@ describe("pos", function()
       assert.same({ 401, "4005" }, { err_of(signed(w, d, P.PATHS.config, nil, { device = DEV2 })) })
       -- the signature covers the path: a config signature sent to terminal-parameters
       local ts, nonce = P.iso8601(w.clock()), hsm.random(16)
-      local sig = hsm.hmac(d.keys.mac, P.request_signing_string("POST", P.PATHS.config, DEV, "ks-2025-01", ts, nonce, ""))
+      local sig = hsm.hmac(d.keys.mac, P.request_signing_string("POST", P.PATHS.config, DEV, KS1, ts, nonce, ""))
       assert.same({ 401, "4003" }, { err_of(signed(w, d, P.PATHS.parameters, nil, { timestamp = ts, nonce = nonce,
         signature = sig })) })
       -- a replay of the very same request
@@ -381,7 +442,7 @@ describe("pos", function()
       local tampered = body:gsub('"ciphertext":"(%x)', function(c) return '"ciphertext":"' .. (c == "0" and "1" or "0") end)
       -- tampered in transit: the signature no longer verifies
       local ts, nonce = P.iso8601(w.clock()), hsm.random(16)
-      local sig = hsm.hmac(d.keys.mac, P.request_signing_string("POST", P.PATHS.activate, DEV, "ks-2025-01", ts,
+      local sig = hsm.hmac(d.keys.mac, P.request_signing_string("POST", P.PATHS.activate, DEV, KS1, ts,
         nonce, body))
       assert.same({ 401, "4003" }, { err_of(signed(w, d, P.PATHS.activate, tampered,
         { timestamp = ts, nonce = nonce, signature = sig })) })
@@ -397,6 +458,7 @@ describe("pos", function()
     it("refuses an expired key set (403 / 4006) until the device downloads a new one", function()
       local w = new_world { key_set_lifetime = 86400 }
       local d = w.device()
+      d.auto_renew = false -- a terminal that does not renew on its own
       assert(d:activate_all())
       assert.is_false(d:needs_new_keys(3600))
       w.advance(86400 - 1800)
@@ -406,10 +468,72 @@ describe("pos", function()
       assert.equal("4006", code, msg)
       assert.matches("expired at 2025%-12%-14T14:25:30Z", msg)
       local ks = assert(d:ensure_keys(3600))
-      assert.equal("ks-2025-02", ks.key_set_id)
+      assert.equal(KS2, ks.key_set_id)
       assert(d:fetch_config())
       -- activation survives a new key set; the old key set is no longer current
       assert.equal("approved", (assert(d:charge { amount = 100, card = card(), pin = "1234" })).status)
+    end)
+
+    it("renews the key set on its own before a call when it expires within renew_before_seconds", function()
+      local w = new_world { key_set_lifetime = 10 * 86400, renew_before_seconds = 86400 }
+      local d = w.device()
+      local codes = {}
+      local real = d.transport
+      d.transport = function(req)
+        local resp = real(req)
+        codes[#codes + 1] = req.path .. " " .. resp.status
+        return resp
+      end
+      assert(d:activate_all())
+      assert.equal(86400, d.config.key_set.renew_before_seconds)
+      assert.equal(86400, d:renew_margin())
+      local c = card()
+      w.advance(9 * 86400 - 1) -- one second before the margin: no renewal
+      assert(d:charge { amount = 100, card = c, pin = "1234" })
+      assert.equal(0, d.renewals)
+      w.advance(1)
+      codes = {}
+      local ch = assert(d:charge { amount = 100, card = c, pin = "1234" })
+      assert.equal("approved", ch.status)
+      assert.equal(1, d.renewals)
+      assert.equal(KS2, d.key_set.key_set_id)
+      -- attest, keys, then the charge under the new set: no 4006 on the way
+      assert.same({ "/pos/attest/challenge 200", "/pos/attest 200", "/pos/keys 200", "/pos/charge 200" }, codes)
+      assert.equal(KS2, w.srv:key_set_record(DEV).key_set_id)
+      -- other calls renew too; the margin never exceeds half the set's lifetime
+      local w2 = new_world { key_set_lifetime = 4 * 3600 }
+      local d2 = w2.device()
+      assert(d2:activate_all())
+      assert.equal(2 * 3600, d2.config.key_set.renew_before_seconds)
+      w2.advance(2 * 3600)
+      assert(d2:fetch_config())
+      assert.equal(1, d2.renewals)
+      assert(d2:fetch_config())
+      assert.equal(1, d2.renewals)
+    end)
+
+    it("goes on under the current set when renewal fails, and gets 4006 once it has expired", function()
+      local w = new_world { key_set_lifetime = 86400 }
+      local d = w.device()
+      assert(d:activate_all())
+      assert.equal(P.RENEW_BEFORE_SECONDS, device_mod.new { device_id = DEV, zmk = d.zmk, attestation_key = d.dak,
+        transport = d.transport }:renew_margin()) -- the documented default before /pos/config says
+      d.dak = hsm.key.import("HMAC_SHA256", DAK2, { usage = "M7", mode = "C" }) -- attestation now fails
+      w.advance(86400 - 600)
+      assert(d:fetch_config())
+      assert.equal(0, d.renewals)
+      assert.equal("4002", d.renew_error.code)
+      w.advance(600)
+      local _, msg, code = d:fetch_config()
+      assert.equal("4006", code)
+      assert.matches("renewal failed", msg)
+      d.dak = hsm.key.import("HMAC_SHA256", DAK, { usage = "M7", mode = "C" })
+      _, _, code = d:fetch_config() -- within 60 s of the failed try: no new attempt
+      assert.equal("4006", code)
+      w.advance(60)
+      assert(d:fetch_config()) -- the next try renews
+      assert.equal(1, d.renewals)
+      assert.is_nil(d.renew_error)
     end)
 
     it("refuses a superseded key set (4005)", function()
@@ -509,6 +633,21 @@ describe("pos", function()
       assert.same({ "declined", "55" }, { out.status, out.response_code })
     end)
 
+    it("stops a card at ATC FFFF (CARD_ATC_EXHAUSTED) instead of wrapping", function()
+      local w = new_world()
+      local d = active_device(w)
+      local c = device_mod.card { pan = pos.TEST_ISSUER.cards[1].pan, psn = pos.TEST_ISSUER.cards[1].psn, imk = imk(),
+        atc = 65534 }
+      local ch = assert(d:charge { amount = 100, card = c, pin = "1234" })
+      assert.equal("approved", ch.status)
+      assert.equal(65535, c.atc)
+      local ok, msg, code = d:charge { amount = 100, card = c, pin = "1234" }
+      assert.is_nil(ok)
+      assert.equal("CARD_ATC_EXHAUSTED", code)
+      assert.matches("replace the card", msg)
+      assert.equal(65535, c.atc)
+    end)
+
     it("refuses malformed charges (4000) and a reused request_id (4094)", function()
       local w = new_world()
       local d = active_device(w)
@@ -585,7 +724,7 @@ describe("pos", function()
       local path = "/pos/charge/" .. ch.charge_id .. "/cancel"
       assert.same({ 400, "4000" }, { err_of(signed(w, d, path, "{}")) })
       local ts, nonce = P.iso8601(w.clock()), hsm.random(16)
-      local sig = hsm.hmac(d.keys.mac, table.concat({ "POST", path, DEV, "ks-2025-01", ts, nonce, "" }, "\n"))
+      local sig = hsm.hmac(d.keys.mac, table.concat({ "POST", path, DEV, KS1, ts, nonce, "" }, "\n"))
       local resp = signed(w, d, path, "", { timestamp = ts, nonce = nonce, signature = sig })
       assert.equal(200, resp.status)
       -- the same signed cancel again: refused as a replay before any state is read
@@ -593,6 +732,157 @@ describe("pos", function()
       -- the response is signed for the request's nonce
       assert.is_true(hsm.hmac_verify(d.keys.mac, P.response_signing_string(200, nonce, resp.body),
         resp.headers["X-Signature"]))
+    end)
+  end)
+
+  describe("request ids", function()
+    it("does not burn a request_id on a refused charge or refund (400, 404, 409, 422)", function()
+      local w = new_world()
+      local d = active_device(w)
+      -- 400: no card; the corrected charge with the same id is accepted
+      local refused = signed(w, d, P.PATHS.charge, seal(d, { request_id = "req-charge-01", amount = 100,
+        currency = "EUR", entry_mode = "chip" }))
+      assert.same({ 400, "4000" }, { err_of(refused) })
+      assert.same({}, w.store:keys("pos:req:"))
+      local ch = assert(d:charge { amount = 1250, card = card(), pin = "1234", request_id = "req-charge-01" })
+      assert.equal("approved", ch.status)
+      -- 404 (unknown charge), 422 (amount too large), 409 (already refunded): each leaves
+      -- the refund's id free for the corrected request
+      local function refund(id, amount, rid)
+        return signed(w, d, "/pos/charge/" .. id .. "/refund", seal(d, { request_id = rid, amount = amount }))
+      end
+      assert.same({ 404, "4041" }, { err_of(refund("ch_00000000", 100, "req-refund-01")) })
+      assert.same({ 422, "4095" }, { err_of(refund(ch.charge_id, 1251, "req-refund-01")) })
+      assert.equal(200, refund(ch.charge_id, 1250, "req-refund-01").status)
+      assert.same({ 409, "4091" }, { err_of(refund(ch.charge_id, 1000, "req-refund-03")) })
+      local ch2 = assert(d:charge { amount = 500, card = card(), pin = "1234" })
+      local resp = refund(ch2.charge_id, 500, "req-refund-03")
+      assert.equal(200, resp.status)
+      assert.equal("refunded", cjson.decode(hsm.envelope.open(d.keys.msk, resp.body)).status)
+    end)
+
+    it("answers a retried request with its original result and refuses another request under a used id (4094)", function()
+      local w = new_world()
+      local d = active_device(w)
+      local c = card()
+      local ch = assert(d:charge { amount = 1250, card = c, pin = "1234", request_id = "req-000000001" })
+      -- the answer was lost: the terminal sends the same request again (new nonce, IV, signature)
+      local again = assert(d:retry_last())
+      assert.same({ ch.charge_id, ch.status, ch.authorization_code, ch.emv.arpc },
+        { again.charge_id, again.status, again.authorization_code, again.emv.arpc })
+      local n = 0
+      for _ in pairs(w.store:keys("pos:charge:")) do n = n + 1 end
+      assert.equal(1, n) -- one charge, not two
+      -- another charge under the same id
+      local _, msg, code = d:charge { amount = 1250, card = c, pin = "1234", request_id = "req-000000001" }
+      assert.equal("4094", code, msg)
+      -- a refund retried, and a refund reusing the charge's id
+      local r = assert(d:refund(ch.charge_id, 1250))
+      local r2 = assert(d:retry_last())
+      assert.same({ r.refund_id, r.amount, r.created_at }, { r2.refund_id, r2.amount, r2.created_at })
+      assert.same({ 409, "4094" }, { err_of(signed(w, d, "/pos/charge/" .. ch.charge_id .. "/refund",
+        seal(d, { request_id = "req-000000001" }))) })
+      -- the retry is marked for the operator, and is still signed for its own nonce
+      assert(d:charge { amount = 100, card = c, pin = "1234", request_id = "req-000000002" })
+      local raw = d.last_call
+      local resp = signed(w, d, raw.path, hsm.envelope.encode(hsm.envelope.seal(d.keys.msk, raw.json)))
+      assert.equal("true", resp.headers["Idempotent-Replayed"])
+    end)
+
+    it("lets only one of two processes sharing a store accept a request_id", function()
+      local store = memory.new { clock = function() return T0 end }
+      local w = new_world { store = store, storage_key = { hex = ("77"):rep(32) } }
+      local other = pos.new { store = store, storage_key = { hex = ("77"):rep(32) }, clock = w.clock }
+      local d = active_device(w)
+      -- while this process is between its claim and its answer, the other one gets the same request
+      local c = card()
+      local req = assert(d:charge_request { amount = 300, card = c, pin = "1234", request_id = "req-race-0001" })
+      local body = hsm.envelope.encode(hsm.envelope.seal(d.keys.msk, util.json(req)))
+      local seen
+      local put = store.put
+      store.put = function(s, k, v, ttl)
+        if k:match("^pos:charge:") and not seen then
+          local ts, nonce = P.iso8601(w.clock()), hsm.random(16)
+          local h = { [P.H.device] = DEV, [P.H.key_set] = d.key_set.key_set_id, [P.H.timestamp] = ts, [P.H.nonce] = nonce }
+          h[P.H.signature] = hsm.hmac(d.keys.mac, P.request_signing_string("POST", P.PATHS.charge, DEV,
+            d.key_set.key_set_id, ts, nonce, body))
+          seen = other:handle { method = "POST", path = P.PATHS.charge, headers = h, body = body }
+        end
+        return put(s, k, v, ttl)
+      end
+      local first = signed(w, d, P.PATHS.charge, body)
+      store.put = put
+      assert.equal(200, first.status)
+      assert.same({ 409, "4094" }, { err_of(seen) })
+      assert.matches("not been answered yet", cjson.decode(seen.body).error.details)
+      -- once answered, the other process answers the retry with the same charge
+      local again = signed(w, d, P.PATHS.charge, body)
+      assert.equal(cjson.decode(hsm.envelope.open(d.keys.msk, first.body)).charge_id,
+        cjson.decode(hsm.envelope.open(d.keys.msk, again.body)).charge_id)
+    end)
+
+    it("releases the request_id when the charge cannot be stored (500 / 5000)", function()
+      local w = new_world()
+      local d = active_device(w)
+      local put = w.store.put
+      w.store.put = function(s, k, v, ttl)
+        if k:match("^pos:charge:") then error("disk full") end
+        return put(s, k, v, ttl)
+      end
+      local _, _, code = d:charge { amount = 100, card = card(), pin = "1234", request_id = "req-000000009" }
+      assert.equal("5000", code)
+      w.store.put = put
+      assert.same({}, w.store:keys("pos:req:"))
+      assert.equal("approved", (assert(d:charge { amount = 100, card = card(), pin = "1234",
+        request_id = "req-000000009" })).status)
+    end)
+  end)
+
+  describe("store growth and caches", function()
+    it("keeps request ids for request_id_ttl and nonces while their time stamp is accepted", function()
+      local w = new_world()
+      local d = active_device(w)
+      assert(d:charge { amount = 100, card = card(), pin = "1234", request_id = "req-ttl-00001" })
+      assert.equal(P.REQUEST_ID_TTL, w.store:ttl("pos:req:" .. DEV .. ":req-ttl-00001"))
+      for _, k in ipairs(w.store:keys("pos:nonce:")) do
+        assert.equal(2 * P.CLOCK_SKEW + 1 - P.CLOCK_SKEW, w.store:ttl(k)) -- stamped now: 301 s
+      end
+      -- a request stamped 300 s ahead: its nonce must stay refused until the stamp is out
+      local ts, nonce = P.iso8601(w.clock() + P.CLOCK_SKEW), hsm.random(16)
+      assert.equal(200, signed(w, d, P.PATHS.config, nil, { timestamp = ts, nonce = nonce }).status)
+      w.advance(2 * P.CLOCK_SKEW) -- the stamp is now 300 s old: still accepted
+      local resp = signed(w, d, P.PATHS.config, nil, { timestamp = ts, nonce = nonce })
+      assert.same({ 401, "4004" }, { err_of(resp) })
+      assert.equal("X-Nonce has been used", cjson.decode(resp.body).error.details)
+      w.advance(1)
+      resp = signed(w, d, P.PATHS.config, nil, { timestamp = ts, nonce = nonce })
+      assert.equal("X-Timestamp is outside the accepted window", cjson.decode(resp.body).error.details)
+      -- after a day nothing per-request is left but the charges
+      w.advance(P.REQUEST_ID_TTL)
+      assert.same({}, w.store:keys("pos:req:"))
+      assert.same({}, w.store:keys("pos:nonce:"))
+      assert.equal(1, #w.store:keys("pos:charge:"))
+      assert.has_error(function() pos.new { request_id_ttl = 600 } end)
+    end)
+
+    it("bounds the per-process key set and parameters caches (2 * cache_size devices)", function()
+      local w = new_world { cache_size = 2 }
+      local devices = {}
+      for i = 1, 6 do
+        local id = ("POS-%08X"):format(0xC0DE0000 + i)
+        local zmk, dak = ("%02X"):format(i):rep(32), ("%02X"):format(0x40 + i):rep(32)
+        assert(w.srv:register_device(id, hsm.key.import("AES_256", zmk, { usage = "K1", mode = "B" }),
+          hsm.key.import("HMAC_SHA256", dak, { usage = "M7", mode = "C" })))
+        devices[i] = active_device(w, id, zmk, dak)
+      end
+      for round = 1, 2 do
+        for i, d in ipairs(devices) do
+          assert(d:fetch_config(), ("round %d device %d"):format(round, i))
+          assert(d:fetch_terminal_parameters())
+          assert.is_true(w.srv.cache:count() <= 4)
+          assert.is_true(w.srv.parameters_cache:count() <= 4)
+        end
+      end
     end)
   end)
 

@@ -10,13 +10,20 @@
 --     transport = function(req) return resp end,    -- {method, path, headers, body} -> {status, headers, body}
 --     -- or: http = {host =, port =, tls = {cafile =, certificate =, key =}, timeout =}
 --     clock = os.time, firmware_version = "1.4.2",
+--     renew_before_seconds = 30 * 86400, -- until /pos/config has said (key_set.renew_before_seconds)
+--     auto_renew = true,                 -- renew a set near expiry before an MSK-protected call
 --   }
 --   dev:activate_all()                 -- attest, keys, config, terminal parameters, activate
 --   local ch = dev:charge{amount = 1250, currency = "EUR", entry_mode = "chip",
 --                         card = dev.card{pan =, psn =, imk =}, pin = "1234"}
 --   dev:refund(ch.charge_id, 1250) ; dev:cancel(ch.charge_id)
+-- Before each MSK-protected call the device renews its key set (attest, POST /pos/keys)
+-- when it expires within the renewal margin; a failed renewal is kept in
+-- dev.renew_error and the call goes ahead under the current set (the server refuses an
+-- expired one with 4006).
 -- Failures come back as nil, message, code: the server's error.code ("4001" ...), or
--- the device's own "KCV_MISMATCH", "TR31_*", "SIGNATURE", "ENVELOPE", "TRANSPORT".
+-- the device's own "KCV_MISMATCH", "KEY_SET_EXPIRED", "TR31_*", "SIGNATURE", "ENVELOPE",
+-- "TRANSPORT", "CARD_ATC_EXHAUSTED".
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local cjson = require "cjson.safe"
@@ -49,6 +56,9 @@ function M.new(opts)
     clock = function() return math.floor(clock()) end,
     firmware_version = opts.firmware_version or "1.4.2",
     keys = nil, key_set = nil, log = opts.log,
+    renew_before = tonumber(opts.renew_before_seconds) or P.RENEW_BEFORE_SECONDS,
+    auto_renew = opts.auto_renew ~= false,
+    renewals = 0,
   }, Device)
   if opts.transport then
     self.transport = opts.transport
@@ -137,6 +147,15 @@ function Device:install(doc)
   if t.format ~= "TR31" or t.encryption ~= "AES-256" or t.wrapped_under ~= "kek" then
     return nil, "install: transport must be TR31 / AES-256 / kek", "KEY_SET_FORMAT"
   end
+  local set = doc.key_set
+  local issued, expires = P.parse_iso8601(set.issued_at), P.parse_iso8601(set.expires_at)
+  if type(set.key_set_id) ~= "string" or set.key_set_id == "" or not issued or not expires or expires <= issued then
+    return nil, "install: key_set needs key_set_id, issued_at and a later expires_at (RFC 3339 UTC)", "KEY_SET_FORMAT"
+  end
+  if expires <= self.clock() then
+    return nil, ("install: key set %s expired at %s"):format(set.key_set_id:sub(1, 40), set.expires_at),
+      "KEY_SET_EXPIRED"
+  end
   local staged = { zmk = self.zmk }
   local function fail(msg, code)
     for name, k in pairs(staged) do if name ~= "zmk" then k:close() end end
@@ -162,9 +181,9 @@ function Device:install(doc)
   self:_drop_keys()
   self.keys = staged
   self.key_set = {
-    key_set_id = doc.key_set.key_set_id,
-    issued_at = P.parse_iso8601(doc.key_set.issued_at),
-    expires_at = P.parse_iso8601(doc.key_set.expires_at),
+    key_set_id = set.key_set_id,
+    issued_at = issued,
+    expires_at = expires,
     kcv = doc.verification.kcv,
   }
   return self.key_set
@@ -185,10 +204,22 @@ function Device:download_keys()
   return ks, doc
 end
 
---- True when the key set expires within `margin` seconds (default 30 days).
+--- The renewal margin in seconds: key_set.renew_before_seconds from /pos/config, else
+-- opts.renew_before_seconds (default P.RENEW_BEFORE_SECONDS, 30 days); never more than
+-- half the current set's lifetime, so a fresh set is not due for renewal at once.
+function Device:renew_margin()
+  local cfg = self.config and self.config.key_set
+  local m = cfg and tonumber(cfg.renew_before_seconds) or self.renew_before
+  local ks = self.key_set
+  if ks then m = math.min(m, (ks.expires_at - ks.issued_at) / 2) end
+  return math.floor(m)
+end
+
+--- True when there is no key set or it expires within `margin` seconds (default
+-- renew_margin()).
 function Device:needs_new_keys(margin)
   if not self.key_set then return true end
-  return self.key_set.expires_at - self.clock() <= (margin or 30 * 86400)
+  return self.key_set.expires_at - self.clock() <= (margin or self:renew_margin())
 end
 
 --- Attests again and downloads a new key set when the current one is near expiry.
@@ -199,16 +230,40 @@ function Device:ensure_keys(margin)
   return self:download_keys()
 end
 
+-- Before an MSK-protected call: renews the key set when it is due (auto_renew). A failed
+-- renewal is recorded (renew_error) and retried no sooner than 60 s later; the call
+-- then goes ahead under the current set.
+function Device:_renew_if_due()
+  if not (self.auto_renew and self.key_set and self:needs_new_keys()) then return end
+  local now = self.clock()
+  if self.renew_retry_at and now < self.renew_retry_at then return end
+  local old = self.key_set.key_set_id
+  local ks, msg, code = self:ensure_keys()
+  if ks then
+    self.renewals, self.renew_error, self.renew_retry_at = self.renewals + 1, nil, nil
+    if self.log then self.log(("key set %s renewed as %s"):format(old, ks.key_set_id)) end
+  else
+    self.renew_error, self.renew_retry_at = { message = msg, code = code }, now + 60
+    if self.log then self.log(("key set %s: renewal failed: %s"):format(old, tostring(msg))) end
+  end
+end
+
 -- ---- MSK-protected requests ---------------------------------------------------------------------
 
 -- Signs and sends a request; checks the response signature and opens its envelope.
--- Returns the plaintext (or the gzip'ed bytes) and the response.
-function Device:_protected(path, payload)
+-- `payload` is a table (util.object) or its JSON text; `no_renew` skips the renewal
+-- check (the payload was built under the current keys). Returns the plaintext (or the
+-- gzip'ed bytes) and the response.
+function Device:_protected(path, payload, no_renew)
+  if not no_renew then self:_renew_if_due() end
   if not self.keys then return nil, "no key set installed", "NO_KEYS" end
   local body = ""
+  local json = payload
   if payload ~= nil then
-    body = hsm.envelope.encode(hsm.envelope.seal(self.keys.msk, util.json(payload)))
+    if type(json) ~= "string" then json = util.json(payload) end
+    body = hsm.envelope.encode(hsm.envelope.seal(self.keys.msk, json))
   end
+  self.last_call = { path = path, json = json }
   local ts, nonce = P.iso8601(self.clock()), hsm.random(16)
   local headers = {
     [P.H.device] = self.device_id,
@@ -220,8 +275,13 @@ function Device:_protected(path, payload)
     ["content-type"] = body ~= "" and "application/json" or nil,
   }
   self.last_request = { path = path, headers = headers, body = body }
-  local resp, msg, code = self:_send("POST", path, headers, body)
-  if not resp then return nil, msg, code, resp end
+  local resp, msg, code, failed = self:_send("POST", path, headers, body)
+  if not resp then
+    if code == "4006" and self.renew_error then
+      msg = msg .. "; renewal failed: " .. tostring(self.renew_error.message)
+    end
+    return nil, msg, code, failed
+  end
   local sig = header(resp, "x-signature")
   if type(sig) ~= "string" or not hsm.hmac_verify(self.keys.mac, P.response_signing_string(resp.status, nonce,
       resp.body), sig) then
@@ -303,7 +363,13 @@ function M.card(c)
   local card = { pan = c.pan, psn = c.psn or "00", imk = c.imk, atc = c.atc or 0,
     mode = c.mode or "EMV_OPTION_A", derivation = c.derivation or "EMV_COMMON" }
   --- GENERATE AC: the ARQC over the transaction data and the ATC used.
+  -- The ATC is 2 bytes (EMV Book 3, 9F36): at 65535 the card is used up and must be
+  -- replaced (nil, message, "CARD_ATC_EXHAUSTED"); it never wraps, since the issuer
+  -- declines an ATC that does not move forward.
   function card.generate_ac(fields)
+    if card.atc >= 65535 then
+      return nil, "card: ATC exhausted after 65535 transactions; replace the card", "CARD_ATC_EXHAUSTED"
+    end
     card.atc = card.atc + 1
     fields.atc = ("%04X"):format(card.atc)
     local arqc = hsm.emv.generate_arqc(card.imk, { mode = card.mode, derivation = card.derivation, pan = card.pan,
@@ -320,7 +386,8 @@ function M.card(c)
 end
 
 --- The charge request the device sends (before sealing): PAN under the TDK, PIN block
--- ISO format 4 under the TPK, and for chip / contactless the card's ARQC.
+-- ISO format 4 under the TPK, and for chip / contactless the card's ARQC. Returns the
+-- request and the EMV values, or nil, message, code (CARD_ATC_EXHAUSTED).
 function Device:charge_request(p)
   local card = assert(p.card, "charge{card =}")
   local pan_iv = hsm.random(16)
@@ -343,7 +410,8 @@ function Device:charge_request(p)
   if (p.entry_mode or "chip") ~= "magstripe" then
     local f = { amount = p.amount, currency = p.currency or "EUR", date = os.date("!%y%m%d", self.clock()),
       un = hsm.random(4), country = self.config and self.config.merchant and self.config.merchant.country_code }
-    local arqc, atc = card.generate_ac(f)
+    local arqc, atc, code = card.generate_ac(f)
+    if not arqc then return nil, atc, code end
     emv = { arqc = arqc, atc = atc, un = f.un }
     add("emv", util.object { "arqc", arqc, "atc", atc, "un", f.un, "date", f.date,
       "tvr", "0000000000", "aip", "3900", "cryptogram_type", "ARQC" })
@@ -354,9 +422,11 @@ end
 --- POST /pos/charge. Returns the charge result (status approved or declined, response
 -- code, ARPC for chip, checked against the card) or nil, message, code.
 function Device:charge(p)
+  self:_renew_if_due() -- before the PAN and PIN are put under the TDK and TPK
   if not self.keys then return nil, "no key set installed", "NO_KEYS" end
-  local req, emv = self:charge_request(p)
-  local doc, msg, code = decoded(self:_protected(P.PATHS.charge, req))
+  local req, emv, c = self:charge_request(p)
+  if not req then return nil, emv, c end
+  local doc, msg, code = decoded(self:_protected(P.PATHS.charge, req, true))
   if not doc then return nil, msg, code end
   if emv and doc.emv then
     doc.arpc_ok = p.card.check_arpc(emv.arqc, emv.atc, emv.un, doc.emv.arpc, doc.emv.arc)
@@ -374,6 +444,14 @@ end
 -- with an empty body).
 function Device:cancel(charge_id)
   return decoded(self:_protected(P.PATHS.charge .. "/" .. charge_id .. "/cancel"))
+end
+
+--- Sends the last MSK-protected request's payload again as a new request (fresh IV,
+-- time stamp, nonce and signature; same request_id): what a terminal does when an
+-- answer was lost. The server answers a request it has seen with its original result.
+function Device:retry_last()
+  local c = assert(self.last_call, "nothing sent yet")
+  return decoded(self:_protected(c.path, c.json, true))
 end
 
 --- Sends the last MSK-protected request again, byte for byte (for replay checks).

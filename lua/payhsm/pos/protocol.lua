@@ -1,7 +1,8 @@
 --- What the POS server (payhsm.pos.server) and the device (payhsm.pos.device) of
 -- seeds/pos-keys-viopay.txt must agree on, in one place: paths, header names, the
 -- device id and token shapes, the HMAC signing strings, time stamps and the EMV
--- transaction data an ARQC covers. docs/pos.md explains each choice.
+-- transaction data an ARQC covers. README.md's section "POS terminal activation and
+-- payments" explains each choice.
 local util = require "payhsm.util"
 
 local M = {}
@@ -29,6 +30,15 @@ M.H = {
 M.TOKEN_LIFETIME = 300          -- seconds an attestation token lives (the seed: 5 minutes)
 M.CHALLENGE_LIFETIME = 60       -- seconds an attestation challenge lives
 M.CLOCK_SKEW = 300              -- seconds X-Timestamp may differ from the server's clock
+M.REQUEST_ID_TTL = 86400        -- seconds a used request_id is remembered (its retries answered)
+M.RENEW_BEFORE_SECONDS = 30 * 86400 -- the device renews a key set expiring within this
+
+--- Seconds a nonce first seen at `now` in a request stamped `t` must stay refused: until
+-- t + CLOCK_SKEW (the last second the time stamp is accepted) has passed, i.e. one
+-- second more (at most 2 * CLOCK_SKEW + 1; at least 1).
+function M.nonce_ttl(t, now)
+  return math.max(1, t + M.CLOCK_SKEW - now + 1)
+end
 
 --- True when s is a device id of the seed's form POS-{8 hex characters}.
 function M.valid_device_id(s)

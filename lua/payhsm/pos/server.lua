@@ -1,5 +1,5 @@
 --- The POS terminal host of seeds/pos-keys-viopay.txt as a pure request handler
--- (DESIGN.md): attestation, the key set download (`POST /pos/keys`, the seed's sixth
+-- (../shared/DESIGN.md): attestation, the key set download (`POST /pos/keys`, the seed's sixth
 -- activation step), and the MSK-protected endpoints (config, terminal parameters,
 -- activation, charges, refunds, cancels).
 --
@@ -9,6 +9,9 @@
 --     store = require("payhsm.store.memory").new(),   -- or sqlite / redis
 --     clock = os.time,                -- seconds; scenarios and specs pass a simulated one
 --     key_set_lifetime = 365 * 86400, -- seconds from issued_at to expires_at
+--     renew_before_seconds = 30 * 86400, -- sent in /pos/config; at most half the lifetime
+--     request_id_ttl = 86400,         -- seconds a request_id is remembered (P.REQUEST_ID_TTL)
+--     cache_size = 1024,              -- devices whose unwrapped keys / parameters stay cached
 --     merchant = {...}, issuer = {...},   -- see M.DEFAULT_MERCHANT / M.TEST_ISSUER
 --     basic_auth = {operator = "password"}, -- for POST /pos/devices (registration)
 --     registration_kbpk = {hex = ...},   -- AES-256 KBPK the POST /pos/devices key blocks are under
@@ -19,7 +22,7 @@
 -- Every refusal is a row of M.ERRORS and leaves as the seed's error body
 -- {"error": {"code", "message", "trace_id"}}. Keys live in the store only as TR-31
 -- version D blocks under the LMK; unwrapped key objects of current key sets are cached
--- in this process (C memory, never Lua strings).
+-- in this process (C memory, never Lua strings), for at most 2 * cache_size devices.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local cjson = require "cjson.safe"
@@ -28,7 +31,7 @@ local P = require "payhsm.pos.protocol"
 local M = {}
 
 --- Every refusal: HTTP status, error.code, error.message. 4001 is the seed's; the others
--- are ours (docs/pos.md, "Error codes").
+-- are ours (README.md, "POS terminal activation and payments" > "Error codes").
 M.ERRORS = {
   BAD_REQUEST        = { 400, "4000", "Bad request" },
   ATTESTATION_TOKEN  = { 401, "4001", "Invalid or expired attestation token" },
@@ -85,6 +88,44 @@ M.KEY_SPECS = KEY_SPECS
 local Server = {}
 Server.__index = Server
 
+-- A per-process cache bounded to 2 * size entries: two generations, a hit in the older
+-- one moves to the newer; when the newer holds `size` entries the older one is dropped
+-- (drop(value) is called for each of its values, e.g. to close key objects).
+local Cache = {}
+Cache.__index = Cache
+
+local function new_cache(size, drop)
+  assert(size >= 1, "pos: cache_size must be at least 1")
+  return setmetatable({ size = size, drop = drop, new = {}, old = {}, n = 0 }, Cache)
+end
+
+function Cache:get(k)
+  local v = self.new[k]
+  if v ~= nil then return v end
+  v = self.old[k]
+  if v ~= nil then
+    self.old[k] = nil
+    self:put(k, v)
+  end
+  return v
+end
+
+function Cache:put(k, v)
+  if self.new[k] == nil then self.n = self.n + 1 end
+  self.new[k] = v
+  if self.n >= self.size then
+    if self.drop then for _, old in pairs(self.old) do self.drop(old) end end
+    self.old, self.new, self.n = self.new, {}, 0
+  end
+end
+
+--- The number of cached entries (at most 2 * size).
+function Cache:count()
+  local n = self.n
+  for _ in pairs(self.old) do n = n + 1 end
+  return n
+end
+
 local function refusal(name, detail)
   error({ refusal = name, detail = detail }, 0)
 end
@@ -106,8 +147,19 @@ function M.new(cfg)
     merchant = cfg.merchant or M.DEFAULT_MERCHANT,
     users = cfg.basic_auth,
     chunk_size = tonumber(cfg.chunk_size) or 16384,
-    cache = {},
+    request_id_ttl = tonumber(cfg.request_id_ttl) or P.REQUEST_ID_TTL,
   }, Server)
+  assert(self.lifetime >= 2, "pos: key_set_lifetime must be at least 2 seconds")
+  -- The margin the device renews within: never more than half the lifetime, or a fresh
+  -- set would be due for renewal at once.
+  self.renew_before = math.min(tonumber(cfg.renew_before_seconds) or P.RENEW_BEFORE_SECONDS,
+    math.floor(self.lifetime / 2))
+  -- A request_id must be remembered at least as long as a request carrying it can be
+  -- accepted (its X-Timestamp within the skew on either side).
+  assert(self.request_id_ttl >= 2 * P.CLOCK_SKEW + 1, "pos: request_id_ttl must be at least 2 * CLOCK_SKEW + 1")
+  local cache_size = tonumber(cfg.cache_size) or 1024
+  self.cache = new_cache(cache_size, function(c) for _, k in pairs(c.ks.k) do k:close() end end)
+  self.parameters_cache = new_cache(cache_size)
   if cfg.registration_kbpk then
     self.registration_kbpk = import_key(cfg.registration_kbpk.hex, "AES_256", { usage = "K1", mode = "B" },
       "registration_kbpk")
@@ -134,7 +186,7 @@ function M.new(cfg)
     cards = {},
   }
   for _, c in ipairs(issuer.cards or {}) do
-    self.issuer.cards[c.pan] = { psn = c.psn or "00", limit = c.limit or math.maxinteger,
+    self.issuer.cards[c.pan] = { psn = c.psn or "00", limit = c.limit or math.huge,
       pin_check = hsm.hmac(self.index_key, c.pan .. ":" .. c.pin) }
   end
   for i, d in ipairs(cfg.devices or {}) do
@@ -300,11 +352,13 @@ function Server:attest(ctx, req)
 end
 
 -- Checks Authorization: Attestation <token> and X-Device-Id; returns the device id or
--- refuses with 4001.
+-- refuses with 4001. The scheme name is case-insensitive (RFC 7235 section 2.1:
+-- "attestation att_..." is accepted); any other scheme (Bearer) is refused.
 function Server:_check_attestation(req)
   local auth = req.headers.authorization
-  local token = type(auth) == "string" and auth:match("^Attestation +(att_[%w]+)%s*$")
-  if not token then refusal("ATTESTATION_TOKEN") end
+  local scheme, token
+  if type(auth) == "string" then scheme, token = auth:match("^(%a+) +(att_[%w]+)%s*$") end
+  if not token or scheme:lower() ~= "attestation" then refusal("ATTESTATION_TOKEN") end
   local device_id = req.headers[P.H.device]
   if not P.valid_device_id(device_id) then refusal("ATTESTATION_TOKEN") end
   local text = self.store:get("pos:att:" .. hsm.hmac(self.index_key, token))
@@ -326,8 +380,13 @@ function Server:issue_key_set(device_id)
     d.key_sets = (d.key_sets or 0) + 1
     return cjson.encode(d), d.key_sets
   end)
-  local year = os.date("!%Y", now)
-  local suffix = ("%s-%02d"):format(year, seq)
+  -- Globally unique ids: the year, the device's 8 hex digits and its key set sequence
+  -- (an atomic counter in the device record), e.g. ks-2025-8F3A2C91-01.
+  local suffix = ("%s-%s-%02d"):format(os.date("!%Y", now), device_id:sub(5), seq)
+  -- Generated exportable (E) here, because tr31.wrap refuses to wrap a key marked N;
+  -- delivered with exportability N in every block: the terminal uses its keys and
+  -- never exports them. tr31.unwrap does not look at a KBPK's exportability, so the
+  -- terminal's N TMK and KEK still unwrap the keys below them.
   local keys = {}
   for _, s in ipairs(KEY_SPECS) do
     keys[s[1]] = hsm.key.generate(s[2], { usage = s[3], mode = s[4], exportability = "E" })
@@ -337,7 +396,8 @@ function Server:issue_key_set(device_id)
   local blocks, kcv, stored = {}, {}, {}
   for _, s in ipairs(KEY_SPECS) do
     local name = s[1]
-    local block = assert(hsm.tr31.wrap(parent[name], keys[name], { version = "D", key_version = ("%02d"):format(seq % 100) }))
+    local block = assert(hsm.tr31.wrap(parent[name], keys[name], { version = "D", exportability = "N",
+      key_version = ("%02d"):format(seq % 100) }))
     blocks[name] = util.b64encode(block)
     kcv[name] = keys[name]:kcv()
     stored[name] = self:_wrap_local(keys[name])
@@ -384,7 +444,7 @@ end
 function Server:_key_set(device_id)
   local text = self.store:get(key_set_key(device_id))
   if not text then return nil end
-  local c = self.cache[device_id]
+  local c = self.cache:get(device_id)
   if c and c.text == text then return c.ks end
   local ks = cjson.decode(text)
   local keys = {}
@@ -395,7 +455,7 @@ function Server:_key_set(device_id)
   end
   ks.k = keys
   if c then for _, k in pairs(c.ks.k) do k:close() end end
-  self.cache[device_id] = { text = text, ks = ks }
+  self.cache:put(device_id, { text = text, ks = ks })
   return ks
 end
 
@@ -423,24 +483,29 @@ function Server:_authenticate(req)
   end
   local t = P.parse_iso8601(ts)
   if not t or math.abs(t - now) > P.CLOCK_SKEW then refusal("REPLAY", "X-Timestamp is outside the accepted window") end
-  local fresh = self.store:update("pos:nonce:" .. device_id .. ":" .. nonce:upper(), function(old)
+  local nk = "pos:nonce:" .. device_id .. ":" .. nonce:upper()
+  local fresh = self.store:update(nk, function(old)
     if old then return old, false end
     return "1", true
   end)
   if not fresh then refusal("REPLAY", "X-Nonce has been used") end
-  -- the nonce key expires after the window it could be replayed in
-  self.store:put("pos:nonce:" .. device_id .. ":" .. nonce:upper(), "1", 2 * P.CLOCK_SKEW)
+  -- The nonce is remembered until its X-Timestamp leaves the window: t + CLOCK_SKEW is
+  -- the last second the timestamp is accepted, so the entry lives one second past it
+  -- (at most 2 * CLOCK_SKEW + 1 seconds).
+  self.store:put(nk, "1", P.nonce_ttl(t, now))
   return ks, device_id, nonce
 end
 
 -- An MSK envelope response, signed for the request's nonce.
-local function sealed(ctx, ks, nonce, payload, opts)
+local function sealed(ctx, ks, nonce, payload, opts, headers)
   local env = hsm.envelope.seal(ks.k.msk, type(payload) == "string" and payload or util.json(payload), opts)
   local body = hsm.envelope.encode(env)
-  return respond(ctx, 200, body, {
+  local h = {
     ["X-Key-Set-Id"] = ks.key_set_id,
     ["X-Signature"] = hsm.hmac(ks.k.mac, P.response_signing_string(200, nonce, body)),
-  })
+  }
+  for k, v in pairs(headers or {}) do h[k] = v end
+  return respond(ctx, 200, body, h)
 end
 
 local function open_request(ks, body)
@@ -448,7 +513,7 @@ local function open_request(ks, body)
   if not plain then refusal("ENVELOPE", (tostring(msg):gsub("^[%w%.]+: ", ""))) end
   local doc = cjson.decode(plain)
   if type(doc) ~= "table" or doc[1] ~= nil then refusal("ENVELOPE", "the envelope does not hold a JSON object") end
-  return doc
+  return doc, plain
 end
 
 function Server:config(ctx, req, ks, device_id, nonce)
@@ -466,7 +531,7 @@ function Server:config(ctx, req, ks, device_id, nonce)
     "features", util.object { "chip", true, "contactless", true, "magstripe", true, "refunds", true,
       "cancels", true, "online_pin", true },
     "key_set", util.object { "key_set_id", ks.key_set_id, "expires_at", P.iso8601(ks.expires_at),
-      "renew_before_seconds", 30 * 86400 },
+      "renew_before_seconds", self.renew_before },
   })
 end
 
@@ -500,11 +565,10 @@ function Server:terminal_parameters_json(device_id)
 end
 
 function Server:terminal_parameters(ctx, req, ks, device_id, nonce)
-  self.parameters_cache = self.parameters_cache or {}
-  local gz = self.parameters_cache[device_id]
+  local gz = self.parameters_cache:get(device_id)
   if not gz then
     gz = require("payhsm.pos.gzip").compress(self:terminal_parameters_json(device_id))
-    self.parameters_cache[device_id] = gz
+    self.parameters_cache:put(device_id, gz)
   end
   local chunked = #gz > self.chunk_size
   return sealed(ctx, ks, nonce, gz, { chunked = chunked, chunk_size = chunked and self.chunk_size or nil })
@@ -548,13 +612,14 @@ local RESPONSE_TEXT = {
 
 -- An amount in minor units: a positive whole number (cjson reads JSON numbers as floats).
 local function amount_of(v)
-  v = type(v) == "number" and math.tointeger(v)
-  if v and v > 0 and v <= 99999999999 then return v end
+  if type(v) == "number" and v == math.floor(v) and v > 0 and v <= 99999999999 then return v end
   return nil
 end
 
--- Decides a charge: returns response code, reason, the ARPC (chip) and the masked PAN.
-function Server:_authorise(ks, doc)
+-- Checks a charge's card, PIN block and EMV fields and verifies what needs no state
+-- (PAN under the TDK, PIN, ARQC). Refuses malformed input with 400 / 4000; nothing is
+-- written, so a refused charge leaves no trace. Returns the facts the decision needs.
+function Server:_check_charge(ks, doc)
   local card = doc.card
   if type(card) ~= "table" or type(card.encrypted_pan) ~= "string" or type(card.pan_iv) ~= "string" then
     refusal("BAD_REQUEST", "card.encrypted_pan and card.pan_iv are required")
@@ -562,22 +627,9 @@ function Server:_authorise(ks, doc)
   local clear = hsm.cipher.decrypt(ks.k.tdk, "CBC", card.encrypted_pan, card.pan_iv)
   local pan = clear and #clear == 32 and clear:match("^(%d+)F*$")
   if not pan or #pan < 12 or #pan > 19 then refusal("BAD_REQUEST", "card.encrypted_pan is not a PAN under the TDK") end
-  local masked = P.mask_pan(pan)
-  local issuer = self.issuer
-  local c = issuer.cards[pan]
-  if not c then return "14", "unknown card", nil, masked end
   local mode = doc.entry_mode
-  -- PIN: ISO 9564-1 format 4 under the TPK
-  if type(doc.pin_block) ~= "string" then
-    if mode ~= "contactless" or doc.amount > 5000 then return "55", "PIN required", nil, masked end
-  else
-    local pin = hsm.pin.decrypt(ks.k.tpk, "ISO_FORMAT_4", doc.pin_block, pan)
-    local ok = pin and hsm.equal(hsm.hmac(self.index_key, pan .. ":" .. pin), c.pin_check)
-    if not ok then return "55", pin and "PIN does not match" or "PIN block does not decrypt", nil, masked end
-  end
-  local arpc
+  local e = doc.emv
   if mode == "chip" or mode == "contactless" then
-    local e = doc.emv
     if type(e) ~= "table" or type(e.arqc) ~= "string" or type(e.atc) ~= "string" or type(e.un) ~= "string"
        or type(e.date) ~= "string" then
       refusal("BAD_REQUEST", "emv.arqc, emv.atc, emv.un and emv.date are required for chip")
@@ -585,23 +637,49 @@ function Server:_authorise(ks, doc)
     if not (e.atc:match("^%x%x%x%x$") and e.un:match("^%x%x%x%x%x%x%x%x$") and e.date:match("^%d%d%d%d%d%d$")) then
       refusal("BAD_REQUEST", "emv.atc (2 bytes), emv.un (4 bytes) or emv.date (YYMMDD) malformed")
     end
-    local p = { mode = issuer.mode, derivation = issuer.derivation, pan = pan, psn = c.psn, atc = e.atc, un = e.un,
+  end
+  local f = { pan = pan, masked = P.mask_pan(pan), card = self.issuer.cards[pan] }
+  local c = f.card
+  if not c then return f end
+  -- PIN: ISO 9564-1 format 4 under the TPK
+  if type(doc.pin_block) ~= "string" then
+    if mode ~= "contactless" or doc.amount > 5000 then f.pin_fail = "PIN required" end
+  else
+    local pin = hsm.pin.decrypt(ks.k.tpk, "ISO_FORMAT_4", doc.pin_block, pan)
+    local ok = pin and hsm.equal(hsm.hmac(self.index_key, pan .. ":" .. pin), c.pin_check)
+    if not ok then f.pin_fail = pin and "PIN does not match" or "PIN block does not decrypt" end
+  end
+  if not f.pin_fail and (mode == "chip" or mode == "contactless") then
+    local issuer = self.issuer
+    f.emv = { mode = issuer.mode, derivation = issuer.derivation, pan = pan, psn = c.psn, atc = e.atc, un = e.un,
       data = P.emv_data { amount = doc.amount, currency = doc.currency, date = e.date, un = e.un, atc = e.atc,
         tvr = e.tvr, aip = e.aip, country = self.merchant.country_code },
       arqc = e.arqc }
-    if not hsm.emv.verify_arqc(issuer.imk, p) then return "05", "ARQC does not verify", nil, masked end
-    -- the ATC must move forward (a replayed cryptogram is declined)
-    local atc = tonumber(e.atc, 16)
-    local fresh = self.store:update("pos:atc:" .. hsm.hmac(self.index_key, pan), function(old)
+    f.arqc_ok = hsm.emv.verify_arqc(issuer.imk, f.emv)
+  end
+  return f
+end
+
+-- Decides a checked charge: returns response code, reason and the ARPC (chip). The one
+-- stateful step: the card's ATC must move forward (a replayed cryptogram is declined).
+function Server:_decide(doc, f)
+  local c = f.card
+  if not c then return "14", "unknown card" end
+  if f.pin_fail then return "55", f.pin_fail end
+  local arpc
+  if f.emv then
+    if not f.arqc_ok then return "05", "ARQC does not verify" end
+    local atc = tonumber(f.emv.atc, 16)
+    local fresh = self.store:update("pos:atc:" .. hsm.hmac(self.index_key, f.pan), function(old)
       if old and tonumber(old) >= atc then return old, false end
       return tostring(atc), true
     end)
-    if not fresh then return "05", "ATC not greater than the last one seen", nil, masked end
-    p.method, p.arc = 1, doc.amount > c.limit and "3531" or "3030"
-    arpc = hsm.emv.generate_arpc(issuer.imk, p)
+    if not fresh then return "05", "ATC not greater than the last one seen" end
+    f.emv.method, f.emv.arc = 1, doc.amount > c.limit and "3531" or "3030"
+    arpc = hsm.emv.generate_arpc(self.issuer.imk, f.emv)
   end
-  if doc.amount > c.limit then return "51", "amount over the card's limit", arpc, masked end
-  return "00", nil, arpc, masked
+  if doc.amount > c.limit then return "51", "amount over the card's limit", arpc end
+  return "00", nil, arpc
 end
 
 local function charge_object(ch)
@@ -621,43 +699,120 @@ local function charge_object(ch)
   }
 end
 
--- Claims a request_id once per device (replays with fresh nonces are refused too).
-function Server:_claim_request(device_id, doc, what)
-  if type(doc.request_id) ~= "string" or #doc.request_id < 8 or #doc.request_id > 64 then
-    refusal("BAD_REQUEST", "request_id (8 to 64 characters) is required")
-  end
-  local fresh = self.store:update("pos:req:" .. device_id .. ":" .. doc.request_id, function(old)
-    if old then return old, false end
-    return what, true
-  end)
-  if not fresh then refusal("DUPLICATE_REQUEST") end
+local function refund_object(ch)
+  return util.object {
+    "refund_id", ch.refund_id,
+    "charge_id", ch.charge_id,
+    "status", "refunded",
+    "amount", ch.refunded_amount,
+    "currency", ch.currency,
+    "reason", ch.refund_reason,
+    "created_at", ch.refunded_at,
+  }
 end
 
+-- ---- request ids ---------------------------------------------------------------------
+-- A request_id is single-use per device. It is claimed by one atomic store update that
+-- writes {kind, fp, charge_id[, refund_id]} only when the id is free, so of two
+-- processes racing with one id exactly one goes on. It is claimed only after
+-- everything that can refuse the request without state has passed; a refusal after
+-- the claim (a refund the charge's state refuses, an internal error) releases it. A
+-- kept claim lives request_id_ttl seconds (P.REQUEST_ID_TTL). The same request again
+-- (fp: HMAC under the index key of kind, path and the envelope's plaintext) gets the
+-- original answer; anything else under a used id is 409 / 4094.
+
+local function request_key(device_id, request_id) return "pos:req:" .. device_id .. ":" .. request_id end
+
+local function check_request_id(doc)
+  if type(doc.request_id) ~= "string" or #doc.request_id < 8 or #doc.request_id > 64
+     or not doc.request_id:match("^[%w%-_.:]+$") then
+    refusal("BAD_REQUEST", "request_id (8 to 64 letters, digits or -_.:) is required")
+  end
+end
+
+-- Claims the id: returns true, or nil and the record that holds it.
+function Server:_claim(device_id, request_id, rec)
+  local text = cjson.encode(rec)
+  local held = self.store:update(request_key(device_id, request_id), function(old)
+    if old then return old, old end
+    return text, nil
+  end)
+  if held then return nil, cjson.decode(held) or {} end
+  return true
+end
+
+-- Releases a claim made with rec (and only that claim).
+function Server:_release(device_id, request_id, rec)
+  local text = cjson.encode(rec)
+  self.store:update(request_key(device_id, request_id), function(old)
+    if old == text then return nil end
+    return old
+  end)
+end
+
+-- Keeps a claim (the request was answered) for request_id_ttl seconds. The claim is
+-- ours, so no other process writes this key.
+function Server:_keep(device_id, request_id, rec)
+  self.store:put(request_key(device_id, request_id), cjson.encode(rec), self.request_id_ttl)
+end
+
+-- Runs fn under a claim: a refusal or failure inside releases it, success keeps it.
+function Server:_claimed(device_id, request_id, rec, fn)
+  local ok, a, b = pcall(fn)
+  if not ok then
+    pcall(self._release, self, device_id, request_id, rec)
+    error(a, 0)
+  end
+  self:_keep(device_id, request_id, rec)
+  return a, b
+end
+
+local function fingerprint(self, kind, path, plain)
+  return hsm.hmac(self.index_key, kind .. "\n" .. path .. "\n" .. plain)
+end
+
+local REPLAYED = { ["Idempotent-Replayed"] = "true" }
+local IN_FLIGHT = "the first request with this request_id has not been answered yet"
+
 function Server:charge(ctx, req, ks, device_id, nonce)
-  local doc = open_request(ks, req.body)
+  local doc, plain = open_request(ks, req.body)
   local dev = self:device(device_id)
   if not dev.activated then refusal("NOT_ACTIVATED") end
+  check_request_id(doc)
   doc.amount = amount_of(doc.amount)
   if not doc.amount then refusal("BAD_REQUEST", "amount must be a positive integer (minor units)") end
   if not P.CURRENCIES[doc.currency] then refusal("BAD_REQUEST", "unknown currency") end
   if doc.entry_mode ~= "chip" and doc.entry_mode ~= "contactless" and doc.entry_mode ~= "magstripe" then
     refusal("BAD_REQUEST", "entry_mode must be chip, contactless or magstripe")
   end
-  self:_claim_request(device_id, doc, "charge")
-  local code, reason, arpc, masked = self:_authorise(ks, doc)
-  local ch = {
-    charge_id = "ch_" .. hsm.random(12):lower(), device_id = device_id, status = code == "00" and "approved" or "declined",
-    response_code = code, decline_reason = reason, amount = doc.amount, currency = doc.currency,
-    entry_mode = doc.entry_mode, masked_pan = masked, arpc = arpc, arc = arpc and (code == "00" and "3030" or "3531"),
-    authorization_code = code == "00" and hsm.random(3) or nil, created_at = P.iso8601(self.clock()),
-  }
-  self.store:put(charge_key(ch.charge_id), cjson.encode(ch))
+  local f = self:_check_charge(ks, doc)
+  local rec = { kind = "charge", fp = fingerprint(self, "charge", req.path, plain),
+    charge_id = "ch_" .. hsm.random(12):lower() }
+  local claimed, held = self:_claim(device_id, doc.request_id, rec)
+  if not claimed then
+    if held.kind ~= "charge" or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
+      refusal("DUPLICATE_REQUEST")
+    end
+    local ch = self:charge_record(held.charge_id)
+    if not ch or ch.device_id ~= device_id then refusal("DUPLICATE_REQUEST", IN_FLIGHT) end
+    return sealed(ctx, ks, nonce, charge_object(ch), nil, REPLAYED)
+  end
+  local ch = self:_claimed(device_id, doc.request_id, rec, function()
+    local code, reason, arpc = self:_decide(doc, f)
+    local ch = {
+      charge_id = rec.charge_id, device_id = device_id, status = code == "00" and "approved" or "declined",
+      response_code = code, decline_reason = reason, amount = doc.amount, currency = doc.currency,
+      entry_mode = doc.entry_mode, masked_pan = f.masked, arpc = arpc, arc = arpc and (code == "00" and "3030" or "3531"),
+      authorization_code = code == "00" and hsm.random(3) or nil, created_at = P.iso8601(self.clock()),
+    }
+    self.store:put(charge_key(ch.charge_id), cjson.encode(ch))
+    return ch
+  end)
   return sealed(ctx, ks, nonce, charge_object(ch))
 end
 
 -- Loads a charge of this device under an atomic update; fn(ch) changes it or refuses.
 function Server:_change_charge(device_id, id, fn)
-  if not id:match("^ch_%x+$") then refusal("CHARGE_NOT_FOUND") end
   return self.store:update(charge_key(id), function(old)
     local ch = old and cjson.decode(old)
     if not ch or ch.device_id ~= device_id then refusal("CHARGE_NOT_FOUND") end
@@ -666,36 +821,49 @@ function Server:_change_charge(device_id, id, fn)
   end)
 end
 
+local function charge_id_ok(id)
+  if not id:match("^ch_%x+$") then refusal("CHARGE_NOT_FOUND") end
+end
+
 function Server:refund(ctx, req, ks, device_id, nonce, id)
-  local doc = open_request(ks, req.body)
+  local doc, plain = open_request(ks, req.body)
+  charge_id_ok(id)
   if doc.amount ~= nil then
     doc.amount = amount_of(doc.amount)
     if not doc.amount then refusal("REFUND_AMOUNT") end
   end
-  self:_claim_request(device_id, doc, "refund")
+  check_request_id(doc)
+  local rec = { kind = "refund", fp = fingerprint(self, "refund", req.path, plain), charge_id = id,
+    refund_id = "re_" .. hsm.random(12):lower() }
+  local claimed, held = self:_claim(device_id, doc.request_id, rec)
+  if not claimed then
+    if held.kind ~= "refund" or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
+      refusal("DUPLICATE_REQUEST")
+    end
+    local ch = self:charge_record(held.charge_id)
+    if not ch or ch.device_id ~= device_id or ch.refund_id ~= held.refund_id then
+      refusal("DUPLICATE_REQUEST", IN_FLIGHT)
+    end
+    return sealed(ctx, ks, nonce, refund_object(ch), nil, REPLAYED)
+  end
   local now = P.iso8601(self.clock())
-  local ch, refund = self:_change_charge(device_id, id, function(ch)
-    if ch.status == "refunded" then refusal("ALREADY_REFUNDED") end
-    if ch.status == "cancelled" then refusal("ALREADY_CANCELLED") end
-    if ch.status ~= "approved" then refusal("NOT_APPROVED") end
-    local amount = doc.amount or ch.amount
-    if amount > ch.amount then refusal("REFUND_AMOUNT") end
-    ch.status, ch.refunded_amount, ch.refunded_at = "refunded", amount, now
-    return { refund_id = "re_" .. hsm.random(12):lower(), amount = amount }
+  local ch = self:_claimed(device_id, doc.request_id, rec, function()
+    return self:_change_charge(device_id, id, function(ch)
+      if ch.status == "refunded" then refusal("ALREADY_REFUNDED") end
+      if ch.status == "cancelled" then refusal("ALREADY_CANCELLED") end
+      if ch.status ~= "approved" then refusal("NOT_APPROVED") end
+      local amount = doc.amount or ch.amount
+      if amount > ch.amount then refusal("REFUND_AMOUNT") end
+      ch.status, ch.refunded_amount, ch.refunded_at = "refunded", amount, now
+      ch.refund_id, ch.refund_reason = rec.refund_id, type(doc.reason) == "string" and doc.reason or nil
+    end)
   end)
-  return sealed(ctx, ks, nonce, util.object {
-    "refund_id", refund.refund_id,
-    "charge_id", ch.charge_id,
-    "status", "refunded",
-    "amount", refund.amount,
-    "currency", ch.currency,
-    "reason", type(doc.reason) == "string" and doc.reason or nil,
-    "created_at", now,
-  })
+  return sealed(ctx, ks, nonce, refund_object(ch))
 end
 
 function Server:cancel(ctx, req, ks, device_id, nonce, id)
   if req.body and req.body ~= "" then refusal("BAD_REQUEST", "cancel takes no body") end
+  charge_id_ok(id)
   local now = P.iso8601(self.clock())
   local ch = self:_change_charge(device_id, id, function(ch)
     if ch.status == "cancelled" then refusal("ALREADY_CANCELLED") end
