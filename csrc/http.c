@@ -12,8 +12,11 @@
  *                           handler = function(req) return resp end,
  *                           tls = {cert = PEM, key = PEM, client_ca = PEM},   -- texts, optional
  *                           max_body = bytes (default 1 MiB), timeout = seconds (default 30),
- *                           quiet = true (drop libmicrohttpd's own diagnostics)}
+ *                           quiet = true (drop libmicrohttpd's own diagnostics),
+ *                           on_refused = function(method, path, status, reason)}
  *      srv:port() -> the bound port;  srv:run_once([ms]) -> true;  srv:close()
+ *      http.clock() -> seconds (a float) on a monotonic wall clock (CLOCK_MONOTONIC),
+ *                      for timing requests
  *   req  = {method=, path=, query=, headers = {lower-case name = value}, body=,
  *           client_cert = {verified = true, subject = "..."} (mutual TLS only)}
  *   resp = {status = 200, headers = {name = value}, body = string}
@@ -21,7 +24,10 @@
  * whose connection presented none, or one that does not chain to client_ca, gets 403
  * before the handler runs. TLS versions below 1.2 are disabled (GnuTLS priorities).
  * A handler that raises gets a 500 with a generic JSON body; the error goes to
- * opts.on_error(message) when given. Bodies over max_body get 413.
+ * opts.on_error(message) when given. Bodies over max_body get 413. Every answer the C
+ * layer gives itself (403 without a verified client certificate, 413, the 500 of a
+ * failed handler) is reported to opts.on_refused(method, path, status, reason) when
+ * given, so the server can log one line for it too.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -30,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -47,6 +54,7 @@ typedef struct {
   lua_State *L;      /* the state inside run_once (callbacks run there only) */
   int handler_ref;   /* registry refs */
   int on_error_ref;
+  int on_refused_ref;
   int mutual;        /* client certificate required */
   size_t max_body;
   char *cert, *key, *ca; /* PEM copies: MHD keeps pointers to them */
@@ -90,6 +98,22 @@ static enum MHD_Result send_plain(struct MHD_Connection *c, unsigned status, con
   return ret;
 }
 
+/* Tells opts.on_refused about an answer the C layer gives itself (errors inside it are
+ * dropped: a logger must not stop the answer). */
+static void report_refusal(server *sv, const char *method, const char *url, unsigned status, const char *reason) {
+  lua_State *L = sv->L;
+  int top;
+  if (!L || sv->on_refused_ref == LUA_NOREF) return;
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sv->on_refused_ref);
+  lua_pushstring(L, method ? method : "");
+  lua_pushstring(L, url ? url : "");
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_pushstring(L, reason);
+  (void)lua_pcall(L, 4, 0, 0);
+  lua_settop(L, top);
+}
+
 /* 1 when the connection presented a client certificate that chains to client_ca;
  * fills subject (a DN string) when it did. */
 static int client_verified(struct MHD_Connection *c, char *subject, size_t cap) {
@@ -121,8 +145,10 @@ static enum MHD_Result respond(server *sv, struct MHD_Connection *c, const char 
   size_t blen = 0;
   const char *body;
   char subject[512];
-  if (sv->mutual && !client_verified(c, subject, sizeof subject))
+  if (sv->mutual && !client_verified(c, subject, sizeof subject)) {
+    report_refusal(sv, method, url, 403, "no client certificate that chains to client_ca");
     return send_plain(c, 403, "{\"error\":{\"code\":\"403\",\"message\":\"client certificate required\"}}");
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, sv->handler_ref);
   lua_createtable(L, 0, 7);
   lua_pushstring(L, method);
@@ -152,10 +178,12 @@ static enum MHD_Result respond(server *sv, struct MHD_Connection *c, const char 
       lua_pcall(L, 1, 0, 0);
     }
     lua_settop(L, top);
+    report_refusal(sv, method, url, 500, "the handler raised an error");
     return send_plain(c, 500, "{\"error\":{\"code\":\"1001\",\"message\":\"Internal Server Error\"}}");
   }
   if (!lua_istable(L, -1)) {
     lua_settop(L, top);
+    report_refusal(sv, method, url, 500, "the handler returned no response table");
     return send_plain(c, 500, "{\"error\":{\"code\":\"1001\",\"message\":\"Internal Server Error\"}}");
   }
   if (lua_getfield(L, -1, "status") == LUA_TNUMBER) status = (int)lua_tointeger(L, -1);
@@ -213,7 +241,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
     *upload_size = 0;
     return MHD_YES;
   }
-  if (rc->too_big) return send_plain(c, 413, "{\"error\":{\"code\":\"413\",\"message\":\"body too large\"}}");
+  if (rc->too_big) {
+    report_refusal(sv, method, url, 413, "body over max_body");
+    return send_plain(c, 413, "{\"error\":{\"code\":\"413\",\"message\":\"body too large\"}}");
+  }
   return respond(sv, c, method, url, rc);
 }
 
@@ -283,7 +314,7 @@ static int http_new(lua_State *L) {
   if (port < 0 || port > 65535) return luaL_error(L, "http.new: bad port");
   sv = lua_newuserdatauv(L, sizeof *sv, 0);
   memset(sv, 0, sizeof *sv);
-  sv->handler_ref = sv->on_error_ref = LUA_NOREF;
+  sv->handler_ref = sv->on_error_ref = sv->on_refused_ref = LUA_NOREF;
   luaL_setmetatable(L, SERVER_MT);
   lua_getfield(L, 1, "max_body");
   sv->max_body = (size_t)luaL_optinteger(L, -1, 1 << 20);
@@ -292,6 +323,8 @@ static int http_new(lua_State *L) {
   luaL_checktype(L, -1, LUA_TFUNCTION);
   sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (lua_getfield(L, 1, "on_error") == LUA_TFUNCTION) sv->on_error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  else lua_pop(L, 1);
+  if (lua_getfield(L, 1, "on_refused") == LUA_TFUNCTION) sv->on_refused_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   else lua_pop(L, 1);
   memset(&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
@@ -365,15 +398,24 @@ static int srv_close(lua_State *L) {
   free_server(sv);
   if (sv->handler_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->handler_ref);
   if (sv->on_error_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->on_error_ref);
-  sv->handler_ref = sv->on_error_ref = LUA_NOREF;
+  if (sv->on_refused_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, sv->on_refused_ref);
+  sv->handler_ref = sv->on_error_ref = sv->on_refused_ref = LUA_NOREF;
   return 0;
+}
+
+/* http.clock() -> seconds on CLOCK_MONOTONIC (a float; differences are wall time) */
+static int http_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
 }
 
 int luaopen_payhsm_http(lua_State *L);
 int luaopen_payhsm_http(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"port", srv_port}, {"run_once", srv_run_once}, {"close", srv_close}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"new", http_new}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"new", http_new}, {"clock", http_clock}, {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

@@ -35,9 +35,13 @@ local function gateway_config()
   }
 end
 local gw = gateway.new(gateway_config())
-local transport = function(req) return gw:handle(req) end
+step("The gateway's own PAN and PIN keys: random, made at its first start, kept in its store under its local master key")
+show("gateway PAN key  KCV (CMAC)", gw.gw_pan:kcv("CMAC"))
+show("gateway PIN key  KCV (CMAC)", gw.gw_pin:kcv("CMAC"))
+local own_before = gw.gw_pan:kcv("CMAC") .. gw.gw_pin:kcv("CMAC")
 local client = client_mod.new {
-  transport = function(req) return transport(req) end,
+  -- in process, the path decoded once as the HTTP server would (gw is replaced at the restart)
+  transport = function(req) return client_mod.in_process(gw)(req) end,
   user = "integrator", password = "s3cret",
   zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = zmk_pan }, PIN = { label = "ZMK_PIN_XXX_YYY", key = zmk_pin } },
 }
@@ -78,6 +82,12 @@ doc = assert(client:reencrypt_pan(dek, dek.key, pan))
 show("under the gateway PAN key", doc.encryptedPan .. " (IV " .. doc.iv .. ")")
 show("with sessionKeyId / version", doc.sessionKeyId .. " / " .. doc.version)
 
+step("A transaction must name the key instance: sessionKeyId and its sessionKeyCheckValue")
+doc, msg, code = client:call("POST", gateway.PATHS.pan, require("payhsm.util").object {
+  "sessionKeyId", dek.sessionKeyId, "encryptedPan", client_mod.encrypt_pan(dek.key, pan) })
+show("without sessionKeyCheckValue", ("%s  [%s]"):format(msg, code))
+assert(not doc and code == "1002")
+
 step("A key rotated out is refused")
 local old = dek
 for _ = 1, 3 do client:rotate("PAN", "DEK_XX_XXYY") end
@@ -93,6 +103,8 @@ show("before restart", before)
 show("after restart", table_of(gw, "DEK_XX_XXYY"))
 assert(before == table_of(gw, "DEK_XX_XXYY"))
 show("PIN key label after restart", table_of(gw, "ZPK_XX_XXYY"))
+show("gateway PAN / PIN key KCVs", gw.gw_pan:kcv("CMAC") .. " / " .. gw.gw_pin:kcv("CMAC") .. " (unchanged)")
+assert(own_before == gw.gw_pan:kcv("CMAC") .. gw.gw_pin:kcv("CMAC"))
 doc = assert(client:translate_pin(zpk, zpk.key, "1234", pan))
 show("PIN translated after restart", doc.pinBlock)
 gw.store:close()

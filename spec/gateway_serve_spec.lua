@@ -46,7 +46,7 @@ local function new_client(keys, port)
 end
 
 describe("payhsm serve gateway", function()
-  local keys, db
+  local keys, db, gateway_kcv
   setup(function()
     keys = pki.make()
     db = os.tmpname()
@@ -65,10 +65,13 @@ describe("payhsm serve gateway", function()
     local stranger = ("--cert %s --key %s"):format(keys.path("stranger.pem"), keys.path("stranger.key"))
     local good = "-u integrator:pa55word"
     -- no client certificate, or one from another CA: refused before any handler runs
+    local codes403 = {}
     local code = curl(("%s %s %s"):format(ca, good, url))
     assert.is_true(code:match("^403") ~= nil or code:match("^000") ~= nil, code)
+    codes403[#codes403 + 1] = code
     code = curl(("%s %s %s %s"):format(ca, stranger, good, url))
     assert.is_true(code:match("^403") ~= nil or code:match("^000") ~= nil, code)
+    codes403[#codes403 + 1] = code
     -- TLS 1.1 and below refused at the handshake
     code = curl(("%s %s %s --tlsv1 --tls-max 1.1 %s"):format(ca, mine, good, url))
     assert.matches("^000", code)
@@ -80,6 +83,47 @@ describe("payhsm serve gateway", function()
     local log = serve.read(srv.log)
     assert.matches("GET /key%-mgmt/session%-keys/keys/sessionKeyLabel=X 401", log)
     assert.matches("GET /key%-mgmt/session%-keys/keys/sessionKeyLabel=X 404", log)
+    -- the refusals payhsm.http gives before any handler (403) are logged too, one line each
+    -- (a connection refused at the handshake instead has no request to log)
+    local refused = 0
+    for line in log:gmatch("[^\n]+") do
+      if line:match("^%d%d%d%d%-%d%d%-%d%dT%S+ GET /key%-mgmt/session%-keys/keys/sessionKeyLabel=X 403 %- %(no client certificate") then
+        refused = refused + 1
+      end
+    end
+    local answered403 = 0
+    for _, c in ipairs(codes403) do if c == "403" then answered403 = answered403 + 1 end end
+    assert.equal(answered403, refused)
+  end)
+
+  it("decodes a label in the path exactly once: a label X%41 is imported and listed over HTTPS", function()
+    -- libmicrohttpd percent-decodes the path; the client percent-encodes what it puts there
+    local ldb = os.tmpname()
+    local srv = serve.start("gateway", config(keys, ldb))
+    finally(function()
+      srv.stop() srv.cleanup()
+      os.remove(ldb) os.remove(ldb .. "-wal") os.remove(ldb .. "-shm")
+    end)
+    local c = new_client(keys, srv.port)
+    local res = assert(c:rotate("PAN", "X%41"))
+    local other = assert(c:rotate("PAN", "DEK A/1?#%2F"))
+    local list = assert(c:get_keys("X%41"))
+    assert.equal(1, #list)
+    assert.equal("X%41", list[1].sessionKeyLabel)
+    assert.equal(res.key:kcv("CMAC"), list[1].sessionKeyCheckValue)
+    assert.equal("X%41", assert(c:get_key(res.sessionKeyId)).sessionKeyLabel)
+    assert.equal("DEK A/1?#%2F", assert(c:get_keys("DEK A/1?#%2F"))[1].sessionKeyLabel)
+    assert.equal(other.sessionKeyId, assert(c:get_keys("DEK A/1?#%2F"))[1].sessionKeyId)
+    -- "XA" is another label; the wire path ...=X%41 (what curl sends as is) is the label "XA"
+    assert.equal("3921", select(3, c:get_keys("XA")))
+    c:close()
+    local url = ("https://127.0.0.1:%d/key-mgmt/session-keys/keys/sessionKeyLabel="):format(srv.port)
+    local args = ("--cacert %s --cert %s --key %s -u integrator:pa55word "):format(keys.path("ca.pem"),
+      keys.path("client.pem"), keys.path("client.key"))
+    assert.equal("200", (curl(args .. url .. "X%2541")))
+    assert.equal("404", (curl(args .. url .. "X%41")))
+    -- the log shows the decoded path with anything unprintable escaped (one line per request)
+    assert.matches("GET /key%-mgmt/session%-keys/keys/sessionKeyLabel=DEK%%20A/1%?#%%2F 200", serve.read(srv.log))
   end)
 
   it("imports, rotates and transacts over keep-alive HTTPS, logging one line per request and no secrets", function()
@@ -95,6 +139,7 @@ describe("payhsm serve gateway", function()
     end
     local doc = assert(c:reencrypt_pan(last, last.key, "4111111111111111"))
     assert.equal("panReencryptionResponse", doc.type)
+    gateway_kcv = doc.gatewayKeyCheckValue
     local _, msg, code = c:import("PAN", "DEK_SERVE", last.key)
     assert.equal("301", code, msg)
     c:close()
@@ -118,6 +163,30 @@ describe("payhsm serve gateway", function()
       assert.not_matches(k, bytes, 1, true)
       assert.not_matches(k:lower(), bytes, 1, true)
     end
+  end)
+
+  it("keeps its own random PAN key across a restart (sqlite)", function()
+    assert.is_string(gateway_kcv) -- from the test above, on the same database
+    local db2 = os.tmpname()
+    local srv, srv2
+    finally(function()
+      srv.stop() srv.cleanup()
+      if srv2 then srv2.stop() srv2.cleanup() end
+      os.remove(db2) os.remove(db2 .. "-wal") os.remove(db2 .. "-shm")
+    end)
+    srv = serve.start("gateway", config(keys, db))
+    local c = new_client(keys, srv.port)
+    local k = assert(c:rotate("PAN", "DEK_SERVE"))
+    local doc = assert(c:reencrypt_pan(k, k.key, "4111111111111111"))
+    c:close()
+    assert.equal(gateway_kcv, doc.gatewayKeyCheckValue)
+    -- and a gateway on a new database (same config) has another one
+    srv2 = serve.start("gateway", config(keys, db2))
+    local c2 = new_client(keys, srv2.port)
+    k = assert(c2:rotate("PAN", "DEK_SERVE"))
+    local doc2 = assert(c2:reencrypt_pan(k, k.key, "4111111111111111"))
+    c2:close()
+    assert.not_equal(gateway_kcv, doc2.gatewayKeyCheckValue)
   end)
 
   it("keeps every import it answered 200 across SIGKILL and restart (sqlite)", function()
@@ -237,6 +306,17 @@ describe("payhsm serve gateway", function()
     end
     local ta, tb = table_from(a), table_from(b)
     assert.same(ta, tb)
+    -- and on the gateway's own PAN key, generated once in the shared store
+    local function plain(srv)
+      return client_mod.new { http = { host = "127.0.0.1", port = srv.port }, user = "integrator", password = "pa55word",
+        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = hsm.key.import("AES_256", ZMK_PAN) } } }
+    end
+    local ca, cb = plain(a), plain(b)
+    local k = assert(ca:rotate("PAN", "DEK_AGREE"))
+    local da = assert(ca:reencrypt_pan(k, k.key, "4111111111111111"))
+    local dbb = assert(cb:reencrypt_pan(k, k.key, "4111111111111111"))
+    ca:close() cb:close()
+    assert.equal(da.gatewayKeyCheckValue, dbb.gatewayKeyCheckValue)
     local versions = {}
     for _, k in ipairs(ta) do
       versions[#versions + 1] = k.version

@@ -317,6 +317,30 @@ describe("gateway", function()
       assert.not_matches("fire", resp.body)
     end)
 
+    it("answers 409 / 3067 when the store fails while reserving the IDs of a new label", function()
+      local store = memory.new()
+      local gw = new_gateway { store = store }
+      local update = store.update
+      store.update = function(self, k, fn)
+        if k == "gw:seq" then error("disk on fire") end
+        return update(self, k, fn)
+      end
+      local resp, doc = import(gw, { sessionKeyLabel = "NEW_LABEL" })
+      assert_error(resp, doc, 409, "3067")
+      assert.not_matches("fire", resp.body)
+      assert.is_nil(gw:slots("NEW_LABEL"))
+      store.update = update
+      local put = store.put
+      store.put = function(self, k, v, ttl)
+        if k:match("^gw:id:") then error("disk on fire") end
+        return put(self, k, v, ttl)
+      end
+      resp, doc = import(gw, { sessionKeyLabel = "NEW_LABEL" })
+      assert_error(resp, doc, 409, "3067")
+      store.put = put
+      assert.equal(200, (import(gw, { sessionKeyLabel = "NEW_LABEL" })).status)
+    end)
+
     it("answers 409 / 3901 when an import fails unexpectedly, and logs the cause", function()
       local lines = {}
       local gw = new_gateway { log = function(l) lines[#lines + 1] = l end }
@@ -328,7 +352,7 @@ describe("gateway", function()
       assert.is_true(ok, tostring(resp))
       assert_error(resp, cjson.decode(resp.body), 409, "3901")
       assert.is_nil(gw:slots("DEK_XX_XXYY"))
-      assert.matches("re%-wrapping", lines[1])
+      assert.matches("re%-wrapping", lines[#lines])
       assert.not_matches("re%-wrapping", resp.body)
     end)
   end)
@@ -369,12 +393,30 @@ describe("gateway", function()
       assert_error(resp, doc, 404, "1004")
     end)
 
-    it("decodes a percent-encoded label", function()
+    it("takes the path as the HTTP layer decoded it, without decoding it again", function()
+      -- the HTTP server (libmicrohttpd, lighttpd's uri.path) has already percent-decoded the
+      -- path: "X%41" arrives as "X%41" and is that label, not "XA"
       local gw = new_gateway()
-      import(gw, { sessionKeyLabel = "DEK A/1" })
-      local resp, doc = call(gw, "GET", "/key-mgmt/session-keys/keys/sessionKeyLabel=DEK%20A%2F1")
+      import(gw, { sessionKeyLabel = "X%41" })
+      import(gw, { sessionKeyLabel = "DEK A/1?" })
+      local resp, doc = call(gw, "GET", "/key-mgmt/session-keys/keys/sessionKeyLabel=X%41")
       assert.equal(200, resp.status)
-      assert.equal("DEK A/1", doc.keys[1].sessionKeyLabel)
+      assert.equal("X%41", doc.keys[1].sessionKeyLabel)
+      assert_error(select(1, call(gw, "GET", "/key-mgmt/session-keys/keys/sessionKeyLabel=XA")),
+        select(2, call(gw, "GET", "/key-mgmt/session-keys/keys/sessionKeyLabel=XA")), 404, "3921")
+      resp, doc = call(gw, "GET", "/key-mgmt/session-keys/keys/sessionKeyLabel=DEK A/1?")
+      assert.equal(200, resp.status)
+      assert.equal("DEK A/1?", doc.keys[1].sessionKeyLabel)
+      -- the client percent-encodes labels and IDs in its paths; in_process decodes once, as HTTP does
+      local c = client_mod.new { transport = client_mod.in_process(gw), user = "integrator", password = "s3cret" }
+      assert.equal("X%2541", client_mod.url_encode("X%41"))
+      assert.equal("DEK%20A%2F1%3F", client_mod.url_encode("DEK A/1?"))
+      assert.equal("X%41", assert(c:get_keys("X%41"))[1].sessionKeyLabel)
+      assert.equal("DEK A/1?", assert(c:get_keys("DEK A/1?"))[1].sessionKeyLabel)
+      assert.equal("X%41", assert(c:get_key("1001")).sessionKeyLabel)
+      local none = { c:get_keys("XA") }
+      assert.is_nil(none[1])
+      assert.equal("3921", none[3])
     end)
   end)
 
@@ -386,12 +428,70 @@ describe("gateway", function()
       import(gw, { key = zpk, keyType = "PIN", masterKeyLabel = "ZMK_PIN_XXX_YYY", sessionKeyLabel = "ZPK_1" })
       return gw, dek, zpk
     end
+    local PAN = "4111111111111111"
+    local PIN_PAN = "5413330089600010"
+    local function pan_call(gw, fields)
+      return call(gw, "POST", "/key-management/transactions/pan-reencryption", cjson.encode(fields))
+    end
+    local function pin_call(gw, fields)
+      return call(gw, "POST", "/key-management/transactions/pin-translation", cjson.encode(fields))
+    end
+
+    -- The three IDs are static (the seed's rotation): an ID alone does not say which key
+    -- the integrator used, so the request names the key instance by its check value.
+    it("require the session key's check value, PAN and PIN alike (400 / 1002 without it)", function()
+      local gw, dek, zpk = setup_keys()
+      local enc = client_mod.encrypt_pan(dek, PAN)
+      local pinblock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", PIN_PAN)
+      for _, bad in ipairs { cjson.null, 123, true, { "x" }, "XYZ", "", dek:kcv("CMAC") .. "0" } do
+        local kcv = bad
+        if bad == cjson.null then kcv = nil end
+        local resp, doc = pan_call(gw, { sessionKeyId = "1001", sessionKeyCheckValue = kcv, encryptedPan = enc })
+        assert_error(resp, doc, 400, "1002")
+        assert.matches("sessionKeyCheckValue", doc.error.details)
+        resp, doc = pin_call(gw, { sessionKeyId = "1004", sessionKeyCheckValue = kcv, pinBlock = pinblock, pan = PIN_PAN })
+        assert_error(resp, doc, 400, "1002")
+      end
+      -- either KCV of the key, in either case, names it
+      for _, kcv in ipairs { dek:kcv("CMAC"), dek:kcv("ANSI_X9_24"):lower() } do
+        assert.equal(200, (pan_call(gw, { sessionKeyId = "1001", sessionKeyCheckValue = kcv, encryptedPan = enc })).status)
+      end
+      for _, kcv in ipairs { zpk:kcv("CMAC"):lower(), zpk:kcv("ANSI_X9_24") } do
+        assert.equal(200, (pin_call(gw, { sessionKeyId = "1004", sessionKeyCheckValue = kcv, pinBlock = pinblock,
+          pan = PIN_PAN })).status)
+      end
+    end)
+
+    it("refuse a key rotated out of its ID (409 / 3930), PAN and PIN alike, and serve the older keys still held", function()
+      local gw, dek, zpk = setup_keys()
+      local enc = client_mod.encrypt_pan(dek, PAN)
+      local pinblock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", PIN_PAN)
+      local pin_import = { keyType = "PIN", masterKeyLabel = "ZMK_PIN_XXX_YYY", sessionKeyLabel = "ZPK_1" }
+      import(gw)
+      import(gw, pin_import) -- dek and zpk are now version 2.0, still held
+      local resp, doc = pan_call(gw, { sessionKeyId = "1001", sessionKeyCheckValue = dek:kcv("CMAC"), encryptedPan = enc })
+      assert.equal(200, resp.status)
+      assert.equal("2.0", doc.version)
+      assert.is_false(doc.active)
+      resp, doc = pin_call(gw, { sessionKeyId = "1004", sessionKeyCheckValue = zpk:kcv("CMAC"), pinBlock = pinblock,
+        pan = PIN_PAN })
+      assert.equal(200, resp.status)
+      assert.equal("2.0", doc.version)
+      for _ = 1, 2 do import(gw) import(gw, pin_import) end -- 1001 and 1004 hold new keys
+      resp, doc = pan_call(gw, { sessionKeyId = "1001", sessionKeyCheckValue = dek:kcv("CMAC"), encryptedPan = enc })
+      assert_error(resp, doc, 409, "3930")
+      resp, doc = pin_call(gw, { sessionKeyId = "1004", sessionKeyCheckValue = zpk:kcv("ANSI_X9_24"), pinBlock = pinblock,
+        pan = PIN_PAN })
+      assert_error(resp, doc, 409, "3930")
+      -- and the new key under the ID is never used for data sent under the old one
+      assert.is_nil(doc.pinBlock)
+    end)
 
     it("re-encrypts a PAN from the DEK to the gateway's PAN key", function()
       local gw, dek = setup_keys()
       local pan = "4111111111111111"
       local resp, doc = call(gw, "POST", "/key-management/transactions/pan-reencryption", cjson.encode {
-        sessionKeyId = "1001", encryptedPan = client_mod.encrypt_pan(dek, pan) })
+        sessionKeyId = "1001", sessionKeyCheckValue = dek:kcv("CMAC"), encryptedPan = client_mod.encrypt_pan(dek, pan) })
       assert.equal(200, resp.status)
       assert.equal("panReencryptionResponse", doc.type)
       assert.equal("1001", doc.sessionKeyId)
@@ -407,7 +507,8 @@ describe("gateway", function()
       local pan = "5413330089600010"
       for _, fmt in ipairs { "ISO_FORMAT_4" } do
         local resp, doc = call(gw, "POST", "/key-management/transactions/pin-translation", cjson.encode {
-          sessionKeyId = "1004", pinBlock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", pan), pan = pan,
+          sessionKeyId = "1004", sessionKeyCheckValue = zpk:kcv("ANSI_X9_24"):lower(),
+          pinBlock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", pan), pan = pan,
           pinBlockFormat = "ISO_FORMAT_4", outputPinBlockFormat = fmt })
         assert.equal(200, resp.status)
         assert.equal("pinTranslationResponse", doc.type)
@@ -421,38 +522,44 @@ describe("gateway", function()
       local pan = "4111111111111111"
       local old_kcv = dek:kcv("CMAC")
       import(gw) -- 1002 is now active; 1001 still holds dek as version 2.0
-      local function pan_call(fields)
-        return call(gw, "POST", "/key-management/transactions/pan-reencryption", cjson.encode(fields))
+      local function pan_call1(fields)
+        return pan_call(gw, fields)
       end
-      local resp, doc = pan_call { sessionKeyId = "1001", sessionKeyCheckValue = old_kcv,
+      local resp, doc = pan_call1 { sessionKeyId = "1001", sessionKeyCheckValue = old_kcv,
         encryptedPan = client_mod.encrypt_pan(dek, pan) }
       assert.equal(200, resp.status)
       assert.equal("2.0", doc.version)
       assert.is_false(doc.active)
       import(gw)
       import(gw) -- 1001 now holds a new key: dek is gone
-      resp, doc = pan_call { sessionKeyId = "1001", sessionKeyCheckValue = old_kcv,
+      resp, doc = pan_call1 { sessionKeyId = "1001", sessionKeyCheckValue = old_kcv,
         encryptedPan = client_mod.encrypt_pan(dek, pan) }
       assert_error(resp, doc, 409, "3930")
-      -- without the check value the slot's current key is used, and the PAN does not decrypt
-      resp, doc = pan_call { sessionKeyId = "1001", encryptedPan = client_mod.encrypt_pan(dek, pan) }
+      -- the ID's current key, named by its check value, with data that does not decrypt under it
+      local current = gw:slots("DEK_XX_XXYY")[1]
+      assert.equal("1001", current.id)
+      resp, doc = pan_call1 { sessionKeyId = "1001", sessionKeyCheckValue = current.kcv,
+        encryptedPan = client_mod.encrypt_pan(dek, pan) }
       assert_error(resp, doc, 422, "3932")
-      resp, doc = pan_call { sessionKeyId = "1004", encryptedPan = client_mod.encrypt_pan(dek, pan) }
+      resp, doc = pan_call1 { sessionKeyId = "1004", sessionKeyCheckValue = zpk:kcv("CMAC"),
+        encryptedPan = client_mod.encrypt_pan(dek, pan) }
       assert_error(resp, doc, 409, "3931")
-      resp, doc = pan_call { sessionKeyId = "4242", encryptedPan = client_mod.encrypt_pan(dek, pan) }
+      resp, doc = pan_call1 { sessionKeyId = "4242", sessionKeyCheckValue = old_kcv, encryptedPan = client_mod.encrypt_pan(dek, pan) }
       assert_error(resp, doc, 404, "3920")
-      resp, doc = pan_call { sessionKeyId = "1002", encryptedPan = "XYZ" }
+      resp, doc = pan_call1 { sessionKeyId = "1002", sessionKeyCheckValue = old_kcv, encryptedPan = "XYZ" }
       assert_error(resp, doc, 400, "1002")
       resp, doc = call(gw, "POST", "/key-management/transactions/pin-translation", cjson.encode {
-        sessionKeyId = "1004", pinBlock = ("00"):rep(16), pan = "5413330089600010" })
+        sessionKeyId = "1004", sessionKeyCheckValue = zpk:kcv("CMAC"), pinBlock = ("00"):rep(16), pan = "5413330089600010" })
       assert_error(resp, doc, 422, "3932")
       resp, doc = call(gw, "POST", "/key-management/transactions/pin-translation", cjson.encode {
-        sessionKeyId = "1004", pinBlock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", "5413330089600010"),
+        sessionKeyId = "1004", sessionKeyCheckValue = zpk:kcv("CMAC"),
+        pinBlock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", "5413330089600010"),
         pan = "5413330089600010", pinBlockFormat = "ISO_FORMAT_9" })
       assert_error(resp, doc, 400, "1002")
       -- format 0 needs a TDES key: the AES gateway PIN key cannot take it
       resp, doc = call(gw, "POST", "/key-management/transactions/pin-translation", cjson.encode {
-        sessionKeyId = "1004", pinBlock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", "5413330089600010"),
+        sessionKeyId = "1004", sessionKeyCheckValue = zpk:kcv("CMAC"),
+        pinBlock = hsm.pin.encrypt(zpk, "ISO_FORMAT_4", "1234", "5413330089600010"),
         pan = "5413330089600010", outputPinBlockFormat = "ISO_FORMAT_0" })
       assert_error(resp, doc, 400, "1002")
     end)
@@ -475,7 +582,7 @@ describe("gateway", function()
       assert.equal(key:kcv("CMAC"), doc.key.sessionKeyCheckValue)
       local pan = "4111111111111111"
       resp = call(gw2, "POST", "/key-management/transactions/pan-reencryption", cjson.encode {
-        sessionKeyId = "1001", encryptedPan = client_mod.encrypt_pan(key, pan) })
+        sessionKeyId = "1001", sessionKeyCheckValue = key:kcv("CMAC"), encryptedPan = client_mod.encrypt_pan(key, pan) })
       assert.equal(200, resp.status)
     end)
 
@@ -488,6 +595,116 @@ describe("gateway", function()
       assert.has_no_error(function()
         new_gateway { store = store, storage_key = { algorithm = "AES_256", hex = ("55"):rep(32) } }
       end)
+    end)
+
+    -- Issue 4 audit: the zone master keys are shared with the integrator, so nothing the
+    -- gateway keeps to itself may be derived from them.
+    local function bare_gateway(store, master_keys)
+      return gateway.new { store = store, basic_auth = { integrator = "s3cret" }, master_keys = master_keys or {
+        { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = ZMK_PAN },
+        { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = ZMK_PIN } } }
+    end
+
+    it("generates its own PAN and PIN keys at random: a twin with the same config has other ones", function()
+      local a, b = bare_gateway(memory.new()), bare_gateway(memory.new())
+      assert.not_equal(a.gw_pan:kcv("CMAC"), b.gw_pan:kcv("CMAC"))
+      assert.not_equal(a.gw_pin:kcv("CMAC"), b.gw_pin:kcv("CMAC"))
+      assert.not_equal(a.gw_pan:kcv("CMAC"), a.gw_pin:kcv("CMAC"))
+      -- nor are they what a KBKDF of a zone master key would give (the old derivation)
+      for _, hex in ipairs { ZMK_PAN, ZMK_PIN } do
+        local kdk = hsm.key.import("AES_256", hex)
+        for _, label in ipairs { "ZMK_PAN_XXX_YYY", "ZMK_PIN_XXX_YYY" } do
+          local k = hsm.key.derive(hsm.key.derive(kdk, "AES_256", "payhsm gateway key derivation", label),
+            "AES_256", "payhsm gateway PAN key", "")
+          assert.not_equal(k:kcv("CMAC"), a.gw_pan:kcv("CMAC"))
+        end
+      end
+      assert.equal("D0", a.gw_pan.usage)
+      assert.equal("P0", a.gw_pin.usage)
+    end)
+
+    it("keeps its own keys in the store wrapped under the local master key, across restarts", function()
+      local store = memory.new()
+      local gw = bare_gateway(store)
+      local pan_kcv, pin_kcv = gw.gw_pan:kcv("CMAC"), gw.gw_pin:kcv("CMAC")
+      local stored = assert(store:get("gw:own"))
+      for _, k in ipairs { gw.gw_pan, gw.gw_pin } do
+        assert.not_matches(k:export(), stored, 1, true)
+        assert.not_matches(k:export():lower(), stored, 1, true)
+      end
+      local doc = cjson.decode(stored)
+      assert.equal("D0", hsm.tr31.parse(doc.pan).usage)
+      assert.equal("P0", hsm.tr31.parse(doc.pin).usage)
+      -- a PAN re-encrypted before the restart reads under the restarted gateway's key
+      local c = client_mod.new { transport = client_mod.in_process(gw), user = "integrator", password = "s3cret",
+        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = zmk("PAN") } } }
+      local dek = assert(c:rotate("PAN", "DEK_R"))
+      local out = assert(c:reencrypt_pan(dek, dek.key, "4111111111111111"))
+      local again = bare_gateway(store)
+      assert.equal(pan_kcv, again.gw_pan:kcv("CMAC"))
+      assert.equal(pin_kcv, again.gw_pin:kcv("CMAC"))
+      assert.equal(pan_kcv, out.gatewayKeyCheckValue)
+      assert.equal("4111111111111111", client_mod.decrypt_pan(again.gw_pan, out.encryptedPan, out.iv))
+      assert.equal(stored, store:get("gw:own")) -- not rewritten
+    end)
+
+    it("takes the own keys another process stored first (created in one atomic update)", function()
+      local store = memory.new()
+      local first = bare_gateway(store)
+      -- the second process read "no keys yet" before the first one's update committed
+      local racing = {}
+      for _, m in ipairs { "put", "update", "delete", "ttl", "keys", "close" } do
+        racing[m] = function(_, ...) return store[m](store, ...) end
+      end
+      racing.get = function(_, k)
+        if k == "gw:own" then return nil end
+        return store:get(k)
+      end
+      local second = bare_gateway(racing)
+      assert.equal(first.gw_pan:kcv("CMAC"), second.gw_pan:kcv("CMAC"))
+      assert.equal(first.gw_pin:kcv("CMAC"), second.gw_pin:kcv("CMAC"))
+    end)
+
+    it("refuses to start when its own keys in the store do not unwrap", function()
+      local store = memory.new()
+      bare_gateway(store)
+      local doc = cjson.decode(store:get("gw:own"))
+      doc.pin = doc.pin:sub(1, -2) .. (doc.pin:sub(-1) == "0" and "1" or "0")
+      store:put("gw:own", cjson.encode(doc))
+      assert.has_error(function() bare_gateway(store) end,
+        "gateway: the gateway's own PIN key in the store does not unwrap under the local master key; refusing to start")
+    end)
+
+    it("keeps its derived local master key when master keys are added, and says which one it came from", function()
+      local store = memory.new()
+      local gw = bare_gateway(store)
+      assert.equal("ZMK_PAN_XXX_YYY", gw.lmk_source)
+      local lmk_kcv, pan_kcv = gw.lmk:kcv("CMAC"), gw.gw_pan:kcv("CMAC")
+      import(gw) -- a session key stored under the LMK
+      -- a new master key whose label sorts first
+      local more = {
+        { label = "AAA_ZMK_PIN_NEW", key_type = "PIN", algorithm = "AES_256", hex = ("77"):rep(32) },
+        { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = ZMK_PIN },
+        { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = ZMK_PAN },
+      }
+      local gw2 = bare_gateway(store, more)
+      assert.equal(lmk_kcv, gw2.lmk:kcv("CMAC"))
+      assert.equal("ZMK_PAN_XXX_YYY", gw2.lmk_source)
+      assert.equal(pan_kcv, gw2.gw_pan:kcv("CMAC"))
+      local resp = call(gw2, "GET", "/key-management/keys/1001")
+      assert.equal(200, resp.status)
+      -- a new store with that config derives from the label that sorts first
+      assert.equal("AAA_ZMK_PIN_NEW", bare_gateway(memory.new(), more).lmk_source)
+      -- without the master key the LMK came from, the gateway cannot read its store
+      local ok, err = pcall(bare_gateway, store, { more[1], more[2] })
+      assert.is_false(ok)
+      assert.matches("no configured master key derives", err)
+      -- a startup line tells the operator (no key bytes)
+      local lines = {}
+      gateway.new { store = store, basic_auth = { integrator = "s3cret" }, master_keys = more,
+        log = function(l) lines[#lines + 1] = l end }
+      assert.matches("no storage_key configured.*ZMK_PAN_XXX_YYY.*configure storage_key in production", lines[1])
+      assert.not_matches(ZMK_PAN, lines[1], 1, true)
     end)
 
     it("refuses broken configs", function()
@@ -578,6 +795,73 @@ describe("gateway", function()
       local res = assert(c:rotate("PAN", "DEK_XX_XXYY"))
       assert.is_false(res.confirmed)
       assert.equal(1, #gw:slots("DEK_XX_XXYY"))
+    end)
+
+    it("reports a key as imported when a retry gets 301 after a lost answer and a failed Get Keys", function()
+      local gw = new_gateway()
+      local imports, lists, sleeps = 0, 0, {}
+      local c = client_mod.new {
+        transport = function(req)
+          local resp = client_mod.in_process(gw)(req)
+          if req.path == "/key-management/keys/import" then
+            imports = imports + 1
+            if imports == 1 then return nil, "timeout" end -- imported, answer lost
+          else
+            lists = lists + 1
+            if lists == 1 then return nil, "connection reset" end -- the confirmation fails too
+          end
+          return resp
+        end,
+        user = "integrator", password = "s3cret", sleep = function(s) sleeps[#sleeps + 1] = s end,
+        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = zmk("PAN") } },
+      }
+      local key = c:generate("PAN")
+      local res, msg = c:import("PAN", "DEK_XX_XXYY", key)
+      assert.is_table(res, msg)
+      assert.is_true(res.confirmed)
+      assert.equal("1001", res.sessionKeyId)
+      assert.equal(key:kcv("CMAC"), res.sessionKeyCheckValue)
+      assert.equal("3.0", res.version)
+      assert.equal(2, imports) -- the retry got 301
+      assert.equal(1, #gw:slots("DEK_XX_XXYY"))
+      assert.same({ 0.1 }, sleeps) -- a backoff before the retry
+    end)
+
+    it("backs off between retries (doubling) and gives up with the last error", function()
+      local sleeps = {}
+      local c = client_mod.new {
+        transport = function() return nil, "connection refused" end,
+        user = "integrator", password = "s3cret", attempts = 3, backoff = 0.05,
+        sleep = function(s) sleeps[#sleeps + 1] = s end,
+        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = zmk("PAN") } },
+      }
+      local res, msg, code = c:import("PAN", "DEK_XX_XXYY", c:generate("PAN"))
+      assert.is_nil(res)
+      assert.equal("TRANSPORT", code)
+      assert.matches("connection refused", msg)
+      assert.same({ 0.05, 0.1 }, sleeps)
+    end)
+
+    it("fails when a retry gets 301 but Get Keys never confirms the key", function()
+      local gw = new_gateway()
+      local imports = 0
+      local c = client_mod.new {
+        transport = function(req)
+          if req.path == "/key-management/keys/import" then
+            imports = imports + 1
+            local resp = client_mod.in_process(gw)(req)
+            if imports == 1 then return nil, "timeout" end
+            return resp
+          end
+          return nil, "connection reset"
+        end,
+        user = "integrator", password = "s3cret", sleep = function() end,
+        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = zmk("PAN") } },
+      }
+      local res, msg, code = c:import("PAN", "DEK_XX_XXYY", c:generate("PAN"))
+      assert.is_nil(res)
+      assert.equal("TRANSPORT", code)
+      assert.matches("301 on a retry", msg)
     end)
 
     it("returns the gateway's error code on refusal", function()

@@ -33,11 +33,70 @@ describe("http", function()
       assert.matches("boom", seen)
     end)
 
-    it("refuses bodies over max_body with 413", function()
-      local srv = http.new { quiet = true, port = 0, handler = echo, max_body = 10 }
-      local out = pki.curl(srv, ("-i -d '%s' http://127.0.0.1:%d/"):format(("x"):rep(100), srv:port()))
-      srv:close()
+    it("refuses bodies over max_body with 413, and reports it to on_refused", function()
+      local seen = {}
+      local srv = http.new { quiet = true, port = 0, handler = echo, max_body = 10,
+        on_refused = function(...) seen[#seen + 1] = { ... } end }
+      local out = pki.curl(srv, ("-i -d '%s' http://127.0.0.1:%d/up/load"):format(("x"):rep(100), srv:port()))
       assert.matches("^HTTP/1.1 413", out)
+      assert.same({ { "POST", "/up/load", 413, "body over max_body" } }, seen)
+      -- a body within max_body reaches the handler and is not reported
+      out = pki.curl(srv, ("-i -d 'hello' http://127.0.0.1:%d/"):format(srv:port()))
+      srv:close()
+      assert.matches("^HTTP/1.1 200", out)
+      assert.equal(1, #seen)
+    end)
+
+    it("reports the 500 of a failed handler to on_refused, and survives an on_refused that raises", function()
+      local seen = {}
+      local srv = http.new { quiet = true, port = 0, handler = function() error("boom") end,
+        on_refused = function(m, p, status, reason)
+          seen[#seen + 1] = { m, p, status, reason }
+          error("a logger that fails")
+        end }
+      local out = pki.curl(srv, ("-i http://127.0.0.1:%d/x"):format(srv:port()))
+      srv:close()
+      assert.matches("^HTTP/1.1 500", out)
+      assert.same({ { "GET", "/x", 500, "the handler raised an error" } }, seen)
+    end)
+
+    it("has a monotonic wall clock: a sleep shows in http.clock, not in os.clock", function()
+      local t0, c0 = http.clock(), os.clock()
+      os.execute("sleep 0.3")
+      local dt, dc = http.clock() - t0, os.clock() - c0
+      assert.is_true(dt >= 0.25 and dt < 5, tostring(dt))
+      assert.is_true(dc < 0.1, tostring(dc))
+    end)
+
+    it("server.start logs wall-clock milliseconds per request, and one line for each refusal", function()
+      local lines = {}
+      local server = require "payhsm.server"
+      local srv, app = server.start("gateway", { listen = "127.0.0.1:0", basic_auth = { integrator = "pw" },
+        master_keys = { { label = "Z", key_type = "PAN", algorithm = "AES_256", hex = ("11"):rep(32) } } },
+        { log = function(l) lines[#lines + 1] = l end })
+      local handle = app.handle
+      app.handle = function(self, req) -- a handler that waits (as on fsync) without using CPU
+        if req.path == "/slow" then os.execute("sleep 0.3") end
+        return handle(self, req)
+      end
+      local big = os.tmpname()
+      local f = assert(io.open(big, "wb"))
+      f:write(("x"):rep(1024 * 1024 + 1)) -- over the default max_body (1 MiB)
+      f:close()
+      local base = ("http://127.0.0.1:%d"):format(srv:port())
+      pki.curl(srv, "-o /dev/null -u integrator:pw " .. base .. "/slow")
+      pki.curl(srv, "-o /dev/null --data-binary @" .. big .. " " .. base .. "/key-management/keys/import")
+      pki.curl(srv, "-o /dev/null -u integrator:pw '" .. base .. "/key-mgmt/session-keys/keys/sessionKeyLabel=A%0AB'")
+      srv:close()
+      os.remove(big)
+      local req = {}
+      for _, l in ipairs(lines) do if l:match("^%d%d%d%d%-%d%d%-%d%dT") then req[#req + 1] = l end end
+      assert.equal(3, #req, table.concat(lines, "\n"))
+      local ms = tonumber(req[1]:match("^%S+ GET /slow 404 ([%d.]+)ms$"))
+      assert.is_true(ms and ms >= 250, req[1])
+      assert.matches("^%S+ POST /key%-management/keys/import 413 %- %(body over max_body%)$", req[2])
+      -- a decoded newline in the path cannot split the line
+      assert.matches("^%S+ GET /key%-mgmt/session%-keys/keys/sessionKeyLabel=A%%0AB 404 [%d.]+ms$", req[3])
     end)
 
     it("raises on bad options and a port in use", function()
@@ -52,8 +111,10 @@ describe("http", function()
 
   describe("TLS with client certificates", function()
     local srv, base
+    local refused = {}
     setup(function()
       srv = http.new { quiet = true, port = 0, handler = echo,
+        on_refused = function(...) refused[#refused + 1] = { ... } end,
         tls = { cert = keys.read("server.pem"), key = keys.read("server.key"), client_ca = keys.read("ca.pem") } }
       base = ("--cacert %s https://127.0.0.1:%d/t"):format(keys.path("ca.pem"), srv:port())
     end)
@@ -65,10 +126,13 @@ describe("http", function()
       assert.matches('"cn":"CN=client"', out, 1, true)
     end)
 
-    it("refuses a client without a certificate, before the handler runs", function()
+    it("refuses a client without a certificate, before the handler runs, and reports a 403", function()
       local out, rc = pki.curl(srv, "-i " .. base)
       assert.is_true(rc ~= 0 or out:match("^HTTP/1.1 403") ~= nil, out)
       assert.is_nil(out:match('"method"'))
+      if rc == 0 then -- refused with 403 (not at the handshake): on_refused heard of it
+        assert.same({ "GET", "/t", 403, "no client certificate that chains to client_ca" }, refused[#refused])
+      end
     end)
 
     it("refuses a certificate from another CA", function()

@@ -130,12 +130,10 @@ describe("secrets", function()
       later(function()
         for _, p in ipairs { db, db .. "-wal", db .. "-shm", db .. "-journal", out } do os.remove(p) end
       end)
-      -- the keys the gateway derives from its config (local master key, its PAN and PIN keys)
+      -- the local master key the gateway derives from its config (no storage_key)
       local secrets = { [ZMK_PAN] = "ZMK_PAN", [ZMK_PIN] = "ZMK_PIN" }
       local twin = require("payhsm.gateway").new { master_keys = master_keys, basic_auth = { integrator = "pa55word" } }
       secrets[twin.lmk:export()] = "gateway local master key"
-      secrets[twin.gw_pan:export()] = "gateway PAN key"
-      secrets[twin.gw_pin:export()] = "gateway PIN key"
 
       -- serve.start has no stdout option: the redirection inside the system word sends the
       -- server's stdout to a file scanned too (its stderr is the log)
@@ -149,6 +147,20 @@ describe("secrets", function()
         },
       }]]):format(db, ZMK_PAN, ZMK_PIN))
       later(function() srv.stop() srv.cleanup() end)
+      -- the gateway's own PAN and PIN keys are random, made at its first start and kept in
+      -- its store under the LMK: a second gateway on the same database reads the real ones
+      local own_pan_kcv
+      do
+        local store = require("payhsm.store.sqlite").new { path = db }
+        local reader = require("payhsm.gateway").new { master_keys = master_keys, store = store,
+          basic_auth = { integrator = "pa55word" } }
+        assert.equal(twin.lmk:kcv("CMAC"), reader.lmk:kcv("CMAC"))
+        assert.not_equal(twin.gw_pan:kcv("CMAC"), reader.gw_pan:kcv("CMAC")) -- not derivable from the config
+        own_pan_kcv = reader.gw_pan:kcv("CMAC")
+        secrets[reader.gw_pan:export()] = "gateway PAN key"
+        secrets[reader.gw_pin:export()] = "gateway PIN key"
+        store:close()
+      end
 
       local c = require("payhsm.gateway.client").new {
         http = { host = "127.0.0.1", port = srv.port, timeout = 5 },
@@ -163,7 +175,8 @@ describe("secrets", function()
       end
       local pin = assert(c:rotate("PIN", "PEK_SECRETS"))
       secrets[pin.key:export()] = "PIN session key"
-      assert(c:reencrypt_pan(last, last.key, "4111111111111111"))
+      local reenc = assert(c:reencrypt_pan(last, last.key, "4111111111111111"))
+      assert.equal(own_pan_kcv, reenc.gatewayKeyCheckValue) -- the scan looks for the key in use
       local zpk = hsm.key.import("AES_128", pin.key:export(), { usage = "P0" })
       assert(c:translate_pin(pin, zpk, "1234", "4111111111111111"))
       -- refusals: the same key again, a wrong check value, a tampered block, bad credentials

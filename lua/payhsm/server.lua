@@ -2,7 +2,8 @@
 -- Loads the config (a Lua file returning a table, see README "Servers"), opens the store,
 -- builds the system's handler (a module whose new(config) returns an object with
 -- :handle(req) -> resp) and serves it with payhsm.http from this (the main) thread,
--- logging one line per request: time, method, path, status, milliseconds. No key bytes,
+-- logging one line per request: time, method, path, status, wall-clock milliseconds (also
+-- for the 403, 413 and 500 answers payhsm.http gives itself). No key bytes,
 -- bodies or credentials are logged.
 local http = require "payhsm.http"
 
@@ -52,8 +53,16 @@ function M.parse_listen(s)
   return host, tonumber(port)
 end
 
+-- Wall-clock milliseconds on the monotonic clock of payhsm.http (os.clock would be the
+-- process's CPU time: a request waiting on fsync or redis would log ~0 ms).
 local function now_ms()
-  return os.clock() * 1000
+  return http.clock() * 1000
+end
+
+-- The path as logged: bytes outside printable ASCII as %XX (a decoded path may carry a
+-- newline or escape sequence; the log stays one line per request).
+local function log_path(p)
+  return (tostring(p):gsub("[^\33-\126]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
 --- Starts SYSTEM with the config table; returns the http server and the application.
@@ -71,9 +80,13 @@ function M.start(system, cfg, opts)
   local function handler(req)
     local t0 = now_ms()
     local resp = app:handle(req)
-    log(("%s %s %s %d %.2fms"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), req.method, req.path, resp.status or 200,
-      now_ms() - t0))
+    log(("%s %s %s %d %.2fms"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), req.method, log_path(req.path),
+      resp.status or 200, now_ms() - t0))
     return resp
+  end
+  -- the answers payhsm.http gives before or instead of the handler (403, 413, 500)
+  local function refused(method, path, status, reason)
+    log(("%s %s %s %d - (%s)"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), method, log_path(path), status, reason))
   end
   local tls
   if cfg.tls then
@@ -82,7 +95,7 @@ function M.start(system, cfg, opts)
   end
   local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
   local srv = http.new { host = host, port = port, tls = tls, handler = handler, quiet = opts.quiet,
-    on_error = function(e) log("handler error: " .. tostring(e)) end }
+    on_error = function(e) log("handler error: " .. tostring(e)) end, on_refused = refused }
   return srv, app
 end
 

@@ -255,15 +255,21 @@ M.rows = {
   { "gateway HTTP", "PAN re-encryption: encryptedPan not hex", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, encryptedPan = "XYZ"})]], 400, "1002" },
   { "gateway HTTP", "PAN re-encryption: bad iv", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, encryptedPan = ("00"):rep(16), iv = "00"})]], 400, "1002" },
   { "gateway HTTP", "PAN re-encryption: sessionKeyId missing", [[request("POST", PATHS.pan, json{encryptedPan = ("00"):rep(16)})]], 400, "1002" },
-  { "gateway HTTP", "PAN re-encryption: unknown sessionKeyId", [[request("POST", PATHS.pan, json{sessionKeyId = "999999", encryptedPan = ("00"):rep(16)})]], 404, "3920" },
-  { "gateway HTTP", "PAN re-encryption: a PIN session key", [[request("POST", PATHS.pan, json{sessionKeyId = PIN_ID, encryptedPan = ("00"):rep(16)})]], 409, "3931" },
+  { "gateway HTTP", "PAN re-encryption: sessionKeyCheckValue missing", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, encryptedPan = ("00"):rep(16)})]], 400, "1002" },
+  { "gateway HTTP", "PAN re-encryption: sessionKeyCheckValue not a string", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, sessionKeyCheckValue = 123456, encryptedPan = ("00"):rep(16)})]], 400, "1002" },
+  { "gateway HTTP", "PAN re-encryption: sessionKeyCheckValue not 6 hex digits", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, sessionKeyCheckValue = "XYZ", encryptedPan = ("00"):rep(16)})]], 400, "1002" },
+  { "gateway HTTP", "PAN re-encryption: unknown sessionKeyId", [[request("POST", PATHS.pan, json{sessionKeyId = "999999", sessionKeyCheckValue = PAN_KCV, encryptedPan = ("00"):rep(16)})]], 404, "3920" },
+  { "gateway HTTP", "PAN re-encryption: a PIN session key", [[request("POST", PATHS.pan, json{sessionKeyId = PIN_ID, sessionKeyCheckValue = PIN_KCV, encryptedPan = ("00"):rep(16)})]], 409, "3931" },
   { "gateway HTTP", "PAN re-encryption: check value of a rotated-out key", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, sessionKeyCheckValue = "000000", encryptedPan = ("00"):rep(16)})]], 409, "3930" },
-  { "gateway HTTP", "PAN re-encryption: block that is not a PAN", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, encryptedPan = ("00"):rep(16)})]], 422, "3932" },
+  { "gateway HTTP", "PAN re-encryption: block that is not a PAN", [[request("POST", PATHS.pan, json{sessionKeyId = PAN_ID, sessionKeyCheckValue = PAN_KCV, encryptedPan = ("00"):rep(16)})]], 422, "3932" },
   { "gateway HTTP", "PIN translation: unknown pinBlockFormat", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pinBlock = PINBLOCK4, pan = PAN, pinBlockFormat = "ISO_FORMAT_9"})]], 400, "1002" },
   { "gateway HTTP", "PIN translation: pinBlock missing", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pan = PAN})]], 400, "1002" },
-  { "gateway HTTP", "PIN translation: a PAN session key", [[request("POST", PATHS.pin, json{sessionKeyId = PAN_ID, pinBlock = PINBLOCK4, pan = PAN})]], 409, "3931" },
-  { "gateway HTTP", "PIN translation: wrong PAN", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pinBlock = PINBLOCK4, pan = "4000001234567899"})]], 422, "3932" },
-  { "gateway HTTP", "PIN translation: pinBlock bad hex", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pinBlock = ("ZZ"):rep(16), pan = PAN})]], 422, "3932" },
+  { "gateway HTTP", "PIN translation: sessionKeyCheckValue missing", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, pinBlock = PINBLOCK4, pan = PAN})]], 400, "1002" },
+  { "gateway HTTP", "PIN translation: sessionKeyCheckValue not a string", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, sessionKeyCheckValue = { PIN_KCV }, pinBlock = PINBLOCK4, pan = PAN})]], 400, "1002" },
+  { "gateway HTTP", "PIN translation: check value of a rotated-out key", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, sessionKeyCheckValue = "000000", pinBlock = PINBLOCK4, pan = PAN})]], 409, "3930" },
+  { "gateway HTTP", "PIN translation: a PAN session key", [[request("POST", PATHS.pin, json{sessionKeyId = PAN_ID, sessionKeyCheckValue = PAN_KCV, pinBlock = PINBLOCK4, pan = PAN})]], 409, "3931" },
+  { "gateway HTTP", "PIN translation: wrong PAN", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, sessionKeyCheckValue = PIN_KCV, pinBlock = PINBLOCK4, pan = "4000001234567899"})]], 422, "3932" },
+  { "gateway HTTP", "PIN translation: pinBlock bad hex", [[request("POST", PATHS.pin, json{sessionKeyId = PIN_ID, sessionKeyCheckValue = PIN_KCV, pinBlock = ("ZZ"):rep(16), pan = PAN})]], 422, "3932" },
 }
 
 --- The fixtures the calls run against. Every key has a marked value (spec/support/marked):
@@ -555,13 +561,17 @@ function M.env()
       sessionKeyLabel = first.sessionKeyLabel, sessionKey = assert(hsm.tr31.wrap(k.zmk_pin, sk, { version = "D" })),
       sessionKeyCheckValue = sk:kcv("CMAC") })
   end
-  env.PAN_ID = import_ok(env.import_body()).sessionKeyId
+  do
+    local first = import_ok(env.import_body())
+    env.PAN_ID, env.PAN_KCV = first.sessionKeyId, first.sessionKeyCheckValue
+  end
   do
     local sk = hsm.key.generate("AES_128", { usage = "P0", mode = "B", exportability = "E" })
     env.PIN_ID = import_ok(cjson.encode {
       requestType = "ImportKeyRequest", keyType = "PIN", masterKeyLabel = "ZMK_PIN_XXX_YYY",
       sessionKeyLabel = "PIN_BAD", sessionKey = assert(hsm.tr31.wrap(k.zmk_pin, sk, { version = "D" })),
       sessionKeyCheckValue = sk:kcv("CMAC") }).sessionKeyId
+    env.PIN_KCV = sk:kcv("CMAC")
     -- the PIN block the gateway translates is under that session key
     env.PINBLOCK4 = assert(hsm.pin.encrypt(sk, "ISO_FORMAT_4", "1234", PAN))
   end

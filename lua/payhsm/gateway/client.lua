@@ -6,9 +6,11 @@
 --   local client = require("payhsm.gateway.client").new{
 --     transport = function(req) return resp end,    -- {method, path, headers, body} -> {status, body} | nil, err
 --     -- or: http = {host =, port =, tls = {cafile =, certificate =, key =}, timeout =}
+--     -- or, in process: transport = client.in_process(gw)   (decodes the path as HTTP does)
 --     user = "user", password = "password",
 --     zmks = {PAN = {label = "ZMK_PAN_XXX_YYY", key = zmk_pan}, PIN = {label = "...", key = zmk_pin}},
 --     kcv_algorithm = "CMAC",                        -- or "ANSI_X9_24"
+--     attempts = 3, backoff = 0.1, sleep = fn,       -- import retries (see Client:import)
 --   }
 --   local res = client:rotate("PAN", "DEK_XX_XXYY")  -- new key, imported (or confirmed)
 --   -- res = {sessionKeyId =, sessionKeyCheckValue =, key = <the session key>, confirmed = bool}
@@ -40,7 +42,34 @@ function M.new(opts)
     self.transport = function(req) return c:request(req) end
   end
   self.auth = "Basic " .. util.b64encode(assert(opts.user, "user") .. ":" .. assert(opts.password, "password"))
+  self.sleep = opts.sleep or function(seconds)
+    local ok, socket = pcall(require, "socket")
+    if ok then socket.sleep(seconds) end
+  end
   return self
+end
+
+--- Percent-encodes a path segment (RFC 3986: everything but unreserved characters), as
+-- the client does with the labels and IDs it puts into paths.
+function M.url_encode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+--- Decodes %XX once, as an HTTP server does with the request path before the gateway
+-- sees it (the gateway itself does not decode).
+function M.url_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+--- A transport calling a gateway object in this process the way the HTTP layer would:
+-- the wire path is decoded once before gw:handle sees it (for specs and scenarios).
+function M.in_process(gw)
+  return function(req)
+    local r = {}
+    for k, v in pairs(req) do r[k] = v end
+    r.path = M.url_decode(req.path)
+    return gw:handle(r)
+  end
 end
 
 function Client:close()
@@ -88,31 +117,60 @@ function Client:import_request(key_type, session_key_label, key)
   }
 end
 
---- Imports a session key. On a transport failure (timeout, connection lost) it does not
--- import again: it asks Get Keys whether the key (by check value) arrived, and imports
--- again only when it did not. Returns {sessionKeyId, sessionKeyCheckValue, version,
--- confirmed} or nil, message, code.
+-- Looks the key up by its check value in the label's Get Keys list: the result, or nil
+-- plus the Get Keys failure (nil, nil when the list answered without it).
+function Client:_confirm(session_key_label, kcv)
+  local keys, msg, code = self:get_keys(session_key_label)
+  for _, k in ipairs(keys or {}) do
+    if k.sessionKeyCheckValue == kcv then
+      return { sessionKeyId = k.sessionKeyId, sessionKeyCheckValue = kcv, version = k.version, confirmed = true }
+    end
+  end
+  return nil, msg, code
+end
+
+--- Imports a session key. On a transport failure (timeout, connection lost) or 3067 it
+-- does not import again: it asks Get Keys whether the key (by check value) arrived, and
+-- imports again, after a short backoff, only when it did not. A 301 (already imported) on
+-- such a retry means an earlier attempt did arrive: the key is confirmed with Get Keys
+-- (retried with the same backoff) and reported as imported. Returns {sessionKeyId,
+-- sessionKeyCheckValue, version, confirmed} or nil, message, code.
+-- opts: attempts (default 3), backoff (seconds before the second attempt, doubled for each
+-- further one; default 0.1), sleep (function(seconds); default LuaSocket's socket.sleep).
 function Client:import(key_type, session_key_label, key)
   local req = self:import_request(key_type, session_key_label, key)
   local kcv = key:kcv(self.kcv_algorithm)
   local attempts = self.opts.attempts or 3
   local msg, code
-  for _ = 1, attempts do
+  for attempt = 1, attempts do
+    if attempt > 1 then self:_backoff(attempt - 1) end
     local doc
     doc, msg, code = self:call("POST", gateway.PATHS.import, req)
     if doc then
       return { sessionKeyId = doc.sessionKeyId, sessionKeyCheckValue = doc.sessionKeyCheckValue, confirmed = false }
     end
+    if code == "301" and attempt > 1 then
+      -- an earlier attempt whose answer was lost did import the key
+      local res
+      for try = 1, attempts do
+        if try > 1 then self:_backoff(try - 1) end
+        res, msg, code = self:_confirm(session_key_label, kcv)
+        if res then return res end
+      end
+      return nil, "the key was imported (301 on a retry) but Get Keys did not confirm it: " .. tostring(msg),
+        code or "301"
+    end
     if code ~= "TRANSPORT" and code ~= "3067" then return nil, msg, code end
     -- No answer: the import may or may not have happened. Confirm with Get Keys.
-    local keys = self:get_keys(session_key_label)
-    for _, k in ipairs(keys or {}) do
-      if k.sessionKeyCheckValue == kcv then
-        return { sessionKeyId = k.sessionKeyId, sessionKeyCheckValue = kcv, version = k.version, confirmed = true }
-      end
-    end
+    local res = self:_confirm(session_key_label, kcv)
+    if res then return res end
   end
   return nil, msg, code
+end
+
+function Client:_backoff(n)
+  local delay = (self.opts.backoff or 0.1) * 2 ^ (n - 1)
+  if delay > 0 then self.sleep(delay) end
 end
 
 --- Generates, imports (or confirms) a new session key for a label: the rotation the
@@ -129,13 +187,13 @@ function Client:rotate(key_type, session_key_label)
 end
 
 function Client:get_key(id)
-  local doc, msg, code = self:call("GET", gateway.PATHS.key .. id)
+  local doc, msg, code = self:call("GET", gateway.PATHS.key .. M.url_encode(id))
   if not doc then return nil, msg, code end
   return doc.key
 end
 
 function Client:get_keys(label)
-  local doc, msg, code = self:call("GET", gateway.PATHS.keys .. label)
+  local doc, msg, code = self:call("GET", gateway.PATHS.keys .. M.url_encode(label))
   if not doc then return nil, msg, code end
   return doc.keys
 end

@@ -28,8 +28,13 @@
 -- of the last import and the C rotation state (three static IDs, versions as the seed
 -- describes) whose entries hold each session key as a TR-31 block under the local master
 -- key (LMK) with its two check values. The LMK is `storage_key` from the config, or else
--- derived (SP 800-108 KBKDF) from the master key whose label sorts first; the store keeps
--- the LMK's check value and the gateway refuses to start on a store written under another.
+-- derived (SP 800-108 KBKDF) from one configured master key: on a new store the one whose
+-- label sorts first, afterwards whichever configured master key derives the LMK whose
+-- check value the store records (so adding a master key never changes it). The gateway's
+-- own PAN and PIN keys (the targets of re-encryption and translation) are `gateway_keys`
+-- from the config, or else generated at random on the first start and kept in the store
+-- as TR-31 blocks under the LMK (created in one atomic store update, so processes sharing
+-- a store agree): nothing the integrator holds derives them.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local cjson = require "cjson.safe"
@@ -101,6 +106,76 @@ local function import_key(spec, what, usage)
   return key
 end
 
+local LMK_NAME = "gw:lmk"     -- the LMK's CMAC check value
+local OWN_KEYS = "gw:own"     -- the gateway's own PAN and PIN keys, TR-31 under the LMK
+local LMK_LABEL = "payhsm gateway local master key"
+
+local function derive_from(master_keys, label)
+  local hex
+  for _, mk in ipairs(master_keys) do if mk.label == label then hex = mk.hex end end
+  local zkdk = hsm.key.import("AES_256", hex)
+  local lmk = hsm.key.derive(zkdk, "AES_256", LMK_LABEL, label, { usage = "K0" })
+  zkdk:close()
+  return lmk
+end
+
+-- The LMK when the config has no storage_key: derived from a master key (KBKDF, context
+-- its label). A new store takes the label that sorts first and records the LMK's check
+-- value (created atomically: two processes starting on one new store agree); a store that
+-- has one takes whichever configured master key derives it, so adding, reordering or
+-- relabelling other master keys changes nothing. Raises when none does.
+local function derived_lmk(store, master_keys, labels)
+  local stored = store:get(LMK_NAME)
+  if not stored then
+    local first = derive_from(master_keys, labels[1])
+    local kcv = first:kcv("CMAC")
+    first:close()
+    stored = store:update(LMK_NAME, function(old)
+      local v = old or kcv
+      return v, v
+    end)
+  end
+  for _, label in ipairs(labels) do
+    local lmk = derive_from(master_keys, label)
+    if hsm.equal(lmk:kcv("CMAC"), stored) then return lmk, label end
+    lmk:close()
+  end
+  error(("gateway: the store was written under a local master key (KCV %s) that no configured master key "
+    .. "derives: configure the master key it came from, or its storage_key; refusing to start"):format(stored), 0)
+end
+
+-- The gateway's own PAN (D0) and PIN (P0) keys when the config has no gateway_keys: AES-256,
+-- random, generated on the first start and stored as TR-31 D blocks under the LMK. The
+-- record is created in one store update that keeps a record already there, so of two
+-- processes starting at once on one store (sqlite, redis) both use the first one written.
+local function own_keys(store, lmk)
+  local text = store:get(OWN_KEYS)
+  if not text then
+    local blocks = {}
+    for _, t in ipairs { { "pan", "D0" }, { "pin", "P0" } } do
+      local k = hsm.key.generate("AES_256", { usage = t[2], mode = "B", exportability = "N" })
+      blocks[t[1]] = assert(hsm.tr31.wrap(lmk, k, { version = "D", exportability = "N" }, { ["local"] = true }))
+      k:close()
+    end
+    local mine = cjson.encode(blocks)
+    text = store:update(OWN_KEYS, function(old)
+      local v = old or mine
+      return v, v
+    end)
+  end
+  local rec = cjson.decode(text)
+  local keys = {}
+  for _, t in ipairs { { "pan", "D0" }, { "pin", "P0" } } do
+    local k = type(rec) == "table" and type(rec[t[1]]) == "string" and hsm.tr31.unwrap(lmk, rec[t[1]])
+    if not k or k.usage ~= t[2] then
+      error("gateway: the gateway's own " .. t[1]:upper() .. " key in the store does not unwrap under the local "
+        .. "master key; refusing to start", 0)
+    end
+    keys[#keys + 1] = k
+  end
+  return keys[1], keys[2]
+end
+
 --- Builds a gateway from its config (see the header). Raises on a broken config.
 function M.new(cfg)
   assert(type(cfg) == "table", "gateway.new(config)")
@@ -123,29 +198,25 @@ function M.new(cfg)
     labels[#labels + 1] = e.label
   end
   table.sort(labels)
-  -- The LMK wraps the stored session keys and nothing else; the gateway's own PAN and
-  -- PIN keys (when not configured) come from a separate key-derivation key.
-  local kdk
   if cfg.storage_key then
     self.lmk = import_key(cfg.storage_key, "storage_key", "K0")
     assert(self.lmk.algorithm == "AES_256", "gateway: storage_key must be AES_256")
-    kdk = import_key(cfg.storage_key, "storage_key")
+    util.check_storage_key(self.store, LMK_NAME, self.lmk, "gateway", "refusing to start")
   else
-    local first = labels[1]
-    local hex
-    for _, mk in ipairs(cfg.master_keys) do if mk.label == first then hex = mk.hex end end
-    local zkdk = hsm.key.import("AES_256", hex)
-    self.lmk = hsm.key.derive(zkdk, "AES_256", "payhsm gateway local master key", first, { usage = "K0" })
-    kdk = hsm.key.derive(zkdk, "AES_256", "payhsm gateway key derivation", first)
-    zkdk:close()
+    self.lmk, self.lmk_source = derived_lmk(self.store, cfg.master_keys, labels)
+    if self.log then
+      self.log(("gateway: no storage_key configured: the local master key is derived from master key %s, "
+        .. "which the integrator also holds; configure storage_key in production"):format(self.lmk_source))
+    end
   end
-  local gk = cfg.gateway_keys or {}
-  self.gw_pan = gk.pan and import_key(gk.pan, "gateway_keys.pan", "D0")
-    or hsm.key.derive(kdk, "AES_256", "payhsm gateway PAN key", "", { usage = "D0" })
-  self.gw_pin = gk.pin and import_key(gk.pin, "gateway_keys.pin", "P0")
-    or hsm.key.derive(kdk, "AES_256", "payhsm gateway PIN key", "", { usage = "P0" })
-  kdk:close()
-  util.check_storage_key(self.store, "gw:lmk", self.lmk, "gateway", "refusing to start")
+  local gk = cfg.gateway_keys
+  if gk then
+    assert(type(gk.pan) == "table" and type(gk.pin) == "table", "gateway: gateway_keys needs pan and pin")
+    self.gw_pan = import_key(gk.pan, "gateway_keys.pan", "D0")
+    self.gw_pin = import_key(gk.pin, "gateway_keys.pin", "P0")
+  else
+    self.gw_pan, self.gw_pin = own_keys(self.store, self.lmk)
+  end
   return self
 end
 
@@ -306,10 +377,15 @@ function Gateway:import(ctx, body)
     rec.lastImport = now
     return encode_record(rec, state), slot_id, slot_version
   end
+  -- Every store call is protected: a store failure (also while reserving the IDs of a
+  -- new label) is the seed's 3067, never the 3901 of an unexpected failure.
   local ok2, id, version = pcall(self.store.update, self.store, label_key(label), rotate)
   if not ok2 and id == NEED_IDS then
-    ids = self:_new_ids(label)
-    ok2, id, version = pcall(self.store.update, self.store, label_key(label), rotate)
+    ok2, id = pcall(self._new_ids, self, label)
+    if ok2 then
+      ids = id
+      ok2, id, version = pcall(self.store.update, self.store, label_key(label), rotate)
+    end
   end
   if not ok2 then
     if type(id) == "table" and id.refusal then return error_response(ctx, id.refusal, id.detail) end
@@ -370,19 +446,25 @@ end
 
 -- ---- transactions with the session keys ------------------------------------------------
 
--- Unwraps the session key a transaction names, after checking it is of the right type
--- and (when the request carries its check value) still the key in that slot.
+-- Unwraps the session key a transaction names. The three IDs of a label are static and
+-- are refilled on every rotation, so an ID alone does not say which key the integrator
+-- used: the request must also carry that key's sessionKeyCheckValue (6 hex digits, its CMAC
+-- or its ANSI X9.24 KCV, either case), and a key no longer held under the ID is refused
+-- (3930) instead of the ID's newer key being used silently.
 function Gateway:_session_key(req, key_type)
   if type(req.sessionKeyId) ~= "string" then refusal("BAD_REQUEST", "missing field sessionKeyId") end
+  local given = req.sessionKeyCheckValue
+  if type(given) ~= "string" or not given:match("^%x%x%x%x%x%x$") then
+    refusal("BAD_REQUEST", "sessionKeyCheckValue (6 hex digits) is required: it names the key held under sessionKeyId")
+  end
   local rec, state, entry, version = self:find(req.sessionKeyId)
   if not rec then refusal("KEY_NOT_FOUND") end
   if rec.keyType ~= key_type then refusal("WRONG_KEY_TYPE", "session key " .. req.sessionKeyId .. " is a " ..
     rec.keyType .. " key") end
-  if req.sessionKeyCheckValue ~= nil then
-    if type(req.sessionKeyCheckValue) ~= "string" or
-       not hsm.equal(req.sessionKeyCheckValue:upper(), entry.kcv) then
-      refusal("ROTATED_OUT", "session key " .. req.sessionKeyId .. " now holds another key (version " .. version .. ")")
-    end
+  given = given:upper()
+  local m1, m2 = hsm.equal(given, entry.cmac), hsm.equal(given, entry.x924)
+  if not (m1 or m2) then
+    refusal("ROTATED_OUT", "session key " .. req.sessionKeyId .. " now holds another key (version " .. version .. ")")
   end
   local key = hsm.tr31.unwrap(self.lmk, entry.block)
   if not key then error("gateway: stored session key " .. req.sessionKeyId .. " does not unwrap", 0) end
@@ -480,10 +562,6 @@ end
 
 -- ---- dispatch ----------------------------------------------------------------------------
 
-local function url_decode(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
 function Gateway:_route(ctx, req)
   local path, method = req.path or "", req.method
   if path == M.PATHS.import then
@@ -500,16 +578,18 @@ function Gateway:_route(ctx, req)
     error(resp, 0)
   elseif path:sub(1, #M.PATHS.keys) == M.PATHS.keys then
     if method ~= "GET" then return error_response(ctx, "METHOD") end
-    return self:get_keys(ctx, url_decode(path:sub(#M.PATHS.keys + 1)))
+    return self:get_keys(ctx, path:sub(#M.PATHS.keys + 1))
   elseif path:sub(1, #M.PATHS.key) == M.PATHS.key and not path:find("/", #M.PATHS.key + 1, true) then
     if method ~= "GET" then return error_response(ctx, "METHOD") end
-    return self:get_key(ctx, url_decode(path:sub(#M.PATHS.key + 1)))
+    return self:get_key(ctx, path:sub(#M.PATHS.key + 1))
   end
   return error_response(ctx, "NOT_FOUND")
 end
 
 --- Handles one request {method, path, headers (lower-case names), body} and returns
--- {status, headers, body}. Every request needs Basic authorization; an unexpected
+-- {status, headers, body}. `path` is the decoded path, as every HTTP layer hands it over
+-- (libmicrohttpd, lighttpd's uri.path): it is not percent-decoded again, so a label such
+-- as "X%41" is taken literally (the client percent-encodes labels and IDs in its paths). Every request needs Basic authorization; an unexpected
 -- failure is answered 500 / 1001 (its text goes to self.last_error, never to the client).
 function Gateway:handle(req)
   local headers = req.headers or {}
