@@ -18,14 +18,25 @@ for i = 1, DEVICES do
   devices[i] = { id = ("POS-%08X"):format(0x10000000 + i), zmk = ("%02X"):format(i):rep(32),
     dak = ("%02X"):format(255 - i):rep(32) }
 end
--- every device charges its own card: an EMV card's ATC only goes up, and the server refuses
+-- every device charges its own cards: an EMV card's ATC only goes up, and the server refuses
 -- an ATC it has seen (two devices sharing a card would decline each other's charges)
--- (and a new card per round, since a worker process starts its card's ATC afresh)
+-- (and new cards per round, since a worker process starts its cards' ATC afresh). A
+-- card's ATC stops at FFFF, so each worker gets enough cards for 6,500 charges/s (more
+-- than the whole server does) and moves to the next before one is used up.
+local PER_WORKER = math.floor(SECONDS * 6500 / 65000) + 1
+assert(PER_WORKER <= 9, "load_pos: at most 90 s per round")
 local cards = {}
-local function pan_of(i, r) return ("47617390%04d%04d"):format(r, i) end
+local function pan_of(i, r, k) return ("4761739%d%04d%04d"):format(k, r, i) end
+local function pans_of(i, r)
+  local t = {}
+  for k = 1, PER_WORKER do t[k] = pan_of(i, r, k) end
+  return table.concat(t, ",")
+end
 for r = 1, ROUNDS do
   for i = 1, DEVICES do
-    cards[#cards + 1] = ('{ pan = "%s", psn = "01", pin = "1234", limit = 100000000 }'):format(pan_of(i, r))
+    for k = 1, PER_WORKER do
+      cards[#cards + 1] = ('{ pan = "%s", psn = "01", pin = "1234", limit = 100000000 }'):format(pan_of(i, r, k))
+    end
   end
 end
 local dev_cfg = {}
@@ -48,7 +59,7 @@ local function round(n)
   for i, d in ipairs(devices) do
     outs[i] = os.tmpname()
     os.execute(("lua5.4 bench/load_pos_worker.lua %d %s %s %s %d %s > %s 2>&1 &"):format(srv.port, d.id, d.zmk, d.dak,
-      SECONDS, pan_of(i, n), outs[i]))
+      SECONDS, pans_of(i, n), outs[i]))
   end
   os.execute("sleep " .. SECONDS)
   local ok, errors, note = 0, 0, nil

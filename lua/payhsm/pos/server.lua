@@ -730,9 +730,8 @@ local function check_request_id(doc)
   end
 end
 
--- Claims the id: returns true, or nil and the record that holds it.
-function Server:_claim(device_id, request_id, rec)
-  local text = cjson.encode(rec)
+-- Claims the id with rec (its JSON text): returns true, or nil and the record that holds it.
+function Server:_claim(device_id, request_id, text)
   local held = self.store:update(request_key(device_id, request_id), function(old)
     if old then return old, old end
     return text, nil
@@ -741,9 +740,8 @@ function Server:_claim(device_id, request_id, rec)
   return true
 end
 
--- Releases a claim made with rec (and only that claim).
-function Server:_release(device_id, request_id, rec)
-  local text = cjson.encode(rec)
+-- Releases a claim made with text (and only that claim).
+function Server:_release(device_id, request_id, text)
   self.store:update(request_key(device_id, request_id), function(old)
     if old == text then return nil end
     return old
@@ -752,18 +750,18 @@ end
 
 -- Keeps a claim (the request was answered) for request_id_ttl seconds. The claim is
 -- ours, so no other process writes this key.
-function Server:_keep(device_id, request_id, rec)
-  self.store:put(request_key(device_id, request_id), cjson.encode(rec), self.request_id_ttl)
+function Server:_keep(device_id, request_id, text)
+  self.store:put(request_key(device_id, request_id), text, self.request_id_ttl)
 end
 
 -- Runs fn under a claim: a refusal or failure inside releases it, success keeps it.
-function Server:_claimed(device_id, request_id, rec, fn)
+function Server:_claimed(device_id, request_id, text, fn)
   local ok, a, b = pcall(fn)
   if not ok then
-    pcall(self._release, self, device_id, request_id, rec)
+    pcall(self._release, self, device_id, request_id, text)
     error(a, 0)
   end
-  self:_keep(device_id, request_id, rec)
+  self:_keep(device_id, request_id, text)
   return a, b
 end
 
@@ -788,7 +786,8 @@ function Server:charge(ctx, req, ks, device_id, nonce)
   local f = self:_check_charge(ks, doc)
   local rec = { kind = "charge", fp = fingerprint(self, "charge", req.path, plain),
     charge_id = "ch_" .. hsm.random(12):lower() }
-  local claimed, held = self:_claim(device_id, doc.request_id, rec)
+  local text = cjson.encode(rec)
+  local claimed, held = self:_claim(device_id, doc.request_id, text)
   if not claimed then
     if held.kind ~= "charge" or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
       refusal("DUPLICATE_REQUEST")
@@ -797,7 +796,7 @@ function Server:charge(ctx, req, ks, device_id, nonce)
     if not ch or ch.device_id ~= device_id then refusal("DUPLICATE_REQUEST", IN_FLIGHT) end
     return sealed(ctx, ks, nonce, charge_object(ch), nil, REPLAYED)
   end
-  local ch = self:_claimed(device_id, doc.request_id, rec, function()
+  local ch = self:_claimed(device_id, doc.request_id, text, function()
     local code, reason, arpc = self:_decide(doc, f)
     local ch = {
       charge_id = rec.charge_id, device_id = device_id, status = code == "00" and "approved" or "declined",
@@ -835,7 +834,8 @@ function Server:refund(ctx, req, ks, device_id, nonce, id)
   check_request_id(doc)
   local rec = { kind = "refund", fp = fingerprint(self, "refund", req.path, plain), charge_id = id,
     refund_id = "re_" .. hsm.random(12):lower() }
-  local claimed, held = self:_claim(device_id, doc.request_id, rec)
+  local text = cjson.encode(rec)
+  local claimed, held = self:_claim(device_id, doc.request_id, text)
   if not claimed then
     if held.kind ~= "refund" or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
       refusal("DUPLICATE_REQUEST")
@@ -847,7 +847,7 @@ function Server:refund(ctx, req, ks, device_id, nonce, id)
     return sealed(ctx, ks, nonce, refund_object(ch), nil, REPLAYED)
   end
   local now = P.iso8601(self.clock())
-  local ch = self:_claimed(device_id, doc.request_id, rec, function()
+  local ch = self:_claimed(device_id, doc.request_id, text, function()
     return self:_change_charge(device_id, id, function(ch)
       if ch.status == "refunded" then refusal("ALREADY_REFUNDED") end
       if ch.status == "cancelled" then refusal("ALREADY_CANCELLED") end
