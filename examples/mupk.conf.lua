@@ -10,7 +10,9 @@ return {
     hex = "6D75706B2D64656D6F2D6C6D6B2D6E6F742D666F722D7265616C2D7573652121" },
   key_lifetime = 20 * 86400,              -- the seed's example: 20 days
   webhook_url = "http://127.0.0.1:9000/webhooks/key-expiry",
-  webhook_hours = { 47, 44, 41 },
+  webhook_hours = { 47, 44, 41 },          -- any order (sorted); positive, distinct
+  -- webhook_cafile = "/etc/ssl/certs/ca-certificates.crt",  -- CA for https webhook URLs
+  --                                        -- (certificate must name the URL's host; SNI sent)
   webhook_retry = 600,
   tick_interval = 1,
 }

@@ -263,23 +263,59 @@ describe("mupk", function()
       local e = env()
       local _, g = generate(e, MID, { validFrom = "2024-01-02T00:00:00Z", validTo = "2024-01-09T23:59:59Z" })
       local d = g.asymmetricKeyDetails
-      e.now = T("2024-01-01T23:59:59Z")
+      -- issue 6: one second before and after validFrom and validTo
+      e.now = T("2024-01-01T23:59:59Z") -- validFrom - 1 s
       assert_error(select(1, pay(e, d)), select(2, pay(e, d)), 422, "KEY_NOT_YET_VALID")
-      e.now = T("2024-01-02T00:00:00Z")
+      assert.equal("INACTIVE", status_of(e, d.keyId))
+      e.now = T("2024-01-02T00:00:00Z") -- validFrom
       assert.equal(201, (pay(e, d)).status)
-      e.now = T("2024-01-09T23:59:59Z")
+      e.now = T("2024-01-02T00:00:01Z") -- validFrom + 1 s
       assert.equal(201, (pay(e, d)).status)
-      e.now = T("2024-01-10T00:00:00Z")
+      assert.equal("ACTIVE", status_of(e, d.keyId))
+      e.now = T("2024-01-09T23:59:58Z") -- validTo - 1 s
+      assert.equal(201, (pay(e, d)).status)
+      e.now = T("2024-01-09T23:59:59Z") -- validTo: the last valid second
+      assert.equal(201, (pay(e, d)).status)
+      assert.equal("ACTIVE", status_of(e, d.keyId))
+      e.now = T("2024-01-10T00:00:00Z") -- validTo + 1 s
+      assert.equal("INACTIVE", status_of(e, d.keyId))
       local resp, doc = pay(e, d)
       assert_error(resp, doc, 422, "KEY_EXPIRED") -- the seed's expiry response
     end)
-    it("refuses a revoked key", function()
+    it("answers a revoked key with the seed's expiry response (details say revoked)", function()
       local e = env()
       local _, g = generate(e)
       local body = sealed_body(g.asymmetricKeyDetails) -- sealed before the revocation
+      e.now = e.now + 60
       revoke(e, g.asymmetricKeyDetails.keyId)
       local resp, doc = call(e, "POST", "/security/v1/transactions", body)
-      assert_error(resp, doc, 422, "KEY_REVOKED")
+      assert_error(resp, doc, 422, "KEY_EXPIRED") -- the same code and message as an expired key
+      assert.equal("1020", doc.error[1].code)
+      assert.equal("key revoked 2024-01-01T00:01:00Z", doc.error[1].details)
+      assert.is_nil(mupk.ERRORS.KEY_REVOKED)
+      e.now = T(g.asymmetricKeyDetails.validTo) + 1
+      resp, doc = call(e, "POST", "/security/v1/transactions", body)
+      assert_error(resp, doc, 422, "KEY_EXPIRED")
+      assert.equal("key revoked 2024-01-01T00:01:00Z", doc.error[1].details) -- revoked, then expired
+    end)
+    it("refuses a keyId longer than the seed's 64 characters with 400, code 1013", function()
+      local e = env()
+      local long = ("a"):rep(65)
+      local resp, doc = revoke(e, long)
+      assert_error(resp, doc, 400, "KEY_ID")
+      assert.equal("1013", doc.error[1].code)
+      assert.equal("keyId", doc.error[1].field)
+      resp, doc = call(e, "GET", "/security/v1/keys/" .. long)
+      assert_error(resp, doc, 400, "KEY_ID")
+      local _, g = generate(e)
+      resp, doc = pay(e, g.asymmetricKeyDetails, { keyId = long })
+      assert_error(resp, doc, 400, "KEY_ID")
+      assert.equal("source.encryptionData.keyId", doc.error[1].field)
+      -- 64 characters is a well-formed id: unknown, 404
+      resp, doc = revoke(e, ("a"):rep(64))
+      assert_error(resp, doc, 404, "KEY_NOT_FOUND")
+      resp, doc = pay(e, g.asymmetricKeyDetails, { keyId = ("a"):rep(64) })
+      assert_error(resp, doc, 404, "KEY_NOT_FOUND")
     end)
     it("refuses tampered ciphertext, tag, IV or encrypted key", function()
       local e = env()
@@ -454,6 +490,294 @@ describe("mupk", function()
       assert.equal(0, e2.svc:tick())
       assert.equal("failed", e2.svc:notifications(id2)[47].state)
     end)
+    it("sorts webhook_hours (any order sends all three) and refuses a bad list", function()
+      local e = env { webhook_hours = { 41, 44, 47 } }
+      assert.same({ 47, 44, 41 }, e.svc.hours)
+      local _, to = setup_key(e)
+      e.now = to - 47 * H
+      assert.equal(1, e.svc:tick()) -- at 47 h, the first mark of the sorted list
+      assert.equal(47, e.posts[1].doc.notification.hoursBeforeExpiry)
+      assert.equal(1, e.posts[1].doc.notification.number)
+      e.now = to - 41 * H
+      assert.equal(2, e.svc:tick())
+      assert.equal(44, e.posts[2].doc.notification.hoursBeforeExpiry)
+      for _, bad in ipairs { {}, { 47, -1 }, { 47, 47 }, { "47" }, { 0 } } do
+        assert.has_error(function() env { webhook_hours = bad } end)
+      end
+    end)
+    it("reads no key record at a tick when nothing is due (one index read)", function()
+      local e = env()
+      for i = 1, 12 do generate(e, "m" .. i) end
+      local reads = {}
+      local get = e.store.get
+      e.store.get = function(st, k) reads[#reads + 1] = k return get(st, k) end
+      e.now = e.now + DAY
+      for _ = 1, 5 do e.svc:tick() end
+      for _, k in ipairs(reads) do assert.is_nil(k:match("^mupk:key:"), k) end
+      assert.equal(5, #reads) -- the pending index, once per tick
+      -- and the keys are still found when they fall due
+      e.store.get = get
+      e.now = e.now - DAY + 20 * DAY - 47 * H
+      assert.equal(12, e.svc:tick())
+      -- a restarted service on a store without the index rebuilds it
+      e.store:delete("mupk:pending")
+      local e2 = env { store = e.store }
+      e2.now = e.now + 3 * H
+      assert.equal(12, e2.svc:tick()) -- the 44-hour ones
+    end)
+    it("closes a cached private key once its key expires (not only on revoke)", function()
+      local e = env()
+      local _, g = generate(e)
+      local d = g.asymmetricKeyDetails
+      assert.equal(201, (pay(e, d)).status)
+      local cached = e.svc.cache[d.keyId].key
+      assert.matches("^payhsm.RsaKey%(RSA%-2048", tostring(cached))
+      e.now = T(d.validTo)
+      e.svc:tick()
+      assert.is_table(e.svc.cache[d.keyId]) -- the last valid second: still in use
+      e.now = e.now + 1
+      e.svc:tick()
+      assert.is_nil(e.svc.cache[d.keyId])
+      assert.equal("payhsm.RsaKey(closed)", tostring(cached))
+      -- revoked by another service on the same store: closed at the next transaction
+      local _, g2 = generate(e)
+      local d2 = g2.asymmetricKeyDetails
+      assert.equal(201, (pay(e, d2)).status)
+      local k2 = e.svc.cache[d2.keyId].key
+      local other = env { store = e.store }
+      other.now = e.now
+      revoke(other, d2.keyId)
+      assert_error(select(1, pay(e, d2)), select(2, pay(e, d2)), 422, "KEY_EXPIRED")
+      assert.equal("payhsm.RsaKey(closed)", tostring(k2))
+    end)
+  end)
+
+  describe("webhook transport (payhsm.mupk.webhook)", function()
+    local socket = require "socket"
+    local webhook = require "payhsm.mupk.webhook"
+
+    -- A raw HTTP listener on LuaSocket, driven by pump(): reads each request (headers and
+    -- Content-Length body) and writes answer(req) -> string (or nil: never answers),
+    -- keeping the connection open as a keep-alive server does.
+    local function raw_server(answer)
+      local srv = assert(socket.bind("127.0.0.1", 0))
+      srv:settimeout(0)
+      local conns, got = {}, {}
+      local self = { got = got, port = select(2, srv:getsockname()) }
+      function self.pump()
+        local c = srv:accept()
+        if c then c:settimeout(0) conns[#conns + 1] = { sock = c, buf = "" } end
+        for _, cn in ipairs(conns) do
+          local data, err, partial = cn.sock:receive(8192)
+          cn.buf = cn.buf .. (data or partial or "")
+          local head_end = cn.buf:find("\r\n\r\n", 1, true)
+          if head_end then
+            local n = tonumber(cn.buf:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: *(%d+)")) or 0
+            if #cn.buf >= head_end + 3 + n then
+              local req = { head = cn.buf:sub(1, head_end), body = cn.buf:sub(head_end + 4, head_end + 3 + n) }
+              cn.buf = cn.buf:sub(head_end + 4 + n)
+              got[#got + 1] = req
+              local out = answer(req, #got)
+              if out then cn.sock:send(out) end
+            end
+          end
+          if err == "closed" then cn.closed = true end
+        end
+        socket.sleep(0.001)
+      end
+      function self.close()
+        for _, cn in ipairs(conns) do cn.sock:close() end
+        srv:close()
+      end
+      return self
+    end
+
+    local function service_with(srv, extra)
+      local cfg = { webhook_url = ("http://127.0.0.1:%d/hooks"):format(srv.port), webhook_timeout = 2,
+        webhook_pump = srv.pump }
+      for k, v in pairs(extra or {}) do cfg[k] = v end
+      local e = env(cfg)
+      e.svc.post = mupk.new { storage_key = LMK, store = memory.new(), webhook_timeout = cfg.webhook_timeout,
+        webhook_pump = srv.pump }.post -- the real transport, not the spy
+      return e
+    end
+
+    it("counts a 2xx on a kept-alive connection as one delivery (Content-Length framing)", function()
+      local srv = raw_server(function()
+        return "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+      end)
+      finally(srv.close)
+      local e = service_with(srv)
+      local _, g = generate(e)
+      local id, to = g.asymmetricKeyDetails.keyId, T(g.asymmetricKeyDetails.validTo)
+      e.now = to - 47 * H
+      local t0 = socket.gettime()
+      assert.equal(1, e.svc:tick())
+      assert.is_true(socket.gettime() - t0 < 1.5, "did not wait for the connection to close")
+      assert.equal("delivered", e.svc:notifications(id)[47].state)
+      assert.equal(1, e.svc:notifications(id)[47].attempts)
+      for _ = 1, 3 do e.now = e.now + 700 e.svc:tick() end
+      assert.equal(1, #srv.got) -- never retried: no duplicate
+      assert.matches("Webhook%-Id: " .. id:gsub("%-", "%%-") .. "%-47", srv.got[1].head)
+    end)
+    it("reads chunked bodies, skips 1xx, and takes 204 without a body", function()
+      local answers = {
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+          "4\r\nwell\r\n3;x=y\r\n!!!\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\n\r\n",
+      }
+      local srv = raw_server(function(_, n) return answers[n] end)
+      finally(srv.close)
+      local status, headers, body = webhook.post(("http://127.0.0.1:%d/a"):format(srv.port), "{}", {},
+        { timeout = 2, pump = srv.pump })
+      assert.equal(202, status)
+      assert.equal("chunked", headers["transfer-encoding"])
+      assert.equal("well!!!", body)
+      status, _, body = webhook.post(("http://127.0.0.1:%d/b"):format(srv.port), "{}", {}, { timeout = 2, pump = srv.pump })
+      assert.equal(204, status)
+      assert.equal("", body)
+    end)
+    it("calls a request answered by no one (or half an answer) ambiguous, and retries it", function()
+      local srv = raw_server(function(_, n)
+        if n == 1 then return nil end -- received, never answered
+        if n == 2 then return "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort" end -- cut short
+        return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+      end)
+      finally(srv.close)
+      local status, err, kind = webhook.post(("http://127.0.0.1:%d/a"):format(srv.port), "{}", {},
+        { timeout = 0.5, pump = srv.pump })
+      assert.is_nil(status)
+      assert.matches("timeout", err)
+      assert.equal("ambiguous", kind)
+      status, err, kind = webhook.post(("http://127.0.0.1:%d/a"):format(srv.port), "{}", {}, { timeout = 0.5, pump = srv.pump })
+      assert.is_nil(status)
+      assert.equal("ambiguous", kind)
+      status, err, kind = webhook.post("http://127.0.0.1:1/none", "{}", {}, { timeout = 0.5 })
+      assert.is_nil(status)
+      assert.equal("not_sent", kind)
+      assert.equal("not_sent", select(3, webhook.post("ftp://x", "{}", {}, {})))
+    end)
+    it("the merchant drops the repeat of an eventId after an ambiguous timeout", function()
+      local shop
+      local srv = raw_server(function(req, n)
+        local resp = shop:webhook { method = "POST", body = req.body }
+        if n == 1 then return nil end -- the merchant has it, the answer is lost
+        return ("HTTP/1.1 %d OK\r\nContent-Length: %d\r\n\r\n%s"):format(resp.status, #resp.body, resp.body)
+      end)
+      finally(srv.close)
+      local e = service_with(srv, { webhook_timeout = 0.5 })
+      shop = merchant_mod.new { merchant_id = MID, service = e.svc, clock = e.clock, auto_rotate = false }
+      local k = assert(shop:request_key())
+      e.now = k.validTo - 47 * H
+      assert.equal(0, e.svc:tick())
+      local st = e.svc:notifications(k.keyId)[47]
+      assert.equal("failed", st.state)
+      assert.is_true(st.ambiguous)
+      e.now = e.now + 600
+      assert.equal(1, e.svc:tick()) -- the retry: delivered
+      assert.equal(2, #srv.got) -- the merchant got it twice ...
+      assert.equal(1, #shop.notices) -- ... and acted once
+      assert.equal(k.keyId .. "-47", shop.notices[1].eventId)
+      local again = shop:webhook { method = "POST", body = srv.got[1].body }
+      assert.equal(200, again.status)
+      assert.is_true(cjson.decode(again.body).duplicate)
+      assert.equal(400, shop:webhook { method = "POST", body = "{}" }.status)
+      assert.equal(400, shop:webhook { method = "POST", body = "nope" }.status)
+    end)
+
+    describe("https", function()
+      local pki = require "spec.support.pki"
+      local http = require "payhsm.http"
+      local p
+      setup(function()
+        p = pki.make()
+        pki.leaf(p, "other", "subjectAltName=DNS:other.example,IP:10.9.8.7\nextendedKeyUsage=serverAuth")
+        pki.leaf(p, "cn-only", "extendedKeyUsage=serverAuth", "localhost")
+        pki.leaf(p, "wild", "subjectAltName=DNS:*.example.test\nextendedKeyUsage=serverAuth")
+      end)
+      teardown(function() pki.remove(p) end)
+      local function tls_server(name)
+        local got = {}
+        local srv = http.new { host = "127.0.0.1", port = 0, quiet = true,
+          tls = { cert = p.read(name .. ".pem"), key = p.read(name .. ".key") },
+          handler = function(req) got[#got + 1] = req return { status = 204, body = "" } end }
+        return srv, got
+      end
+      local function post(srv, host)
+        return webhook.post(("https://%s:%d/hooks"):format(host, srv:port()), "{}", {},
+          { timeout = 3, pump = function() srv:run_once(5) end, cafile = p.path("ca.pem") })
+      end
+
+      it("delivers to a server whose certificate names the host (IP and DNS subjectAltName)", function()
+        local srv, got = tls_server("server")
+        finally(function() srv:close() end)
+        assert.equal(204, (post(srv, "127.0.0.1")))
+        assert.equal(204, (post(srv, "localhost")))
+        assert.equal(2, #got)
+      end)
+      it("refuses a certificate for another name, before sending anything", function()
+        local srv, got = tls_server("other")
+        finally(function() srv:close() end)
+        local status, err, kind = post(srv, "127.0.0.1")
+        assert.is_nil(status)
+        assert.matches("does not name 127%.0%.0%.1", err)
+        assert.equal("not_sent", kind)
+        status, err = post(srv, "localhost")
+        assert.is_nil(status)
+        assert.matches("does not name localhost %(it names: other%.example%)", err)
+        assert.equal(0, #got)
+        -- the service records it as a failure to retry
+        local e = env { webhook_url = ("https://127.0.0.1:%d/hooks"):format(srv:port()) }
+        e.svc.post = mupk.new { storage_key = LMK, store = memory.new(), webhook_cafile = p.path("ca.pem"),
+          webhook_timeout = 3, webhook_pump = function() srv:run_once(5) end }.post
+        local _, g = generate(e)
+        e.now = T(g.asymmetricKeyDetails.validTo) - 47 * H
+        assert.equal(0, e.svc:tick())
+        local st = e.svc:notifications(g.asymmetricKeyDetails.keyId)[47]
+        assert.equal("failed", st.state)
+        assert.matches("does not name", st.last_error)
+      end)
+      it("matches names by RFC 6125: CN only without subjectAltName, wildcards one label", function()
+        local x509 = require "ssl.x509"
+        local function cert(name) return x509.load(p.read(name .. ".pem")) end
+        assert.is_true(webhook.cert_names_host(cert("cn-only"), "localhost"))
+        assert.is_false(webhook.cert_names_host(cert("cn-only"), "127.0.0.1"))
+        assert.is_true(webhook.cert_names_host(cert("wild"), "hooks.example.test"))
+        assert.is_true(webhook.cert_names_host(cert("wild"), "HOOKS.Example.Test"))
+        assert.is_false(webhook.cert_names_host(cert("wild"), "a.hooks.example.test"))
+        assert.is_false(webhook.cert_names_host(cert("wild"), "example.test"))
+        assert.is_true(webhook.cert_names_host(cert("other"), "10.9.8.7"))
+        assert.is_false(webhook.cert_names_host(cert("other"), "10.9.8.77"))
+        assert.is_false(webhook.cert_names_host(cert("server"), "127.0.0.2"))
+      end)
+      it("sends the host name as SNI (RFC 6066), and no SNI for an IP address", function()
+        local function client_hello(host)
+          local lsn = assert(socket.bind("127.0.0.1", 0))
+          lsn:settimeout(0)
+          local port = select(2, lsn:getsockname())
+          local hello, c = "", nil
+          local function pump()
+            c = c or lsn:accept()
+            if c then
+              c:settimeout(0)
+              local d, _, part = c:receive(4096)
+              hello = hello .. (d or part or "")
+              if #hello > 100 then c:close() end -- enough of the ClientHello; the handshake fails
+            end
+            socket.sleep(0.001)
+          end
+          webhook.post(("https://%s:%d/"):format(host, port), "{}", {}, { timeout = 1, pump = pump,
+            cafile = p.path("ca.pem") })
+          if c then c:close() end
+          lsn:close()
+          return hello
+        end
+        assert.is_truthy(client_hello("localhost"):find("\0\0\9localhost", 1, true)) -- host_name(0), length 9
+        local h = client_hello("127.0.0.1")
+        assert.is_true(#h > 100)
+        assert.is_nil(h:find("127.0.0.1", 1, true))
+      end)
+    end)
   end)
 
   describe("merchant", function()
@@ -491,9 +815,10 @@ describe("mupk", function()
       end } })
       m:tick()
       assert(capture(m, 100))
-      local tx, why = capture(m, 100.01)
+      local tx, msg, code = capture(m, 100.01)
       assert.is_nil(tx)
-      assert.equal("OVER_LIMIT", why)
+      assert.equal("OVER_LIMIT", code)
+      assert.matches("^merchant.capture: ", msg)
       local res = m:forward()
       assert.equal(1, #res)
       assert.equal(1, sent)
@@ -511,8 +836,70 @@ describe("mupk", function()
       assert.equal(422, res[1].status)
       assert.equal(mupk.ERRORS.KEY_EXPIRED[2], res[1].body.error[1].code)
       assert.equal(0, #m.queue)
-      assert.equal("NO_KEY", select(2, capture(m, 10)))
-      assert.equal("UNKNOWN_KEY", select(2, capture(m, 10, "nope")))
+      assert.equal("NO_KEY", select(3, capture(m, 10)))
+      assert.equal("UNKNOWN_KEY", select(3, capture(m, 10, "nope")))
+    end)
+    it("validates the amount, the currency and the PAN (nil, message, code)", function()
+      local e = env()
+      local m = shop(e)
+      m:tick()
+      local function code(t)
+        local tx, msg, c = m:capture(t)
+        assert.is_nil(tx)
+        assert.matches("^merchant.capture: ", msg)
+        return c
+      end
+      local card = { pan = "4005550000000019", exp_month = "12", exp_year = "2030" }
+      local function with(extra)
+        local t = {}
+        for k, v in pairs(card) do t[k] = v end
+        for k, v in pairs(extra) do t[k] = v end
+        return t
+      end
+      assert.equal("AMOUNT", code(with {})) -- no amount: was "attempt to compare number with nil"
+      assert.equal("AMOUNT", code(with { amount = -5 }))
+      assert.equal("AMOUNT", code(with { amount = 0 }))
+      assert.equal("AMOUNT", code(with { amount = 1.005 }))
+      assert.equal("AMOUNT", code(with { amount = 0 / 0 }))
+      assert.equal("AMOUNT", code(with { amount = math.huge }))
+      assert.equal("AMOUNT", code(with { amount = "12,00" }))
+      assert.equal("AMOUNT", code(with { amount = "-1" }))
+      assert.equal("CURRENCY", code(with { amount = 5, currency = "usd" }))
+      assert.equal("PAN", code(with { amount = 5, pan = "4005 5500" }))
+      assert.equal("PAN", code(with { amount = 5, pan = false }))
+      assert.equal(0, #m.queue)
+      local tx = assert(m:capture(with { amount = "12.04", currency = "EUR" }))
+      assert.equal(12.04, tx.amount)
+      assert(m:capture(with { amount = 99.99 }))
+      assert.equal(201, m:forward()[1].status)
+    end)
+    it("does not request a key at every tick while its only key is future-dated", function()
+      local e = env()
+      local m = shop(e)
+      local f = assert(m:request_key { validFrom = "2024-01-03T00:00:00Z", validTo = "2024-01-20T00:00:00Z" })
+      local requests = 0
+      local svc = e.svc
+      m.service = { handle = function(_, req)
+        if req.path == "/security/v1/keys/generate" then requests = requests + 1 end
+        return svc:handle(req)
+      end }
+      for _ = 1, 10 do
+        e.now = e.now + 3600
+        assert.is_nil(m:tick())
+      end
+      assert.equal(0, requests)
+      assert.is_nil(m:key_for(e.now))
+      e.now = f.validFrom
+      assert.equal(f, m:key_for(e.now))
+      assert.is_nil(m:tick())
+      e.now = f.validTo - 2 * DAY -- the usual rotation still happens
+      assert(m:tick())
+      assert.equal(1, requests)
+      -- no key at all, or only revoked ones: it asks
+      local m2 = shop(e, { merchant_id = "M2" })
+      local k = assert(m2:tick())
+      assert(m2:revoke(k.keyId))
+      assert(m2:tick())
     end)
     it("keeps transactions the service did not answer", function()
       local e = env()

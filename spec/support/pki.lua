@@ -40,6 +40,25 @@ function M.make()
   return { dir = dir, path = function(name) return dir .. "/" .. name end, read = read }
 end
 
+--- One more leaf certificate in an existing PKI (made by M.make), for a spec that needs
+-- a name the standard ones do not carry: pki.path(name .. ".pem") / (name .. ".key").
+-- ext is openssl x509 extension lines (e.g. "subjectAltName=DNS:other.example");
+-- subject is the CN (default name); issuer defaults to "ca". The certificates M.make
+-- makes are not touched.
+function M.leaf(pki, name, ext, subject, issuer)
+  local dir = pki.dir
+  issuer = issuer or "ca"
+  sh(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj '/CN=%s' -keyout %s/%s.key "
+    .. "-out %s/%s.csr"):format(subject or name, dir, name, dir, name))
+  local extfile = ("%s/%s.ext"):format(dir, name)
+  local f = assert(io.open(extfile, "w"))
+  f:write(ext or "", "\n")
+  f:close()
+  sh(("openssl x509 -req -in %s/%s.csr -CA %s/%s.pem -CAkey %s/%s.key -CAcreateserial -days 2 "
+    .. "-extfile %s -out %s/%s.pem"):format(dir, name, dir, issuer, dir, issuer, extfile, dir, name))
+  return pki.path(name .. ".pem"), pki.path(name .. ".key")
+end
+
 function M.remove(pki)
   os.execute("rm -rf " .. pki.dir)
 end

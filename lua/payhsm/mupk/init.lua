@@ -9,8 +9,10 @@
 --     key_lifetime = 20 * 86400,       -- seconds a generated key pair is valid (the seed's example)
 --     webhook_url = "http://127.0.0.1:9000/hooks",      -- default expiry notification URL
 --     merchants = {["123456789012345"] = {webhook_url = "..."}},  -- per-merchant URLs
---     webhook_hours = {47, 44, 41},    -- notifications before expiry (the seed)
+--     webhook_hours = {47, 44, 41},    -- notifications before expiry (the seed); any order,
+--                                      -- sorted largest first; positive, distinct (else raises)
 --     webhook_retry = 600,             -- seconds between attempts of a failed notification
+--     webhook_cafile = path,           -- CA file for https webhook URLs (default: the system's)
 --     webhook_post = fn(url, body, headers) -> status | nil, err  -- transport (default: HTTP POST)
 --     webhook_pump = fn(),             -- called while the default transport waits (same-thread listeners)
 --     basic_auth = {user = "password"},  -- optional: require HTTP Basic on every endpoint
@@ -60,10 +62,10 @@ M.ERRORS = {
   MERCHANT_ID      = { 400, "1001", "merchantDetails.merchantId is required" },
   VALIDITY         = { 400, "1002", "Requested key validity is not acceptable" },
   KEY_NOT_FOUND    = { 404, "1010", "Key not found for this merchant" },
+  KEY_ID           = { 400, "1013", "keyId must be at most 64 characters" },
   ALREADY_REVOKED  = { 409, "1011", "Key has already been revoked" },
   KEY_EXPIRED_REVOKE = { 409, "1012", "Key has expired and cannot be revoked" },
-  KEY_EXPIRED      = { 422, "1020", "Encryption key has expired" },
-  KEY_REVOKED      = { 422, "1021", "Encryption key has been revoked" },
+  KEY_EXPIRED      = { 422, "1020", "Encryption key has expired" }, -- also for a revoked key (details)
   KEY_NOT_YET_VALID = { 422, "1022", "Encryption key is not yet valid" },
   DECRYPTION       = { 422, "1023", "Encrypted data cannot be decrypted with this key" },
   CARD_DATA        = { 422, "1024", "Decrypted card data is not valid" },
@@ -72,6 +74,7 @@ M.ERRORS = {
 }
 
 local DAY = 86400
+local MAX_KEY_ID = 64 -- the seed: keyId, maximum length 64
 local Service = {}
 Service.__index = Service
 
@@ -99,13 +102,16 @@ function M.new(cfg)
     max_lifetime = tonumber(cfg.max_key_lifetime) or 90 * DAY,
     webhook_url = cfg.webhook_url,
     merchants = cfg.merchants or {},
-    hours = cfg.webhook_hours or { 47, 44, 41 },
+    hours = M.check_hours(cfg.webhook_hours or { 47, 44, 41 }),
     retry = tonumber(cfg.webhook_retry) or 600,
     max_amount = cfg.max_offline_amount and tonumber(cfg.max_offline_amount),
-    cache = {},
+    cache = {},   -- keyId -> {key = RsaKey, validTo =}: unwrapped private keys, closed at expiry
+    wake = {},    -- keyId -> instant before which tick has nothing to do for that key
+    index_text = nil, index = nil, -- the last "mupk:pending" text read and its decoding
   }, Service)
   self.post = cfg.webhook_post or function(url, body, headers)
-    return webhook.post(url, body, headers, { timeout = cfg.webhook_timeout or 5, pump = cfg.webhook_pump })
+    return webhook.post(url, body, headers, { timeout = cfg.webhook_timeout or 5, pump = cfg.webhook_pump,
+      cafile = cfg.webhook_cafile })
   end
   if cfg.storage_key then
     self.lmk = hsm.key.import(cfg.storage_key.algorithm or "AES_256", cfg.storage_key.hex, { usage = "K0" })
@@ -115,14 +121,34 @@ function M.new(cfg)
     self.lmk = hsm.key.generate("AES_256", { usage = "K0" })
   end
   util.check_storage_key(self.store, "mupk:lmk", self.lmk, "mupk", "configure storage_key; refusing to start")
+  self:_build_index()
   return self
+end
+
+--- Validates webhook_hours and returns a copy sorted largest first (notification 1 is
+-- the earliest, e.g. 47 h before expiry). Raises on an empty list, a non-positive or
+-- non-number entry, or a repeated one (a configuration mistake, not bad data).
+function M.check_hours(list)
+  assert(type(list) == "table" and #list > 0, "mupk: webhook_hours must be a non-empty list of hours")
+  local out, seen = {}, {}
+  for i, h in ipairs(list) do
+    assert(type(h) == "number" and h > 0 and h < 24 * 366,
+      ("mupk: webhook_hours[%d] must be a positive number of hours"):format(i))
+    assert(not seen[h], ("mupk: webhook_hours repeats %s"):format(tostring(h)))
+    seen[h], out[#out + 1] = true, h
+  end
+  table.sort(out, function(a, b) return a > b end)
+  return out
 end
 
 -- ---- store records -------------------------------------------------------------------------
 
 local function key_key(id) return "mupk:key:" .. id end
 local function merchant_key(mid) return "mupk:merchant:" .. mid end
-local function hook_key(id, h) return ("mupk:hook:%s:%d"):format(id, h) end
+local function hook_key(id, h) return ("mupk:hook:%s:%s"):format(id, util.json(h)) end
+-- The keys whose expiry notifications are not finished: a JSON object keyId ->
+-- {validTo, merchantId}, so tick reads one value instead of every key record.
+local PENDING = "mupk:pending"
 
 function Service:record(id)
   local text = self.store:get(key_key(id))
@@ -176,13 +202,34 @@ function Service:_next_seq()
   end)
 end
 
+--- The unwrapped private key of a valid record, cached until the key expires or is
+-- revoked (then closed: the EVP_PKEY is freed and its numbers cleared by OpenSSL).
 function Service:private_key(rec)
-  local k = self.cache[rec.keyId]
-  if k then return k end
-  k = rsa.unwrap(self.lmk, rec.wrappedPrivateKey)
+  local c = self.cache[rec.keyId]
+  if c then return c.key end
+  local k = rsa.unwrap(self.lmk, rec.wrappedPrivateKey)
   if not k then error("mupk: stored private key " .. rec.keyId .. " does not unwrap", 0) end
-  self.cache[rec.keyId] = k
+  self.cache[rec.keyId] = { key = k, validTo = rec.validTo }
   return k
+end
+
+--- Closes and drops one cached private key (no-op when not cached).
+function Service:evict(id)
+  local c = self.cache[id]
+  if c then
+    c.key:close()
+    self.cache[id] = nil
+  end
+end
+
+--- Closes every cached private key whose key has expired at instant t.
+function Service:evict_expired(t)
+  local gone = {}
+  for id, c in pairs(self.cache) do
+    if t > c.validTo then gone[#gone + 1] = id end
+  end
+  for _, id in ipairs(gone) do self:evict(id) end
+  return #gone
 end
 
 -- ---- responses -------------------------------------------------------------------------------
@@ -283,7 +330,8 @@ function Service:generate(ctx, body)
     ids[#ids + 1] = rec.keyId
     return cjson.encode(ids)
   end)
-  self.cache[rec.keyId] = priv
+  self.cache[rec.keyId] = { key = priv, validTo = to }
+  self:_index_add(rec)
   return self:_key_response(ctx, 201, rec)
 end
 
@@ -299,8 +347,8 @@ function Service:revoke(ctx, id, body)
     r.revokedAt = math.floor(now)
     return cjson.encode(r), r
   end)
-  local k = self.cache[id]
-  if k then k:close() self.cache[id] = nil end
+  self:evict(id)
+  self:_index_remove(id)
   return self:_key_response(ctx, 201, rec)
 end
 
@@ -330,13 +378,15 @@ end
 --      encryptedKey, iv, encryptionBlock, authenticationTag}}}
 -- The card data is the JSON {"cardData": PAN, "expirationMonth", "expirationYear"} sealed
 -- with core.rsa.seal, AAD = the keyId. The key must be the merchant's, not revoked and
--- valid now (else the expiry response KEY_EXPIRED, or KEY_REVOKED / KEY_NOT_YET_VALID).
+-- valid now: an expired or a revoked key gets the seed's expiry response KEY_EXPIRED
+-- (details "key expired <validTo>" or "key revoked <revokedAt>"); a key not yet valid
+-- gets KEY_NOT_YET_VALID.
 function Service:transaction(ctx, body)
   ctx.ttype = "CHARGE"
   local mid = merchant_id(body)
   local amount = type(body.amount) == "table" and body.amount or {}
   local total = tonumber(amount.total)
-  if not total or total <= 0 or type(amount.currency) ~= "string" or not amount.currency:match("^%u%u%u$") then
+  if not total or total ~= total or total <= 0 or total == math.huge or type(amount.currency) ~= "string" or not amount.currency:match("^%u%u%u$") then
     refusal("AMOUNT")
   end
   local src = type(body.source) == "table" and body.source or {}
@@ -347,11 +397,18 @@ function Service:transaction(ctx, body)
     refusal("BAD_REQUEST", "encryptionData needs keyId, encryptedKey, iv, encryptionBlock, authenticationTag")
   end
   ctx.field = "source.encryptionData.keyId"
+  if #ed.keyId > MAX_KEY_ID then refusal("KEY_ID") end
   local rec = self:record(ed.keyId)
   if not rec or rec.merchantId ~= mid then refusal("KEY_NOT_FOUND") end
   local now = ctx.now
-  if rec.revokedAt then refusal("KEY_REVOKED", "revoked " .. M.format_time(rec.revokedAt)) end
-  if now > rec.validTo then refusal("KEY_EXPIRED", "key expired " .. M.format_time(rec.validTo)) end
+  if rec.revokedAt then
+    self:evict(rec.keyId) -- revoked, perhaps by another process on the same store
+    refusal("KEY_EXPIRED", "key revoked " .. M.format_time(rec.revokedAt))
+  end
+  if now > rec.validTo then
+    self:evict(rec.keyId)
+    refusal("KEY_EXPIRED", "key expired " .. M.format_time(rec.validTo))
+  end
   if now < rec.validFrom then refusal("KEY_NOT_YET_VALID", "key valid from " .. M.format_time(rec.validFrom)) end
   ctx.field = "source.encryptionData"
   local clear, msg, code = rsa.open(self:private_key(rec), { encrypted_key = ed.encryptedKey, iv = ed.iv,
@@ -389,7 +446,12 @@ function Service:_route(ctx, req)
   end
   if path == M.PATHS.generate then return self:generate(ctx, post_body()) end
   if path == M.PATHS.transactions then return self:transaction(ctx, post_body()) end
-  local id, rest = path:match("^/security/v1/keys/([%w%-]+)(.*)$")
+  local id, rest = path:match("^/security/v1/keys/([^/]+)(.*)$")
+  if id and #id > MAX_KEY_ID and (rest == "/revoke" or rest == "") then
+    ctx.field = "keyId"
+    refusal("KEY_ID", ("keyId is %d characters"):format(#id))
+  end
+  if id and not id:match("^[%w%-]+$") then id = nil end
   if id and rest == "/revoke" then return self:revoke(ctx, id, post_body()) end
   if id and rest == "" then
     if method ~= "GET" then refusal("METHOD") end
@@ -423,27 +485,107 @@ function Service:_webhook_url(mid)
   return (m and m.webhook_url) or self.webhook_url
 end
 
+-- ---- the pending index ------------------------------------------------------------------------
+-- PENDING maps keyId -> {validTo =, merchantId =} for every key whose notifications are
+-- not finished. generate adds, revoke removes, tick removes a key once it is revoked,
+-- expired, superseded by a newer key or notified at every mark. Updates are atomic
+-- (store:update), so several processes on one store share it.
+
+function Service:_index_add(rec)
+  self.store:update(PENDING, function(old)
+    local t = cjson.decode(old or "{}") or {}
+    t[rec.keyId] = { validTo = rec.validTo, merchantId = rec.merchantId }
+    return cjson.encode(t)
+  end)
+end
+
+function Service:_index_remove(id)
+  self.store:update(PENDING, function(old)
+    local t = cjson.decode(old or "{}") or {}
+    if t[id] == nil then return old end
+    t[id] = nil
+    return cjson.encode(t)
+  end)
+  self.wake[id] = nil
+end
+
+-- A store written before the index existed (or by a service that crashed while making
+-- it): build it once from the key records.
+function Service:_build_index()
+  if self.store:get(PENDING) then return end
+  local now = self.clock()
+  local t = {}
+  for _, k in ipairs(self.store:keys("mupk:key:")) do
+    local rec = self:record(k:sub(#"mupk:key:" + 1))
+    if rec and not rec.revokedAt and now <= rec.validTo then
+      t[rec.keyId] = { validTo = rec.validTo, merchantId = rec.merchantId }
+    end
+  end
+  self.store:update(PENDING, function(old)
+    if old then return old end
+    return next(t) and cjson.encode(t) or "{}"
+  end)
+end
+
 --- Sends the expiry notifications that are due at the clock's instant: for every key
 -- that is neither revoked nor expired and whose merchant has no newer key, one POST
 -- per configured hour mark (47, 44, 41 hours before validTo) once the mark has passed.
 -- Each notification is claimed in the store before it is sent and marked delivered
 -- on a 2xx answer, so it is sent at most once; a failed attempt is retried after
--- webhook_retry seconds, until the key expires. Returns the number delivered.
+-- webhook_retry seconds, until the key expires. Also closes the cached private keys of
+-- keys that have expired. Returns the number delivered.
+--
+-- Cost per tick: one read of the pending index (decoded only when its text changed)
+-- and, per pending key, a comparison with its wake time; a key's record is read only
+-- when one of its marks (or a retry) is due.
 function Service:tick()
   local now = self.clock()
   local delivered = 0
-  for _, k in ipairs(self.store:keys("mupk:key:")) do
-    local rec = self:record(k:sub(#"mupk:key:" + 1))
-    if rec and not rec.revokedAt and now <= rec.validTo and now >= rec.validTo - (self.hours[1] or 0) * 3600 then
-      local url = self:_webhook_url(rec.merchantId)
-      for n, h in ipairs(self.hours) do
-        if now >= rec.validTo - h * 3600 and url and not self:has_newer(rec) then
-          delivered = delivered + (self:_notify(rec, n, h, url, now) and 1 or 0)
-        end
-      end
+  self:evict_expired(now)
+  local text = self.store:get(PENDING) or "{}"
+  if text ~= self.index_text then
+    self.index_text, self.index = text, cjson.decode(text) or {}
+  end
+  local first = self.hours[1] * 3600
+  local done = {}
+  for id, e in pairs(self.index) do
+    if now > e.validTo then
+      done[#done + 1] = id
+    elseif now >= e.validTo - first and now >= (self.wake[id] or -math.huge) then
+      local n, finished, wake = self:_due(id, now)
+      delivered = delivered + n
+      if finished then done[#done + 1] = id else self.wake[id] = wake end
     end
   end
+  for _, id in ipairs(done) do self:_index_remove(id) end
   return delivered
+end
+
+-- Works on one pending key at now. Returns the number delivered, whether the key is
+-- finished, and the next instant anything can be due for it.
+function Service:_due(id, now)
+  local rec = self:record(id)
+  if not rec or rec.revokedAt or now > rec.validTo then return 0, true end
+  if self:has_newer(rec) then return 0, true end
+  local url = self:_webhook_url(rec.merchantId)
+  if not url then return 0, false, rec.validTo - self.hours[#self.hours] * 3600 end
+  local delivered, finished, wake = 0, true, math.huge
+  for n, h in ipairs(self.hours) do
+    local mark = rec.validTo - h * 3600
+    if now >= mark then
+      delivered = delivered + (self:_notify(rec, n, h, url, now) and 1 or 0)
+    end
+    local st = self.store:get(hook_key(rec.keyId, h))
+    st = st and cjson.decode(st)
+    local state = st and st.state
+    if state ~= "delivered" and state ~= "sending" then
+      finished = false
+      local at = mark
+      if st and st.next_attempt and st.next_attempt > at then at = st.next_attempt end
+      if at < wake then wake = at end
+    end
+  end
+  return delivered, finished, wake
 end
 
 function Service:_notify(rec, n, h, url, now)
@@ -456,29 +598,34 @@ function Service:_notify(rec, n, h, url, now)
     return cjson.encode(st), st
   end)
   if not claimed then return false end
+  local event_id = rec.keyId .. "-" .. util.json(h)
   local body = util.json(util.object {
     "eventType", "KEY_EXPIRY_NOTIFICATION",
-    "eventId", rec.keyId .. "-" .. h,
+    "eventId", event_id,
     "eventTimestamp", M.format_time(now),
     "merchantDetails", util.object { "merchantId", rec.merchantId },
     "asymmetricKeyDetails", util.object { "keyId", rec.keyId, "validTo", M.format_time(rec.validTo),
       "status", self:status(rec, now) },
     "notification", util.object { "number", n, "of", #self.hours, "hoursBeforeExpiry", h },
   })
-  local ok, status, err = pcall(self.post, url, body, { ["Webhook-Id"] = rec.keyId .. "-" .. h })
-  if not ok then status, err = nil, status end
-  local good = status and status >= 200 and status < 300
+  local ok, status, err, kind = pcall(self.post, url, body, { ["Webhook-Id"] = event_id })
+  if not ok then status, err, kind = nil, status, "ambiguous" end
+  local good = type(status) == "number" and status >= 200 and status < 300
+  local why = good and "" or (type(status) == "number" and ("HTTP " .. status) or tostring(err))
   self.store:update(hk, function(old)
     local st = cjson.decode(old)
     if good then
       st.state, st.delivered_at = "delivered", math.floor(now)
     else
-      st.state, st.next_attempt, st.last_error = "failed", now + self.retry, tostring(err or status)
+      st.state, st.next_attempt, st.last_error = "failed", now + self.retry, why
+      -- ambiguous: the request went out and no complete answer came back, so the
+      -- merchant may have it; the retry repeats the eventId for it to drop
+      st.ambiguous = (type(status) ~= "number" and kind ~= "not_sent") or nil
     end
     return cjson.encode(st)
   end)
   if not good and self.log then
-    self.log(("mupk: webhook %s for key %s failed: %s"):format(h, rec.keyId, tostring(err or status)))
+    self.log(("mupk: webhook %s for key %s failed: %s"):format(tostring(h), rec.keyId, why))
   end
   return good
 end

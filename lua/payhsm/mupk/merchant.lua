@@ -17,8 +17,11 @@
 --   m:tick()                            -- rotates when due
 --   m:key_for([t]) -> key               -- the recommended key (newest valid)
 --   m:capture{amount =, currency =, pan =, exp_month =, exp_year = [, key_id =]}
---       -> queued transaction | nil, reason ("OVER_LIMIT", "NO_KEY", "UNKNOWN_KEY")
+--       -> queued transaction | nil, message, code ("AMOUNT", "CURRENCY", "PAN",
+--          "OVER_LIMIT", "NO_KEY", "UNKNOWN_KEY")
 --   m:forward() -> array of {tx =, status =, body =}   (sends every stored transaction)
+--   m:webhook(req) -> resp      the merchant's webhook receiver (a payhsm.http handler):
+--       records each expiry notification once, drops a repeated eventId (200, duplicate)
 local core = require "payhsm.core"
 local util = require "payhsm.util"
 local cjson = require "cjson.safe"
@@ -47,6 +50,9 @@ function M.new(opts)
     queue = {},  -- stored offline transactions, in capture order
     seq = 0,
     rejected = {}, -- captures refused by the merchant's own limit
+    notices = {},  -- expiry notifications received, each eventId once, in arrival order
+    seen = {},     -- eventId -> instant received (dropped after 7 days)
+    on_notice = opts.on_notice, -- optional fn(merchant, doc) for each new notification
   }, Merchant)
 end
 
@@ -110,33 +116,70 @@ end
 
 --- Best practice: request the next key once the current one is within rotate_before of
 -- its expiry (and no newer key exists). Returns the new key when it rotated.
+-- A key that is not revoked and still valid after instant t (valid now or future-dated)
+-- means the exchange for the period after t has already been made.
+function Merchant:has_key_after(t, except)
+  for _, k in ipairs(self.keys) do
+    if k ~= except and k.status ~= "REVOKED" and k.validTo > t then return true end
+  end
+  return false
+end
+
+--- Best practice: request the next key once the current one is within rotate_before of
+-- its expiry, unless a later key (valid now or future-dated) exists; with no valid key
+-- now, request one unless a future-dated key is waiting for its validFrom. Returns the
+-- new key when it requested one.
 function Merchant:tick()
   if not self.auto_rotate then return nil end
   local now = self.clock()
   local cur = self:key_for(now)
-  if not cur or now >= cur.validTo - self.rotate_before then
-    for _, k in ipairs(self.keys) do
-      if cur and k ~= cur and k.status ~= "REVOKED" and k.validTo > cur.validTo then return nil end
-    end
-    return self:request_key()
+  if cur then
+    if now < cur.validTo - self.rotate_before or self:has_key_after(cur.validTo, cur) then return nil end
+  elseif self:has_key_after(now) then
+    return nil -- only future-dated keys: it waits for the first one's validFrom
   end
+  return self:request_key()
+end
+
+-- Amounts are decimal numbers in the currency's major unit with at most two decimals
+-- (12.04 USD), given as a Lua number or a decimal string ("12.04"); positive, finite.
+-- Returns the number, or nil and a message.
+local function check_amount(a)
+  local n
+  if type(a) == "number" then n = a
+  elseif type(a) == "string" and a:match("^%d+%.?%d?%d?$") and not a:match("%.$") then n = tonumber(a)
+  else return nil, "amount must be a number, got " .. type(a) end
+  if n ~= n or n == math.huge or n <= 0 then return nil, "amount must be positive" end
+  local cents = n * 100
+  if math.abs(cents - math.floor(cents + 0.5)) > 1e-6 then return nil, "amount has more than two decimals" end
+  return n
 end
 
 --- Captures an offline transaction: checks the merchant's own limit, seals the card
 -- data under the chosen key (default: key_for(now)) and stores it for forwarding.
 function Merchant:capture(t)
+  assert(type(t) == "table", "merchant:capture{amount =, pan =, ...}")
   local now = self.clock()
-  if tonumber(t.amount) > self.limit then
-    self.rejected[#self.rejected + 1] = { amount = t.amount, reason = "OVER_LIMIT", at = now }
-    return nil, "OVER_LIMIT"
+  local amount, why = check_amount(t.amount)
+  if not amount then return nil, "merchant.capture: " .. why, "AMOUNT" end
+  local currency = t.currency or "USD"
+  if type(currency) ~= "string" or not currency:match("^%u%u%u$") then
+    return nil, "merchant.capture: currency must be a 3-letter ISO 4217 code", "CURRENCY"
+  end
+  if type(t.pan) ~= "string" or not t.pan:match("^%d+$") or #t.pan < 12 or #t.pan > 19 then
+    return nil, "merchant.capture: pan must be 12 to 19 digits", "PAN"
+  end
+  if amount > self.limit then
+    self.rejected[#self.rejected + 1] = { amount = amount, reason = "OVER_LIMIT", at = now }
+    return nil, ("merchant.capture: %.2f is over the offline limit %.2f"):format(amount, self.limit), "OVER_LIMIT"
   end
   local k
   if t.key_id then
     k = self:key(t.key_id)
-    if not k then return nil, "UNKNOWN_KEY" end
+    if not k then return nil, "merchant.capture: no key " .. tostring(t.key_id), "UNKNOWN_KEY" end
   else
     k = self:key_for(now)
-    if not k then return nil, "NO_KEY" end
+    if not k then return nil, "merchant.capture: no key is valid now", "NO_KEY" end
   end
   local card = cjson.encode { cardData = t.pan, expirationMonth = t.exp_month, expirationYear = t.exp_year }
   local sealed = rsa.seal(k.public, card, k.keyId)
@@ -144,7 +187,7 @@ function Merchant:capture(t)
   local tx = {
     merchantTransactionId = t.id or (self.id .. "-tx-" .. self.seq),
     captureTime = require("payhsm.mupk").format_time(now),
-    amount = t.amount, currency = t.currency or "USD", keyId = k.keyId,
+    amount = amount, currency = currency, keyId = k.keyId,
     encryptionData = { keyId = k.keyId, encryptionType = "RSA", encryptedKey = sealed.encrypted_key,
       iv = sealed.iv, encryptionBlock = sealed.ciphertext, authenticationTag = sealed.tag },
   }
@@ -173,6 +216,34 @@ function Merchant:forward()
   end
   self.queue = keep
   return results
+end
+
+--- The merchant's webhook receiver: a handler for payhsm.http (or anything giving
+-- {method, body}). A KEY_EXPIRY_NOTIFICATION is recorded in m.notices once per eventId
+-- (the Webhook-Id header when the body has none) and on_notice is called; a repeat of an
+-- eventId already seen, which the service sends when an earlier attempt timed out
+-- after the merchant had it, is answered 200 and dropped. Not JSON or no eventId: 400.
+function Merchant:webhook(req)
+  if req.method and req.method ~= "POST" then return { status = 405, body = "" } end
+  local doc = cjson.decode(req.body or "")
+  local h = req.headers or {}
+  local id = type(doc) == "table" and doc.eventId or h["webhook-id"] or h["Webhook-Id"]
+  if type(doc) ~= "table" or type(id) ~= "string" or id == "" then
+    return { status = 400, headers = { ["Content-Type"] = "application/json" },
+             body = cjson.encode { error = "a JSON notification with an eventId is expected" } }
+  end
+  local now = self.clock()
+  for old, at in pairs(self.seen) do
+    if now - at > 7 * DAY then self.seen[old] = nil end
+  end
+  local dup = self.seen[id] ~= nil
+  if not dup then
+    self.seen[id] = now
+    self.notices[#self.notices + 1] = doc
+    if self.on_notice then self.on_notice(self, doc) end
+  end
+  return { status = 200, headers = { ["Content-Type"] = "application/json" },
+           body = cjson.encode { eventId = id, duplicate = dup } }
 end
 
 --- An adapter that makes a payhsm.http_client look like a handler (for a merchant
