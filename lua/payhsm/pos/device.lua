@@ -322,6 +322,7 @@ end
 
 --- POST /pos/activate: readiness JSON (installed key KCVs, versions) in, result out.
 function Device:activate()
+  self:_renew_if_due() -- before the readiness names the installed keys' KCVs
   local kcv = {}
   for _, step in ipairs(M.INSTALL_ORDER) do
     kcv[#kcv + 1] = step[1]
@@ -338,7 +339,7 @@ function Device:activate()
       "parameters_version", self.parameters and self.parameters.parameters_version,
       "firmware_version", self.firmware_version,
     },
-  }))
+  }, true))
 end
 
 --- The whole activation: attest, keys, config, terminal parameters, activate.

@@ -111,6 +111,7 @@ function Cache:get(k)
 end
 
 function Cache:put(k, v)
+  self.old[k] = nil
   if self.new[k] == nil then self.n = self.n + 1 end
   self.new[k] = v
   if self.n >= self.size then
