@@ -231,8 +231,8 @@ static int kek_check(lua_State *L, payhsm_key *kek, const char *fn, int enc) {
   return payhsm_key_usage(L, kek, fn, "K0 K1", enc ? "EBN" : "DBN");
 }
 
-/* key:wrap(kek) -> hex of KWP(kek, PKCS#8 PrivateKeyInfo DER) (RFC 5208, RFC 5649 4.1).
- * Every Lua allocation (which may raise) happens before the clear DER exists: its length
+/* key:wrap(kek) -> hex of KWP(kek, PKCS#8 PrivateKeyInfo DER)
+ * RFC 5208 inside RFC 5649 section 4.1. Every Lua allocation (which may raise) happens before the clear DER exists: its length
  * is measured on a first encoding that is freed (and cleansed by OpenSSL) at once, the
  * DER is then written into a scratch that is cleansed before anything can raise. */
 static int rsa_wrap(lua_State *L) {

@@ -192,6 +192,8 @@ M.rows = {
   { "rsa", "public key: bad hex", [[hsm.rsa.public("30ZZ")]], "BAD_HEX" },
   { "rsa", "unwrap: wrapped key under another KEK", [[hsm.rsa.unwrap(k.aes_kek2, RSA_WRAPPED)]], "RSA_UNWRAP" },
   { "rsa", "unwrap: bad hex", [[hsm.rsa.unwrap(k.aes_kek, "XYZ")]], "BAD_HEX" },
+  { "rsa", "kwp_verify: wrapped under another KEK", [[hsm.rsa.kwp_verify(k.aes_kek2, RSA_WRAPPED, "00")]], "KWP_UNWRAP" },
+  { "rsa", "kwp_verify: unwraps to other data", [[hsm.rsa.kwp_verify(k.aes_kek, RSA_WRAPPED, "00")]], "KWP_MISMATCH" },
   { "rsa", "open: altered encrypted key", [[hsm.rsa.open(RSA_PRIV, sealed_with{encrypted_key = true})]], "RSA_DECRYPT" },
   { "rsa", "open: altered ciphertext", [[hsm.rsa.open(RSA_PRIV, sealed_with{ciphertext = true})]], "GCM_TAG" },
   { "rsa", "open: altered tag", [[hsm.rsa.open(RSA_PRIV, sealed_with{tag = true})]], "GCM_TAG" },
@@ -206,7 +208,8 @@ M.rows = {
   { "mupk HTTP", "transaction: altered ciphertext", [[mupk_pay{tamper = "encryptionBlock"}]], 422, "1023" },
   { "mupk HTTP", "transaction: altered tag", [[mupk_pay{tamper = "authenticationTag"}]], 422, "1023" },
   { "mupk HTTP", "transaction: key expired", [[mupk_pay{after_expiry = true}]], 422, "1020" },
-  { "mupk HTTP", "transaction: key revoked", [[mupk_pay{revoked = true}]], 422, "1021" },
+  { "mupk HTTP", "transaction: key revoked (the expiry response)", [[mupk_pay{revoked = true}]], 422, "1020" },
+  { "mupk HTTP", "revoke: keyId over 64 characters", [[mupk_request("POST", "/security/v1/keys/" .. ("k"):rep(65) .. "/revoke", json{merchantDetails = {merchantId = "M1"}})]], 400, "1013" },
   { "mupk HTTP", "unknown path", [[mupk_request("GET", "/security/v1/nothing")]], 404, "404" },
 
   -- ---- pos HTTP (status, error.code) ---------------------------------------------------

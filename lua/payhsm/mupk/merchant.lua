@@ -114,8 +114,6 @@ function Merchant:key(id)
   for _, k in ipairs(self.keys) do if k.keyId == id then return k end end
 end
 
---- Best practice: request the next key once the current one is within rotate_before of
--- its expiry (and no newer key exists). Returns the new key when it rotated.
 -- A key that is not revoked and still valid after instant t (valid now or future-dated)
 -- means the exchange for the period after t has already been made.
 function Merchant:has_key_after(t, except)
