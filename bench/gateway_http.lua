@@ -1,12 +1,17 @@
 --- MSK gateway over HTTPS: Get Key and Import Key requests per second against
 -- `bin/payhsm serve gateway` (its own process, one core), memory and sqlite stores.
 --   lua5.4 bench/gateway_http.lua [seconds]      (from the repo root; `make bench-http`)
--- Two clients, both HTTP/1.1 keep-alive over TLS:
+-- Three clients, all HTTP/1.1 keep-alive over TLS:
 --   * wrk (Debian), 1 thread, 8 connections: server TLS only, since wrk cannot present a
---     client certificate; this measures the server.
---   * the Lua client (lua/payhsm/http_client.lua, LuaSec), one connection, mutual TLS as
---     the seed requires; one request at a time, so it measures latency-bound throughput.
--- Imports are durable: sqlite commits every import (WAL, synchronous=FULL) before the 200.
+--     client certificate. Non-2xx answers and socket errors come from wrk's own summary.
+--   * bench/c/mtls/gateway_client.c (OpenSSL, built here), 8 connections, mutual TLS as the
+--     seed requires (client certificate from the test CA): Get Key.
+--   * the Lua client (lua/payhsm/http_client.lua, LuaSec), one connection, mutual TLS; one
+--     request at a time, so it measures latency-bound throughput.
+-- Every import carries a key never imported before (bodies made up front, one per request;
+-- a run that uses them all stops early), so each 200 is a real import, not an old key
+-- coming back after it rotated out. Imports are durable: sqlite commits every import
+-- (WAL, synchronous=FULL) before the 200.
 package.path = "./lua/?.lua;./lua/?/init.lua;./?.lua;" .. package.path
 package.cpath = "./build/?.so;" .. package.cpath
 local hsm = require "payhsm"
@@ -45,7 +50,7 @@ end
 
 local function record(name, n, dt, errors)
   results[#results + 1] = { name = name, rate = n / dt, errors = errors }
-  print(("%-58s %9.0f req/s  (%d requests, %d errors)"):format(name, n / dt, n, errors))
+  print(("%-58s %9.0f req/s  (%d requests in %.1f s, %d non-2xx or failed)"):format(name, n / dt, n, dt, errors))
 end
 
 -- Lua client, mutual TLS, one connection.
@@ -68,18 +73,40 @@ local function lua_client(backend, srv)
   until socket.gettime() - t0 >= SECONDS
   record(("Get Key, Lua client, mTLS, %s"):format(backend), n, socket.gettime() - t0, errors)
   local bodies = {}
-  for i = 1, 1000 do bodies[i] = import_body("BENCH_LUA") end
+  for i = 1, 3000 * SECONDS do bodies[i] = import_body("BENCH_LUA") end
   n, errors, t0 = 0, 0, socket.gettime()
   repeat
     for _ = 1, 20 do
       n = n + 1
       local resp = c.transport { method = "POST", path = "/key-management/keys/import",
-        headers = { authorization = c.auth, ["content-type"] = "application/json" }, body = bodies[(n - 1) % 1000 + 1] }
+        headers = { authorization = c.auth, ["content-type"] = "application/json" }, body = bodies[n] }
       if not resp or resp.status ~= 200 then errors = errors + 1 end
     end
-  until socket.gettime() - t0 >= SECONDS
-  record(("Import Key%s, Lua client, mTLS"):format(backend == "sqlite" and " (durable, sqlite)" or ", memory"), n, socket.gettime() - t0, errors)
+  until socket.gettime() - t0 >= SECONDS or n + 20 > #bodies
+  record(("Import Key%s, Lua client, mTLS"):format(backend == "sqlite" and " (durable, sqlite)" or ", memory"), n,
+    socket.gettime() - t0, errors)
   c:close()
+end
+
+-- The C client (OpenSSL), mutual TLS, 8 connections: Get Key.
+local C_CLIENT = "build/bench/gateway_client"
+local function c_client(backend, srv)
+  local c = client_mod.new {
+    http = { host = "127.0.0.1", port = srv.port, timeout = 10,
+             tls = { cafile = keys.path("ca.pem"), certificate = keys.path("client.pem"), key = keys.path("client.key") } },
+    user = "integrator", password = "pa55word", zmks = { PAN = { label = "ZMK_PAN", key = zmk } } }
+  local first = assert(c:rotate("PAN", "BENCH_C"))
+  c:close()
+  local cmd = ("%s 127.0.0.1 %d /key-management/keys/%s '%s' %s %s %s 8 %d 2>&1"):format(C_CLIENT, srv.port,
+    first.sessionKeyId, "Basic " .. util.b64encode("integrator:pa55word"), keys.path("ca.pem"),
+    keys.path("client.pem"), keys.path("client.key"), SECONDS)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  local n, dt, non2xx, errors = out:match("RESULT (%d+) ([%d.]+) (%d+) (%d+)")
+  assert(n, out)
+  record(("Get Key, C client 8 conns, mTLS, %s"):format(backend), tonumber(n), tonumber(dt),
+    tonumber(non2xx) + tonumber(errors))
 end
 
 -- wrk, server-side TLS only.
@@ -90,28 +117,39 @@ local function wrk(backend, srv)
     user = "integrator", password = "pa55word", zmks = { PAN = { label = "ZMK_PAN", key = zmk } } }
   local first = assert(c:rotate("PAN", "BENCH_WRK"))
   c:close()
+  -- one fresh key per import request, read by wrk's thread at init (one JSON body a line)
+  local bodies_file = os.tmpname()
+  local bf = assert(io.open(bodies_file, "w"))
+  for _ = 1, (backend == "sqlite" and 4000 or 20000) * SECONDS do bf:write(import_body("BENCH_WRK"), "\n") end
+  bf:close()
   local script = os.tmpname()
-  local bodies = {}
-  for i = 1, 2000 do bodies[i] = ("%q"):format(import_body("BENCH_WRK")) end
   local f = assert(io.open(script, "w"))
   f:write(([[
 local auth = %q
 local mode = os.getenv("BENCH_MODE")
-local bodies = {%s}
-local i = 0
-local errors = 0
+local bodies, i = {}, 0
+init = function()
+  if mode ~= "get" then for line in io.lines(%q) do bodies[#bodies + 1] = line end end
+end
 request = function()
-  i = i + 1
   if mode == "get" then
     return wrk.format("GET", "/key-management/keys/%s", {Authorization = auth})
   end
+  i = i + 1
+  if i > #bodies then -- every key was used once: stop rather than import one again
+    wrk.thread:stop()
+    i = #bodies
+  end
   return wrk.format("POST", "/key-management/keys/import",
-    {Authorization = auth, ["Content-Type"] = "application/json"}, bodies[(i - 1) %% #bodies + 1])
+    {Authorization = auth, ["Content-Type"] = "application/json"}, bodies[i])
 end
-response = function(status) if status ~= 200 then errors = errors + 1 end end
-done = function(summary) io.write(("RESULT %%d %%f %%d\n"):format(summary.requests, summary.duration / 1e6,
-  summary.errors.status + errors)) end
-]]):format(auth, table.concat(bodies, ","), first.sessionKeyId))
+-- done() runs in wrk's main Lua state: it sees the summary, not the threads' variables
+done = function(summary)
+  local e = summary.errors
+  io.write(("RESULT %%d %%f %%d\n"):format(summary.requests, summary.duration / 1e6,
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+]]):format(auth, bodies_file, first.sessionKeyId))
   f:close()
   for _, mode in ipairs { "get", "import" } do
     local p = io.popen(("BENCH_MODE=%s wrk -t1 -c8 -d%ds -s %s https://127.0.0.1:%d/ 2>&1"):format(mode, SECONDS,
@@ -119,18 +157,21 @@ done = function(summary) io.write(("RESULT %%d %%f %%d\n"):format(summary.reques
     local out = p:read("a")
     p:close()
     local n, dt, errors = out:match("RESULT (%d+) ([%d.]+) (%d+)")
-    -- wrk's own "errors" line-count only the last response of each connection at the end
     assert(n, out)
     record(("%s, wrk 8 conns, TLS, %s"):format(mode == "get" and "Get Key" or
       (backend == "sqlite" and "Import Key (durable)" or "Import Key"), backend), tonumber(n), tonumber(dt), tonumber(errors))
   end
   os.remove(script)
+  os.remove(bodies_file)
 end
 
+assert(os.execute(("mkdir -p build/bench && cc -O2 -Wall -Wextra -Werror -o %s bench/c/mtls/gateway_client.c "
+  .. "-lssl -lcrypto -lpthread"):format(C_CLIENT)), "cannot build " .. C_CLIENT)
 for _, backend in ipairs { "memory", "sqlite" } do
   local db = os.tmpname()
   local srv = serve.start("gateway", config(db, backend, true))
   lua_client(backend, srv)
+  c_client(backend, srv)
   srv.stop() srv.cleanup()
   os.remove(db) os.remove(db .. "-wal") os.remove(db .. "-shm")
   db = os.tmpname()
