@@ -8,7 +8,7 @@ local clock = os.clock -- CPU time of this process: one core's work
 -- Best of three timed runs (after a warm-up): the VM's neighbours make single runs vary
 -- by 15 % or more; the C baselines do the same.
 function M.measure(n, fn)
-  local warm = math.max(1, n // 20)
+  local warm = math.max(1, math.floor(n / 20))
   for _ = 1, warm do fn() end
   local best = math.huge
   for _ = 1, 3 do

@@ -73,7 +73,7 @@ local function round(n)
     local out = os.tmpname()
     outs[#outs + 1] = { mode = mode, file = out }
     os.execute(("LOAD_MODE=%s wrk -t1 -c%d -d%ds --timeout 10s -s %s https://127.0.0.1:%d/ >%s 2>&1 &")
-      :format(mode, CONNS // 2, SECONDS, script, srv.port, out))
+      :format(mode, math.floor(CONNS / 2), SECONDS, script, srv.port, out))
     if mode == "import" and n == 1 then os.execute("sleep 1") end
   end
   os.execute("sleep " .. (SECONDS + 2))

@@ -50,7 +50,7 @@ for i, amount in ipairs { 1700, 4250, 999 } do
   local data = txn_data(amount, un, atc)
   local arqc = card_arqc(atc, un, data)
   local verdict, arpc = issuer(atc, un, data, arqc)
-  show(("ATC %s amount %d.%02d"):format(atc, amount // 100, amount % 100), ("ARQC %s -> %s, ARPC %s"):format(arqc, verdict, arpc))
+  show(("ATC %s amount %d.%02d"):format(atc, math.floor(amount / 100), amount % 100), ("ARQC %s -> %s, ARPC %s"):format(arqc, verdict, arpc))
   assert(verdict == "approved")
   -- the card checks the ARPC with its own session key (method 1)
   local sk = hsm.emv.derive_session_key(card.mk, "EMV_COMMON", { atc = atc })

@@ -1,6 +1,8 @@
--- bin/payhsm: run and repl.
+-- bin/payhsm: run and repl (under the Lua running the suite: spec/support/interp.lua).
+local interp = require "spec.support.interp"
+
 local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
+  local p = io.popen("export " .. interp.env .. "; " .. cmd .. " 2>&1")
   local out = p:read("a")
   local ok, _, rc = p:close()
   return out, ok and 0 or rc

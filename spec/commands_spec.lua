@@ -6,9 +6,11 @@
 local hsm = require "payhsm"
 local cjson = require "cjson"
 
+local interp = require "spec.support.interp"
+
 local function sh(cmd, stdin)
   local errf = os.tmpname()
-  local full = cmd .. " 2>" .. errf
+  local full = "export " .. interp.env .. "; " .. cmd .. " 2>" .. errf
   if stdin then
     local inf = os.tmpname()
     local f = io.open(inf, "w")

@@ -22,7 +22,7 @@ describe("embedding in lighttpd (mod_magnet)", function()
     local dir = os.tmpname()
     os.remove(dir)
     os.execute("mkdir -p " .. dir)
-    local later = require("spec.support.defer")()
+    local later = require("spec.support.defer")(finally)
     later(function() if not os.getenv("KEEP") then os.execute("rm -rf " .. dir) end end)
     local root = io.popen("pwd"):read("l")
     local db = dir .. "/gw.db"

@@ -44,7 +44,7 @@ describe("emv", function()
       assert.equal(hsm.emv.derive_icc_master_key(imk(), PAN, "00", "EMV_OPTION_A"):export(), mk:export())
       for byte in mk:export():gmatch("..") do
         local v, bits = tonumber(byte, 16), 0
-        while v > 0 do bits = bits + (v & 1); v = v >> 1 end
+        while v > 0 do bits = bits + v % 2; v = math.floor(v / 2) end
         assert.equal(1, bits % 2)
       end
     end)

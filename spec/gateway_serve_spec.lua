@@ -190,7 +190,7 @@ describe("payhsm serve gateway", function()
   end)
 
   it("keeps every import it answered 200 across SIGKILL and restart (sqlite)", function()
-    local later = defer()
+    local later = defer(finally)
     local kdb = os.tmpname()
     local base = os.tmpname()
     later(function() os.remove(kdb) os.remove(kdb .. "-wal") os.remove(kdb .. "-shm") end)
@@ -251,7 +251,7 @@ describe("payhsm serve gateway", function()
   end)
 
   it("keeps one consistent slot table when two gateway processes import concurrently (redis)", function()
-    local later = defer()
+    local later = defer(finally)
     local url, stop_redis = require("spec.support.redis").start()
     later(stop_redis)
     local cfg = ([[{

@@ -6,7 +6,8 @@ local function spawn(args)
   local portfile = os.tmpname()
   os.remove(portfile)
   local pidfile = portfile .. ".pid"
-  os.execute(("lua5.4 spec/support/serve_echo.lua %s %s >/dev/null 2>&1 & echo $! > %s"):format(portfile, args or "", pidfile))
+  os.execute(("%s spec/support/serve_echo.lua %s %s >/dev/null 2>&1 & echo $! > %s"):format(
+    require("spec.support.interp").run, portfile, args or "", pidfile))
   local port
   for _ = 1, 200 do
     local f = io.open(portfile)

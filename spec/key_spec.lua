@@ -71,7 +71,7 @@ describe("key", function()
           if alg:match("^TDES") then
             for byte in hex:gmatch("..") do
               local v, ones = tonumber(byte, 16), 0
-              while v > 0 do ones = ones + (v & 1); v = v >> 1 end
+              while v > 0 do ones = ones + v % 2; v = math.floor(v / 2) end
               assert.are.equal(1, ones % 2)
             end
           end

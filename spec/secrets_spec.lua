@@ -126,7 +126,7 @@ describe("secrets", function()
     it("logs and stores no clear key: master keys, derived keys, session keys", function()
       local db = os.tmpname()
       local out = os.tmpname()
-      local later = require("spec.support.defer")()
+      local later = require("spec.support.defer")(finally)
       later(function()
         for _, p in ipairs { db, db .. "-wal", db .. "-shm", db .. "-journal", out } do os.remove(p) end
       end)

@@ -238,7 +238,8 @@ describe("store", function()
     it("an answered put survives kill -9 of the writing process", function()
       local path = tmpdb()
       local out = path .. ".out"
-      local pidtxt = sh(("lua5.4 spec/support/store_child.lua fill sqlite %s >%s 2>&1 & echo $!"):format(path, out))
+      local pidtxt = sh(("%s spec/support/store_child.lua fill sqlite %s >%s 2>&1 & echo $!"):format(
+        require("spec.support.interp").run, path, out))
       local pid = assert(pidtxt:match("%d+"))
       local lines = 0
       for _ = 1, 500 do
@@ -380,7 +381,8 @@ describe("store", function()
         target = redis_url
         env = "PAYHSM_PREFIX=race:"
       end
-      local child = ("%s lua5.4 spec/support/store_child.lua count %s %s counter 200"):format(env, name, target)
+      local child = ("%s %s spec/support/store_child.lua count %s %s counter 200"):format(env,
+        require("spec.support.interp").run, name, target)
       local out, ok = sh(("%s & p1=$!; %s & p2=$!; wait $p1 && wait $p2"):format(child, child))
       assert.is_true(ok, out)
       local s

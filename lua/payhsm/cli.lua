@@ -3,7 +3,7 @@
 local commands = require "payhsm.commands"
 local compat = require "payhsm.compat"
 local usage = [[
-usage: payhsm run FILE [ARGS...]              run a Lua 5.4 script with payhsm on the path
+usage: payhsm run FILE [ARGS...]              run a Lua script with payhsm on the path
        payhsm repl                            interactive session with `hsm` preloaded
        payhsm serve SYSTEM --config FILE      serve a simulator (gateway, pos, mupk) over HTTP(S)
 ]] .. commands.usage_lines() .. "\n       payhsm COMMAND --help                  the options of a command"
@@ -13,7 +13,8 @@ local function run(file, ...)
   local chunk, err = loadfile(file)
   if not chunk then io.stderr:write("payhsm: ", err, "\n") os.exit(1) end
   arg = { [0] = file, ... }
-  local ok, e = xpcall(chunk, debug.traceback, ...)
+  local args = compat.pack(...)
+  local ok, e = xpcall(function() return chunk(compat.unpack(args, 1, args.n)) end, debug.traceback)
   if not ok then io.stderr:write("payhsm: ", tostring(e), "\n") os.exit(1) end
 end
 
@@ -66,7 +67,7 @@ local function repl()
     if chunk then
       buffer = ""
       show(select(2, xpcall(chunk, debug.traceback)))
-    elseif not err:match("<eof>$") then
+    elseif not err:match("<eof>'?$") then -- 5.1 quotes it: near '<eof>'
       buffer = ""
       print(err)
     end

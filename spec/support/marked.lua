@@ -12,7 +12,7 @@ M.registered = {} -- hex -> label, every marked key made so far
 function M.hex(nbytes, tag, label)
   assert(type(tag) == "string" and tag:match("^%x%x$"), "tag: two hex digits")
   local parts = {}
-  for g = 0, (nbytes + 3) // 4 - 1 do parts[#parts + 1] = ("A5%sC3%02X"):format(tag:upper(), g) end
+  for g = 0, math.floor((nbytes + 3) / 4) - 1 do parts[#parts + 1] = ("A5%sC3%02X"):format(tag:upper(), g) end
   local hex = table.concat(parts):sub(1, 2 * nbytes)
   M.registered[hex] = label or ("marked key " .. tag)
   return hex
@@ -31,7 +31,7 @@ end
 -- upper-case hex, lower-case hex and raw bytes.
 local function needles(hex)
   local out = {}
-  local n = #hex // 2
+  local n = math.floor(#hex / 2)
   local w = math.min(n, 8)
   for i = 0, n - w do
     local piece = hex:sub(2 * i + 1, 2 * (i + w))

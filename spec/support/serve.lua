@@ -32,8 +32,8 @@ function M.start(system, config_text, opts)
   -- stdout goes to base.out (a redirection in the system word, as the secrets spec makes,
   -- comes later and wins): a server left running must not hold the spec runner's stdout,
   -- or whatever reads that pipe (tee in .ci/run) waits for it forever
-  os.execute(("env -u LD_PRELOAD bin/payhsm serve >> %s %s --config %s 2>> %s & echo $! > %s"):format(out, system,
-    cfg, log, pidfile))
+  os.execute(("env -u LD_PRELOAD %s bin/payhsm serve >> %s %s --config %s 2>> %s & echo $! > %s"):format(
+    require("spec.support.interp").env, out, system, cfg, log, pidfile))
   local pid = read(pidfile):match("%d+")
   local port
   for _ = 1, 250 do

@@ -4,8 +4,10 @@
 --   lua5.4 spec/support/store_child.lua fill sqlite <path>
 --       puts key<i> = value<i> for i = 1, 2, ... forever, printing each key once put returned
 -- backend: sqlite (target = file path) or redis (target = url, prefix from PAYHSM_PREFIX).
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
+if not os.getenv("LUA_CPATH") then -- else the caller chose the build (spec/support/interp.lua)
+  package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
+  package.cpath = "./build/?.so;" .. package.cpath
+end
 
 local mode, backend, target = arg[1], arg[2], arg[3]
 
