@@ -82,7 +82,7 @@ local function round(n)
     local text
     for _ = 1, 50 do
       local h = io.open(o.file)
-      text = h:read("a")
+      text = h:read("*a")
       h:close()
       if text:match("RESULT") then break end
       os.execute("sleep 0.2")

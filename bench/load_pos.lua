@@ -67,7 +67,7 @@ local function round(n)
     local text = ""
     for _ = 1, 150 do
       local h = io.open(out)
-      text = h:read("a")
+      text = h:read("*a")
       h:close()
       if text:match("RESULT") then break end
       os.execute("sleep 0.2")

@@ -49,7 +49,7 @@ local srv = serve.start("pos", ([[{
 local function server_cpu()
   local f = io.open("/proc/" .. srv.pid .. "/stat")
   if not f then return 0 end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   local fields = {}
   for x in s:match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = x end

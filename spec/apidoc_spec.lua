@@ -2,10 +2,10 @@
 describe("docs/API-reference.md", function()
   it("is what tools/apidoc.lua generates from the sources", function()
     local p = io.popen("env -u LD_PRELOAD lua5.4 tools/apidoc.lua")
-    local generated = p:read("a")
+    local generated = p:read("*a")
     p:close()
     local f = assert(io.open("docs/API-reference.md"))
-    local stored = f:read("a")
+    local stored = f:read("*a")
     f:close()
     assert.equal(generated, stored, "run: make docs")
     -- it covers the core areas and the simulators

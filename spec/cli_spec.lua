@@ -3,7 +3,7 @@ local interp = require "spec.support.interp"
 
 local function sh(cmd)
   local p = io.popen("export " .. interp.env .. "; " .. cmd .. " 2>&1")
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok, _, rc = p:close()
   return out, ok and 0 or rc
 end

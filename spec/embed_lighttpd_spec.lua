@@ -24,7 +24,7 @@ describe("embedding in lighttpd (mod_magnet)", function()
     os.execute("mkdir -p " .. dir)
     local later = require("spec.support.defer")(finally)
     later(function() if not os.getenv("KEEP") then os.execute("rm -rf " .. dir) end end)
-    local root = io.popen("pwd"):read("l")
+    local root = io.popen("pwd"):read("*l")
     local db = dir .. "/gw.db"
     local conf = ([[return {
       basic_auth = { integrator = "pa55word" },
@@ -60,12 +60,12 @@ server.pid-file = %q
     os.execute(("env -u LD_PRELOAD lighttpd -D -f %s/lighttpd.conf >%s/out.log 2>&1 &"):format(dir, dir))
     later(function()
       local pf = io.open(dir .. "/lighttpd.pid")
-      if pf then os.execute("kill " .. pf:read("a"):match("%d+")) pf:close() end
+      if pf then os.execute("kill " .. pf:read("*a"):match("%d+")) pf:close() end
     end)
     local function get(path, auth)
       local p = io.popen(("env -u LD_PRELOAD curl -s -w '\\n%%{http_code}' %s http://127.0.0.1:%d%s 2>/dev/null")
         :format(auth and "-u integrator:pa55word" or "", port, path))
-      local out = p:read("a")
+      local out = p:read("*a")
       p:close()
       local body, code = out:match("^(.*)\n(%d+)$")
       return tonumber(code), body

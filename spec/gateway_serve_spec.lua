@@ -30,7 +30,7 @@ end
 
 local function curl(args)
   local p = io.popen("env -u LD_PRELOAD curl -s -S -o /dev/null -w '%{http_code}' " .. args .. " 2>/dev/null")
-  local out = p:read("a")
+  local out = p:read("*a")
   local _, _, rc = p:close()
   return out, rc
 end
@@ -155,10 +155,10 @@ describe("payhsm serve gateway", function()
     end
     -- the sqlite file holds the session keys only wrapped
     local f = assert(io.open(db, "rb"))
-    local bytes = f:read("a")
+    local bytes = f:read("*a")
     f:close()
     local w = io.open(db .. "-wal", "rb")
-    if w then bytes = bytes .. w:read("a") w:close() end
+    if w then bytes = bytes .. w:read("*a") w:close() end
     for _, k in ipairs(clear) do
       assert.not_matches(k, bytes, 1, true)
       assert.not_matches(k:lower(), bytes, 1, true)

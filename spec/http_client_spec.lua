@@ -11,11 +11,11 @@ local function spawn(args)
   local port
   for _ = 1, 200 do
     local f = io.open(portfile)
-    if f then port = tonumber(f:read("a")) f:close() break end
+    if f then port = tonumber(f:read("*a")) f:close() break end
     os.execute("sleep 0.02")
   end
   local pf = io.open(pidfile)
-  local pid = pf:read("a"):match("%d+")
+  local pid = pf:read("*a"):match("%d+")
   pf:close()
   assert(port, "server did not start")
   return port, function() os.execute("kill " .. pid) os.remove(portfile) os.remove(pidfile) end

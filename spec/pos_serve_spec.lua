@@ -24,7 +24,7 @@ local function config(offset_file, store)
     devices = { { device_id = %q, zmk = %q, attestation_key = %q } },
     clock = function()
       local f = io.open(%q)
-      local off = f and tonumber(f:read("a")) or 0
+      local off = f and tonumber(f:read("*a")) or 0
       if f then f:close() end
       return os.time() + off
     end,
@@ -55,7 +55,7 @@ end
 
 local function curl(args)
   local p = io.popen("env -u LD_PRELOAD curl -s -S -w '\\n%{http_code}' " .. args .. " 2>/dev/null")
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local body, code = out:match("^(.*)\n(%d+)$")
   return code, body

@@ -3,7 +3,7 @@
 local function load_rockspec()
   local f = assert(io.open("rockspec/payhsm-scm-1.rockspec"))
   local env = {}
-  assert(load(f:read("a"), "rockspec", "t", env))()
+  assert(load(f:read("*a"), "rockspec", "t", env))()
   f:close()
   return env
 end
@@ -38,7 +38,7 @@ describe("rockspec", function()
     local ok = os.execute(("env -u LD_PRELOAD luarocks --lua-version 5.4 make rockspec/payhsm-scm-1.rockspec --tree %s >%s 2>&1")
       :format(tree, log))
     local f = io.open(log)
-    local text = f:read("a")
+    local text = f:read("*a")
     f:close()
     os.remove(log)
     assert.is_true(ok == true, text)
@@ -47,7 +47,7 @@ describe("rockspec", function()
       .. [[local h = require "payhsm"; require "payhsm.http"; require "payhsm.redis"; require "payhsm.gateway";]]
       .. [[io.write(h.key.import("TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210"):kcv(), " ",]]
       .. [[package.searchpath("payhsm.core", package.cpath))' 2>&1]]):format(tree, tree, tree))
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     assert.equal("08D7B4 " .. tree .. "/lib/lua/5.4/payhsm/core.so", out)
     assert.is_true(io.open(tree .. "/bin/payhsm") ~= nil)

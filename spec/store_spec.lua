@@ -7,7 +7,7 @@ local function sleep(s) socket.sleep(s) end
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok = p:close()
   return out, ok
 end
@@ -245,7 +245,7 @@ describe("store", function()
       for _ = 1, 500 do
         local f = io.open(out)
         if f then
-          lines = select(2, f:read("a"):gsub("\n", ""))
+          lines = select(2, f:read("*a"):gsub("\n", ""))
           f:close()
         end
         if lines >= 100 then break end
@@ -259,7 +259,7 @@ describe("store", function()
       assert.is_true(lines >= 100, "the child wrote " .. lines .. " keys")
       local f = assert(io.open(out))
       local printed = {}
-      for line in f:read("a"):gmatch("(key%d+)\n") do printed[#printed + 1] = line end
+      for line in f:read("*a"):gmatch("(key%d+)\n") do printed[#printed + 1] = line end
       f:close()
       local s = require("payhsm.store.sqlite").new { path = path, clock = clock }
       for _, k in ipairs(printed) do

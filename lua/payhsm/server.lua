@@ -14,7 +14,7 @@ M.systems = { gateway = "payhsm.gateway", pos = "payhsm.pos.server", mupk = "pay
 local function readfile(path, what)
   local f, err = io.open(path, "rb")
   if not f then error(("%s: cannot read %s (%s)"):format(what, path, err), 0) end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end

@@ -20,7 +20,7 @@ function M.start()
   os.execute(("env -u LD_PRELOAD redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no"
     .. " --daemonize no >%s 2>&1 & echo $! >%s"):format(port, logfile, pidfile))
   local f = assert(io.open(pidfile))
-  local pid = assert(f:read("a"):match("%d+"))
+  local pid = assert(f:read("*a"):match("%d+"))
   f:close()
   local redis = require "payhsm.redis"
   local up = false
@@ -40,7 +40,7 @@ function M.start()
   end
   if not up then
     local lf = io.open(logfile)
-    local log = lf and lf:read("a") or ""
+    local log = lf and lf:read("*a") or ""
     if lf then lf:close() end
     stop()
     error("redis-server did not answer PING on port " .. port .. ":\n" .. log)

@@ -8,7 +8,7 @@ local function sleep(s) os.execute("sleep " .. s) end
 local function read(path)
   local f = io.open(path)
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end

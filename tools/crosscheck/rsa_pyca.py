@@ -45,7 +45,7 @@ def lua(script, data):
 msgs = [{"pt": os.urandom(i % 97).hex(), "aad": os.urandom(i % 5).hex()} for i in range(N)]
 out = lua(r'''
 local core, cjson = require "payhsm.core", require "cjson"
-local inp = cjson.decode(io.read("a"))
+local inp = cjson.decode(io.read("*a"))
 local kek = core.key.import("AES_256", inp.kek, {usage = "K0"})
 local priv = core.rsa.generate(2048)
 local res = {wrapped = priv:wrap(kek), spki = priv:public_der(), sealed = {}}
@@ -69,7 +69,7 @@ own_der = own.private_bytes(serialization.Encoding.DER, serialization.PrivateFor
 own_sealed = [pyca_seal(own.public_key(), bytes.fromhex(m["pt"]), bytes.fromhex(m["aad"])) for m in msgs]
 res = lua(r'''
 local core, cjson = require "payhsm.core", require "cjson"
-local inp = cjson.decode(io.read("a"))
+local inp = cjson.decode(io.read("*a"))
 local kek = core.key.import("AES_256", inp.kek, {usage = "K0"})
 local priv = assert(core.rsa.unwrap(kek, inp.wrapped))
 local own = assert(core.rsa.unwrap(kek, inp.own_wrapped))
