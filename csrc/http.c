@@ -22,7 +22,9 @@
  *   resp = {status = 200, headers = {name = value}, body = string}
  * Mutual TLS: with tls.client_ca, GnuTLS asks for a client certificate; a request
  * whose connection presented none, or one that does not chain to client_ca, gets 403
- * before the handler runs. TLS versions below 1.2 are disabled (GnuTLS priorities).
+ * before the handler runs. The chain is checked once per connection, at its first
+ * request, and the verdict kept for the connection's later requests (conn_ctx below).
+ * TLS versions below 1.2 are disabled (GnuTLS priorities).
  * A handler that raises gets a 500 with a generic JSON body; the error goes to
  * opts.on_error(message) when given. Bodies over max_body get 413. Every answer the C
  * layer gives itself (403 without a verified client certificate, 413, the 500 of a
@@ -114,25 +116,117 @@ static void report_refusal(server *sv, const char *method, const char *url, unsi
   lua_settop(L, top);
 }
 
-/* 1 when the connection presented a client certificate that chains to client_ca;
- * fills subject (a DN string) when it did. */
-static int client_verified(struct MHD_Connection *c, char *subject, size_t cap) {
-  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-  gnutls_session_t s;
-  unsigned status = 0, n = 0;
-  const gnutls_datum_t *chain;
+/* Per-connection verdict on the client certificate (mutual TLS only): made at the first
+ * request of a connection, kept in MHD's socket context (allocated when the connection
+ * starts, freed when it closes) and reused by the connection's later requests, so a
+ * keep-alive connection pays for the chain check once, not per request. The verdict is
+ * tied to the exact chain it was made for (a copy of its DER): a connection whose peer
+ * chain changes (a renegotiation) is checked again, and so is one whose verdict is older
+ * than VERDICT_MAX_AGE seconds, so a certificate that expires while its connection stays
+ * busy stops being served. */
+#define VERDICT_MAX_AGE 60
+
+typedef struct {
+  unsigned char *chain; /* the peer chain the verdict is for: (4-byte length, DER)* */
+  size_t chain_len;
+  double checked;       /* CLOCK_MONOTONIC seconds of the check */
+  int verified;         /* 1: chains to client_ca */
+  char subject[512];    /* the leaf's DN when verified */
+} conn_ctx;
+
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void conn_cb(void *cls, struct MHD_Connection *c, void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe) {
+  conn_ctx *cc = *socket_context;
+  (void)cls; (void)c;
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+    *socket_context = calloc(1, sizeof(conn_ctx)); /* NULL (no memory): checked per request */
+  } else if (cc) {
+    free(cc->chain);
+    free(cc);
+    *socket_context = NULL;
+  }
+}
+
+/* 1 when the remembered verdict is for exactly this chain */
+static int same_chain(const conn_ctx *cc, const gnutls_datum_t *chain, unsigned n) {
+  size_t off = 0;
+  unsigned i;
+  if (!cc->chain) return 0;
+  for (i = 0; i < n; i++) {
+    const unsigned char *p = cc->chain + off;
+    size_t len;
+    if (off + 4 > cc->chain_len) return 0;
+    len = ((size_t)p[0] << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | p[3];
+    if (len != chain[i].size || off + 4 + len > cc->chain_len || memcmp(p + 4, chain[i].data, len) != 0) return 0;
+    off += 4 + len;
+  }
+  return off == cc->chain_len;
+}
+
+/* Remembers chain in cc (on no memory it remembers nothing: the next request checks again). */
+static void keep_chain(conn_ctx *cc, const gnutls_datum_t *chain, unsigned n) {
+  size_t total = 0, off = 0;
+  unsigned i;
+  free(cc->chain);
+  cc->chain = NULL;
+  cc->chain_len = 0;
+  for (i = 0; i < n; i++) total += 4 + chain[i].size;
+  if (!(cc->chain = malloc(total))) return;
+  for (i = 0; i < n; i++) {
+    unsigned char *p = cc->chain + off;
+    size_t len = chain[i].size;
+    p[0] = (unsigned char)(len >> 24); p[1] = (unsigned char)(len >> 16);
+    p[2] = (unsigned char)(len >> 8); p[3] = (unsigned char)len;
+    memcpy(p + 4, chain[i].data, len);
+    off += 4 + len;
+  }
+  cc->chain_len = total;
+}
+
+/* Checks the chain now: 1 when it chains to client_ca; fills subject (the leaf's DN). */
+static int check_chain(gnutls_session_t s, const gnutls_datum_t *chain, char *subject, size_t cap) {
+  unsigned status = 0;
   gnutls_x509_crt_t crt;
   size_t len = cap;
-  if (!ci || !(s = (gnutls_session_t)ci->tls_session)) return 0;
-  if (gnutls_certificate_verify_peers2(s, &status) != 0 || status != 0) return 0;
-  if (!(chain = gnutls_certificate_get_peers(s, &n)) || n == 0) return 0;
   subject[0] = 0;
+  if (gnutls_certificate_verify_peers2(s, &status) != 0 || status != 0) return 0;
   if (gnutls_x509_crt_init(&crt) == 0) {
     if (gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) == 0)
       gnutls_x509_crt_get_dn(crt, subject, &len);
     gnutls_x509_crt_deinit(crt);
   }
   return 1;
+}
+
+/* The connection's client certificate verdict: its DN (in the connection's context, or
+ * in buf) when it presented a certificate that chains to client_ca, NULL otherwise.
+ * A connection without a certificate is answered at once (nothing to check). */
+static const char *client_verified(struct MHD_Connection *c, char *buf, size_t cap) {
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  const union MHD_ConnectionInfo *si;
+  gnutls_session_t s;
+  const gnutls_datum_t *chain;
+  conn_ctx *cc;
+  unsigned n = 0;
+  double t;
+  if (!ci || !(s = (gnutls_session_t)ci->tls_session)) return NULL;
+  if (!(chain = gnutls_certificate_get_peers(s, &n)) || n == 0) return NULL;
+  si = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  cc = si ? si->socket_context : NULL;
+  if (!cc) return check_chain(s, chain, buf, cap) ? buf : NULL;
+  t = mono_now();
+  if (!same_chain(cc, chain, n) || t - cc->checked >= VERDICT_MAX_AGE || t < cc->checked) {
+    cc->verified = check_chain(s, chain, cc->subject, sizeof cc->subject);
+    cc->checked = t;
+    keep_chain(cc, chain, n);
+  }
+  return cc->verified ? cc->subject : NULL;
 }
 
 /* Calls the Lua handler with the request table; queues its response. */
@@ -143,9 +237,9 @@ static enum MHD_Result respond(server *sv, struct MHD_Connection *c, const char 
   enum MHD_Result ret;
   int status = 200, top = lua_gettop(L);
   size_t blen = 0;
-  const char *body;
-  char subject[512];
-  if (sv->mutual && !client_verified(c, subject, sizeof subject)) {
+  const char *body, *subject = NULL;
+  char buf[512];
+  if (sv->mutual && !(subject = client_verified(c, buf, sizeof buf))) {
     report_refusal(sv, method, url, 403, "no client certificate that chains to client_ca");
     return send_plain(c, 403, "{\"error\":{\"code\":\"403\",\"message\":\"client certificate required\"}}");
   }
@@ -349,6 +443,8 @@ static int http_new(lua_State *L) {
                                        (void *)(uintptr_t)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
     if (sv->ca) {
       ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, sv->ca};
+      /* the per-connection client certificate verdict (conn_ctx) */
+      ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, NULL};
       sv->mutual = 1;
     }
   }
@@ -405,9 +501,7 @@ static int srv_close(lua_State *L) {
 
 /* http.clock() -> seconds on CLOCK_MONOTONIC (a float; differences are wall time) */
 static int http_clock(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  lua_pushnumber(L, (lua_Number)mono_now());
   return 1;
 }
 

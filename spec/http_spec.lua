@@ -141,6 +141,61 @@ describe("http", function()
       assert.is_nil(out:match('"method"'))
     end)
 
+    -- The chain is checked once per connection and the verdict kept for its later requests
+    -- (csrc/http.c, conn_ctx): these pin that the kept verdict is the connection's own.
+    -- curl reuses one connection for several URLs; %{num_connects} is 1 for the transfer
+    -- that opened it and 0 for those that reused it.
+    local function transfers(out)
+      local t = {}
+      for body, code, connects in out:gmatch("([^\n]-)<(%d+) (%d+)>\n") do
+        t[#t + 1] = { body = body, code = tonumber(code), connects = tonumber(connects) }
+      end
+      return t
+    end
+    local W = "-w '<%{http_code} %{num_connects}>\\n' "
+
+    it("serves every request of a keep-alive connection with a good certificate", function()
+      local cert = ("--cert %s --key %s "):format(keys.path("client.pem"), keys.path("client.key"))
+      local url = ("https://127.0.0.1:%d/t"):format(srv:port())
+      local out, rc = pki.curl(srv, W .. cert .. "--cacert " .. keys.path("ca.pem") .. (" " .. url):rep(4))
+      assert.equal(0, rc, out)
+      local t = transfers(out)
+      assert.equal(4, #t, out)
+      for i, x in ipairs(t) do
+        assert.equal(200, x.code, out)
+        assert.equal(i == 1 and 1 or 0, x.connects, out) -- one connection, reused
+        assert.matches('"cn":"CN=client"', x.body, 1, true)
+      end
+    end)
+
+    it("refuses a stranger's certificate on its first request and on every later one of the connection", function()
+      local n = #refused
+      local cert = ("--cert %s --key %s "):format(keys.path("stranger.pem"), keys.path("stranger.key"))
+      local url = ("https://127.0.0.1:%d/t"):format(srv:port())
+      local out, rc = pki.curl(srv, W .. cert .. "--cacert " .. keys.path("ca.pem") .. (" " .. url):rep(3))
+      assert.is_nil(out:match('"method"'), out)
+      if rc == 0 then -- refused with 403, not at the handshake
+        local t = transfers(out)
+        assert.equal(3, #t, out)
+        for _, x in ipairs(t) do assert.equal(403, x.code, out) end
+        assert.equal(n + 3, #refused)
+      end
+    end)
+
+    it("refuses a stranger's connection right after a good one (a verdict is per connection)", function()
+      local url = ("https://127.0.0.1:%d/t"):format(srv:port())
+      local out = pki.curl(srv, ("%s--cacert %s --cert %s --key %s %s --next %s--cacert %s --cert %s --key %s %s"):format(
+        W, keys.path("ca.pem"), keys.path("client.pem"), keys.path("client.key"), url,
+        W, keys.path("ca.pem"), keys.path("stranger.pem"), keys.path("stranger.key"), url))
+      local t = transfers(out)
+      assert.equal(200, t[1] and t[1].code, out)
+      assert.matches('"cn":"CN=client"', t[1].body, 1, true)
+      -- the second transfer: 403, or no answer at all (refused at the handshake)
+      assert.is_true(t[2] == nil or t[2].code == 403 or t[2].code == 0, out)
+      local _, handled = out:gsub('"method"', "")
+      assert.equal(1, handled, out)
+    end)
+
     it("refuses TLS below 1.2", function()
       local _, rc = pki.curl(srv, ("--tlsv1.0 --tls-max 1.1 --cert %s --key %s %s"):format(keys.path("client.pem"), keys.path("client.key"), base))
       assert.are_not.equal(0, rc)
