@@ -1,11 +1,14 @@
 --- MSK gateway over HTTPS: Get Key and Import Key requests per second against
 -- `bin/payhsm serve gateway` (its own process, one core), memory and sqlite stores.
---   lua5.4 bench/gateway_http.lua [seconds]      (from the repo root; `make bench-http`)
+--   lua5.4 bench/gateway_http.lua [seconds] [mtls]   (from the repo root; `make bench-http`)
+-- With "mtls" only the C client's mutual-TLS Get Key cases run (memory and sqlite).
 -- Three clients, all HTTP/1.1 keep-alive over TLS:
 --   * wrk (Debian), 1 thread, 8 connections: server TLS only, since wrk cannot present a
 --     client certificate. Non-2xx answers and socket errors come from wrk's own summary.
 --   * bench/c/mtls/gateway_client.c (OpenSSL, built here), 8 connections, mutual TLS as the
---     seed requires (client certificate from the test CA): Get Key.
+--     seed requires (client certificate from the test CA): Get Key. Its line also shows the
+--     server's CPU per request (/proc/PID/stat of the serve process) and the client's own
+--     (getrusage): both share this machine's cores.
 --   * the Lua client (lua/payhsm/http_client.lua, LuaSec), one connection, mutual TLS; one
 --     request at a time, so it measures latency-bound throughput.
 -- Every import carries a key never imported before (bodies made up front, one per request;
@@ -22,6 +25,7 @@ local client_mod = require "payhsm.gateway.client"
 local socket = require "socket"
 
 local SECONDS = tonumber(arg[1]) or 5
+local ONLY_MTLS = arg[2] == "mtls"
 local ZMK = ("5E"):rep(32)
 local keys = pki.make()
 local results = {}
@@ -48,9 +52,26 @@ local function import_body(label)
   return body
 end
 
-local function record(name, n, dt, errors)
+local function record(name, n, dt, errors, extra)
   results[#results + 1] = { name = name, rate = n / dt, errors = errors }
-  print(("%-58s %9.0f req/s  (%d requests in %.1f s, %d non-2xx or failed)"):format(name, n / dt, n, dt, errors))
+  print(("%-58s %9.0f req/s  (%d requests in %.1f s, %d non-2xx or failed)%s"):format(name, n / dt, n, dt, errors,
+    extra or ""))
+end
+
+-- CPU seconds (user + system) the process pid has used so far, from /proc/PID/stat
+local CLK_TCK
+do
+  local p = io.popen("getconf CLK_TCK")
+  CLK_TCK = tonumber(p:read("*l")) or 100
+  p:close()
+end
+local function cpu_seconds(pid)
+  local f = assert(io.open("/proc/" .. pid .. "/stat"))
+  local stat = f:read("*a")
+  f:close()
+  local fields = {}
+  for w in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = w end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / CLK_TCK -- utime, stime (fields 14, 15)
 end
 
 -- Lua client, mutual TLS, one connection.
@@ -100,13 +121,17 @@ local function c_client(backend, srv)
   local cmd = ("%s 127.0.0.1 %d /key-management/keys/%s '%s' %s %s %s 8 %d 2>&1"):format(C_CLIENT, srv.port,
     first.sessionKeyId, "Basic " .. util.b64encode("integrator:pa55word"), keys.path("ca.pem"),
     keys.path("client.pem"), keys.path("client.key"), SECONDS)
+  local cpu0 = cpu_seconds(srv.pid)
   local p = io.popen(cmd)
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
-  local n, dt, non2xx, errors = out:match("RESULT (%d+) ([%d.]+) (%d+) (%d+)")
+  local server_cpu = cpu_seconds(srv.pid) - cpu0
+  local n, dt, non2xx, errors, client_cpu = out:match("RESULT (%d+) ([%d.]+) (%d+) (%d+) ([%d.]+)")
   assert(n, out)
-  record(("Get Key, C client 8 conns, mTLS, %s"):format(backend), tonumber(n), tonumber(dt),
-    tonumber(non2xx) + tonumber(errors))
+  n = tonumber(n)
+  record(("Get Key, C client 8 conns, mTLS, %s"):format(backend), n, tonumber(dt),
+    tonumber(non2xx) + tonumber(errors), ("; CPU per request: server %.0f us, client %.0f us"):format(
+      server_cpu / n * 1e6, tonumber(client_cpu) / n * 1e6))
 end
 
 -- wrk, server-side TLS only.
@@ -154,7 +179,7 @@ end
   for _, mode in ipairs { "get", "import" } do
     local p = io.popen(("BENCH_MODE=%s wrk -t1 -c8 -d%ds -s %s https://127.0.0.1:%d/ 2>&1"):format(mode, SECONDS,
       script, srv.port))
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     local n, dt, errors = out:match("RESULT (%d+) ([%d.]+) (%d+)")
     assert(n, out)
@@ -170,14 +195,16 @@ assert(os.execute(("mkdir -p build/bench && cc -O2 -Wall -Wextra -Werror -o %s b
 for _, backend in ipairs { "memory", "sqlite" } do
   local db = os.tmpname()
   local srv = serve.start("gateway", config(db, backend, true))
-  lua_client(backend, srv)
+  if not ONLY_MTLS then lua_client(backend, srv) end
   c_client(backend, srv)
   srv.stop() srv.cleanup()
   os.remove(db) os.remove(db .. "-wal") os.remove(db .. "-shm")
-  db = os.tmpname()
-  srv = serve.start("gateway", config(db, backend, false))
-  wrk(backend, srv)
-  srv.stop() srv.cleanup()
-  os.remove(db) os.remove(db .. "-wal") os.remove(db .. "-shm")
+  if not ONLY_MTLS then
+    db = os.tmpname()
+    srv = serve.start("gateway", config(db, backend, false))
+    wrk(backend, srv)
+    srv.stop() srv.cleanup()
+    os.remove(db) os.remove(db .. "-wal") os.remove(db .. "-shm")
+  end
 end
 pki.remove(keys)

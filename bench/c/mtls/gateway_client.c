@@ -7,8 +7,9 @@
  * One thread per connection; each sends GET PATH (HTTP/1.1, keep-alive, the given
  * Authorization header) and reads the whole answer before the next, for SECONDS. The
  * server certificate is verified against CAFILE; TLS 1.2 or higher. Prints
- *   RESULT <requests> <seconds> <non-2xx> <errors>
- * where errors are connection or protocol failures (a thread stops at its first).
+ *   RESULT <requests> <seconds> <non-2xx> <errors> <client CPU seconds>
+ * where errors are connection or protocol failures (a thread stops at its first) and the
+ * CPU is this process's own (user + system, all threads, getrusage).
  * Built and run by bench/gateway_http.lua: cc -O2 ... -lssl -lcrypto -lpthread (in its own
  * folder, so the baselines bench/Makefile builds from bench/c, linked with -lcrypto only, leave it out).
  */
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -124,6 +126,7 @@ int main(int argc, char **argv) {
   int i, n;
   double seconds, t0, dt;
   long total = 0, non2xx = 0, errors = 0;
+  struct rusage ru;
   if (argc != 10) {
     fprintf(stderr, "usage: %s HOST PORT PATH AUTHORIZATION CAFILE CERT KEY CONNECTIONS SECONDS\n", argv[0]);
     return 2;
@@ -157,7 +160,10 @@ int main(int argc, char **argv) {
     errors += ws[i].errors;
   }
   dt = now() - t0;
-  printf("RESULT %ld %f %ld %ld\n", total, dt, non2xx, errors);
+  getrusage(RUSAGE_SELF, &ru);
+  printf("RESULT %ld %f %ld %ld %f\n", total, dt, non2xx, errors,
+         (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6);
   free(ws);
   free(ts);
   SSL_CTX_free(ctx);
