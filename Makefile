@@ -74,7 +74,9 @@ load: all
 
 # ---- the whole spec suite under AddressSanitizer + UBSan -------------------------
 # The modules are built into build-asan/ with the sanitizers; lua5.4 itself is not, so
-# the ASan runtime is preloaded. Leak detection is off (the interpreter's own exit).
+# the ASan runtime is preloaded. The servers (bin/payhsm serve), workers and CLI runs the
+# specs start run the same build with the runtime preloaded too (spec/support/interp.lua).
+# Leak detection is off (the interpreter's own exit).
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 test-asan: all
