@@ -230,6 +230,687 @@ describe("secrets", function()
     end)
   end)
 
+  -- ---- the other servers, the redis stores and the CLI (issue 8, "Secrets") ----------
+  -- These start processes under the interpreter and build of this run (spec/support/interp.lua).
+  local interp = require "spec.support.interp"
+  local cjson = require "cjson"
+
+  -- Runs a shell command with bin/payhsm's LUA and PAYHSM_BUILD; returns stdout, exit
+  -- code, stderr.
+  local function sh(cmd, stdin)
+    local errf = os.tmpname()
+    local full = "export " .. interp.env .. "; " .. cmd .. " 2>" .. errf
+    local inf
+    if stdin then
+      inf = os.tmpname()
+      local f = assert(io.open(inf, "wb"))
+      f:write(stdin)
+      f:close()
+      full = full .. " <" .. inf
+    end
+    local p = io.popen(full)
+    local out = p:read("a")
+    local _, _, rc = p:close()
+    local err = read(errf)
+    os.remove(errf)
+    if inf then os.remove(inf) end
+    return out, rc, err
+  end
+
+  local function scanner(secrets)
+    return function(what, bytes)
+      local l = marked.leak(bytes, secrets)
+      assert.is_nil(l, what .. ": " .. tostring(l))
+    end
+  end
+
+  local function wait_stopped(srv)
+    srv.stop()
+    for _ = 1, 150 do
+      if not srv.alive() then return end
+      os.execute("sleep 0.02")
+    end
+  end
+
+  local function sqlite_files(db)
+    return read(db) .. read(db .. "-wal") .. read(db .. "-shm") .. read(db .. "-journal")
+  end
+
+  local function remove_sqlite(db)
+    for _, p in ipairs { db, db .. "-wal", db .. "-shm", db .. "-journal" } do os.remove(p) end
+  end
+
+  -- Every key of a redis database with its value (strings, hashes, lists, sets, sorted
+  -- sets), as one text to scan; also the number of keys.
+  local function redis_dump(port)
+    local conn = assert(require("payhsm.redis").connect("127.0.0.1", port, 2000))
+    local keys = assert(conn:command("KEYS", "*"))
+    local parts = {}
+    for _, k in ipairs(keys) do
+      local t = conn:command("TYPE", k)
+      local v
+      if t == "string" then v = { (conn:command("GET", k)) }
+      elseif t == "hash" then v = conn:command("HGETALL", k)
+      elseif t == "list" then v = conn:command("LRANGE", k, 0, -1)
+      elseif t == "set" then v = conn:command("SMEMBERS", k)
+      elseif t == "zset" then v = conn:command("ZRANGE", k, 0, -1, "WITHSCORES")
+      else v = {} end
+      parts[#parts + 1] = k .. "\n" .. tostring(t) .. "\n"
+      for _, x in ipairs(v or {}) do parts[#parts + 1] = tostring(x) .. "\n" end
+    end
+    conn:close()
+    return table.concat(parts), #keys, keys
+  end
+
+  -- ---- POS ------------------------------------------------------------------------------
+  local pos_mod = require "payhsm.pos.server"
+  local device_mod = require "payhsm.pos.device"
+  local P = require "payhsm.pos.protocol"
+  local POS = {
+    dev = "POS-5EC8E701",
+    zmk = marked.hex(32, "B0", "POS device ZMK"),
+    dak = marked.hex(32, "B1", "POS device attestation key"),
+    lmk = marked.hex(32, "B2", "POS storage key (LMK)"),
+    imk = marked.hex(16, "B3", "POS issuer master key"),
+    kbpk = marked.hex(32, "B4", "POS registration KBPK"),
+    wrong_dak = marked.hex(32, "B5", "wrong attestation key"),
+  }
+  local POS_CARD = pos_mod.TEST_ISSUER.cards[1]
+
+  local function pos_config(store)
+    return ([[{
+      listen = "127.0.0.1:0",
+      store = %s,
+      storage_key = { hex = %q },
+      registration_kbpk = { hex = %q },
+      basic_auth = { operator = "0per4tor" },
+      issuer = { imk = %q, cards = { { pan = %q, psn = %q, pin = "1234", limit = 100000 } } },
+      devices = { { device_id = %q, zmk = %q, attestation_key = %q } },
+    }]]):format(store, POS.lmk, POS.kbpk, POS.imk, POS_CARD.pan, POS_CARD.psn, POS.dev, POS.zmk, POS.dak)
+  end
+
+  -- The secrets a POS server holds: its configured keys and the HMAC index key it
+  -- derives from the storage key (lua/payhsm/pos/server.lua, M.new).
+  local function pos_secrets()
+    local s = {}
+    for name, hex in pairs(POS) do if name ~= "dev" then s[hex] = "POS " .. name end end
+    local kdk = hsm.key.import("AES_256", POS.lmk, { usage = "B0" })
+    local index = hsm.key.derive(kdk, "HMAC_SHA256", "payhsm pos store index", "", { usage = "M7", mode = "C" })
+    s[index:export()] = "POS store index key"
+    return s
+  end
+
+  local function pos_device(port, dak)
+    return device_mod.new {
+      device_id = POS.dev,
+      zmk = hsm.key.import("AES_256", POS.zmk, { usage = "K1", mode = "B" }),
+      attestation_key = hsm.key.import("HMAC_SHA256", dak or POS.dak, { usage = "M7", mode = "C" }),
+      http = { host = "127.0.0.1", port = port, timeout = 5 },
+    }
+  end
+
+  -- The spec is the device: a full flow (activation, two key sets, charges, refund,
+  -- cancel, a retry) and refusals (bad token, wrong attestation key, tampered envelope,
+  -- bad signature, replay). The clear keys of both key sets the server issued and the
+  -- tokens go into secrets.
+  local function pos_flow(port, secrets)
+    local d = pos_device(port)
+    local function learn(what)
+      for name, k in pairs(d.keys) do secrets[k:export()] = what .. " " .. name end
+    end
+    assert.equal("active", (assert(d:activate_all())).status)
+    secrets[d.token:sub(5)] = "attestation token 1"
+    learn("key set 1")
+    local card = device_mod.card { pan = POS_CARD.pan, psn = POS_CARD.psn, imk = hsm.key.import("TDES_2KEY", POS.imk),
+      atc = os.time() % 30000 }
+    local ch = assert(d:charge { amount = 1250, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
+    assert.equal("approved", ch.status)
+    assert.is_true(ch.arpc_ok)
+    assert.equal("refunded", (assert(d:refund(ch.charge_id))).status)
+    assert.equal("4091", select(3, d:refund(ch.charge_id)))
+    -- a second key set (what a renewal does), then a charge, its retry and a cancel under it
+    assert(d:attest())
+    secrets[d.token:sub(5)] = "attestation token 2"
+    assert(d:download_keys())
+    learn("key set 2")
+    assert(d:activate())
+    local ch2 = assert(d:charge { amount = 300, card = card, pin = "1234" })
+    assert.equal(ch2.charge_id, (assert(d:retry_last())).charge_id)
+    assert.equal("cancelled", (assert(d:cancel(ch2.charge_id))).status)
+    assert.equal("4004", select(3, d:replay_last()))
+    -- refusals
+    local token = d.token
+    d.token = "att_" .. ("5e"):rep(16)
+    assert.equal("4001", select(3, d:download_keys()))
+    d.token = token
+    local wrong = pos_device(port, POS.wrong_dak)
+    assert.equal("4002", select(3, wrong:attest()))
+    wrong:close()
+    local real = d.transport
+    local tamper
+    d.transport = function(req)
+      local h = req.headers
+      if tamper == "envelope" and req.body ~= "" then
+        -- flip a ciphertext digit and sign the altered body: the MAC passes, the MSK cannot open it
+        local env = cjson.decode(req.body)
+        env.ciphertext = (env.ciphertext:sub(1, 1) == "0" and "1" or "0") .. env.ciphertext:sub(2)
+        req.body = cjson.encode(env)
+        h[P.H.signature] = hsm.hmac(d.keys.mac, P.request_signing_string(req.method, req.path, h[P.H.device],
+          h[P.H.key_set], h[P.H.timestamp], h[P.H.nonce], req.body))
+      elseif tamper == "signature" then
+        h[P.H.signature] = ("00"):rep(32)
+      end
+      return real(req)
+    end
+    tamper = "envelope"
+    assert.equal("4220", select(3, d:charge { amount = 500, card = card, pin = "1234" }))
+    tamper = "signature"
+    assert.equal("4003", select(3, d:fetch_config()))
+    tamper = nil
+    assert(d:fetch_config())
+    d:close()
+  end
+
+  describe("payhsm serve pos", function()
+    it("logs, prints and stores no clear key: configured keys, issued key sets, tokens", function()
+      local later = require("spec.support.defer")(finally)
+      local db = os.tmpname()
+      later(function() remove_sqlite(db) end)
+      local srv = serve.start("pos", pos_config(("{ backend = \"sqlite\", path = %q }"):format(db)))
+      later(function() srv.stop() srv.cleanup() end)
+      local secrets = pos_secrets()
+      pos_flow(srv.port, secrets)
+      local n = 0
+      for _ in pairs(secrets) do n = n + 1 end
+      assert.is_true(n >= 7 + 12 + 2, "only " .. n .. " secrets")
+      local scan = scanner(secrets)
+      -- positive control: the config file holds the configured keys, and the scan sees them
+      assert.is_string(marked.leak(read(srv.config), secrets))
+      local log = serve.read(srv.log)
+      for _, p in ipairs { "/pos/keys 200", "/pos/keys 401", "/pos/attest 401", "/pos/activate 200",
+        "/pos/charge 200", "/pos/charge 422", "/pos/config 401", "/refund 200", "/refund 409", "/cancel 200" } do
+        assert.matches("POST [^\n]*" .. p, log)
+      end
+      scan("log", log)
+      scan("stdout", read(srv.base .. ".out"))
+      assert.is_true(#read(db) > 0)
+      scan("sqlite store (running)", sqlite_files(db))
+      wait_stopped(srv)
+      scan("log after stop", serve.read(srv.log))
+      scan("sqlite store (stopped)", sqlite_files(db))
+    end)
+  end)
+
+  -- ---- multi-use public keys -----------------------------------------------------------
+  local MUPK_LMK = marked.hex(32, "C0", "mupk storage key (LMK)")
+  local MID = "123456789012345"
+
+  local function mupk_config(store)
+    return ([[{
+      listen = "127.0.0.1:0",
+      store = %s,
+      storage_key = { algorithm = "AES_256", hex = %q },
+    }]]):format(store, MUPK_LMK)
+  end
+
+  local function tmpfile_bytes(bytes)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(bytes)
+    f:close()
+    return path
+  end
+
+  local function to_hex(bytes)
+    return (bytes:gsub(".", function(c) return ("%02X"):format(c:byte()) end))
+  end
+
+  -- The private key of a stored record, recovered outside payhsm (payhsm has no function
+  -- that returns private key bytes): OpenSSL's RFC 5649 unwrap under the configured LMK
+  -- gives the PKCS#8 DER. Returns the DER hex, the hex of each private number (d, p, q,
+  -- dP, dQ, qInv) and the DER SubjectPublicKeyInfo hex of the recovered key.
+  local function recover_private(wrapped_hex)
+    local wf = tmpfile_bytes((wrapped_hex:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end)))
+    local der = os.tmpname()
+    local function cleanup() os.remove(wf) os.remove(der) end
+    local ok = os.execute(("env -u LD_PRELOAD openssl enc -d -id-aes256-wrap-pad -K %s -iv A65959A6 -in %s -out %s"
+      .. " 2>/dev/null"):format(MUPK_LMK, wf, der))
+    if not ok then cleanup() error("openssl could not unwrap the stored private key under the LMK") end
+    local der_hex = to_hex(read(der))
+    local p = io.popen(("env -u LD_PRELOAD openssl rsa -inform DER -in %s -text -noout 2>/dev/null"):format(der))
+    local text = p:read("a")
+    p:close()
+    p = io.popen(("env -u LD_PRELOAD openssl pkey -inform DER -in %s -pubout -outform DER 2>/dev/null"):format(der))
+    local spki = to_hex(p:read("a"))
+    p:close()
+    cleanup()
+    local numbers = {}
+    for _, name in ipairs { "privateExponent", "prime1", "prime2", "exponent1", "exponent2", "coefficient" } do
+      local body = text:match(name .. ":%s*\n([%x:%s]+)")
+      assert(body, "openssl rsa -text shows no " .. name)
+      numbers[name] = (body:gsub("[%s:]", "")):upper()
+    end
+    return der_hex, numbers, spki
+  end
+
+  local function new_merchant(port)
+    local merchant = require "payhsm.mupk.merchant"
+    return merchant.new { merchant_id = MID, clock = os.time, auto_rotate = false,
+      service = merchant.http_service { host = "127.0.0.1", port = port, timeout = 5 } }
+  end
+
+  -- Generate, a transaction decrypted, a revoke, a transaction refused for the revoked
+  -- key, a second key and a transaction refused for a tampered tag. Returns the key ids.
+  local function mupk_flow(port)
+    local m = new_merchant(port)
+    local k1 = assert(m:request_key())
+    assert(m:capture { amount = 12.00, currency = "EUR", pan = "4005550000000019", exp_month = "01", exp_year = "2031" })
+    local res = m:forward()
+    assert.equal(201, res[1].status)
+    assert.equal("CAPTURED", res[1].body.gatewayResponse.transactionState)
+    assert(m:capture { amount = 5.00, currency = "EUR", pan = "4005550000000019", exp_month = "01", exp_year = "2031" })
+    assert(m:revoke(k1.keyId))
+    res = m:forward()
+    assert.equal(422, res[1].status)
+    assert.equal("1020", res[1].body.error[1].code)
+    local k2 = assert(m:request_key())
+    local tx = assert(m:capture { amount = 7.00, currency = "EUR", pan = "4005550000000019", exp_month = "01",
+      exp_year = "2031" })
+    local tag = tx.encryptionData.authenticationTag
+    tx.encryptionData.authenticationTag = (tag:sub(1, 1) == "0" and "1" or "0") .. tag:sub(2)
+    res = m:forward()
+    assert.equal(422, res[1].status)
+    assert.equal("1023", res[1].body.error[1].code)
+    return { k1.keyId, k2.keyId }
+  end
+
+  -- The secrets of a mupk server after mupk_flow: its LMK and, per key pair (read from
+  -- the store with get), the private numbers (searched for as any 8 bytes) and the
+  -- whole PKCS#8 DER (searched for whole: its header and public half are not secret).
+  local function mupk_secrets(get, ids)
+    local secrets, ders = { [MUPK_LMK] = "mupk storage key" }, {}
+    local util = require "payhsm.util"
+    for _, id in ipairs(ids) do
+      local rec = cjson.decode((assert(get("mupk:key:" .. id), "no record for " .. id)))
+      assert.is_string(rec.wrappedPrivateKey)
+      local der, numbers, spki = recover_private(rec.wrappedPrivateKey)
+      -- the key recovered is the pair the service published
+      assert.equal(to_hex(util.b64decode(rec.encodedPublicKey)), spki)
+      local mine = {}
+      for name, hex in pairs(numbers) do
+        secrets[hex] = "private " .. name .. " of key " .. id
+        mine[hex] = name
+      end
+      assert.is_string(marked.leak(der, mine)) -- positive control: the numbers are in the DER
+      ders[der] = "PKCS#8 private key of " .. id
+    end
+    return function(what, bytes)
+      local l = marked.leak(bytes, secrets) or marked.leak(bytes, ders, true)
+      assert.is_nil(l, what .. ": " .. tostring(l))
+    end
+  end
+
+  describe("payhsm serve mupk", function()
+    it("logs, prints and stores no clear private key and no storage key", function()
+      local later = require("spec.support.defer")(finally)
+      local db = os.tmpname()
+      later(function() remove_sqlite(db) end)
+      local srv = serve.start("mupk", mupk_config(("{ backend = \"sqlite\", path = %q }"):format(db)))
+      later(function() srv.stop() srv.cleanup() end)
+      local ids = mupk_flow(srv.port)
+      local store = require("payhsm.store.sqlite").new { path = db }
+      local ok, scan = pcall(mupk_secrets, function(k) return store:get(k) end, ids)
+      store:close()
+      assert(ok, scan)
+      assert.is_string(marked.leak(read(srv.config), { [MUPK_LMK] = "LMK" })) -- positive control
+      local log = serve.read(srv.log)
+      assert.matches("POST /security/v1/keys/generate 201", log)
+      assert.matches("POST /security/v1/keys/[%w-]+/revoke 201", log)
+      assert.matches("POST /security/v1/transactions 201", log)
+      assert.matches("POST /security/v1/transactions 422", log)
+      scan("log", log)
+      scan("stdout", read(srv.base .. ".out"))
+      assert.is_true(#read(db) > 0)
+      scan("sqlite store (running)", sqlite_files(db))
+      wait_stopped(srv)
+      scan("log after stop", serve.read(srv.log))
+      scan("sqlite store (stopped)", sqlite_files(db))
+    end)
+  end)
+
+  -- ---- redis ---------------------------------------------------------------------------
+  describe("redis stores", function()
+    local GW_PAN, GW_PIN = marked.hex(32, "90", "redis gateway ZMK_PAN"), marked.hex(32, "92", "redis gateway ZMK_PIN")
+
+    it("hold no clear key of the gateway, the POS host or the mupk service (every key, every value)", function()
+      local later = require("spec.support.defer")(finally)
+      local url, stop_redis, port = require("spec.support.redis").start()
+      later(stop_redis)
+      local function store_cfg(prefix) return ("{ backend = \"redis\", url = %q, prefix = %q }"):format(url, prefix) end
+
+      -- the gateway
+      local gw = serve.start("gateway", ([[{
+        listen = "127.0.0.1:0",
+        basic_auth = { integrator = "pa55word" },
+        store = %s,
+        master_keys = {
+          { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = %q },
+          { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = %q },
+        },
+      }]]):format(store_cfg("gw:"), GW_PAN, GW_PIN))
+      later(function() gw.stop() gw.cleanup() end)
+      local secrets = { [GW_PAN] = "gateway ZMK_PAN", [GW_PIN] = "gateway ZMK_PIN" }
+      local master_keys = {
+        { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = GW_PAN },
+        { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = GW_PIN },
+      }
+      local c = require("payhsm.gateway.client").new {
+        http = { host = "127.0.0.1", port = gw.port, timeout = 5 },
+        user = "integrator", password = "pa55word",
+        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = hsm.key.import("AES_256", GW_PAN) },
+                 PIN = { label = "ZMK_PIN_XXX_YYY", key = hsm.key.import("AES_256", GW_PIN) } },
+      }
+      local last
+      for n = 1, 3 do
+        last = assert(c:rotate("PAN", "DEK_REDIS"))
+        secrets[last.key:export()] = "gateway PAN session key " .. n
+      end
+      local pin = assert(c:rotate("PIN", "PEK_REDIS"))
+      secrets[pin.key:export()] = "gateway PIN session key"
+      assert(c:reencrypt_pan(last, last.key, "4111111111111111"))
+      assert(c:translate_pin(pin, hsm.key.import("AES_128", pin.key:export(), { usage = "P0" }), "1234", "4111111111111111"))
+      assert.equal("301", select(3, c:import("PAN", "DEK_REDIS", last.key)))
+      c:close()
+      -- its LMK and own PAN / PIN keys, read back from the same redis database
+      do
+        local store = require("payhsm.store.redis").new { url = url, prefix = "gw:" }
+        local reader = require("payhsm.gateway").new { master_keys = master_keys, store = store,
+          basic_auth = { integrator = "pa55word" } }
+        secrets[reader.lmk:export()] = "gateway local master key"
+        secrets[reader.gw_pan:export()] = "gateway PAN key"
+        secrets[reader.gw_pin:export()] = "gateway PIN key"
+        store:close()
+      end
+
+      -- the POS host
+      local pos_srv = serve.start("pos", pos_config(store_cfg("pos:")))
+      later(function() pos_srv.stop() pos_srv.cleanup() end)
+      for hex, label in pairs(pos_secrets()) do secrets[hex] = label end
+      pos_flow(pos_srv.port, secrets)
+
+      -- the mupk service
+      local mupk_srv = serve.start("mupk", mupk_config(store_cfg("mupk:")))
+      later(function() mupk_srv.stop() mupk_srv.cleanup() end)
+      local ids = mupk_flow(mupk_srv.port)
+      local conn = assert(require("payhsm.redis").connect("127.0.0.1", port, 2000))
+      local ok, mupk_scan = pcall(mupk_secrets, function(k) return (conn:command("GET", "mupk:" .. k)) end, ids)
+      conn:close()
+      assert(ok, mupk_scan)
+
+      local dump, n, keys = redis_dump(port)
+      local seen = {}
+      for _, k in ipairs(keys) do seen[k:match("^(%a+:%a+):") or k] = true end
+      for _, k in ipairs { "gw:gw", "pos:pos", "mupk:mupk" } do assert.is_true(seen[k], k .. " not in redis") end
+      assert.is_true(n >= 20, "only " .. n .. " keys")
+      -- positive control: the scan finds a clear key put into the same dump text
+      assert.is_string(marked.leak(dump .. GW_PAN:lower(), secrets))
+      scanner(secrets)("redis", dump)
+      mupk_scan("redis", dump)
+      for _, s in ipairs { gw, pos_srv, mupk_srv } do
+        scanner(secrets)("log", serve.read(s.log))
+        scanner(secrets)("stdout", read(s.base .. ".out"))
+        mupk_scan("log", serve.read(s.log))
+      end
+    end)
+  end)
+
+  -- ---- bin/payhsm subcommands ------------------------------------------------------------
+  describe("bin/payhsm commands", function()
+    local K = {
+      aes = marked.hex(32, "F0", "CLI AES_256 key"),
+      tdes = marked.hex(16, "F1", "CLI TDES_2KEY key"),
+      aes128 = marked.hex(16, "F2", "CLI AES_128 PIN key"),
+      hmac = marked.hex(32, "F3", "CLI HMAC_SHA256 key"),
+      kbpk = marked.hex(32, "F4", "CLI KBPK"),
+      zka = marked.hex(16, "F5", "CLI ZKA master key"),
+      msk = marked.hex(32, "F6", "CLI MSK"),
+      imk = marked.hex(16, "F7", "CLI issuer master key"),
+    }
+    local dir, F
+    local function secrets_of()
+      local s = {}
+      for name, hex in pairs(K) do s[hex] = "CLI key " .. name end
+      return s
+    end
+    local function put(name, content)
+      local path = dir .. "/" .. name
+      local f = assert(io.open(path, "wb"))
+      f:write(content)
+      f:close()
+      return path
+    end
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      os.execute("mkdir -p " .. dir)
+      F = {
+        aes = put("aes", "AES_256:" .. K.aes .. "\n"),
+        tdes = put("tdes", "TDES_2KEY:" .. K.tdes .. "\n"),
+        aes128 = put("aes128", "AES_128:" .. K.aes128 .. "\n"),
+        hmac = put("hmac", "HMAC_SHA256:" .. K.hmac .. "\n"),
+        kbpk = put("kbpk", "AES_256:" .. K.kbpk .. "\n"),
+        zka = put("zka", "TDES_2KEY:" .. K.zka .. "\n"),
+        msk = put("msk", "AES_256:" .. K.msk .. "\n"),
+        imk = put("imk", K.imk:lower() .. "\n"), -- bare hex, the algorithm on the command line
+        -- broken key files
+        badhex = put("badhex", "AES_256:" .. K.aes:sub(1, 62) .. "ZZ\n"),
+        short = put("short", "AES_256:" .. K.aes:sub(1, 62) .. "\n"),
+        odd = put("odd", "AES_256:" .. K.aes:sub(1, 63) .. "\n"),
+        long = put("long", "AES_128:" .. K.aes .. "\n"),
+        lower = put("lower", "aes_256:" .. K.aes .. "\n"),
+        spaced = put("spaced", "AES_256 " .. K.aes .. "\n"),
+        twice = put("twice", "AES_256:" .. K.aes .. "\nAES_256:" .. K.aes .. "\n"),
+        kcv3 = put("kcv3", "AES_256:" .. K.aes .. ":" .. hsm.key.import("AES_256", K.aes):kcv() .. "\n"),
+        pin = put("pin", "1234\n"),
+        plain = put("plain", "card data 4111111111111111"),
+      }
+    end)
+    teardown(function() os.execute("rm -rf " .. dir) end)
+
+    -- Runs one case {command [, want exit code] [, env = key hex] [, stdin =]} as JSON and
+    -- as --text; returns what both printed on stdout and stderr (not the command line: a
+    -- case may put a key there on purpose). A failure prints nothing on stdout and one
+    -- "payhsm CMD: message [CODE]" line on stderr.
+    local function both(c)
+      local want = c[2] or 0
+      local all = {}
+      for _, extra in ipairs { "", " --text" } do
+        local cmd = (c.env and ("PAYHSM_SPEC_KEY=" .. c.env .. " ") or "") .. "bin/payhsm " .. c[1] .. extra
+        local out, rc, err = sh(cmd, c.stdin)
+        assert.equal(want, rc, c[1] .. extra .. "\n" .. out .. err)
+        if want == 0 then
+          assert.is_true(#out > 0, c[1])
+        else
+          assert.equal("", out)
+          assert.matches("^payhsm [^\n]*%[[%u%d_]+%]\n$", err)
+        end
+        all[#all + 1] = out .. err
+      end
+      return table.concat(all)
+    end
+
+    it("print no clear key on stdout or stderr, succeeding or failing, JSON or --text", function()
+      local secrets = secrets_of()
+      local scan = scanner(secrets)
+      local pan = "4111111111111111"
+      local function json(cmd, stdin)
+        local out, rc, err = sh("bin/payhsm " .. cmd, stdin)
+        assert.equal(0, rc, cmd .. "\n" .. err)
+        scan("$ " .. cmd, out .. err)
+        return cjson.decode(out)
+      end
+      -- values later cases use, made through the CLI itself
+      local block = json(("tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s --key-usage P0 "
+        .. "--key-mode-of-use E"):format(F.kbpk, F.tdes)).KeyBlock
+      local pinblock = json(("pin encrypt --key-identifier file:%s --pin-block-format ISO_FORMAT_4 --pin file:%s "
+        .. "--primary-account-number %s"):format(F.aes128, F.pin, pan)).PinBlock
+      local emv = ("--key-identifier file:%s --key-algorithm TDES_2KEY --session-key-derivation EMV_COMMON "
+        .. "--primary-account-number 5413330089600010 --pan-sequence-number 01 --application-transaction-counter 0001")
+        :format(F.imk)
+      local tdata = "0000000010000000000000000840008000800008401605170000000000"
+      local arqc = json("arqc generate " .. emv .. " --transaction-data " .. tdata).AuthRequestCryptogram
+      local krs = json("as2805 request --key-identifier file:" .. F.tdes).RandomKeySend
+      local env = put("env.json", (sh("bin/payhsm envelope seal --key-identifier file:" .. F.msk .. " --plain-text file:"
+        .. F.plain)))
+      local mac = json(("mac generate --key-identifier file:%s --generation-attributes HMAC_SHA256 --message-data 00112233")
+        :format(F.hmac)).Mac
+      local bad_block = block:sub(1, -2) .. (block:sub(-1) == "0" and "1" or "0")
+      local rnd = "00112233445566778899AABBCCDDEEFF"
+
+      local ok_cases = {
+        { "kcv --key-identifier file:" .. F.aes },
+        { "kcv --key-identifier file:" .. F.hmac .. " --key-check-value-algorithm HMAC" },
+        { "kcv --key-identifier file:" .. F.aes .. " --key-check-value-algorithm CMAC" },
+        { "kcv --key-identifier file:" .. F.imk .. " --key-algorithm TDES_2KEY" },
+        { "kcv --key-identifier env:PAYHSM_SPEC_KEY --key-algorithm AES_256", env = K.aes },
+        { "kcv --key-identifier - --key-algorithm TDES_2KEY", stdin = K.tdes .. "\n" },
+        { ("tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s --key-usage D0 --key-mode-of-use B")
+          :format(F.kbpk, F.aes) },
+        { ("tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s --key-usage M7 --key-mode-of-use C "
+          .. "--exportability N"):format(F.kbpk, F.hmac) },
+        { ("tr31 unwrap --wrapping-key-identifier file:%s --key-block %s"):format(F.kbpk, block) },
+        { "tr31 parse --key-block " .. block },
+        { ("mac generate --key-identifier file:%s --generation-attributes ISO9797_ALGORITHM3 --message-data %s")
+          :format(F.tdes, tdata) },
+        { ("mac generate --key-identifier file:%s --generation-attributes CMAC --message-data %s"):format(F.aes, tdata) },
+        { ("mac verify --key-identifier file:%s --generation-attributes HMAC_SHA256 --message-data 00112233 --mac %s")
+          :format(F.hmac, mac) },
+        { ("pin encrypt --key-identifier file:%s --pin-block-format ISO_FORMAT_0 --pin file:%s --primary-account-number %s")
+          :format(F.tdes, F.pin, pan) },
+        { ("pin decrypt --key-identifier file:%s --pin-block-format ISO_FORMAT_4 --encrypted-pin-block %s "
+          .. "--primary-account-number %s"):format(F.aes128, pinblock, pan) },
+        { ("pin translate --incoming-key-identifier file:%s --incoming-pin-block-format ISO_FORMAT_4 "
+          .. "--outgoing-key-identifier file:%s --outgoing-pin-block-format ISO_FORMAT_0 --encrypted-pin-block %s "
+          .. "--primary-account-number %s"):format(F.aes128, F.tdes, pinblock, pan) },
+        { "arqc verify " .. emv .. " --transaction-data " .. tdata .. " --auth-request-cryptogram " .. arqc },
+        { "arpc " .. emv .. " --auth-request-cryptogram " .. arqc .. " --auth-response-code 3030" },
+        { "as2805 request --key-identifier file:" .. F.tdes .. " --random-key-max-length BYTES_8" },
+        { "as2805 response --key-identifier file:" .. F.tdes .. " --random-key-send " .. krs },
+        { ("zka derive --key-identifier file:%s --purpose PAC --random-number %s"):format(F.zka, rnd) },
+        { ("zka mac --key-identifier file:%s --random-number %s --message-data 0011223344556677"):format(F.zka, rnd) },
+        { "envelope seal --chunked --key-identifier file:" .. F.msk .. " --plain-text file:" .. F.plain },
+        { "envelope open --key-identifier file:" .. F.msk .. " --envelope file:" .. env },
+      }
+      local fail_cases = {
+        -- broken key files: the message names the problem, never the bytes
+        { "kcv --key-identifier file:" .. F.badhex, 1 },
+        { "kcv --key-identifier file:" .. F.short, 1 },
+        { "kcv --key-identifier file:" .. F.odd, 1 },
+        { "kcv --key-identifier file:" .. F.long, 1 },
+        { "kcv --key-identifier file:" .. F.lower, 2 },
+        { "kcv --key-identifier file:" .. F.spaced, 2 },
+        { "kcv --key-identifier file:" .. F.twice, 1 },
+        { "kcv --key-identifier file:" .. F.kcv3, 1 },
+        { "kcv --key-identifier file:" .. F.imk, 2 },
+        { "kcv --key-identifier file:" .. F.imk .. " --key-algorithm AES_256", 1 },
+        { "kcv --key-identifier env:PAYHSM_SPEC_KEY --key-algorithm TDES_3KEY", 1, env = K.aes },
+        { "kcv --key-identifier - --key-algorithm AES_128", 1, stdin = K.aes .. "\n" },
+        { "kcv --key-identifier file:" .. F.aes .. " --key-check-value-algorithm MD5", 2 },
+        -- good keys, bad data or the wrong key
+        { ("tr31 unwrap --wrapping-key-identifier file:%s --key-block %s"):format(F.kbpk, bad_block), 1 },
+        { ("tr31 unwrap --wrapping-key-identifier file:%s --key-block %s"):format(F.aes, block), 1 },
+        { ("tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s --key-usage P0 --version Q")
+          :format(F.kbpk, F.tdes), 1 },
+        { ("tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s --key-usage P0"):format(F.hmac, F.tdes), 1 },
+        { ("mac verify --key-identifier file:%s --generation-attributes HMAC_SHA256 --message-data 00112234 --mac %s")
+          :format(F.hmac, mac), 1 },
+        { ("mac generate --key-identifier file:%s --generation-attributes ISO9797_ALGORITHM3 --message-data 0G")
+          :format(F.tdes), 1 },
+        { ("pin decrypt --key-identifier file:%s --pin-block-format ISO_FORMAT_4 --encrypted-pin-block %s "
+          .. "--primary-account-number %s"):format(F.aes, pinblock, pan), 1 },
+        { ("pin translate --incoming-key-identifier file:%s --incoming-pin-block-format ISO_FORMAT_4 "
+          .. "--outgoing-key-identifier file:%s --outgoing-pin-block-format ISO_FORMAT_0 --encrypted-pin-block %s "
+          .. "--primary-account-number %s"):format(F.kbpk, F.tdes, pinblock, pan), 1 },
+        { "arqc verify " .. emv .. " --transaction-data " .. tdata:gsub("1", "2", 1) .. " --auth-request-cryptogram "
+          .. arqc, 1 },
+        { "as2805 response --key-identifier file:" .. F.tdes .. " --random-key-send " .. krs:sub(3), 1 },
+        { ("zka derive --key-identifier file:%s --purpose PAC --random-number 0011"):format(F.zka), 1 },
+        { "envelope open --key-identifier file:" .. F.aes .. " --envelope file:" .. env, 1 },
+        { "envelope open --key-identifier file:" .. F.msk .. " --envelope file:" .. F.plain, 1 },
+        -- a key on the command line itself is refused without being echoed
+        { "kcv --key-algorithm AES_256 --key-identifier " .. K.aes, 1 },
+        { "pin encrypt --key-identifier file:" .. F.aes128 .. " --pin-block-format ISO_FORMAT_4 --primary-account-number "
+          .. pan .. " --pin " .. K.aes128, 1 },
+      }
+      local n = 0
+      for _, list in ipairs { ok_cases, fail_cases } do
+        for _, c in ipairs(list) do
+          scan("$ " .. c[1], both(c))
+          n = n + 1
+        end
+      end
+      assert.is_true(n >= 50, n)
+    end)
+
+    it("put a key only into the --out file the user named", function()
+      local secrets = secrets_of()
+      local scan = scanner(secrets)
+      local block = cjson.decode((sh(("bin/payhsm tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s "
+        .. "--key-usage D0 --key-mode-of-use B"):format(F.kbpk, F.aes)))).KeyBlock
+      local outs = {}
+      for i, extra in ipairs { "", " --text" } do
+        local o = dir .. "/unwrapped" .. i
+        local out, rc, err = sh(("bin/payhsm tr31 unwrap --wrapping-key-identifier file:%s --key-block %s --out %s%s")
+          :format(F.kbpk, block, o, extra))
+        assert.equal(0, rc, err)
+        scan("tr31 unwrap --out" .. extra, out .. err)
+        -- positive control: the file holds the key, and the scan sees it
+        assert.equal("AES_256:" .. K.aes .. "\n", read(o))
+        assert.is_string(marked.leak(read(o), secrets))
+        outs[#outs + 1] = o
+      end
+      -- zka derive: the session key goes to --out only
+      local rnd = "00112233445566778899AABBCCDDEEFF"
+      local sk = hsm.zka.derive_session_key(hsm.key.import("TDES_2KEY", K.zka), "ENC", rnd)
+      local derived = { [sk:export()] = "ZKA session key" }
+      for hex, label in pairs(secrets) do derived[hex] = label end
+      local o = dir .. "/session"
+      local out, rc, err = sh(("bin/payhsm zka derive --key-identifier file:%s --purpose ENC --random-number %s --out %s")
+        :format(F.zka, rnd, o))
+      assert.equal(0, rc, err)
+      assert.equal(sk:kcv(), cjson.decode(out).KeyCheckValue)
+      scanner(derived)("zka derive --out", out .. err)
+      assert.is_string(marked.leak(read(o), { [sk:export()] = "ZKA session key" }))
+      -- and without --out it is nowhere
+      out, rc, err = sh(("bin/payhsm zka derive --key-identifier file:%s --purpose ENC --random-number %s --text")
+        :format(F.zka, rnd))
+      assert.equal(0, rc, err)
+      scanner(derived)("zka derive", out .. err)
+      -- keygen --out FILE: the new key is in the file, not on stdout
+      o = dir .. "/generated"
+      out, rc, err = sh("bin/payhsm keygen --key-algorithm AES_256 --out " .. o)
+      assert.equal(0, rc, err)
+      local hex = read(o):match("^AES_256:(%x+)\n$")
+      assert.is_string(hex)
+      scanner({ [hex] = "generated key" })("keygen --out", out .. err)
+      for _, p in ipairs(outs) do os.remove(p) end
+    end)
+
+    it("never echo a key file's content in an error (a file written KEY:KCV)", function()
+      -- "HEX:KCV" (a key with its check value) looks like ALGORITHM:HEX to the key loader
+      local f = put("key_kcv", K.aes .. ":" .. hsm.key.import("AES_256", K.aes):kcv() .. "\n")
+      for _, cmd in ipairs { "kcv --key-identifier file:" .. f, "kcv --key-identifier file:" .. f .. " --text",
+        "kcv --key-identifier file:" .. f .. " --key-algorithm AES_256" } do
+        local out, rc, err = sh("bin/payhsm " .. cmd)
+        assert.is_true(rc ~= 0, cmd)
+        scanner(secrets_of())("$ " .. cmd, out .. err)
+      end
+      local out, rc, err = sh("bin/payhsm kcv --key-identifier -", K.aes .. ":000000\n")
+      assert.is_true(rc ~= 0)
+      scanner(secrets_of())("kcv from stdin", out .. err)
+    end)
+  end)
+
   describe("closed keys", function()
     it("refuse every use and show only that they are closed", function()
       for _, c in ipairs { { "TDES_2KEY", 16, { usage = "D0" } }, { "AES_256", 32, { usage = "K1", mode = "B" } },
