@@ -44,11 +44,16 @@ local function read_secret(spec, what)
   return (text:gsub("^%s+", ""):gsub("%s+$", ""))
 end
 
+-- The algorithm names a key file may start with (`ALG:HEX`). Anything else before a colon
+-- is not taken for a name: "HEX:KCV" would otherwise echo the key in "unknown algorithm".
+local FILE_ALGORITHMS = { DES = true, TDES_2KEY = true, TDES_3KEY = true, AES_128 = true, AES_192 = true,
+  AES_256 = true, HMAC_SHA256 = true, HMAC_SHA384 = true, HMAC_SHA512 = true }
+
 -- A key from a secret spec; the algorithm from `ALG:HEX` or from the given option.
 local function load_key(opts, spec_opt, alg_opt, attrs)
   local text = read_secret(opts[spec_opt], "--" .. spec_opt)
   local alg, hex = text:match("^([%u%d_]+):(.*)$")
-  if not alg then alg, hex = opts[alg_opt], text end
+  if not FILE_ALGORITHMS[alg] then alg, hex = opts[alg_opt], text end
   if not alg then fail("CLI_USAGE", "--%s is required (or write ALGORITHM:HEX in the key file)", alg_opt) end
   local ok, key, msg, code = pcall(hsm.key.import, alg, hex, attrs)
   if not ok then fail("CLI_USAGE", "--%s: %s", alg_opt, tostring(key):gsub("^.-: ", "")) end
