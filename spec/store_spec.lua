@@ -226,6 +226,34 @@ describe("store", function()
       rmdb(path)
     end)
 
+    it("a cached read sees what another connection committed since (PRAGMA data_version)", function()
+      local path = tmpdb()
+      local S = require("payhsm.store.sqlite")
+      local a, b = S.new { path = path, clock = clock }, S.new { path = path, clock = clock }
+      a:put("k", "1")
+      assert.equal("1", a:get("k"))
+      assert.equal("1", b:get("k"))
+      assert.is_nil(b:get("absent"))
+      b:put("k", "2")                                  -- the other connection writes ...
+      b:put("absent", "now")
+      assert.equal("2", a:get("k"))                     -- ... and a sees it
+      assert.equal("now", a:get("absent"))
+      b:update("k", function(old) return old .. "3" end)
+      assert.equal("23", a:get("k"))
+      b:delete("k")
+      assert.is_nil(a:get("k"))
+      a:put("e", "x", 10)                               -- own writes, cached with their expiry
+      assert.equal("x", a:get("e"))
+      assert.equal("x", b:get("e"))
+      now = now + 10
+      assert.is_nil(a:get("e"))
+      assert.is_nil(b:get("e"))
+      assert.has_error(function() a:update("k", function() error("no") end) end)
+      assert.is_nil(a:get("k"))                         -- a failed update leaves no cached value
+      a:close() b:close()
+      rmdb(path)
+    end)
+
     it("is opened by server.open_store", function()
       local path = tmpdb()
       local s = require("payhsm.server").open_store({ backend = "sqlite", path = path }, nil, clock)

@@ -16,6 +16,11 @@
 -- a kill -9 of the process (and a power loss, as far as the disk honours fsync).
 -- Sharing: busy_timeout lets a second process wait for the write lock; update() runs
 -- in BEGIN IMMEDIATE ... COMMIT, so its read-modify-write is atomic across processes.
+-- Reads are cached per connection: get() first asks PRAGMA data_version, which changes
+-- whenever another connection (another process) has committed, and then drops the whole
+-- cache; this connection's own writes update the cache as they commit. So a get() sees
+-- every write committed before it, at the cost of one tiny query instead of a row read
+-- and its hex decoding (the gateway's Get Key reads two rows per request).
 local luasql = require "luasql.sqlite3"
 local compat = require "payhsm.compat"
 
@@ -83,7 +88,8 @@ function M.new(opts)
     env:close()
     error("store.sqlite: cannot open " .. opts.path .. ": " .. tostring(err), 2)
   end
-  local self = setmetatable({ env = env, conn = conn, clock = opts.clock or os.time }, Store)
+  local self = setmetatable({ env = env, conn = conn, clock = opts.clock or os.time, cache = {}, cached = 0 },
+    Store)
   self:_rows(("PRAGMA busy_timeout = %d"):format(opts.busy_timeout_ms or 10000))
   local mode = self:_rows("PRAGMA journal_mode = WAL")
   if not (mode[1] and tostring(mode[1][1]):lower() == "wal") then
@@ -110,21 +116,54 @@ function Store:_live(key)
   return unhex(row[1]), tonumber(row[2])
 end
 
+-- ---- read cache (see the header) ----
+local CACHE_MAX = 4096
+
+-- Empties the cache when another connection has committed since the last look.
+function Store:_fresh()
+  local dv = self:_rows("PRAGMA data_version")[1]
+  dv = dv and dv[1]
+  if dv ~= self.data_version then
+    self.cache, self.cached, self.data_version = {}, 0, dv
+  end
+end
+
+-- Records what key now holds (value false: absent) with its expiry time.
+function Store:_remember(key, value, expires)
+  if self.cache[key] == nil then
+    if self.cached >= CACHE_MAX then self.cache, self.cached = {}, 0 end
+    self.cached = self.cached + 1
+  end
+  self.cache[key] = { value, expires }
+end
+
 function Store:get(key)
   check_key(key)
-  return (self:_live(key))
+  self:_fresh()
+  local c = self.cache[key]
+  if not c then
+    local v, expires = self:_live(key)
+    c = { v or false, expires }
+    self:_remember(key, c[1], expires)
+  end
+  if c[1] == false or (c[2] and c[2] <= self.clock()) then return nil end
+  return c[1]
 end
 
 function Store:put(key, value, ttl)
   assert(type(key) == "string" and type(value) == "string", "store: key and value must be strings")
-  local expires = ttl and num(self.clock() + ttl) or "NULL"
+  local expires = ttl and self.clock() + ttl
+  self.cache[key] = nil -- until the write is known to have committed
   self:_exec(("INSERT OR REPLACE INTO kv (k, v, expires) VALUES (%s, %s, %s)")
-    :format(blob(key), blob(value), expires))
+    :format(blob(key), blob(value), expires and num(expires) or "NULL"))
+  self:_remember(key, value, expires)
 end
 
 function Store:delete(key)
   check_key(key)
+  self.cache[key] = nil
   self:_exec("DELETE FROM kv WHERE k = " .. blob(key))
+  self:_remember(key, false, nil)
 end
 
 function Store:ttl(key)
@@ -139,11 +178,14 @@ end
 -- fn raising (or returning something that is not a string or nil) rolls back and re-raises.
 function Store:update(key, fn)
   check_key(key)
+  self.cache[key] = nil
   self:_exec("BEGIN IMMEDIATE")
+  local new, expires
   local ok, results = pcall(function()
-    local old, expires = self:_live(key)
+    local old
+    old, expires = self:_live(key)
     local r = compat.pack(fn(old))
-    local new = r[1]
+    new = r[1]
     if new == nil then
       self:_exec("DELETE FROM kv WHERE k = " .. blob(key))
     else
@@ -158,6 +200,7 @@ function Store:update(key, fn)
     if self.conn then self.conn:execute("ROLLBACK") end
     error(results, 0)
   end
+  self:_remember(key, new or false, new and expires)
   return compat.unpack(results, 2, results.n)
 end
 
