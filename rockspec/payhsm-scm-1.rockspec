@@ -10,7 +10,7 @@ TR-31 / ANSI X9.143 key blocks, ISO 9564 PIN blocks, EMV cryptograms, AS2805 and
 ZKA, in a C module built on OpenSSL 3, with simulators of payment systems on top.]],
   license = "MIT",
 }
-dependencies = { "lua >= 5.3" }
+dependencies = { "lua >= 5.1" }
 external_dependencies = {
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
   MICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
