@@ -8,25 +8,17 @@
 --   return require("payhsm.embed.lighttpd").serve("gateway", "/etc/payhsm/gateway.conf.lua", lighty)
 --
 -- The config file is the one `bin/payhsm serve` reads (its listen and tls are lighttpd's
--- business and are ignored). mod_magnet runs before lighttpd reads a request body, so
--- requests reach the handler without one: GET endpoints (Get Key, Get Keys) work; POSTs are
--- answered by the handler as if their body were empty.
+-- business and are ignored); payhsm.embed builds the handler. mod_magnet runs before
+-- lighttpd reads a request body, so requests reach the handler without one: GET endpoints
+-- (Get Key, Get Keys) work; POSTs are answered by the handler as if their body were empty.
+-- (payhsm.embed.nginx serves every endpoint.)
+local embed = require "payhsm.embed"
+
 local M = {}
-local apps = {}
 
 --- The application for (system, config path), built on first use.
 function M.app(system, config_path)
-  local key = system .. "\0" .. config_path
-  if not apps[key] then
-    local server = require "payhsm.server"
-    local cfg = server.load_config(config_path)
-    local app_cfg = {}
-    for k, v in pairs(cfg) do app_cfg[k] = v end
-    app_cfg.store = server.open_store(cfg.store, "sqlite", cfg.clock)
-    app_cfg.log = function(line) io.stderr:write(line, "\n") end
-    apps[key] = require(server.systems[system] or error("unknown system " .. tostring(system))).new(app_cfg)
-  end
-  return apps[key]
+  return embed.app(system, config_path)
 end
 
 --- Serves the current lighttpd request (`lighty`, which mod_magnet gives the script's own
@@ -35,17 +27,9 @@ function M.serve(system, config_path, lighty)
   local r = lighty.r
   local headers = {}
   for k, v in pairs(r.req_header) do headers[k:lower()] = v end
-  local query = r.req_attr["uri.query"]
-  local ok, resp = pcall(function()
-    return M.app(system, config_path):handle {
-      method = r.req_attr["request.method"], path = r.req_attr["uri.path"], query = query,
-      headers = headers, body = "" }
-  end)
-  if not ok then
-    io.stderr:write("payhsm: ", tostring(resp), "\n")
-    resp = { status = 500, headers = { ["Content-Type"] = "application/json" },
-      body = '{"error":{"code":"1001","message":"Internal Server Error"}}' }
-  end
+  local resp = embed.handle(system, config_path, {
+    method = r.req_attr["request.method"], path = r.req_attr["uri.path"], query = r.req_attr["uri.query"],
+    headers = headers, body = "" })
   for k, v in pairs(resp.headers or {}) do r.resp_header[k] = v end
   r.resp_body.set({ resp.body or "" })
   return resp.status or 200
