@@ -3,7 +3,7 @@
 -- seeds/msk-gateway-fiserv.txt through payhsm.embed.nginx: two workers sharing one sqlite
 -- store; the spec starts nginx on loopback and calls it with curl. Import Key, Get Key, Get
 -- Keys, the 401 without Basic credentials and the 409 / 301 of a duplicate import are the
--- seed's; the second server reads every body from nginx's temporary file
+-- seed's (PAN re-encryption is ours, README "MSK gateway"); the second server reads every body from nginx's temporary file
 -- (client_body_in_file_only), the path a large body takes.
 local hsm = require "payhsm"
 local cjson = require "cjson"
@@ -191,18 +191,41 @@ http {
       assert.equal("PAN", k.keyType)
       assert.equal(LABEL, k.sessionKeyLabel)
     end
+    -- PAN re-encryption (a POST endpoint) from both workers: one gateway PAN key, created once
+    -- in the shared store; the gateway library opened on that store reads every answer
+    local outs = {}
+    for i = 1, 16 do
+      outs[i] = assert(c:reencrypt_pan(second, second.key, "4111111111111111"))
+      assert.equal(outs[1].gatewayKeyCheckValue, outs[i].gatewayKeyCheckValue)
+    end
+    local cfg = assert(loadfile(dir .. "/gateway.conf.lua"))()
+    cfg.store = require("payhsm.store.sqlite").new { path = dir .. "/gw.db" }
+    local gw = gateway.new(cfg)
+    assert.equal(outs[1].gatewayKeyCheckValue, gw.gw_pan:kcv("CMAC"))
+    for _, out in ipairs(outs) do
+      assert.equal("4111111111111111", client_mod.decrypt_pan(gw.gw_pan, out.encryptedPan, out.iv))
+    end
+    gw.store:close()
     key:close()
     second.key:close()
 
-    -- both workers answered Get Key 200 (so a key imported through one was found by the other)
+    -- both workers answered Get Key and PAN re-encryption (so a key imported through one was
+    -- found by the other)
     local pids = {}
     for line in read(dir .. "/access.log"):gmatch("[^\n]+") do
       local pid, status, method, uri = line:match("^(%d+) %d+ (%d+) (%u+) (%S+)")
-      if status == "200" and method == "GET" and uri:find(gateway.PATHS.key, 1, true) == 1 then pids[pid] = true end
+      local what = method == "GET" and uri:find(gateway.PATHS.key, 1, true) == 1 and "get"
+        or method == "POST" and uri == gateway.PATHS.pan and "pan"
+      if status == "200" and what then
+        pids[what] = pids[what] or {}
+        pids[what][pid] = true
+      end
     end
-    local workers = 0
-    for _ in pairs(pids) do workers = workers + 1 end
-    assert.equal(2, workers, read(dir .. "/access.log"))
+    for _, what in ipairs { "get", "pan" } do
+      local workers = 0
+      for _ in pairs(pids[what] or {}) do workers = workers + 1 end
+      assert.equal(2, workers, what .. ":\n" .. read(dir .. "/access.log"))
+    end
     assert.is_nil(read(dir .. "/error.log"):find("%[error%]"), read(dir .. "/error.log"))
   end)
 end)
