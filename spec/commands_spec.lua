@@ -3,6 +3,20 @@
 -- files, the environment or stdin. Known answers: KCV 08D7B4 and the ISO 9797-1 algorithm 3
 -- MAC A1C72E74EA3FA9B6 of "Now is the time for all " (the README's and spec/mac_spec.lua's
 -- vectors); the rest are round trips through the Lua API.
+--
+-- Structure parameters follow the AWS Payment Cryptography data plane API reference
+-- (https://docs.aws.amazon.com/payment-cryptography/latest/DataAPIReference/): API_VerifyMac
+-- (--verification-attributes, a MacAttributes union with Algorithm), API_MacAttributes,
+-- API_SessionKeyDerivation with SessionKeyEmvCommon / SessionKeyMastercard (+UnpredictableNumber)
+-- / SessionKeyEmv2000 / SessionKeyVisa / SessionKeyAmex, API_CryptogramAuthResponse
+-- (ArpcMethod1 AuthResponseCode, ArpcMethod2 CardStatusUpdate + ProprietaryAuthenticationData),
+-- API_TranslationIsoFormats (IsoFormat0/1/3/4), API_As2805KekValidationType
+-- (KekValidationRequest DeriveKeyAlgorithm, KekValidationResponse RandomKeySend) with
+-- RandomKeySendVariantMask VARIANT_MASK_82C0 | VARIANT_MASK_82; outputs as VerifyMacOutput
+-- (KeyCheckValue), GenerateMac (Mac), TranslatePinData (PinBlock, KeyCheckValue),
+-- VerifyAuthRequestCryptogram (AuthResponseValue, KeyCheckValue) and GenerateAs2805KekValidation
+-- (RandomKeySend, RandomKeyReceive, KeyCheckValue). The shorthand is the AWS CLI's
+-- (https://docs.aws.amazon.com/cli/latest/userguide/cli-usage-shorthand.html).
 local hsm = require "payhsm"
 local cjson = require "cjson"
 
@@ -213,5 +227,312 @@ describe("bin/payhsm commands", function()
     _, rc, err = sh("bin/payhsm kcv --key-identifier file:/nonexistent/key")
     assert.equal(1, rc)
     assert.matches("cannot read", err)
+  end)
+
+  -- ---- AWS structure parameters --------------------------------------------------------
+  local function q(v) return "'" .. v:gsub("'", "'\\''") .. "'" end
+  local TDES = "0123456789ABCDEFFEDCBA9876543210"
+  local NOW = "4E6F77206973207468652074696D6520666F7220616C6C20" -- "Now is the time for all "
+
+  -- A usage error: exit 2, nothing on stdout, one line ending in [CLI_USAGE], no traceback.
+  local function usage_error(cmd, pattern)
+    local out, rc, err = sh(cmd)
+    assert.equal(2, rc, cmd .. "\n" .. err)
+    assert.equal("", out, cmd)
+    assert.matches("^payhsm [^\n]*%[CLI_USAGE%]\n$", err)
+    assert.not_matches("traceback", err)
+    assert.not_matches("%.lua:%d", err)
+    if pattern then assert.matches(pattern, err, 1, false) end
+    return err
+  end
+
+  it("mac: --generation-attributes and --verification-attributes as AWS MacAttributes, JSON or shorthand", function()
+    local k = file("amk", "TDES_2KEY:" .. TDES)
+    local base = "bin/payhsm mac %s --key-identifier file:" .. k .. " --message-data " .. NOW .. " "
+    for _, attrs in ipairs { "Algorithm=ISO9797_ALGORITHM3", '{"Algorithm":"ISO9797_ALGORITHM3"}',
+      ' { "Algorithm" : "ISO9797_ALGORITHM3" } ', 'Algorithm="ISO9797_ALGORITHM3"', "ISO9797_ALGORITHM3" } do
+      local out, rc, err = sh(base:format("generate") .. "--generation-attributes " .. q(attrs))
+      assert.equal(0, rc, attrs .. err)
+      -- GenerateMac returns Mac (and KeyArn, KeyCheckValue: payhsm has no ARNs)
+      assert.same({ Mac = "A1C72E74EA3FA9B6", KeyCheckValue = "08D7B4" }, cjson.decode(out))
+    end
+    for _, attrs in ipairs { "Algorithm=ISO9797_ALGORITHM3", '{"Algorithm":"ISO9797_ALGORITHM3"}' } do
+      local out, rc = sh(base:format("verify") .. "--verification-attributes " .. q(attrs) .. " --mac A1C72E74EA3FA9B6")
+      assert.equal(0, rc)
+      assert.same({ Valid = true, KeyCheckValue = "08D7B4" }, cjson.decode(out)) -- VerifyMacOutput: KeyCheckValue
+      local _, rc2, err = sh(base:format("verify") .. "--verification-attributes " .. q(attrs) .. " --mac A1C72E74EA3FA9B7")
+      assert.equal(1, rc2)
+      assert.matches("%[MAC_MISMATCH%]\n$", err)
+    end
+    -- an HMAC key's check value is the HMAC method's (an ANSI X9.24 one would be misuse)
+    local hk = file("ahk", "HMAC_SHA256:" .. ("5A"):rep(32))
+    local out = sh("bin/payhsm mac generate --key-identifier file:" .. hk .. " --message-data 00112233 "
+      .. "--generation-attributes Algorithm=HMAC_SHA256")
+    local key = hsm.key.import("HMAC_SHA256", ("5A"):rep(32))
+    assert.same({ Mac = hsm.mac.generate(key, "HMAC_SHA256", "00112233"), KeyCheckValue = key:kcv("HMAC") },
+      cjson.decode(out))
+    -- both forms of the verification attributes at once
+    usage_error(base:format("verify") .. "--verification-attributes Algorithm=CMAC --generation-attributes CMAC --mac 00",
+      "two forms of the same input")
+    usage_error(base:format("verify") .. "--mac A1C72E74EA3FA9B6", "verification%-attributes is required")
+  end)
+
+  it("rejects malformed or ill-shaped structures with one CLI_USAGE line, never a traceback", function()
+    local k = file("emk", "TDES_2KEY:" .. TDES)
+    local mac = "bin/payhsm mac generate --key-identifier file:" .. k .. " --message-data " .. NOW .. " --generation-attributes "
+    local cases = {
+      { '{"Algorithm":', "malformed JSON" },
+      { '{"Algorithm":"CMAC"} x', "malformed JSON" },
+      { "[1,2]", "expected a JSON object" },
+      { "Algorithm=CMAC,", "malformed shorthand at character 16: expected a member name" },
+      { "Algorithm=CMAC X", "malformed shorthand at character 15" },
+      { "Algorithm=a=b", "malformed shorthand at character 12" },
+      { 'Algorithm="CMAC', "unterminated quote" },
+      { "Algorithm={Name=CMAC", "expected '}'" },
+      { "Algorithm=CMAC,Algorithm=CMAC", "'Algorithm' given twice" },
+      { "Algorithm=[CMAC]", "lists are not used" },
+      { "=CMAC", "expected a member name" },
+      { "Algorithm", "expected '=' after 'Algorithm'" },
+      { "Algorith=CMAC", "unknown member 'Algorith' %(expected Algorithm%)" },
+      { '{"Algorithm":3}', "Algorithm must be a string" },
+      { '{"Algorithm":null}', "Algorithm must be a string" },
+      { "Algorithm={}", "Algorithm must be a string" },
+      { "EmvMac={MajorKeyDerivationMode=EMV_OPTION_A}", "'EmvMac' is an AWS member payhsm does not implement" },
+      { "{}", "give exactly one of Algorithm" },
+      { "Algorithm=NOPE", "unknown MAC algorithm" },
+    }
+    for _, c in ipairs(cases) do usage_error(mac .. q(c[1]), c[2]) end
+    usage_error(mac:gsub(" %-%-generation%-attributes $", "") .. " --generation-attributes", "generation%-attributes")
+    -- a member name that is not a plain word is not repeated
+    for _, name in ipairs { TDES, TDES:lower(), "AbCdEf0123456789AbCdEf0123456789", "Algorithm with space" } do
+      local err = usage_error(mac .. q('{"' .. name .. '":"x"}'), "unknown member %(a name not shown%)")
+      assert.not_matches(name, err, 1, true)
+      err = usage_error(mac .. q(name .. "=x"))
+      assert.not_matches(name, err, 1, true)
+    end
+  end)
+
+  it("arqc and arpc: --session-key-derivation-attributes and --auth-response-attributes agree with the Lua API", function()
+    local imk_hex = "9E15204313F7318ACB79B90BD986AD29"
+    local imk = hsm.key.import("TDES_2KEY", imk_hex)
+    local k = file("aimk", "TDES_2KEY:" .. imk_hex)
+    local pan, data = "5413330089600010", "0000000010000000000000000840008000800008401605170000000000"
+    local cases = {
+      { "EmvCommon", { derivation = "EMV_COMMON", atc = "0001" },
+        "EmvCommon={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01,ApplicationTransactionCounter=0001}" },
+      { "EmvCommon JSON", { derivation = "EMV_COMMON", atc = "0001" }, '{"EmvCommon":{"PrimaryAccountNumber":"' .. pan
+        .. '","PanSequenceNumber":"01","ApplicationTransactionCounter":"0001"}}' },
+      { "Mastercard", { derivation = "MASTERCARD", atc = "002A", un = "11223344" }, "Mastercard={PrimaryAccountNumber="
+        .. pan .. ",PanSequenceNumber=01,ApplicationTransactionCounter=002A,UnpredictableNumber=11223344}" },
+      { "Emv2000", { derivation = "EMV2000", atc = "0005" },
+        "Emv2000={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01,ApplicationTransactionCounter=0005}" },
+      { "Visa (no ATC)", { derivation = "VISA" }, "Visa={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01}" },
+      { "Amex (no ATC)", { derivation = "AMEX" }, '{"Amex":{"PrimaryAccountNumber":"' .. pan .. '","PanSequenceNumber":"01"}}' },
+    }
+    for _, c in ipairs(cases) do
+      local p = c[2]
+      p.mode, p.pan, p.psn, p.data = "EMV_OPTION_A", pan, "01", data
+      local want = hsm.emv.generate_arqc(imk, p)
+      local args = ("--key-identifier file:%s --session-key-derivation-attributes %s --transaction-data %s")
+        :format(k, q(c[3]), data)
+      local out, rc, err = sh("bin/payhsm arqc generate " .. args)
+      assert.equal(0, rc, c[1] .. err)
+      assert.equal(want, cjson.decode(out).AuthRequestCryptogram, c[1])
+      -- verify alone: VerifyAuthRequestCryptogram's KeyCheckValue, no AuthResponseValue
+      out, rc = sh("bin/payhsm arqc verify " .. args .. " --auth-request-cryptogram " .. want)
+      assert.equal(0, rc, c[1])
+      assert.same({ Valid = true, KeyCheckValue = imk:kcv() }, cjson.decode(out))
+      -- verify with ARPC method 1 and method 2
+      p.arqc, p.method, p.arc = want, 1, "3030"
+      local arpc1 = hsm.emv.generate_arpc(imk, p)
+      out, rc = sh("bin/payhsm arqc verify " .. args .. " --auth-request-cryptogram " .. want
+        .. " --auth-response-attributes 'ArpcMethod1={AuthResponseCode=3030}'")
+      assert.equal(0, rc, c[1])
+      assert.equal(arpc1, cjson.decode(out).AuthResponseValue, c[1])
+      p.method, p.arc, p.csu, p.proprietary = 2, nil, "00820000", "1122"
+      local arpc2 = hsm.emv.generate_arpc(imk, p)
+      out = sh("bin/payhsm arpc " .. args .. " --auth-request-cryptogram " .. want .. " --auth-response-attributes "
+        .. q('{"ArpcMethod2":{"CardStatusUpdate":"00820000","ProprietaryAuthenticationData":"1122"}}'))
+      assert.equal(arpc2, cjson.decode(out).AuthResponseValue, c[1])
+      -- a wrong ARQC still fails with the ARPC asked for
+      local bad = want:sub(1, -2) .. (want:sub(-1) == "0" and "1" or "0")
+      local _, rc2, err2 = sh("bin/payhsm arqc verify " .. args .. " --auth-request-cryptogram " .. bad
+        .. " --auth-response-attributes 'ArpcMethod1={AuthResponseCode=3030}'")
+      assert.equal(1, rc2)
+      assert.matches("%[ARQC_MISMATCH%]\n$", err2)
+    end
+    -- the older flattened form gives the same VISA cryptogram without an ATC
+    local out = sh(("bin/payhsm arqc generate --key-identifier file:%s --session-key-derivation VISA "
+      .. "--primary-account-number %s --pan-sequence-number 01 --transaction-data %s"):format(k, pan, data))
+    assert.equal(hsm.emv.generate_arqc(imk, { mode = "EMV_OPTION_A", derivation = "VISA", pan = pan, psn = "01", data = data }),
+      cjson.decode(out).AuthRequestCryptogram)
+    -- error paths
+    local base = "bin/payhsm arqc generate --key-identifier file:" .. k .. " --transaction-data " .. data
+      .. " --session-key-derivation-attributes "
+    usage_error(base .. q("EmvCommon={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01}"),
+      "EmvCommon: ApplicationTransactionCounter is required")
+    usage_error(base .. q("Mastercard={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01,ApplicationTransactionCounter=0001}"),
+      "Mastercard: UnpredictableNumber is required")
+    usage_error(base .. q("Visa={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01,ApplicationTransactionCounter=0001}"),
+      "Visa: unknown member 'ApplicationTransactionCounter'")
+    usage_error(base .. q("Visa={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01},Amex={PrimaryAccountNumber=" .. pan
+      .. ",PanSequenceNumber=01}"), "give exactly one of EmvCommon, Mastercard, Emv2000, Amex, Visa")
+    usage_error(base .. q("Discover={PrimaryAccountNumber=" .. pan .. "}"), "unknown member 'Discover'")
+    usage_error(base .. q('{"Visa":{"PrimaryAccountNumber":' .. pan .. ',"PanSequenceNumber":"01"}}'),
+      "PrimaryAccountNumber must be a string")
+    usage_error(base .. q("Visa={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01") , "expected '}'")
+    usage_error(base .. q("Visa={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01}") .. " --pan-sequence-number 01",
+      "two forms of the same input")
+    usage_error(base .. q("Visa={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01}")
+      .. " --auth-response-attributes 'ArpcMethod1={AuthResponseCode=3030}'", "is for arqc verify")
+    local arpc = ("bin/payhsm arpc --key-identifier file:%s --session-key-derivation-attributes %s "
+      .. "--auth-request-cryptogram 0011223344556677 --auth-response-attributes "):format(k, q(cases[1][3]))
+    usage_error(arpc .. "'ArpcMethod1={AuthResponseCode=3030}' --auth-response-code 3030", "two forms of the same input")
+    usage_error(arpc .. "'ArpcMethod1={AuthResponseCode=3030},ArpcMethod2={CardStatusUpdate=00820000}'", "give exactly one of")
+    usage_error(arpc .. "'ArpcMethod2={ProprietaryAuthenticationData=11}'", "ArpcMethod2: CardStatusUpdate is required")
+    usage_error(arpc .. "'ArpcMethod3={AuthResponseCode=3030}'", "unknown member 'ArpcMethod3'")
+    usage_error(("bin/payhsm arqc generate --key-identifier file:%s --transaction-data %s"):format(k, data),
+      "session%-key%-derivation%-attributes is required")
+  end)
+
+  it("pin translate: --incoming/--outgoing-translation-attributes as AWS TranslationIsoFormats", function()
+    local k1hex = "00112233445566778899AABBCCDDEEFF"
+    local k1, k2 = file("tp1", "AES_128:" .. k1hex), file("tp2", "TDES_2KEY:" .. TDES)
+    local aes, tdes = hsm.key.import("AES_128", k1hex), hsm.key.import("TDES_2KEY", TDES)
+    local pan, pan2 = "4111111111111111", "5413330089600010"
+    local b4 = hsm.pin.encrypt(aes, "ISO_FORMAT_4", "1234", pan)
+    local base = ("bin/payhsm pin translate --incoming-key-identifier file:%s --outgoing-key-identifier file:%s "
+      .. "--encrypted-pin-block %s "):format(k1, k2, b4)
+    local cases = {
+      { "IsoFormat4={PrimaryAccountNumber=" .. pan .. "}", '{"IsoFormat0":{"PrimaryAccountNumber":"' .. pan .. '"}}',
+        "ISO_FORMAT_0", pan },
+      { '{"IsoFormat4":{"PrimaryAccountNumber":"' .. pan .. '"}}', "IsoFormat3={PrimaryAccountNumber=" .. pan2 .. "}",
+        "ISO_FORMAT_3", pan2 },
+    }
+    for _, c in ipairs(cases) do
+      local out, rc, err = sh(base .. "--incoming-translation-attributes " .. q(c[1]) .. " --outgoing-translation-attributes "
+        .. q(c[2]))
+      assert.equal(0, rc, err)
+      local r = cjson.decode(out)
+      assert.equal("08D7B4", r.KeyCheckValue) -- TranslatePinData: the outgoing key's check value
+      assert.equal(c[3], r.PinBlockFormat)
+      assert.equal("1234", hsm.pin.decrypt(tdes, c[3], r.PinBlock, c[4]))
+    end
+    -- format 1 carries no PAN: IsoFormat1={} in, the outgoing PAN from its own structure
+    local b1 = hsm.pin.encrypt(tdes, "ISO_FORMAT_1", "987654", nil)
+    local out, rc, err = sh(("bin/payhsm pin translate --incoming-key-identifier file:%s --outgoing-key-identifier file:%s "
+      .. "--encrypted-pin-block %s --incoming-translation-attributes 'IsoFormat1={}' --outgoing-translation-attributes %s")
+      :format(k2, k1, b1, q("IsoFormat4={PrimaryAccountNumber=" .. pan .. "}")))
+    assert.equal(0, rc, err)
+    assert.equal("987654", hsm.pin.decrypt(aes, "ISO_FORMAT_4", cjson.decode(out).PinBlock, pan))
+    -- mixed: AWS form in, the older flattened form out (its PAN defaults to the incoming one)
+    out = sh(base .. "--incoming-translation-attributes " .. q(cases[1][1]) .. " --outgoing-pin-block-format ISO_FORMAT_0")
+    assert.equal("1234", hsm.pin.decrypt(tdes, "ISO_FORMAT_0", cjson.decode(out).PinBlock, pan))
+    -- error paths
+    local inn = "--incoming-translation-attributes " .. q(cases[1][1])
+    usage_error(base .. inn .. " --primary-account-number " .. pan .. " --outgoing-pin-block-format ISO_FORMAT_0",
+      "%-%-incoming%-translation%-attributes and %-%-primary%-account%-number are two forms")
+    usage_error(base .. inn .. " --incoming-pin-block-format ISO_FORMAT_4 --outgoing-pin-block-format ISO_FORMAT_0",
+      "two forms of the same input")
+    usage_error(base .. inn .. " --outgoing-translation-attributes 'IsoFormat0={PrimaryAccountNumber=" .. pan .. "}' "
+      .. "--outgoing-primary-account-number " .. pan, "two forms of the same input")
+    usage_error(base .. inn .. " --outgoing-translation-attributes 'IsoFormat0={}'", "IsoFormat0: PrimaryAccountNumber is required")
+    usage_error(base .. inn .. " --outgoing-translation-attributes 'IsoFormat1={PrimaryAccountNumber=" .. pan .. "}'",
+      "IsoFormat1: unknown member 'PrimaryAccountNumber' %(expected none%)")
+    usage_error(base .. inn .. " --outgoing-translation-attributes 'IsoFormat2={}'", "unknown member 'IsoFormat2'")
+    usage_error(base .. inn .. " --outgoing-translation-attributes '{\"IsoFormat0\":\"" .. pan .. "\"}'",
+      "IsoFormat0 must be a structure")
+    usage_error(base .. inn, "outgoing%-translation%-attributes is required")
+  end)
+
+  it("as2805: generate with --kek-validation-type and --random-key-send-variant-mask, AWS names beside the old ones", function()
+    local kf = file("akek", "TDES_2KEY:" .. TDES)
+    local kek = hsm.key.import("TDES_2KEY", TDES)
+    for _, mask in ipairs { "VARIANT_MASK_82C0", "VARIANT_MASK_82" } do
+      local out, rc, err = sh(("bin/payhsm as2805 generate --key-identifier file:%s --kek-validation-type "
+        .. "'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY}' --random-key-send-variant-mask %s"):format(kf, mask))
+      assert.equal(0, rc, err)
+      local r = cjson.decode(out)
+      assert.equal("08D7B4", r.KeyCheckValue)
+      assert.equal(r.RandomKeyReceive, hsm.as2805.kek_validation_response(kek, r.RandomKeySend, { variant_mask = mask }))
+      -- the partner's side, as JSON and through the older subcommand and options
+      out, rc = sh(("bin/payhsm as2805 generate --key-identifier file:%s --kek-validation-type %s "
+        .. "--random-key-send-variant-mask %s"):format(kf, q('{"KekValidationResponse":{"RandomKeySend":"'
+        .. r.RandomKeySend:lower() .. '"}}'), mask))
+      assert.equal(0, rc)
+      assert.same({ RandomKeySend = r.RandomKeySend, RandomKeyReceive = r.RandomKeyReceive, KeyCheckValue = "08D7B4" },
+        cjson.decode(out))
+      out = sh(("bin/payhsm as2805 response --key-identifier file:%s --random-key-send %s --variant-mask %s")
+        :format(kf, r.RandomKeySend, mask))
+      assert.equal(r.RandomKeyReceive, cjson.decode(out).RandomKeyReceive)
+      out = sh(("bin/payhsm as2805 response --key-identifier file:%s --kek-validation-type "
+        .. "'KekValidationResponse={RandomKeySend=%s}' --random-key-send-variant-mask %s"):format(kf, r.RandomKeySend, mask))
+      assert.equal(r.RandomKeyReceive, cjson.decode(out).RandomKeyReceive)
+    end
+    -- with the masks swapped the answer differs
+    local r = hsm.as2805.kek_validation_request(kek, { derive_algorithm = "TDES_2KEY", random_key_max_length = "BYTES_16",
+      variant_mask = "VARIANT_MASK_82C0" })
+    local out = sh(("bin/payhsm as2805 generate --key-identifier file:%s --kek-validation-type "
+      .. "'KekValidationResponse={RandomKeySend=%s}' --random-key-send-variant-mask VARIANT_MASK_82"):format(kf, r.random_key_send))
+    assert.not_equal(r.random_key_receive, cjson.decode(out).RandomKeyReceive)
+    -- error paths
+    local base = "bin/payhsm as2805 %s --key-identifier file:" .. kf .. " "
+    usage_error(base:format("generate"), "kek%-validation%-type is required")
+    usage_error(base:format("request") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=" .. r.random_key_send
+      .. "}'", "is a KekValidationResponse: use as2805 response or as2805 generate")
+    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY}' "
+      .. "--derive-key-algorithm TDES_2KEY", "two forms of the same input")
+    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={}'",
+      "KekValidationRequest: DeriveKeyAlgorithm is required")
+    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY},"
+      .. "KekValidationResponse={RandomKeySend=" .. r.random_key_send .. "}'", "give exactly one of")
+    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY}' "
+      .. "--variant-mask VARIANT_MASK_82 --random-key-send-variant-mask VARIANT_MASK_82", "two forms of the same input")
+    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=" .. r.random_key_send
+      .. "}' --random-key-max-length BYTES_8", "random%-key%-max%-length is for a request")
+    usage_error(base:format("request") .. "--random-key-send-variant-mask VARIANT_MASK_99", "")
+    -- bad data (a short KRs) is still bad input, exit 1
+    local _, rc, err = sh(base:format("generate") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=0011}'")
+    assert.equal(1, rc)
+    assert.matches("^payhsm as2805 generate: [^\n]*%[[%u%d_]+%]\n$", err)
+  end)
+
+  it("parses the AWS shorthand strictly (quoted values, empty structures and values)", function()
+    local cmds = require "payhsm.commands"
+    local S = cmds.shapes
+    assert.same({ Algorithm = "CMAC" }, cmds.parse_structure("Algorithm='CMAC'", S.MacAttributes, "--x"))
+    assert.same({ IsoFormat1 = {} }, cmds.parse_structure("IsoFormat1={}", S.TranslationIsoFormats, "--x"))
+    assert.same({ ArpcMethod2 = { CardStatusUpdate = "00820000", ProprietaryAuthenticationData = "a,b={c}" } },
+      cmds.parse_structure('ArpcMethod2={CardStatusUpdate=00820000,ProprietaryAuthenticationData="a,b={c}"}',
+        S.CryptogramAuthResponse, "--x"))
+    -- an empty value is a value (the core then judges it)
+    assert.same({ KekValidationResponse = { RandomKeySend = "" } },
+      cmds.parse_structure("KekValidationResponse={RandomKeySend=}", S.As2805KekValidationType, "--x"))
+    for _, bad in ipairs { "", " Algorithm=CMAC", "Algorithm=CMAC ", "Algorithm=CMAC}", "{Algorithm=CMAC}", "Algorithm=\"C\"M" } do
+      local ok, e = pcall(cmds.parse_structure, bad, S.MacAttributes, "--x")
+      assert.is_false(ok, bad)
+      assert.equal("CLI_USAGE", e.code, bad)
+      assert.matches("^%-%-x", e.msg)
+    end
+  end)
+
+  it("--help puts the AWS forms first and the older flattened ones after", function()
+    local want = {
+      mac = { "verification-attributes", "generation-attributes" },
+      arqc = { "session-key-derivation-attributes", "session-key-derivation " },
+      arpc = { "auth-response-attributes", "auth-response-code" },
+      pin = { "incoming-translation-attributes", "incoming-pin-block-format" },
+      as2805 = { "kek-validation-type", "derive-key-algorithm" },
+    }
+    for name, w in pairs(want) do
+      local out = sh("bin/payhsm " .. name .. " --help")
+      local primary = out:find("--" .. w[1], 1, true)
+      local older = out:find("older flattened forms", 1, true)
+      local alias = out:find("--" .. w[2], older or 1, true)
+      assert.is_truthy(primary, name)
+      assert.is_truthy(older, name)
+      assert.is_truthy(alias, name)
+      assert.is_true(primary < older and older < alias, name)
+    end
   end)
 end)

@@ -120,9 +120,14 @@ local SHAPE = {
 }
 M.shapes = SHAPE
 
--- A member name fit to repeat in a message (user input: only a short plain word).
+-- A member name fit to repeat in a message. It is user input, so only a name shaped like
+-- AWS's (PascalCase: a capital, then letters and digits, some lower case, at most 32
+-- characters, not all hex) is repeated: a key pasted in the wrong place never is.
 local function said(name)
-  if type(name) == "string" and #name <= 40 and name:match("^[%w_]+$") then return "'" .. name .. "'" end
+  if type(name) == "string" and #name <= 32 and name:match("^%u%w*$") and name:find("%l")
+    and not name:match("^%x+$") then
+    return "'" .. name .. "'"
+  end
   return "(a name not shown)"
 end
 
