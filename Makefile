@@ -5,7 +5,8 @@ LUA      ?= lua5.4
 CC       ?= cc
 PKGS     := lua5.4 liblua5.4-dev libssl-dev lua-busted lua-cjson make gcc pkg-config \
             libmicrohttpd-dev libgnutls28-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec lua-socket curl wrk luarocks rlwrap \
-            lighttpd lighttpd-modules-lua valgrind
+            lighttpd lighttpd-modules-lua valgrind \
+            nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache luajit2 libluajit2-5.1-dev
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual -Wstrict-prototypes \
             -Wmissing-prototypes -Wconversion -Wno-sign-conversion
 CFLAGS   ?= -O2 -g
@@ -92,7 +93,9 @@ test-asan: all
 # under each interpreter, with the servers and scripts the specs start run by that same
 # interpreter and build (spec/support/interp.lua; spec/support/compat.lua lets the specs'
 # own 5.3 idioms run on 5.1/5.2). The last line sums the four runs.
-COMPAT_PKGS := lua5.1 lua5.2 lua5.3 luajit liblua5.1-0-dev liblua5.2-dev liblua5.3-dev libluajit-5.1-dev
+# LuaJIT is OpenResty's luajit2 (same /usr/bin/luajit and headers): Debian's luajit
+# conflicts with the lua-resty-core that nginx's Lua module needs (PKGS).
+COMPAT_PKGS := lua5.1 lua5.2 lua5.3 luajit2 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev libluajit2-5.1-dev
 COMPAT_LUAS := 5.1 5.2 5.3 jit
 
 test-compat: all

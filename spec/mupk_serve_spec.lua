@@ -28,6 +28,13 @@ describe("payhsm serve mupk", function()
       service = merchant_mod.http_service { host = "127.0.0.1", port = srv.port, timeout = 5 } }
     local k = assert(m:request_key())
     assert.equal(2048, k.public:bits())
+    -- GET /security/v1/keys/{keyId}?merchantId= through payhsm.http (arguments as a table)
+    local c = require("payhsm.http_client").new { host = "127.0.0.1", port = srv.port, timeout = 5 }
+    local path = "/security/v1/keys/" .. k.keyId
+    assert.equal(200, assert(c:request { method = "GET", path = path .. "?merchantId=123456789012345" }).status)
+    assert.equal(404, assert(c:request { method = "GET", path = path .. "?merchantId=999999999999999" }).status)
+    assert.equal(200, assert(c:request { method = "GET", path = path }).status)
+    c:close()
     assert(m:capture { amount = 12.00, currency = "EUR", pan = "4005550000000019", exp_month = "01", exp_year = "2031" })
     local res = m:forward()
     assert.equal(201, res[1].status)

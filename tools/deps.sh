@@ -9,8 +9,18 @@ done
 if [ "$(id -u)" = 0 ]; then
   echo "installing Debian packages:$missing"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $missing >/dev/null \
-    || { echo "apt-get install failed for:$missing" >&2; exit 1; }
+  # No service starts at install time (redis-server, lighttpd and nginx would each start
+  # a daemon on its default port, and the second web server would fail on port 80 and
+  # fail the install): a policy-rc.d that says "no" for the duration, unless one exists.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
+  fi
+  apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  rc=$?
+  [ -n "$own_policy" ] && rm -f "$policy"
+  [ "$rc" = 0 ] || { echo "apt-get install failed for:$missing" >&2; exit 1; }
 else
   echo "missing Debian packages; run as root:" >&2
   echo "  apt-get install -y$missing" >&2

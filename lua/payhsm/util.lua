@@ -71,6 +71,23 @@ function M.b64decode(s)
   return table.concat(out)
 end
 
+--- A request's query as a table {name = value}: payhsm.http hands handlers a table of
+-- decoded arguments already; embedding hosts (lighttpd, nginx) the raw string, which is
+-- split at & and = and percent-decoded ('+' as space). nil gives {}.
+function M.query_table(q)
+  if type(q) == "table" then return q end
+  local t = {}
+  if type(q) ~= "string" then return t end
+  local function dec(s)
+    return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
+  for pair in q:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    if k ~= "" and t[dec(k)] == nil then t[dec(k)] = dec(v) end
+  end
+  return t
+end
+
 function M.hex_to_bin(h) return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end)) end
 
 --- A random (version 4) UUID, lower case.

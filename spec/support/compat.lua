@@ -30,7 +30,8 @@ if _VERSION == "Lua 5.1" then
   local raw_execute = os.execute
   os.execute = function(cmd)
     if cmd == nil then return raw_execute() ~= 0 end
-    local st = raw_execute(cmd)
+    local st, how, n = raw_execute(cmd)
+    if type(st) ~= "number" then return st, how, n end -- a LuaJIT built with 5.2 compatibility
     local code = st >= 256 and math.floor(st / 256) or st
     if code == 0 then return true, "exit", 0 end
     return nil, "exit", code

@@ -355,7 +355,7 @@ end
 --- GET /security/v1/keys/{keyId}?merchantId= (ours)
 function Service:get_key(ctx, id, query)
   local rec = self:record(id)
-  local mid = query and query:match("merchantId=([^&]+)")
+  local mid = util.query_table(query).merchantId
   if not rec or (mid and rec.merchantId ~= mid) then refusal("KEY_NOT_FOUND") end
   return self:_key_response(ctx, 200, rec)
 end
