@@ -1,6 +1,10 @@
 --- `bin/payhsm <command>`: one subcommand per core operation, with parameter names after
 -- the AWS Payment Cryptography CLI (`--key-identifier`, `--message-data`,
--- `--primary-account-number`, `--key-check-value-algorithm` ...).
+-- `--primary-account-number`, `--key-check-value-algorithm` ...). AWS's structure
+-- parameters (`--generation-attributes`, `--verification-attributes`,
+-- `--session-key-derivation-attributes`, `--auth-response-attributes`,
+-- `--incoming-/--outgoing-translation-attributes`, `--kek-validation-type`) take JSON or the
+-- AWS CLI shorthand, with AWS's member names; the older flattened options are aliases.
 --
 -- Output is JSON (field names as AWS returns them) or, with --text, one value per line.
 -- Bad input: exit 1 and one line `payhsm CMD: message [CODE]` on stderr; wrong usage: exit 2.
@@ -219,7 +223,7 @@ local function conform(v, shape, path)
   return v
 end
 
---- Parses an AWS structure value (JSON, or the CLI shorthand) for option `opt` and checks
+-- Parses an AWS structure value (JSON, or the CLI shorthand) for option `opt` and checks
 -- it against `shape` (one of M.shapes); raises a CLI_USAGE failure on bad syntax or shape.
 function M.parse_structure(text, shape, opt)
   if type(text) ~= "string" then fail("CLI_USAGE", "%s needs a value", opt) end
