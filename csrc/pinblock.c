@@ -22,7 +22,12 @@
  * Keys: usage P0 (or none); mode E/B/N to encrypt, D/B/N to decrypt. The PIN of a
  * translation never leaves C. Codes: PIN_LENGTH, PIN_DIGITS, PAN_LENGTH, PAN_DIGITS,
  * PIN_FORMAT (a clear block that breaks its format: control nibble, length, fill),
- * BAD_HEX, BAD_LENGTH, KEY_TYPE, KEY_USAGE. Messages never contain PIN digits.
+ * PIN_TRANSLATION (a format change the rules below forbid), BAD_HEX, BAD_LENGTH,
+ * KEY_TYPE, KEY_USAGE. Messages never contain PIN digits.
+ * Translation rules (PCI PIN Security Requirement 3 as Visa states it; AWS Payment
+ * Cryptography's TranslatePinData; IBM CCA's PIN block translation table): a PIN bound to
+ * its PAN (formats 0, 3, 4) stays in a PAN-bound format (0, 3, 4), never 1 or 2, which
+ * would unbind it; format 2 (PINs for the IC card) is translated to format 2 only.
  */
 #include <string.h>
 
@@ -286,6 +291,14 @@ static int pin_decrypt(lua_State *L) {
   return 1;
 }
 
+/* Whether a translation from ISO format `from` to `to` is allowed (rules in the header). */
+static int translation_allowed(int from, int to) {
+  int pan_bound_in = from == 0 || from == 3 || from == 4;
+  if (pan_bound_in) return to == 0 || to == 3 || to == 4;
+  if (from == 2) return to == 2;
+  return 1;
+}
+
 /* core.pin.translate(in_key, in_fmt, block_hex, out_key, out_fmt, pan [, out_pan]) -> block hex */
 static int pin_translate(lua_State *L) {
   static const char fn[] = "pin.translate";
@@ -301,6 +314,9 @@ static int pin_translate(lua_State *L) {
   pan = opt_pan(L, 6, &an);
   opan = lua_isnoneornil(L, 7) ? pan : luaL_checklstring(L, 7, &on);
   if (lua_isnoneornil(L, 7)) on = an;
+  if (!translation_allowed(ifmt, ofmt))
+    return payhsm_fail(L, fn, "PIN_TRANSLATION", "ISO format %d cannot be translated to ISO format %d%s", ifmt, ofmt,
+                       ofmt == 1 || ofmt == 2 ? " (the PIN would no longer be bound to its PAN)" : "");
   if ((r = key_fits(L, ik, ifmt, fn, 0)) || (r = key_fits(L, ok, ofmt, fn, 1))) return r;
   if (block_arg(L, 3, fn, ifmt, blk) == (size_t)-1) return 3;
   if (!decipher(L, ik, ifmt, blk, pan, an, pin, &pn, &e)) return fail(L, fn, &e);

@@ -170,6 +170,35 @@ describe("pin", function()
       assert.equal(hsm.pin.encrypt(tpk, F(0), "1234", "1234567890123456"), t0)
     end)
 
+    -- PCI PIN Security Requirement 3 (as Visa states it), AWS Payment Cryptography
+    -- TranslatePinData ("formats 0,3,4 cannot be translated to a format (format 1) that does
+    -- not require a PAN"), IBM CCA's PIN block translation table (ISO-2 only to ISO-2)
+    it("keeps a PAN-bound PIN PAN-bound: 0/3/4 only to 0/3/4, format 2 only to 2, format 1 to any", function()
+      local tpk = hsm.key.import("TDES_2KEY", T2, { usage = "P0", mode = "B" })
+      local zpk = hsm.key.import("AES_128", K4, { usage = "P0", mode = "B" })
+      local pan = "4000123412341234"
+      local blocks = { [0] = hsm.pin.encrypt(tpk, F(0), "4321", pan), [1] = hsm.pin.encrypt(tpk, F(1), "4321"),
+        [2] = hsm.pin.encrypt(tpk, F(2), "4321"), [3] = hsm.pin.encrypt(tpk, F(3), "4321", pan),
+        [4] = hsm.pin.encrypt(zpk, F(4), "4321", pan) }
+      local allowed = { [0] = { 0, 3, 4 }, [1] = { 0, 1, 2, 3, 4 }, [2] = { 2 }, [3] = { 0, 3, 4 }, [4] = { 0, 3, 4 } }
+      for from = 0, 4 do
+        local ok_to = {}
+        for _, t in ipairs(allowed[from]) do ok_to[t] = true end
+        for to = 0, 4 do
+          local kin, kout = from == 4 and zpk or tpk, to == 4 and zpk or tpk
+          local out, msg, code = hsm.pin.translate(kin, F(from), blocks[from], kout, F(to), pan)
+          if ok_to[to] then
+            assert.is_string(out, ("%d -> %d: %s"):format(from, to, tostring(msg)))
+            assert.equal("4321", hsm.pin.decrypt(kout, F(to), out, pan))
+          else
+            assert.is_nil(out, ("%d -> %d"):format(from, to))
+            assert.equal("PIN_TRANSLATION", code)
+            assert.matches("ISO format " .. from .. " cannot be translated to ISO format " .. to, msg)
+          end
+        end
+      end
+    end)
+
     it("checks both keys and the incoming block", function()
       local tpk = hsm.key.import("TDES_2KEY", T2, { usage = "P0", mode = "D" })
       local zpk = hsm.key.import("AES_128", K4, { usage = "P0", mode = "E" })

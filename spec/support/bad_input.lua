@@ -118,6 +118,8 @@ M.rows = {
   { "pin", "wrong key usage (data key D0)", [[hsm.pin.encrypt(k.tdes_d0, "ISO_FORMAT_0", "1234", PAN)]], "KEY_USAGE" },
   { "pin", "translate: wrong PAN", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.pek_aes, "ISO_FORMAT_4", "4000001234567899")]], "PIN_FORMAT" },
   { "pin", "translate: output key with the wrong usage", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.aes_d0, "ISO_FORMAT_4", PAN)]], "KEY_USAGE" },
+  { "pin", "translate: format 0 to format 1 (unbinds the PAN)", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.pek_tdes, "ISO_FORMAT_1", PAN)]], "PIN_TRANSLATION" },
+  { "pin", "translate: format 0 to format 2", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.pek_tdes, "ISO_FORMAT_2", PAN)]], "PIN_TRANSLATION" },
 
   -- ---- emv --------------------------------------------------------------------------
   { "emv", "PAN sequence number not 2 digits", [[hsm.emv.derive_icc_master_key(k.imk, PAN, "1")]], "EMV_PSN" },
