@@ -68,6 +68,14 @@ describe("util", function()
     assert.is_false(util.basic_auth_ok("Basic " .. util.b64encode("Nobody:open sesame"), users))
   end)
 
+  it("turns hex into bytes, either case, and raises on what is not hex", function()
+    assert.equal("Jo\0\255", util.hex_to_bin("4A6f00Ff"))
+    assert.equal("", util.hex_to_bin(""))
+    for _, bad in ipairs { "4A6", "4G", "4A 6F", 42 } do
+      assert.has_error(function() util.hex_to_bin(bad) end)
+    end
+  end)
+
   it("reads query strings and passes argument tables through", function()
     assert.same({ merchantId = "123", note = "a b&c" }, util.query_table("merchantId=123&note=a+b%26c"))
     assert.same({ a = "1", flag = "" }, util.query_table("a=1&a=2&flag"))

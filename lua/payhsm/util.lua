@@ -21,23 +21,36 @@ for i = 1, 64 do
 end
 
 -- Plain arithmetic on the 24-bit groups (no bitwise operators: this file runs on Lua
--- 5.1, 5.2 and LuaJIT too): a, b, c are the three bytes of a group.
+-- 5.1, 5.2 and LuaJIT too), with every quotient and remainder of a byte or sextet looked
+-- up in a table made once, so the loops make no function call per character. A group of
+-- bytes a, b, c is the sextets a//4, (a%4)*16 + b//16, (b%16)*4 + c//64, c%64.
 local floor = math.floor
+local A_HI, A_LO, B_HI, B_LO, C_HI, C_LO = {}, {}, {}, {}, {}, {}
+for x = 0, 255 do
+  A_HI[x], A_LO[x] = floor(x / 4), x % 4 * 16
+  B_HI[x], B_LO[x] = floor(x / 16), x % 16 * 4
+  C_HI[x], C_LO[x] = floor(x / 64), x % 64
+end
+-- and back: sextets v1..v4 give the bytes v1*4 + v2//16, (v2%16)*16 + v3//4, (v3%4)*64 + v4
+local V2_HI, V2_LO, V3_HI, V3_LO = {}, {}, {}, {}
+for v = 0, 63 do
+  V2_HI[v], V2_LO[v] = floor(v / 16), v % 16 * 16
+  V3_HI[v], V3_LO[v] = floor(v / 4), v % 4 * 64
+end
 
 local function encode(s, enc, pad)
   local out, n = {}, #s
   for i = 1, n - 2, 3 do
     local a, b, c = s:byte(i, i + 2)
-    out[#out + 1] = enc[floor(a / 4)] .. enc[a % 4 * 16 + floor(b / 16)] .. enc[b % 16 * 4 + floor(c / 64)]
-      .. enc[c % 64]
+    out[#out + 1] = enc[A_HI[a]] .. enc[A_LO[a] + B_HI[b]] .. enc[B_LO[b] + C_HI[c]] .. enc[C_LO[c]]
   end
   local rest = n % 3
   if rest == 1 then
     local a = s:byte(n)
-    out[#out + 1] = enc[floor(a / 4)] .. enc[a % 4 * 16] .. (pad and "==" or "")
+    out[#out + 1] = enc[A_HI[a]] .. enc[A_LO[a]] .. (pad and "==" or "")
   elseif rest == 2 then
     local a, b = s:byte(n - 1, n)
-    out[#out + 1] = enc[floor(a / 4)] .. enc[a % 4 * 16 + floor(b / 16)] .. enc[b % 16 * 4] .. (pad and "=" or "")
+    out[#out + 1] = enc[A_HI[a]] .. enc[A_LO[a] + B_HI[b]] .. enc[B_LO[b]] .. (pad and "=" or "")
   end
   return table.concat(out)
 end
@@ -52,23 +65,46 @@ function M.b64url(s) return encode(s, ENC_URL, false) end
 function M.b64decode(s)
   if type(s) ~= "string" then return nil end
   s = s:gsub("=+$", "", 1)
-  if #s % 4 == 1 or s:find("=", 1, true) then return nil end
-  -- acc holds the `bits` (< 8) not yet emitted low bits, so it stays below 2^14
-  local out, acc, bits = {}, 0, 0
-  for i = 1, #s do
-    local v = DEC[s:byte(i)]
-    if not v then return nil end
-    acc = acc * 64 + v
-    bits = bits + 6
-    if bits >= 8 then
-      bits = bits - 8
-      local low = 2 ^ bits
-      out[#out + 1] = string.char(floor(acc / low))
-      acc = acc % low
+  local n = #s
+  if n % 4 == 1 or s:find("=", 1, true) then return nil end
+  local out, char = {}, string.char
+  local full = n - n % 4
+  for i = 1, full, 4 do
+    local c1, c2, c3, c4 = s:byte(i, i + 3)
+    local v1, v2, v3, v4 = DEC[c1], DEC[c2], DEC[c3], DEC[c4]
+    if not (v1 and v2 and v3 and v4) then return nil end
+    out[#out + 1] = char(v1 * 4 + V2_HI[v2], V2_LO[v2] + V3_HI[v3], V3_LO[v3] + v4)
+  end
+  local rest = n - full
+  if rest >= 2 then
+    local v1, v2 = DEC[s:byte(full + 1)], DEC[s:byte(full + 2)]
+    if not (v1 and v2) then return nil end
+    if rest == 2 then
+      if V2_LO[v2] ~= 0 then return nil end -- non-zero trailing bits
+      out[#out + 1] = char(v1 * 4 + V2_HI[v2])
+    else
+      local v3 = DEC[s:byte(full + 3)]
+      if not v3 or V3_LO[v3] ~= 0 then return nil end
+      out[#out + 1] = char(v1 * 4 + V2_HI[v2], V2_LO[v2] + V3_HI[v3])
     end
   end
-  if acc ~= 0 then return nil end
   return table.concat(out)
+end
+
+-- "4A6f" -> "Jo": every hex pair, in either case, looked up in one table.
+local FROM_HEX = {}
+for b = 0, 255 do
+  local hi, lo = ("%02X"):format(b):byte(1, 2)
+  for _, h in ipairs { string.char(hi), string.char(hi):lower() } do
+    for _, l in ipairs { string.char(lo), string.char(lo):lower() } do FROM_HEX[h .. l] = string.char(b) end
+  end
+end
+
+--- Bytes of a hex string (raises on anything that is not an even number of hex digits:
+-- callers hand it hex that payhsm.core made).
+function M.hex_to_bin(h)
+  assert(type(h) == "string" and #h % 2 == 0 and not h:find("[^%x]"), "util.hex_to_bin: not hex")
+  return (h:gsub("..", FROM_HEX))
 end
 
 --- A request's query as a table {name = value}: payhsm.http hands handlers a table of
@@ -78,8 +114,8 @@ function M.query_table(q)
   if type(q) == "table" then return q end
   local t = {}
   if type(q) ~= "string" then return t end
-  local function dec(s)
-    return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  local function dec(x)
+    return (x:gsub("+", " "):gsub("%%(%x%x)", function(hx) return string.char(tonumber(hx, 16)) end))
   end
   for pair in q:gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=?(.*)$")
@@ -87,8 +123,6 @@ function M.query_table(q)
   end
   return t
 end
-
-function M.hex_to_bin(h) return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end)) end
 
 --- A random (version 4) UUID, lower case.
 function M.uuid()
@@ -175,7 +209,21 @@ local OBJ, ARR = {}, {}
 function M.object(kv) return setmetatable({ kv = kv }, OBJ) end
 function M.array(t) return setmetatable({ items = t }, ARR) end
 
+-- Field names, encoded once ("name":): they are the seed's names, written in the code.
+local NAMES, n_names = {}, 0
+
 local function enc(v, out)
+  local t = type(v)
+  if t == "string" then
+    -- plain text as is; anything cjson would escape (control characters, quote,
+    -- backslash, slash) or leave to UTF-8 goes through cjson, so the bytes are cjson's
+    if v:find('[^ !#-.0-%[%]-~]') then out[#out + 1] = cjson.encode(v)
+    else out[#out + 1] = '"' .. v .. '"' end
+    return
+  elseif t ~= "table" then
+    out[#out + 1] = cjson.encode(v)
+    return
+  end
   local mt = getmetatable(v)
   if mt == OBJ then
     out[#out + 1] = "{"
@@ -184,7 +232,13 @@ local function enc(v, out)
       if kv[i + 1] ~= nil then
         if not first then out[#out + 1] = "," end
         first = false
-        out[#out + 1] = cjson.encode(kv[i]) .. ":"
+        local name = kv[i]
+        local q = NAMES[name]
+        if not q then
+          q = cjson.encode(name) .. ":"
+          if n_names < 4096 then NAMES[name], n_names = q, n_names + 1 end
+        end
+        out[#out + 1] = q
         enc(kv[i + 1], out)
       end
     end
