@@ -24,6 +24,9 @@
 -- opts.pump (optional) is called whenever the socket would block: a listener served
 -- from the same Lua thread (payhsm.http's run_once) gets its turn, so a scenario can
 -- host the merchant's webhook endpoint in the same process as the service.
+-- opts.resolve (optional) = {[host] = "IPv4 address"}: connect there instead of asking the
+-- resolver (as curl's --resolve); the Host header, SNI and the certificate check still use
+-- the URL's host.
 local socket = require "socket"
 
 local M = {}
@@ -215,7 +218,7 @@ function M.post(url, body, headers, opts)
   local pump = opts.pump
   local sock = socket.tcp()
   sock:settimeout(pump and 0 or timeout)
-  local ok, err = sock:connect(host, port)
+  local ok, err = sock:connect(opts.resolve and opts.resolve[host] or host, port)
   if not ok and err ~= "timeout" and err ~= "Operation already in progress" then
     sock:close()
     return nil, "connect: " .. tostring(err), "not_sent"
