@@ -50,6 +50,12 @@ describe("rockspec", function()
     local out = p:read("*a")
     p:close()
     assert.equal("08D7B4 " .. tree .. "/lib/lua/5.4/payhsm/core.so", out)
-    assert.is_true(io.open(tree .. "/bin/payhsm") ~= nil)
+    -- the installed command line, from another directory, on the tree's paths only
+    p = io.popen(("cd /tmp && printf '0123456789ABCDEFFEDCBA9876543210\\n' | env -u LD_PRELOAD "
+      .. "LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;;' LUA_CPATH='%s/lib/lua/5.4/?.so;;' "
+      .. "%s/bin/payhsm kcv --key-identifier - --key-algorithm TDES_2KEY 2>&1"):format(tree, tree, tree, tree))
+    out = p:read("*a")
+    p:close()
+    assert.equal('{"KeyCheckValue":"08D7B4","KeyCheckValueAlgorithm":"ANSI_X9_24"}\n', out)
   end)
 end)
