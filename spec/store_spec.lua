@@ -174,6 +174,32 @@ describe("store", function()
         assert.is_true(store:ttl("t") > 90)
       end)
 
+      it("update with opts.ttl writes the value and its expiry in one write", function()
+        store:update("new", function(old) assert.is_nil(old) return "v" end, { ttl = 30 })
+        assert.equal("v", store:get("new"))
+        local t = store:ttl("new")
+        assert.is_true(t ~= nil and t > 25 and t <= 30, tostring(t))
+        store:put("old", "w")                            -- no expiry ...
+        store:update("old", function(old) return old .. "x" end, { ttl = 40 })
+        assert.equal("wx", store:get("old"))
+        t = store:ttl("old")                             -- ... until the update gives it one
+        assert.is_true(t ~= nil and t > 35 and t <= 40, tostring(t))
+        store:update("old", function(old) return old .. "y" end)
+        t = store:ttl("old")                             -- a later plain update keeps it
+        assert.is_true(t ~= nil and t > 35 and t <= 40, tostring(t))
+        store:update("gone", function() return nil end, { ttl = 10 })
+        assert.is_nil(store:get("gone"))
+        assert.has_error(function() store:update("k", function() return "v" end, { ttl = 0 }) end)
+        assert.has_error(function() store:update("k", function() return "v" end, { ttl = -1 }) end)
+        if b.fake_clock then
+          now = now + 30
+          assert.is_nil(store:get("new"))
+          assert.equal("wx" .. "y", store:get("old"))
+          now = now + 10
+          assert.is_nil(store:get("old"))
+        end
+      end)
+
       it("update where fn raises leaves the old value and re-raises", function()
         store:put("k", "old")
         assert.has_error(function()

@@ -485,15 +485,14 @@ function Server:_authenticate(req)
   local t = P.parse_iso8601(ts)
   if not t or math.abs(t - now) > P.CLOCK_SKEW then refusal("REPLAY", "X-Timestamp is outside the accepted window") end
   local nk = "pos:nonce:" .. device_id .. ":" .. nonce:upper()
+  -- The nonce is remembered until its X-Timestamp leaves the window: t + CLOCK_SKEW is
+  -- the last second the timestamp is accepted, so the entry lives one second past it
+  -- (at most 2 * CLOCK_SKEW + 1 seconds). The TTL is set in the same atomic write.
   local fresh = self.store:update(nk, function(old)
     if old then return old, false end
     return "1", true
-  end)
+  end, { ttl = P.nonce_ttl(t, now) })
   if not fresh then refusal("REPLAY", "X-Nonce has been used") end
-  -- The nonce is remembered until its X-Timestamp leaves the window: t + CLOCK_SKEW is
-  -- the last second the timestamp is accepted, so the entry lives one second past it
-  -- (at most 2 * CLOCK_SKEW + 1 seconds).
-  self.store:put(nk, "1", P.nonce_ttl(t, now))
   return ks, device_id, nonce
 end
 
@@ -731,12 +730,13 @@ local function check_request_id(doc)
   end
 end
 
--- Claims the id with rec (its JSON text): returns true, or nil and the record that holds it.
+-- Claims the id with rec (its JSON text) for request_id_ttl seconds, the TTL set in the
+-- same atomic write: returns true, or nil and the record that holds it.
 function Server:_claim(device_id, request_id, text)
   local held = self.store:update(request_key(device_id, request_id), function(old)
     if old then return old, old end
     return text, nil
-  end)
+  end, { ttl = self.request_id_ttl })
   if held then return nil, cjson.decode(held) or {} end
   return true
 end
@@ -749,20 +749,14 @@ function Server:_release(device_id, request_id, text)
   end)
 end
 
--- Keeps a claim (the request was answered) for request_id_ttl seconds. The claim is
--- ours, so no other process writes this key.
-function Server:_keep(device_id, request_id, text)
-  self.store:put(request_key(device_id, request_id), text, self.request_id_ttl)
-end
-
--- Runs fn under a claim: a refusal or failure inside releases it, success keeps it.
+-- Runs fn under a claim: a refusal or failure inside releases it, success keeps it (it
+-- expires request_id_ttl seconds after it was made).
 function Server:_claimed(device_id, request_id, text, fn)
   local ok, a, b = pcall(fn)
   if not ok then
     pcall(self._release, self, device_id, request_id, text)
     error(a, 0)
   end
-  self:_keep(device_id, request_id, text)
   return a, b
 end
 

@@ -5,10 +5,12 @@
 --   store:put(key, value [, ttl_seconds])         overwrites; a TTL makes the key expire
 --   store:delete(key)
 --   store:ttl(key) -> seconds left | nil          nil: no such key or no expiry
---   store:update(key, fn) -> ...                  atomic read-modify-write: fn(old_value)
---        returns new_value (nil deletes), then any extra results, which update returns.
---        fn may raise; nothing is written then. Backends shared between processes
---        (redis) retry fn until the write is not interleaved with another one.
+--   store:update(key, fn [, {ttl = seconds}]) -> ...   atomic read-modify-write:
+--        fn(old_value) returns new_value (nil deletes), then any extra results, which
+--        update returns. A live key keeps its expiry, unless opts.ttl gives the written
+--        value a new one (in the same atomic write: no moment without it). fn may raise;
+--        nothing is written then. Backends shared between processes (redis) retry fn
+--        until the write is not interleaved with another one.
 --   store:keys(prefix) -> array of keys starting with prefix (sorted)
 --   store:close()
 -- Time comes from opts.clock (seconds, default os.time) so scenarios can advance it.
@@ -45,14 +47,25 @@ function Store:_sweep()
   end
 end
 
-function Store:put(key, value, ttl)
-  assert(type(key) == "string" and type(value) == "string", "store: key and value must be strings")
-  self.data[key] = value
+-- Sets key's expiry ttl seconds from now (nil: none); counts writes with a TTL for _sweep.
+function Store:_expire_in(key, ttl)
   self.expires[key] = ttl and (self.clock() + ttl) or nil
   if ttl then
     self.ttl_writes = (self.ttl_writes or 0) + 1
     if self.ttl_writes % 4096 == 0 then self:_sweep() end
   end
+end
+
+local function check_ttl(ttl)
+  assert(ttl == nil or (type(ttl) == "number" and ttl > 0 and ttl < math.huge),
+    "store: ttl must be a positive number of seconds")
+end
+
+function Store:put(key, value, ttl)
+  assert(type(key) == "string" and type(value) == "string", "store: key and value must be strings")
+  check_ttl(ttl)
+  self.data[key] = value
+  self:_expire_in(key, ttl)
 end
 
 function Store:delete(key)
@@ -64,13 +77,16 @@ function Store:ttl(key)
   return self.expires[key] - self.clock()
 end
 
-function Store:update(key, fn)
+function Store:update(key, fn, opts)
+  local ttl = opts and opts.ttl
+  check_ttl(ttl)
   local results = compat.pack(fn(self:_live(key)))
   local new = results[1]
   if new == nil then self:delete(key)
   else
     assert(type(new) == "string", "store: update must return a string or nil")
     self.data[key] = new
+    if ttl then self:_expire_in(key, ttl) end
   end
   return compat.unpack(results, 2, results.n)
 end

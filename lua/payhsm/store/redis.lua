@@ -96,9 +96,11 @@ function Store:ttl(key)
   return t
 end
 
---- update(key, fn) -> fn's extra results (see the top for the retry loop).
-function Store:update(key, fn)
+--- update(key, fn [, {ttl =}]) -> fn's extra results (see the top for the retry loop). A
+-- live key keeps its TTL (KEEPTTL) unless opts.ttl sets a new one (EX, in the same SET).
+function Store:update(key, fn, opts)
   check_key(key)
+  local ex = opts and opts.ttl and seconds(opts.ttl)
   local k = self.prefix .. key
   while true do
     self:_cmd("WATCH", k)
@@ -114,6 +116,8 @@ function Store:update(key, fn)
     self:_cmd("MULTI")
     if r[1] == nil then
       self:_cmd("DEL", k)
+    elseif ex then
+      self:_cmd("SET", k, r[1], "EX", ex)
     else
       self:_cmd("SET", k, r[1], "KEEPTTL")
     end

@@ -173,17 +173,22 @@ function Store:ttl(key)
   return expires - self.clock()
 end
 
---- update(key, fn) -> fn's extra results. Inside BEGIN IMMEDIATE ... COMMIT: no other
--- connection can write between the read and the write. A live key keeps its expiry;
--- fn raising (or returning something that is not a string or nil) rolls back and re-raises.
-function Store:update(key, fn)
+--- update(key, fn [, {ttl =}]) -> fn's extra results. Inside BEGIN IMMEDIATE ... COMMIT: no
+-- other connection can write between the read and the write. A live key keeps its expiry
+-- unless opts.ttl sets a new one; fn raising (or returning something that is not a
+-- string or nil) rolls back and re-raises.
+function Store:update(key, fn, opts)
   check_key(key)
+  local ttl = opts and opts.ttl
+  assert(ttl == nil or (type(ttl) == "number" and ttl > 0 and ttl < math.huge),
+    "store: ttl must be a positive number of seconds")
   self.cache[key] = nil
   self:_exec("BEGIN IMMEDIATE")
   local new, expires
   local ok, results = pcall(function()
     local old
     old, expires = self:_live(key)
+    if ttl then expires = self.clock() + ttl end
     local r = compat.pack(fn(old))
     new = r[1]
     if new == nil then
