@@ -23,19 +23,7 @@ function M.tointeger(x)
   return nil
 end
 
---- The largest integer every version counts exactly (math.maxinteger on 5.3+, 2^53 on
--- the double-only versions).
-M.maxinteger = math.maxinteger or 2 ^ 53
-
 --- load(text, chunkname): compiles a string on every version (5.1's load takes a function).
 M.load = loadstring or load
-
---- os.execute(cmd) as a boolean: true when the command exited with status 0 (5.1 and
--- LuaJIT return the raw status number, 5.2+ true/nil).
-function M.execute(cmd)
-  local r = os.execute(cmd)
-  if type(r) == "number" then return r == 0 end
-  return r == true
-end
 
 return M
