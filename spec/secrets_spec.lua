@@ -13,6 +13,16 @@ local hsm = require "payhsm"
 local marked = require "spec.support.marked"
 local serve = require "spec.support.serve"
 
+-- The integrator's client for a served gateway whose two zone master keys are pan_hex and pin_hex.
+local function gateway_client(port, pan_hex, pin_hex)
+  return require("payhsm.gateway.client").new {
+    http = { host = "127.0.0.1", port = port, timeout = 5 },
+    user = "integrator", password = "pa55word",
+    zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = hsm.key.import("AES_256", pan_hex) },
+             PIN = { label = "ZMK_PIN_XXX_YYY", key = hsm.key.import("AES_256", pin_hex) } },
+  }
+end
+
 local ENV = "env -u LD_PRELOAD LUA_PATH='./?.lua;./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./build/?.so;;' "
 
 local function read(path)
@@ -162,12 +172,7 @@ describe("secrets", function()
         store:close()
       end
 
-      local c = require("payhsm.gateway.client").new {
-        http = { host = "127.0.0.1", port = srv.port, timeout = 5 },
-        user = "integrator", password = "pa55word",
-        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = hsm.key.import("AES_256", ZMK_PAN) },
-                 PIN = { label = "ZMK_PIN_XXX_YYY", key = hsm.key.import("AES_256", ZMK_PIN) } },
-      }
+      local c = gateway_client(srv.port, ZMK_PAN, ZMK_PIN)
       local last
       for n = 1, 4 do
         last = assert(c:rotate("PAN", "DEK_SECRETS"))
@@ -604,12 +609,7 @@ describe("secrets", function()
         { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", algorithm = "AES_256", hex = GW_PAN },
         { label = "ZMK_PIN_XXX_YYY", key_type = "PIN", algorithm = "AES_256", hex = GW_PIN },
       }
-      local c = require("payhsm.gateway.client").new {
-        http = { host = "127.0.0.1", port = gw.port, timeout = 5 },
-        user = "integrator", password = "pa55word",
-        zmks = { PAN = { label = "ZMK_PAN_XXX_YYY", key = hsm.key.import("AES_256", GW_PAN) },
-                 PIN = { label = "ZMK_PIN_XXX_YYY", key = hsm.key.import("AES_256", GW_PIN) } },
-      }
+      local c = gateway_client(gw.port, GW_PAN, GW_PIN)
       local last
       for n = 1, 3 do
         last = assert(c:rotate("PAN", "DEK_REDIS"))

@@ -767,6 +767,18 @@ end
 local REPLAYED = { ["Idempotent-Replayed"] = "true" }
 local IN_FLIGHT = "the first request with this request_id has not been answered yet"
 
+-- A request whose request_id is already claimed (held: the claim's record). The same
+-- request again (same kind and fingerprint) gets the charge its first sending produced,
+-- once answered(charge) says it has been; anything else is DUPLICATE_REQUEST.
+function Server:_replayed(device_id, held, rec, answered)
+  if held.kind ~= rec.kind or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
+    refusal("DUPLICATE_REQUEST")
+  end
+  local ch = self:charge_record(held.charge_id)
+  if not ch or ch.device_id ~= device_id or not answered(ch) then refusal("DUPLICATE_REQUEST", IN_FLIGHT) end
+  return ch
+end
+
 function Server:charge(ctx, req, ks, device_id, nonce)
   local doc, plain = open_request(ks, req.body)
   local dev = self:device(device_id)
@@ -784,11 +796,7 @@ function Server:charge(ctx, req, ks, device_id, nonce)
   local text = cjson.encode(rec)
   local claimed, held = self:_claim(device_id, doc.request_id, text)
   if not claimed then
-    if held.kind ~= "charge" or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
-      refusal("DUPLICATE_REQUEST")
-    end
-    local ch = self:charge_record(held.charge_id)
-    if not ch or ch.device_id ~= device_id then refusal("DUPLICATE_REQUEST", IN_FLIGHT) end
+    local ch = self:_replayed(device_id, held, rec, function() return true end)
     return sealed(ctx, ks, nonce, charge_object(ch), nil, REPLAYED)
   end
   local ch = self:_claimed(device_id, doc.request_id, text, function()
@@ -832,13 +840,7 @@ function Server:refund(ctx, req, ks, device_id, nonce, id)
   local text = cjson.encode(rec)
   local claimed, held = self:_claim(device_id, doc.request_id, text)
   if not claimed then
-    if held.kind ~= "refund" or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
-      refusal("DUPLICATE_REQUEST")
-    end
-    local ch = self:charge_record(held.charge_id)
-    if not ch or ch.device_id ~= device_id or ch.refund_id ~= held.refund_id then
-      refusal("DUPLICATE_REQUEST", IN_FLIGHT)
-    end
+    local ch = self:_replayed(device_id, held, rec, function(c) return c.refund_id == held.refund_id end)
     return sealed(ctx, ks, nonce, refund_object(ch), nil, REPLAYED)
   end
   local now = P.iso8601(self.clock())
