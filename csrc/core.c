@@ -201,6 +201,35 @@ int payhsm_checkname(lua_State *L, int idx, const char *what, const char *const 
   return luaL_argerror(L, idx, lua_pushfstring(L, "unknown %s '%s'", what, s));
 }
 
+int payhsm_checkfields(lua_State *L, int idx, const char *fn, const char *const allowed[]) {
+  if (lua_type(L, idx) != LUA_TTABLE) return 0;
+  if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int i, known = 0;
+    lua_pop(L, 1); /* the value; the key stays for lua_next */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *name = lua_tostring(L, -1);
+      for (i = 0; allowed[i]; i++)
+        if (strcmp(allowed[i], name) == 0) { known = 1; break; }
+    }
+    if (!known) {
+      luaL_Buffer b;
+      const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                        : luaL_typename(L, -1);
+      luaL_buffinit(L, &b);
+      for (i = 0; allowed[i]; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, allowed[i]);
+      }
+      luaL_pushresult(&b);
+      return luaL_error(L, "%s: unknown option '%s' (expected one of: %s)", fn, name,
+                        lua_tostring(L, -1));
+    }
+  }
+  return 0;
+}
+
 lua_Integer payhsm_optfield_int(lua_State *L, int idx, const char *field, lua_Integer def) {
   lua_Integer v = def;
   if (lua_type(L, idx) != LUA_TTABLE) return def;

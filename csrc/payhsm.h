@@ -158,6 +158,11 @@ int payhsm_false(lua_State *L, const char *fn, const char *code, const char *fmt
 int payhsm_raise_ossl(lua_State *L, const char *fn);
 /* Looks up a string option s in names[], raising a clear error when it is unknown. */
 int payhsm_checkname(lua_State *L, int idx, const char *what, const char *const names[]);
+/* Raises "<fn>: unknown option 'x' (expected one of: a, b)" when the table at idx
+ * has a key not in allowed[] (NULL-terminated). Does nothing when idx is not a table.
+ * Every function that takes an options table calls it first: a misspelt option must
+ * never silently change a result. */
+int payhsm_checkfields(lua_State *L, int idx, const char *fn, const char *const allowed[]);
 /* Reads an optional integer field of the table at idx (def when absent). */
 lua_Integer payhsm_optfield_int(lua_State *L, int idx, const char *field, lua_Integer def);
 /* Reads an optional string field of the table at idx (NULL when absent). */
