@@ -334,6 +334,7 @@ int luaopen_payhsm_core(lua_State *L) {
   lua_newtable(L);
   payhsm_kcv_open(L);
   payhsm_key_open(L);
+  payhsm_components_open(L);
   payhsm_cipher_open(L);
   payhsm_mac_open(L);
   payhsm_tr31_open(L);

@@ -21,6 +21,9 @@ M.rows = {
   { "key", "wrong key length (16 bytes for AES_256)", [[hsm.key.import("AES_256", AES128)]], "KEY_LENGTH" },
   { "key", "wrong key length (24 bytes for AES_128)", [[hsm.key.import("AES_128", TDES3)]], "KEY_LENGTH" },
   { "key", "HMAC key longer than 256 bytes", [[hsm.key.import("HMAC_SHA256", HMAC .. ("00"):rep(257))]], "BAD_LENGTH" },
+  { "key", "components: only one", [[hsm.key.from_components("TDES_2KEY", { TDES })]], "KEY_COMPONENTS" },
+  { "key", "components: one of the wrong length", [[hsm.key.from_components("TDES_2KEY", { TDES, AES128:sub(1, 16) })]], "KEY_LENGTH" },
+  { "key", "components: bad hex", [[hsm.key.from_components("TDES_2KEY", { TDES, "ZZ" .. TDES:sub(3) })]], "BAD_HEX" },
   { "key", "derive from a KDK with the wrong usage", [[hsm.key.derive(k.aes_d0, "AES_256", "label", "ctx")]], "KEY_USAGE" },
 
   -- ---- kcv --------------------------------------------------------------------------
