@@ -22,7 +22,7 @@ CORE     := $(B)/payhsm/core.so
 MODULES  := $(if $(wildcard csrc/http.c),$(B)/payhsm/http.so) $(if $(wildcard csrc/redis.c),$(B)/payhsm/redis.so)
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps core test demo bench bench-http load docs clean fuzz test-asan test-valgrind test-compat
+.PHONY: all deps core test demo bench bench-http load docs clean fuzz fuzz-long test-asan test-valgrind test-compat
 all: deps
 	@$(MAKE) --no-print-directory core
 
@@ -132,7 +132,8 @@ test-valgrind: all
 	@$(VALGRIND) $(BUSTED) -o tools/summary.lua $(VALGRIND_SPECS)
 
 # ---- fuzzing (libFuzzer + AddressSanitizer + UBSan, clang from Debian) -------------
-FUZZ_TARGETS := tr31_parse tr31_unwrap pin_parse envelope_open rotation_restore hex rsa_public rsa_open
+FUZZ_TARGETS := tr31_parse tr31_unwrap tr31_unwrap_valid pin_parse pin_block_valid envelope_open envelope_open_valid \
+                rotation_restore hex rsa_public rsa_open
 FUZZ_TIME    ?= 60
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -I/usr/include/lua5.4 -Icsrc
@@ -153,6 +154,22 @@ fuzz: all
 	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$t fuzz/corpus/$$t 2>build/fuzz/$$t.log \
 	    || { tail -40 build/fuzz/$$t.log; echo "fuzz: finding in $$t"; exit 1; }; \
 	  grep -E "stat::number_of_executed_units" build/fuzz/$$t.log; \
+	done
+
+# Long runs: FUZZ_TIME seconds per target (default 600), then the inputs that add
+# coverage are merged back into the committed corpus (fuzz/corpus/<target>, minimised by
+# libFuzzer's -merge=1). Record each run in fuzz/RESULTS.md.
+fuzz-long: all
+	@sh tools/deps.sh clang
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=build/fuzz/%)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  echo "fuzz $$t for $(or $(FUZZ_LONG_TIME),600)s"; \
+	  build/fuzz/$$t -max_total_time=$(or $(FUZZ_LONG_TIME),600) -max_len=4096 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/$$t- build/fuzz/corpus-$$t fuzz/corpus/$$t 2>build/fuzz/$$t.log \
+	    || { tail -40 build/fuzz/$$t.log; echo "fuzz: finding in $$t"; exit 1; }; \
+	  grep -E "DONE" build/fuzz/$$t.log | tail -1; \
+	  build/fuzz/$$t -merge=1 fuzz/corpus/$$t build/fuzz/corpus-$$t 2>&1 | grep -E "MERGE-OUTER: [0-9]+ new files" || true; \
 	done
 
 clean:

@@ -31,6 +31,71 @@ static const struct { const char *name, *code; } targets[] = {
    "local a = core.key.import('AES_256', ('88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6'))\n"
    "local t = core.key.import('TDES_2KEY', 'DD7515F2BFC17F85CE48F3CA25CB21F6')\n"
    "return function(d) core.tr31.unwrap(#d % 2 == 0 and a or t, d) end"},
+  /* Blocks whose MAC is valid under a fixed KBPK, built from the input (ANSI X9.143
+   * key derivation binding: KBEK/KBMK by CMAC over counter || usage || 00 || algorithm
+   * || length; MAC = CMAC(KBMK, header || clear payload), the payload enciphered in CBC
+   * with the MAC as IV), so the header, length and padding checks behind the MAC run. */
+  {"tr31_unwrap_valid",
+   "local kd = core.key.import('AES_256', '88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6')\n"
+   "local kb = core.key.import('TDES_2KEY', 'DD7515F2BFC17F85CE48F3CA25CB21F6')\n"
+   "local function hex(s) return (s:gsub('.', function(c) return ('%02X'):format(c:byte()) end)) end\n"
+   "local function derive(k, alg, usage)\n"
+   "  return core.mac.generate(k, 'CMAC', '01' .. usage .. '00' .. alg) .. core.mac.generate(k, 'CMAC', '02' .. usage .. '00' .. alg)\n"
+   "end\n"
+   "local keys = {\n"
+   "  B = {core.key.import('TDES_2KEY', derive(kb, '00000080', '0000')), core.key.import('TDES_2KEY', derive(kb, '00000080', '0001')), 8, kb},\n"
+   "  D = {core.key.import('AES_256', derive(kd, '00040100', '0000')), core.key.import('AES_256', derive(kd, '00040100', '0001')), 16, kd}}\n"
+   "return function(d) if #d < 2 then return end\n"
+   "  local v = d:byte(1) % 2 == 0 and 'B' or 'D'\n"
+   "  local kbek, kbmk, bs, kbpk = keys[v][1], keys[v][2], keys[v][3], keys[v][4]\n"
+   "  local hlen = 16 + d:byte(2) % 96\n"
+   "  local header = d:sub(3, 2 + hlen)\n"
+   "  header = header .. ('0'):rep(hlen - #header)\n"
+   "  local payload = d:sub(3 + hlen)\n"
+   "  payload = payload .. ('\\0'):rep((bs - #payload % bs) % bs)\n"
+   "  if #payload == 0 then payload = ('\\0'):rep(bs) end\n"
+   "  local total = hlen + 2 * #payload + 2 * bs\n"
+   "  if total > 9999 then return end\n"
+   "  header = v .. ('%04d'):format(total) .. header:sub(6)\n"
+   "  local mac = core.mac.generate(kbmk, 'CMAC', hex(header) .. hex(payload))\n"
+   "  local k = core.tr31.unwrap(kbpk, header .. core.cipher.encrypt(kbek, 'CBC', hex(payload), mac) .. mac)\n"
+   "  if k then tostring(k) k:close() end\n"
+   "end"},
+  /* PIN blocks whose encryption is valid: the input is the clear block, so the
+   * format checks after decryption see chosen bytes, not random ones. */
+  {"pin_block_valid",
+   "local f = {'ISO_FORMAT_0', 'ISO_FORMAT_1', 'ISO_FORMAT_2', 'ISO_FORMAT_3', 'ISO_FORMAT_4'}\n"
+   "local t = core.key.import('TDES_2KEY', '0123456789ABCDEFFEDCBA9876543210')\n"
+   "local a = core.key.import('AES_128', '00112233445566778899AABBCCDDEEFF')\n"
+   "local function hex(s) return (s:gsub('.', function(c) return ('%02X'):format(c:byte()) end)) end\n"
+   "return function(d) if #d < 2 then return end\n"
+   "  local n = d:byte(1) % 5 + 1\n"
+   "  local bs = n == 5 and 16 or 8\n"
+   "  local plen = d:byte(2) % 24\n"
+   "  local pan = d:sub(3, 2 + plen)\n"
+   "  local clear = d:sub(3 + plen, 2 + plen + bs)\n"
+   "  clear = clear .. ('\\0'):rep(bs - #clear)\n"
+   "  local blk = core.cipher.encrypt(n == 5 and a or t, 'ECB', hex(clear))\n"
+   "  local pin = core.pin.decrypt(n == 5 and a or t, f[n], blk, pan)\n"
+   "  if pin then core.pin.translate(n == 5 and a or t, f[n], blk, t, 'ISO_FORMAT_0', pan) end\n"
+   "end"},
+  /* Envelopes whose HMAC is valid and whose ciphertext deciphers to chosen bytes, so
+   * the JSON, padding and chunk checks behind the HMAC run. */
+  {"envelope_open_valid",
+   "local k = core.key.import('AES_256', ('11'):rep(32))\n"
+   "local m = core.key.import('HMAC_SHA256', ('22'):rep(32))\n"
+   "local iv = ('00'):rep(16)\n"
+   "local function hex(s) return (s:gsub('.', function(c) return ('%02X'):format(c:byte()) end)) end\n"
+   "return function(d) if #d < 1 then return end\n"
+   "  local fmt = d:byte(1) % 2 == 0 and 'TR31-DATA' or 'TR31-DATA-CHUNKED'\n"
+   "  local clear = d:sub(2)\n"
+   "  clear = clear .. ('\\0'):rep((16 - #clear % 16) % 16)\n"
+   "  if #clear == 0 then clear = ('\\0'):rep(16) end\n"
+   "  local c = core.cipher.encrypt(k, 'CBC', hex(clear), iv)\n"
+   "  local json = '{\"format\":\"' .. fmt .. '\",\"mode\":\"CBC\",\"initialization_vector\":\"' .. iv .. '\",\"ciphertext\":\"' .. c .. '\"}'\n"
+   "  core.envelope.open(k, json, {mac_key = m, hmac = core.hmac(m, json)})\n"
+   "  core.envelope.open(k, d, {mac_key = m, hmac = core.hmac(m, d)})\n"
+   "end"},
   {"pin_parse",
    "local f = {'ISO_FORMAT_0', 'ISO_FORMAT_1', 'ISO_FORMAT_2', 'ISO_FORMAT_3', 'ISO_FORMAT_4'}\n"
    "local t = core.key.import('TDES_2KEY', '0123456789ABCDEFFEDCBA9876543210')\n"
