@@ -216,6 +216,7 @@ M.rows = {
   { "mupk HTTP", "transaction: key revoked (the expiry response)", [[mupk_pay{revoked = true}]], 422, "1020" },
   { "mupk HTTP", "revoke: keyId over 64 characters", [[mupk_request("POST", "/security/v1/keys/" .. ("k"):rep(65) .. "/revoke", json{merchantDetails = {merchantId = "M1"}})]], 400, "1013" },
   { "mupk HTTP", "unknown path", [[mupk_request("GET", "/security/v1/nothing")]], 404, "404" },
+  { "mupk HTTP", "generate: merchantDetails of the wrong JSON type (a string)", [[mupk_request("POST", "/security/v1/keys/generate", json{merchantDetails = "M1"})]], 400, "1001" },
 
   -- ---- pos HTTP (status, error.code) ---------------------------------------------------
   { "pos HTTP", "keys: no Authorization", [[pos_keys(nil)]], 401, "4001" },
@@ -232,6 +233,7 @@ M.rows = {
   { "pos HTTP", "charge: payload without request_id", [[pos_signed{no_request_id = true}]], 400, "4000" },
   { "pos HTTP", "refund of an unknown charge", [[pos_signed{path = "/pos/charge/ch_unknown/refund"}]], 404, "4041" },
   { "pos HTTP", "unknown path", [[pos_request("GET", "/pos/nothing")]], 404, "4040" },
+  { "pos HTTP", "attest: firmware_version of the wrong JSON type (an object)", [[pos_attest_wrong_type()]], 400, "4000" },
 
   -- ---- gateway HTTP (status, error.code) ---------------------------------------------
   { "gateway HTTP", "no Authorization header", [[request("GET", PATHS.keys .. "X", nil, false)]], 401, "401" },
@@ -474,6 +476,15 @@ function M.env()
   assert(pd:activate_all())
   function env.pos_request(method, path, headers, body)
     return psrv:handle { method = method, path = path, headers = headers or {}, body = body or "" }
+  end
+  --- pos_attest_wrong_type(): POST /pos/attest with a fresh challenge and an object
+  -- where the firmware version string goes.
+  function env.pos_attest_wrong_type()
+    local id = "POS-0BAD1A01"
+    local h = { [P.H.device] = id, ["content-type"] = "application/json" }
+    local ch = cjson.decode(env.pos_request("POST", P.PATHS.challenge, h, cjson.encode { device_id = id }).body).challenge
+    return env.pos_request("POST", P.PATHS.attest, h,
+      cjson.encode { device_id = id, challenge = ch, firmware_version = {}, proof = ("00"):rep(32) })
   end
   --- pos_keys(how): POST /pos/keys with a token spoiled as named.
   function env.pos_keys(how)

@@ -325,6 +325,9 @@ function Server:attest(ctx, req)
   for _, f in ipairs { "challenge", "proof" } do
     if type(doc[f]) ~= "string" then return error_response(ctx, "BAD_REQUEST", "missing field " .. f) end
   end
+  if doc.firmware_version ~= nil and type(doc.firmware_version) ~= "string" then
+    return error_response(ctx, "BAD_REQUEST", "firmware_version must be a string")
+  end
   local dev = self:device(device_id)
   if not dev then return error_response(ctx, "ATTESTATION_FAILED", "unknown device") end
   local now = self.clock()
