@@ -252,6 +252,42 @@ describe("store", function()
       rmdb(path)
     end)
 
+    it("sweeps expired rows off the disk within sweep_interval, not only at open", function()
+      local path = tmpdb()
+      local t = 1000
+      local s = require("payhsm.store.sqlite").new { path = path, clock = function() return t end, sweep_interval = 60 }
+      for i = 1, 50 do s:put("chal:" .. i, "x", 5) end
+      s:put("keep", "v")
+      local S = require("luasql.sqlite3")
+      local env = S.sqlite3()
+      local conn = env:connect(path)
+      local function count()
+        local cur = conn:execute("SELECT count(*) FROM kv")
+        local n = cur:fetch()
+        cur:close()
+        return tonumber(n)
+      end
+      assert.equal(51, count())
+      t = t + 30 -- expired, but the last sweep is only 30 s old
+      s:put("nonce", "y", 5)
+      assert.equal(52, count())
+      t = t + 31 -- 61 s since the sweep at open: the next TTL write sweeps
+      s:put("nonce2", "z", 5)
+      assert.equal(2, count()) -- "keep" and "nonce2"
+      s:sweep()
+      assert.equal(2, count())
+      conn:close() env:close()
+      s:close()
+      rmdb(path)
+    end)
+
+    it("refuses an unknown option", function()
+      local path = tmpdb()
+      assert.has_error(function() require("payhsm.store.sqlite").new { path = path, sweep_intervall = 5 } end,
+        "store.sqlite: unknown option 'sweep_intervall' (expected one of: busy_timeout_ms, clock, path, sweep_interval)")
+      rmdb(path)
+    end)
+
     it("a cached read sees what another connection committed since (PRAGMA data_version)", function()
       local path = tmpdb()
       local S = require("payhsm.store.sqlite")

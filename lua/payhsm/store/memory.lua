@@ -40,6 +40,10 @@ end
 
 -- Expired entries are dropped when read, and in a sweep every 4096 writes with a TTL, so
 -- a long-running process holding short-lived entries (tokens, nonces) does not grow.
+-- sweep() is public: every backend has it (sqlite deletes expired rows; redis expires
+-- keys itself).
+function Store:sweep() return self:_sweep() end
+
 function Store:_sweep()
   local now = self.clock()
   for k, e in pairs(self.expires) do

@@ -69,6 +69,9 @@ local function seconds(ttl)
   return compat.tointeger(math.ceil(ttl)) or error("store: ttl too large")
 end
 
+--- sweep(): nothing to do, Redis expires keys itself (the interface every backend has).
+function Store:sweep() end
+
 function Store:get(key)
   check_key(key)
   return self:_cmd("GET", self.prefix .. key)

@@ -10,8 +10,10 @@
 -- Keys are therefore stored as blobs (the TEXT affinity leaves blobs alone), which
 -- sort bytewise, as the memory store's table.sort does.
 -- expires is an absolute time from opts.clock; a row is live while clock() < expires,
--- checked at read time. Expired rows are removed when the store is opened and when
--- their key is written again.
+-- checked at read time. Expired rows are removed when the store is opened, when their
+-- key is written again, and by a sweep (one DELETE) at the first write with a TTL after
+-- each sweep_interval seconds (default 60, on opts.clock): a flood of short-lived
+-- entries (challenges, nonces) leaves no rows on disk beyond one interval.
 -- Durability: WAL journal with synchronous=FULL, so a put that has returned survives
 -- a kill -9 of the process (and a power loss, as far as the disk honours fsync).
 -- Sharing: busy_timeout lets a second process wait for the write lock; update() runs
@@ -78,9 +80,15 @@ function Store:_rows(sql)
   return rows
 end
 
---- new{path =, clock = os.time, busy_timeout_ms = 10000} -> store. Raises if the file cannot be opened.
+local OPTIONS = { path = true, clock = true, busy_timeout_ms = true, sweep_interval = true }
+
+--- new{path =, clock = os.time, busy_timeout_ms = 10000, sweep_interval = 60} -> store.
+-- Raises if the file cannot be opened, or on an unknown option.
 function M.new(opts)
   opts = opts or {}
+  for k in pairs(opts) do
+    if not OPTIONS[k] then error("store.sqlite: unknown option '" .. tostring(k) .. "' (expected one of: busy_timeout_ms, clock, path, sweep_interval)", 2) end
+  end
   assert(type(opts.path) == "string", "store.sqlite: opts.path is required")
   local env = assert(luasql.sqlite3())
   local conn, err = env:connect(opts.path)
@@ -88,8 +96,8 @@ function M.new(opts)
     env:close()
     error("store.sqlite: cannot open " .. opts.path .. ": " .. tostring(err), 2)
   end
-  local self = setmetatable({ env = env, conn = conn, clock = opts.clock or os.time, cache = {}, cached = 0 },
-    Store)
+  local self = setmetatable({ env = env, conn = conn, clock = opts.clock or os.time, cache = {}, cached = 0,
+    sweep_interval = opts.sweep_interval or 60 }, Store)
   self:_rows(("PRAGMA busy_timeout = %d"):format(opts.busy_timeout_ms or 10000))
   local mode = self:_rows("PRAGMA journal_mode = WAL")
   if not (mode[1] and tostring(mode[1][1]):lower() == "wal") then
@@ -99,8 +107,21 @@ function M.new(opts)
   self:_rows("PRAGMA synchronous = FULL")
   self:_exec("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB, expires INTEGER NULL)")
   self:_exec("CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL")
-  self:_exec("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= " .. num(self.clock()))
+  self:sweep()
   return self
+end
+
+--- sweep(): removes every expired row now (also run by writes with a TTL, at most once
+-- per sweep_interval seconds).
+function Store:sweep()
+  local now = self.clock()
+  self.swept = now
+  self:_exec("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= " .. num(now))
+end
+
+-- Called before a write with a TTL: sweeps when the last sweep is sweep_interval old.
+function Store:_maybe_sweep()
+  if self.clock() - (self.swept or 0) >= self.sweep_interval then self:sweep() end
 end
 
 local function check_key(key)
@@ -153,6 +174,7 @@ end
 function Store:put(key, value, ttl)
   assert(type(key) == "string" and type(value) == "string", "store: key and value must be strings")
   local expires = ttl and self.clock() + ttl
+  if ttl then self:_maybe_sweep() end
   self.cache[key] = nil -- until the write is known to have committed
   self:_exec(("INSERT OR REPLACE INTO kv (k, v, expires) VALUES (%s, %s, %s)")
     :format(blob(key), blob(value), expires and num(expires) or "NULL"))
@@ -182,6 +204,7 @@ function Store:update(key, fn, opts)
   local ttl = opts and opts.ttl
   assert(ttl == nil or (type(ttl) == "number" and ttl > 0 and ttl < math.huge),
     "store: ttl must be a positive number of seconds")
+  if ttl then self:_maybe_sweep() end
   self.cache[key] = nil
   self:_exec("BEGIN IMMEDIATE")
   local new, expires
