@@ -1,4 +1,4 @@
---- The host-to-host Master Session Key gateway of Fiserv's host-to-host MSK API, as a
+--- The Master Session Key gateway of Fiserv's host-to-host MSK API, as a
 -- pure request handler (a spec, a scenario, an embedding host and
 -- `bin/payhsm serve gateway` all drive this same code).
 --

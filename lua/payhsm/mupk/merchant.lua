@@ -77,7 +77,7 @@ local function learn(self, d)
   return k
 end
 
---- Requests a new key pair (POST /security/v1/keys/generate). opts (ours, optional):
+--- Requests a new key pair (POST /security/v1/keys/generate). opts (payhsm's, optional):
 -- {validFrom =, validTo =} to ask for a particular window. Returns the key or nil, error body.
 function Merchant:request_key(opts)
   local body = { merchantDetails = { merchantId = self.id } }
