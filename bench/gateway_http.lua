@@ -5,8 +5,8 @@
 -- Three clients, all HTTP/1.1 keep-alive over TLS:
 --   * wrk (Debian), 1 thread, 8 connections: server TLS only, since wrk cannot present a
 --     client certificate. Non-2xx answers and socket errors come from wrk's own summary.
---   * bench/c/mtls/gateway_client.c (OpenSSL, built here), 8 connections, mutual TLS as the
---     seed requires (client certificate from the test CA): Get Key. Its line also shows the
+--   * bench/c/mtls/gateway_client.c (OpenSSL, built here), 8 connections, mutual TLS as
+--     Fiserv's API requires (client certificate from the test CA): Get Key. Its line also shows the
 --     server's CPU per request (/proc/PID/stat of the serve process) and the client's own
 --     (getrusage): both share this machine's cores.
 --   * the Lua client (lua/payhsm/http_client.lua, LuaSec), one connection, mutual TLS; one

@@ -1,7 +1,7 @@
 /*
  * as2805.c - AS2805 node-to-node KEK validation, both sides, as AWS Payment
- * Cryptography's GenerateAs2805KekValidation offers it (seeds/aws-payment-
- * cryptography-arqc-as2805.txt).
+ * Cryptography's GenerateAs2805KekValidation offers it (AWS Payment
+ * Cryptography's user guide and API reference).
  *
  * AS2805.6.6 (node-to-node key management): before session keys are exchanged,
  * each node proves it holds the partner's KEK. The initiator draws a random key
@@ -20,7 +20,7 @@
  *    TDES-ECB under KEK xor mask; KRr uses the same variant as KRs.
  *  AWS's published example (KRs 9217DC67B8763BABCFDF3DADFCD0F84A -> KRr
  *  A4B7E249C40C98178C1B856DB7FB76EB, KEK KCV 0A3674) does not publish the KEK, so
- *  it checks only shapes: 16-byte KRs and KRr, a 3-byte KCV. docs in README.
+ *  it checks only shapes: 16-byte KRs and KRr, a 3-byte KCV. See docs/keys-and-crypto.md.
  *
  * Lua: core.as2805.kek_validation_request(kek, {derive_algorithm=, random_key_max_length=,
  *        variant_mask=}) -> {random_key_send=, random_key_receive=, kcv=}

@@ -1,7 +1,7 @@
 /*
  * emv.c - EMV application cryptograms (EMV 4.4 Book 2 section 8 and Annex A1) with
- * the derivations AWS Payment Cryptography offers (seeds/aws-payment-cryptography-
- * arqc-as2805.txt: EmvCommon, Mastercard, Emv2000, Amex, Visa).
+ * the derivations AWS Payment Cryptography offers (its API reference,
+ * VerifyAuthRequestCryptogram: EmvCommon, Mastercard, Emv2000, Amex, Visa).
  *
  * ICC master key (Annex A1.4), from a double-length IMK:
  *   option A: Y = rightmost 16 digits of PAN || PSN (left padded with zeros);

@@ -1,5 +1,5 @@
 /*
- * envelope.c - MSK envelopes and HMAC signing (seeds/pos-keys-viopay.txt,
+ * envelope.c - MSK envelopes and HMAC signing (viopay's POS key guide,
  * "MSK-protected API payloads").
  *
  * An envelope carries a JSON body encrypted under the device's Master Session Key:
@@ -8,7 +8,7 @@
  * AES-256-CBC (NIST SP 800-38A) with a fresh random 16-byte IV and PKCS#7 padding
  * (RFC 5652 section 6.3); IV and ciphertext in upper-case hex.
  *
- * TR31-DATA-CHUNKED (payhsm's layout; the seed names the format without defining
+ * TR31-DATA-CHUNKED (payhsm's layout; viopay's guide names the format without defining
  * it): for large bodies such as gzip'ed terminal parameters. The plaintext is cut
  * into chunks of chunk_size bytes (a multiple of 16; default 16384), the CBC chain
  * runs on across chunks from the one IV, only the last chunk is padded, and
@@ -343,7 +343,7 @@ static int envelope_open(lua_State *L) {
   return 1;
 }
 
-/* core.envelope.encode(envelope) -> JSON text, fields in the seed's order. */
+/* core.envelope.encode(envelope) -> JSON text, fields in the order of viopay's guide. */
 static int envelope_encode(lua_State *L) {
   env_fields f;
   luaL_Buffer b;

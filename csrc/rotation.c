@@ -1,13 +1,13 @@
 /*
  * rotation.c - the session-key rotation state of the host-to-host Master Session
- * Key gateway (seeds/msk-gateway-fiserv.txt, "Session Key Rotation").
+ * Key gateway (Fiserv's host-to-host MSK API, "Session Key Rotation").
  *
  * The gateway keeps a fixed set of static key IDs per session key label (three:
  * e.g. 1001, 1002, 1003), each with a version. The versions are always a
  * permutation of 1..n, shown as "1.0", "2.0", "3.0". A new key goes into the ID
  * with the lowest version, that ID becomes the highest version, and every other
  * ID moves down by one. The ID with the highest version is the active key.
- * Reading of the seed where it is silent: a new state gives the IDs versions
+ * Reading of Fiserv's API where it is silent: a new state gives the IDs versions
  * 1..n in the order listed, all empty, so the first imports fill the IDs in
  * order (1001, then 1002, then 1003) and later ones replace the oldest key.
  * Empty IDs are not listed and cannot be active.

@@ -1,6 +1,6 @@
 /*
  * rsa.c - RSA key pairs for the multi-use public key service
- * (seeds/commerce-hub-multi-use-public-key.md) and hybrid card-data encryption.
+ * (Commerce Hub's multi-use public keys) and hybrid card-data encryption.
  *
  * Two userdata types:
  *   payhsm.RsaKey        a private key (OpenSSL EVP_PKEY); methods :public_der(),

@@ -1,10 +1,10 @@
 /*
  * zka.c - ZKA / Deutsche Kreditwirtschaft session keys and MAC
- * (seeds/zka-session-keys.txt: separate session keys for PIN (SK-pac), MAC (SK-mac)
+ * (public descriptions of ZKA: separate session keys for PIN (SK-pac), MAC (SK-mac)
  * and data (SK-enc) derived from a master key and a random value, ISO 9564 format 0
  * PIN blocks under SK-pac, a TDES CBC-MAC under SK-mac truncated to 4 or 8 bytes).
  *
- * Derivation followed (the seed's Derive(MK, "pac" || Session_Data) is a sketch; the
+ * Derivation followed (the published Derive(MK, "pac" || Session_Data) is a sketch; the
  * ZKA specification itself is not public). Public material: public code for the related
  * UKPT scheme (yelloco UKPTUtil.java, calculateIbmCcaSessionKey) deciphers each half of
  * the random value under the master key xor a control mask per key half, then sets

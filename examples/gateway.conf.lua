@@ -1,6 +1,6 @@
 -- A gateway to try by hand: plain HTTP on loopback, demo zone master keys, sqlite store.
 --   bin/payhsm serve gateway --config examples/gateway.conf.lua
--- For the seed's security (TLS 1.2+ with client certificates) add
+-- For Fiserv's security (TLS 1.2+ with client certificates) add
 --   tls = { cert = "server.pem", key = "server.key", client_ca = "ca.pem" }
 -- The key values below are public demo values: never use them for anything real.
 return {

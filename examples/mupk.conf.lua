@@ -8,7 +8,7 @@ return {
   store = { backend = "sqlite", path = "/tmp/payhsm-mupk-demo.db" },
   storage_key = { algorithm = "AES_256",
     hex = "6D75706B2D64656D6F2D6C6D6B2D6E6F742D666F722D7265616C2D7573652121" },
-  key_lifetime = 20 * 86400,              -- the seed's example: 20 days
+  key_lifetime = 20 * 86400,              -- Commerce Hub's example: 20 days
   webhook_url = "http://127.0.0.1:9000/webhooks/key-expiry",
   webhook_hours = { 47, 44, 41 },          -- any order (sorted); positive, distinct
   -- webhook_cafile = "/etc/ssl/certs/ca-certificates.crt",  -- CA for https webhook URLs

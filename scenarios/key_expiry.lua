@@ -1,5 +1,5 @@
--- Multi-use public keys (seeds/commerce-hub-multi-use-public-key.md), run on a simulated
--- clock: the seed's three-key January table and its three example transactions, a
+-- Multi-use public keys (Commerce Hub's multi-use public keys), run on a simulated
+-- clock: Commerce Hub's three-key January table and its three example transactions, a
 -- merchant that forgets to rotate and gets the 47/44/41-hour webhooks on a real HTTP
 -- listener, and a store-and-forward batch with one transaction over the merchant's
 -- limit and one under a revoked key. Fails by raising.
@@ -16,8 +16,8 @@ local function show(...) print(string.format(...)) end
 
 local CARD = { pan = "4005550000000019", exp_month = "12", exp_year = "2030" }
 
--- ---- 1. the seed's Key Expiry Example -------------------------------------------------------
-print("1. the seed's three keys and three example transactions")
+-- ---- 1. Commerce Hub's Key Expiry Example -------------------------------------------------------
+print("1. Commerce Hub's three keys and three example transactions")
 local svc = mupk.new { clock = clock }
 local m = merchant_mod.new { merchant_id = "123456789012345", service = svc, clock = clock, auto_rotate = false }
 
@@ -31,7 +31,7 @@ local EXAMPLES = {
   { when = "2024-01-06T08:30:00Z", recommended = 2, accepted = { 2, 1 }, rejected = {} },
   { when = "2024-01-11T23:45:00Z", recommended = 3, accepted = { 3, 2 }, rejected = { 1 } },
 }
--- The seed's timeline, in order: each key is generated at its "Generated/Activated"
+-- Commerce Hub's timeline, in order: each key is generated at its "Generated/Activated"
 -- instant and each example runs at its own instant, so an example sees only the keys
 -- that exist by then (on Jan 2 only Key #1; on Jan 6 Keys #1 and #2).
 local EVENTS = {}
@@ -164,7 +164,7 @@ for _, r in ipairs(results) do
   if r.tx == tx1 then
     assert(r.status == 201, cjson.encode(r.body))
   else
-    -- a revoked key gets the seed's expiry response; the details say why
+    -- a revoked key gets Commerce Hub's expiry response; the details say why
     assert(r.tx == old_tx and r.status == 422 and r.body.error[1].code == mupk.ERRORS.KEY_EXPIRED[2] and
       r.body.error[1].details:match("^key revoked "))
   end

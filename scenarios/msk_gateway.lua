@@ -1,4 +1,4 @@
--- Host-to-host Master Session Keys (seeds/msk-gateway-fiserv.txt): an integrator and the
+-- Host-to-host Master Session Keys (Fiserv's host-to-host MSK API): an integrator and the
 -- gateway share two AES-256 zone master keys (PAN and PIN); the integrator imports
 -- session keys as TR-31 blocks, the gateway rotates them through three static key IDs,
 -- and transactions use the active key. Ends with a gateway restart on its SQLite store.

@@ -1,6 +1,6 @@
--- POS activation and payments (seeds/pos-keys-viopay.txt): a terminal with a ZMK and an
+-- POS activation and payments (viopay's POS key provisioning guide): a terminal with a ZMK and an
 -- attestation key injected at manufacturing attests, downloads its key set (TMK under the
--- ZMK, KEK under the TMK, MSK / TPK / TDK / MAC under the KEK), installs it in the seed's
+-- ZMK, KEK under the TMK, MSK / TPK / TDK / MAC under the KEK), installs it in viopay's
 -- order checking every KCV, fetches its config and terminal parameters, activates, and
 -- takes a chip payment that it then refunds, and another that it cancels. Then the
 -- failure runs: a token after 5 simulated minutes, a wrong device id, a tampered

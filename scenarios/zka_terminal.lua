@@ -1,4 +1,4 @@
--- The ZKA ATM flow of seeds/zka-session-keys.txt: the bank's HSM and the ATM derive SK-pac and
+-- The ZKA ATM flow public descriptions of ZKA session keys give: the bank's HSM and the ATM derive SK-pac and
 -- SK-mac from the shared master key and the session's random value; the ATM encrypts the PIN
 -- (ISO 9564 format 0) and MACs the message; the bank verifies both. A forged MAC and a wrong
 -- master key are caught.

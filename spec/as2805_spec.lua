@@ -2,7 +2,7 @@
 local hsm = require "payhsm"
 
 -- Sources:
---  [aws]   seeds/aws-payment-cryptography-arqc-as2805.txt and AWS's published example: KRs
+--  [aws]   AWS Payment Cryptography's user guide and AWS's published example: KRs
 --          9217DC67B8763BABCFDF3DADFCD0F84A -> KRr A4B7E249C40C98178C1B856DB7FB76EB, KEK KCV 0A3674.
 --          The KEK is not published, so the example can only be checked for shape.
 --  [pyca]  KRr for the KRs above under KEK 0123456789ABCDEFFEDCBA9876543210 computed independently

@@ -1,7 +1,7 @@
 -- bin/payhsm subcommands for the core operations (lua/payhsm/commands.lua), run as a user
 -- would: JSON out, --text, --help, exit codes, one-line errors with codes, secrets only from
 -- files, the environment or stdin. Known answers: KCV 08D7B4 and the ISO 9797-1 algorithm 3
--- MAC A1C72E74EA3FA9B6 of "Now is the time for all " (the README's and spec/mac_spec.lua's
+-- MAC A1C72E74EA3FA9B6 of "Now is the time for all " (the README tour's and spec/mac_spec.lua's
 -- vectors); the rest are round trips through the Lua API.
 --
 -- Structure parameters follow the AWS Payment Cryptography data plane API reference

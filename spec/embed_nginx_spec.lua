@@ -1,9 +1,9 @@
 -- Embedding in a real Lua host: nginx's Lua module (Debian libnginx-mod-http-lua, LuaJIT 2.1)
 -- loads payhsm (its C modules from build-jit) and serves the whole MSK gateway of
--- seeds/msk-gateway-fiserv.txt through payhsm.embed.nginx: two workers sharing one sqlite
+-- Fiserv's host-to-host MSK API through payhsm.embed.nginx: two workers sharing one sqlite
 -- store; the spec starts nginx on loopback and calls it with curl. Import Key, Get Key, Get
 -- Keys, the 401 without Basic credentials and the 409 / 301 of a duplicate import are the
--- seed's (PAN re-encryption is ours, README "MSK gateway"); the second server reads every body from nginx's temporary file
+-- Fiserv's (PAN re-encryption is payhsm's, docs/msk-gateway.md); the second server reads every body from nginx's temporary file
 -- (client_body_in_file_only), the path a large body takes.
 local hsm = require "payhsm"
 local cjson = require "cjson"

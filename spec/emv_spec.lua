@@ -2,7 +2,7 @@
 local hsm = require "payhsm"
 
 -- Sources:
---  [issue/pyemv]  EMV Book 2 A1.4 example values as published in pyemv's documentation (an
+--  [pyemv]        EMV Book 2 A1.4 example values as published in pyemv's documentation (an
 --                 independent implementation): IMK 0123456789ABCDEFFEDCBA9876543210, PAN
 --                 12345678901234567, PSN 01 -> option A 73AD54688CEF2934B0979857E3C719F1, option B
 --                 AD406D7F6D7570916D75E5DCAB8CF737; common session key with R = 001C000000000000
@@ -23,13 +23,13 @@ local function imk(attrs) return hsm.key.import("TDES_2KEY", IMK, attrs) end
 
 describe("emv", function()
   describe("derive_icc_master_key()", function()
-    it("option A [issue/pyemv]", function()
+    it("option A [pyemv]", function()
       local mk = hsm.emv.derive_icc_master_key(imk(), PAN, "01", "EMV_OPTION_A")
       assert.equal("73AD54688CEF2934B0979857E3C719F1", mk:export())
       assert.equal("E0", mk.usage)
       assert.equal("X", mk.mode)
     end)
-    it("option B [issue/pyemv]", function()
+    it("option B [pyemv]", function()
       assert.equal("AD406D7F6D7570916D75E5DCAB8CF737",
         hsm.emv.derive_icc_master_key(imk(), PAN, "01", "EMV_OPTION_B"):export())
     end)
@@ -70,10 +70,10 @@ describe("emv", function()
 
   describe("derive_session_key()", function()
     local mk = imk()
-    it("EMV common session key [issue/pyemv]", function()
+    it("EMV common session key [pyemv]", function()
       assert.equal("E9FB384AF807B940FEDCEA613461B0C4", hsm.emv.derive_session_key(mk, "EMV_COMMON", { atc = "001C" }):export())
     end)
-    it("EMV2000 tree, H=8, b=4 [issue/pyemv]", function()
+    it("EMV2000 tree, H=8, b=4 [pyemv]", function()
       assert.equal("E5BF6D1067F194B0A89B7F5D83BC64A2",
         hsm.emv.derive_session_key(mk, "EMV2000", { atc = "001C", height = 8, branch_factor = 4 }):export())
       -- defaults are H=8, b=4 and a zero IV

@@ -1,4 +1,4 @@
--- MSK envelopes and HMAC signing (csrc/envelope.c), seeds/pos-keys-viopay.txt.
+-- MSK envelopes and HMAC signing (csrc/envelope.c), viopay's POS key provisioning guide.
 local hsm = require "payhsm"
 
 -- Sources:

@@ -1,7 +1,7 @@
 -- `bin/payhsm serve gateway` as a real HTTPS server (its own process): mutual TLS with a
 -- PKI generated here, Basic authorization, one log line per request without secrets,
 -- the integrator client over keep-alive TLS, and durability of answered imports across
--- SIGKILL and restart with the sqlite store (issue 4; seeds/msk-gateway-fiserv.txt:
+-- SIGKILL and restart with the sqlite store (Fiserv's host-to-host MSK API:
 -- "TLS 1.2 or higher ... Mutual Authentication and Basic Authorization").
 local hsm = require "payhsm"
 local cjson = require "cjson"

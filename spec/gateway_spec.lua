@@ -1,5 +1,5 @@
 -- The MSK gateway (lua/payhsm/gateway) and its integrator client, driven as pure handlers.
--- Source: seeds/msk-gateway-fiserv.txt (request/response fields, exception table, rotation,
+-- Source: Fiserv's host-to-host MSK API (request/response fields, exception table, rotation,
 -- Get Key / Get Keys shapes, the advice to confirm with Get Keys after a timeout).
 local hsm = require "payhsm"
 local util = require "payhsm.util"
@@ -14,8 +14,8 @@ local GW_PAN = ("3C"):rep(32)
 local GW_PIN = ("4D"):rep(32)
 local AUTH = "Basic " .. util.b64encode("integrator:s3cret")
 
--- The seed's own example session key: a TDES version B block (algorithm T).
-local SEED_BLOCK = "B0080P0TN00N000041664BFCB3C43B151D024BFECFB43BD789CB666C16BB04028873D6F5B6C1D42F"
+-- Fiserv's own example session key: a TDES version B block (algorithm T).
+local FISERV_EXAMPLE_BLOCK = "B0080P0TN00N000041664BFCB3C43B151D024BFECFB43BD789CB666C16BB04028873D6F5B6C1D42F"
 
 local function new_gateway(extra)
   local now = 1700000000
@@ -90,7 +90,7 @@ end
 
 describe("gateway", function()
   describe("import", function()
-    it("answers with exactly the seed's response fields", function()
+    it("answers with exactly Fiserv's response fields", function()
       local gw = new_gateway()
       local key = session_key("D0")
       local resp, doc = import(gw, { key = key }, { ["client-request-id"] = "6af17b4f-3e07-44f9-9b09-cf84ab3b485d" })
@@ -140,7 +140,7 @@ describe("gateway", function()
       end
     end)
 
-    it("rotates through three static IDs exactly as the seed describes, for 1 to 7 imports", function()
+    it("rotates through three static IDs exactly as Fiserv's API describes, for 1 to 7 imports", function()
       local gw = new_gateway()
       local kcvs = {}
       for n = 1, 7 do
@@ -180,7 +180,7 @@ describe("gateway", function()
       assert.equal("1004", b.sessionKeyId)
     end)
 
-    -- The seed's exception table, then ours.
+    -- Fiserv's exception table, then ours.
     it("refuses a duplicate import with 409 / 301", function()
       local gw = new_gateway()
       local key = session_key("D0")
@@ -216,12 +216,12 @@ describe("gateway", function()
       assert.is_nil(gw:slots("DEK_XX_XXYY"))
     end)
 
-    it("refuses the seed's own TDES version B example block (409 / 3905)", function()
-      -- The seed says AES-128 but shows B0080P0TN00N...: a TDES key (T) in a version B block.
+    it("refuses Fiserv's own TDES version B example block (409 / 3905)", function()
+      -- Fiserv's API says AES-128 but shows B0080P0TN00N...: a TDES key (T) in a version B block.
       -- A version B block is protected by a TDES KBPK, so it cannot come from the AES-256
-      -- zone master keys the seed prescribes: refused before any unwrap is tried.
+      -- zone master keys Fiserv's API prescribes: refused before any unwrap is tried.
       local gw = new_gateway()
-      local resp, doc = import(gw, { sessionKey = SEED_BLOCK, sessionKeyCheckValue = "CE1CDE" })
+      local resp, doc = import(gw, { sessionKey = FISERV_EXAMPLE_BLOCK, sessionKeyCheckValue = "CE1CDE" })
       assert_error(resp, doc, 409, "3905")
     end)
 
@@ -238,7 +238,7 @@ describe("gateway", function()
       { "an unknown masterKeyLabel", { masterKeyLabel = "ZMK_NOPE" }, 409, "3902" },
       { "the PIN master key for a PAN key", { masterKeyLabel = "ZMK_PIN_XXX_YYY" }, 409, "3903" },
       { "a block that is not TR-31", { sessionKey = "not a key block", sessionKeyCheckValue = "000000" }, 409, "3904" },
-      { "a truncated block", { sessionKey = SEED_BLOCK:sub(1, 40), sessionKeyCheckValue = "000000" }, 409, "3904" },
+      { "a truncated block", { sessionKey = FISERV_EXAMPLE_BLOCK:sub(1, 40), sessionKeyCheckValue = "000000" }, 409, "3904" },
       { "a PIN key (P0) sent as PAN", { key = session_key("P0") }, 409, "3906" },
       { "a wrong check value", { sessionKeyCheckValue = "000000" }, 409, "3907" },
       { "a check value that is not 6 hex digits", { sessionKeyCheckValue = "XYZ" }, 409, "3907" },
@@ -358,7 +358,7 @@ describe("gateway", function()
   end)
 
   describe("Get Key and Get Keys", function()
-    it("reproduce the seed's shapes", function()
+    it("reproduce Fiserv's shapes", function()
       local gw = new_gateway()
       local key = session_key("D0")
       import(gw, { key = key })
@@ -437,7 +437,7 @@ describe("gateway", function()
       return call(gw, "POST", "/key-management/transactions/pin-translation", cjson.encode(fields))
     end
 
-    -- The three IDs are static (the seed's rotation): an ID alone does not say which key
+    -- The three IDs are static (Fiserv's rotation): an ID alone does not say which key
     -- the integrator used, so the request names the key instance by its check value.
     it("require the session key's check value, PAN and PIN alike (400 / 1002 without it)", function()
       local gw, dek, zpk = setup_keys()
@@ -597,7 +597,7 @@ describe("gateway", function()
       end)
     end)
 
-    -- Issue 4 audit: the zone master keys are shared with the integrator, so nothing the
+    -- Key separation: the zone master keys are shared with the integrator, so nothing the
     -- gateway keeps to itself may be derived from them.
     local function bare_gateway(store, master_keys)
       return gateway.new { store = store, basic_auth = { integrator = "s3cret" }, master_keys = master_keys or {

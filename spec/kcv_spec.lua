@@ -2,7 +2,7 @@
 local hsm = require "payhsm"
 
 -- Known answers. Sources:
---  [issue]  payhsm issue 2 (AWS Payment Cryptography documentation examples): TDES
+--  [aws]    AWS Payment Cryptography's user guide (its key check value examples): TDES
 --           0123456789ABCDEFFEDCBA9876543210 -> 08D7B4; AES 3F419E1CB7079442AA37474C2EFBF8B8
 --           -> CMAC 08793E, zero-encryption E5E07C.
 --  [fips81] DES of the zero block under 0123456789ABCDEF is D5D44FF720683D0D (classic DES
@@ -11,10 +11,10 @@ local hsm = require "payhsm"
 --           2B7E151628AED2A6ABF7158809CF4F3C... (CMAC of a zero block computed with
 --           pyca/cryptography for the CMAC method).
 local vectors = {
-  { "TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210", "ANSI_X9_24", "08D7B4", "issue" },
+  { "TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210", "ANSI_X9_24", "08D7B4", "aws" },
   { "TDES_2KEY", "0123456789abcdeffedcba9876543210", "CMAC", "0A8245", "pyca CMAC-TDES" },
-  { "AES_128", "3F419E1CB7079442AA37474C2EFBF8B8", "CMAC", "08793E", "issue" },
-  { "AES_128", "3F419E1CB7079442AA37474C2EFBF8B8", "ANSI_X9_24", "E5E07C", "issue" },
+  { "AES_128", "3F419E1CB7079442AA37474C2EFBF8B8", "CMAC", "08793E", "aws" },
+  { "AES_128", "3F419E1CB7079442AA37474C2EFBF8B8", "ANSI_X9_24", "E5E07C", "aws" },
   { "DES", "0123456789ABCDEF", "ANSI_X9_24", "D5D44F", "fips81" },
   { "TDES_3KEY", ("0123456789ABCDEF"):rep(3), "ANSI_X9_24", "D5D44F", "fips81 (K1=K2=K3)" },
 }

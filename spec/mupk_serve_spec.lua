@@ -1,6 +1,6 @@
 -- `bin/payhsm serve mupk` as its own process: the merchant over HTTP (keep-alive client),
 -- and the expiry webhook delivered by the server's own tick loop to a real listener in
--- this process (seeds/commerce-hub-multi-use-public-key.md, "three notifications via
+-- this process (Commerce Hub's multi-use public keys, "three notifications via
 -- webhook"). The key lifetime is set just over 47 hours so the first notification is due
 -- at once on the wall clock.
 local cjson = require "cjson"

@@ -1,5 +1,5 @@
 -- The multi-use public key service (lua/payhsm/mupk) and its merchant, driven as pure
--- handlers on a simulated clock. Source: seeds/commerce-hub-multi-use-public-key.md
+-- handlers on a simulated clock. Source: Commerce Hub's multi-use public keys
 -- (Generate Key and Revoke Key bodies, statuses, the key expiry rules, webhooks at 47,
 -- 44 and 41 hours, the merchant's best practices).
 local cjson = require "cjson"
@@ -90,7 +90,7 @@ end
 
 describe("mupk", function()
   describe("POST /security/v1/keys/generate", function()
-    it("answers 201 with the seed's fields, an RSA-2048 SPKI in base64 and AES-GCM 256", function()
+    it("answers 201 with Commerce Hub's fields, an RSA-2048 SPKI in base64 and AES-GCM 256", function()
       local e = env()
       local resp, doc = generate(e, MID)
       assert.equal(201, resp.status)
@@ -105,13 +105,13 @@ describe("mupk", function()
       assert.matches("^%x+%-%x+%-4%x+%-%x+%-%x+$", a.keyId)
       assert.equal("RSA", a.encryptionType)
       assert.equal(2048, a.modulus)
-      assert.matches("^MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA", a.encodedPublicKey) -- the seed's prefix
+      assert.matches("^MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA", a.encodedPublicKey) -- Commerce Hub's prefix
       assert.equal(2048, core.rsa.public(hex_of(a.encodedPublicKey)):bits())
       assert.equal("2024-01-01T00:00:00Z", a.validFrom)
-      assert.equal("2024-01-21T00:00:00Z", a.validTo) -- 20 days, as the seed's example
+      assert.equal("2024-01-21T00:00:00Z", a.validTo) -- 20 days, as Commerce Hub's example
       assert.equal("ACTIVE", a.status)
       assert.same({ encryptionType = "AES-GCM", modulus = 256 }, doc.symmetricKeyDetails)
-      -- field order as the seed writes it
+      -- field order as Commerce Hub writes it
       assert.matches('^{"gatewayResponse":{"transactionProcessingDetails":{"transactionTimestamp":.-}},' ..
         '"asymmetricKeyDetails":{"keyId":.-"status":"ACTIVE"},"symmetricKeyDetails":{"encryptionType":"AES%-GCM",' ..
         '"modulus":256}}$', resp.body)
@@ -263,7 +263,7 @@ describe("mupk", function()
       local e = env()
       local _, g = generate(e, MID, { validFrom = "2024-01-02T00:00:00Z", validTo = "2024-01-09T23:59:59Z" })
       local d = g.asymmetricKeyDetails
-      -- issue 6: one second before and after validFrom and validTo
+      -- one second before and after validFrom and validTo
       e.now = T("2024-01-01T23:59:59Z") -- validFrom - 1 s
       assert_error(select(1, pay(e, d)), select(2, pay(e, d)), 422, "KEY_NOT_YET_VALID")
       assert.equal("INACTIVE", status_of(e, d.keyId))
@@ -280,9 +280,9 @@ describe("mupk", function()
       e.now = T("2024-01-10T00:00:00Z") -- validTo + 1 s
       assert.equal("INACTIVE", status_of(e, d.keyId))
       local resp, doc = pay(e, d)
-      assert_error(resp, doc, 422, "KEY_EXPIRED") -- the seed's expiry response
+      assert_error(resp, doc, 422, "KEY_EXPIRED") -- Commerce Hub's expiry response
     end)
-    it("answers a revoked key with the seed's expiry response (details say revoked)", function()
+    it("answers a revoked key with Commerce Hub's expiry response (details say revoked)", function()
       local e = env()
       local _, g = generate(e)
       local body = sealed_body(g.asymmetricKeyDetails) -- sealed before the revocation
@@ -298,7 +298,7 @@ describe("mupk", function()
       assert_error(resp, doc, 422, "KEY_EXPIRED")
       assert.equal("key revoked 2024-01-01T00:01:00Z", doc.error[1].details) -- revoked, then expired
     end)
-    it("refuses a keyId longer than the seed's 64 characters with 400, code 1013", function()
+    it("refuses a keyId longer than Commerce Hub's 64 characters with 400, code 1013", function()
       local e = env()
       local long = ("a"):rep(65)
       local resp, doc = revoke(e, long)
@@ -920,7 +920,7 @@ describe("mupk", function()
   end)
 
   describe("time", function()
-    it("parses and formats the seed's timestamps", function()
+    it("parses and formats Commerce Hub's timestamps", function()
       assert.equal(0, T("1970-01-01T00:00:00Z"))
       assert.equal(1680098120, T("2023-03-29T13:55:20.102105Z"))
       assert.equal("2023-03-29T13:55:20Z", mupk.format_time(1680098120))

@@ -1,7 +1,7 @@
 -- `bin/payhsm serve pos` as its own process: the device (lua/payhsm/pos/device.lua) against
--- it over real HTTP keep-alive, the seed's 401 seen with curl, tokens expiring after five
+-- it over real HTTP keep-alive, viopay's 401 seen with curl, tokens expiring after five
 -- minutes of the server's (file-driven) clock, one log line per request without secrets,
--- and tokens in a real redis-server shared by two server processes (seeds/pos-keys-viopay.txt:
+-- and tokens in a real redis-server shared by two server processes (viopay's POS key provisioning guide:
 -- "is cached in Redis, and is valid for 5 minutes").
 local hsm = require "payhsm"
 local cjson = require "cjson"
@@ -111,7 +111,7 @@ describe("payhsm serve pos", function()
     end
   end)
 
-  it("answers the seed's 401 to curl and lets tokens expire after 5 minutes of server time", function()
+  it("answers viopay's 401 to curl and lets tokens expire after 5 minutes of server time", function()
     local srv = serve.start("pos", config(offset))
     later(function() srv.stop() srv.cleanup() end)
     local url = ("http://127.0.0.1:%d/pos/keys"):format(srv.port)

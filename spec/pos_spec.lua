@@ -1,8 +1,8 @@
 -- The POS host (lua/payhsm/pos/server.lua) and device (lua/payhsm/pos/device.lua) driven
--- as pure handlers with a simulated clock. Source: seeds/pos-keys-viopay.txt (POST
+-- as pure handlers with a simulated clock. Source: viopay's POS key provisioning guide (POST
 -- /pos/keys response field for field, the 401 body, the key hierarchy and install order,
--- the MSK-protected endpoint table); the rest is the design in README.md's section "POS
--- terminal activation and payments".
+-- the MSK-protected endpoint table); the rest is the design docs/pos-activation.md
+-- describes.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local cjson = require "cjson"
@@ -17,8 +17,8 @@ local DAK = ("B2"):rep(32)
 local ZMK2 = ("C3"):rep(32)
 local DAK2 = ("D4"):rep(32)
 local DEV, DEV2 = "POS-8F3A2C91", "POS-0BADCAFE"
-local T0 = 1765635930 -- 2025-12-13T14:25:30Z, the seed's issued_at
--- key set ids: the seed's "ks-2025-01" with the device's 8 hex digits (globally unique)
+local T0 = 1765635930 -- 2025-12-13T14:25:30Z, viopay's issued_at
+-- key set ids: viopay's "ks-2025-01" with the device's 8 hex digits (globally unique)
 local KS1, KS2 = "ks-2025-8F3A2C91-01", "ks-2025-8F3A2C91-02"
 
 local function new_world(extra)
@@ -135,7 +135,7 @@ describe("pos", function()
   end)
 
   describe("POST /pos/keys", function()
-    it("answers the seed's response field for field, in the seed's order", function()
+    it("answers viopay's response field for field, in viopay's order", function()
       local w = new_world()
       local d = w.device()
       local token = d:attest()
@@ -185,7 +185,7 @@ describe("pos", function()
         assert.is_nil(hsm.tr31.unwrap(tmk, util.b64decode(doc.keys[name].key_block)))
       end
       assert.equal(doc.verification.kcv.kek, kek:kcv())
-      -- the seed: "encrypt a block of zeros and compare the first 3 bytes"
+      -- viopay's guide: "encrypt a block of zeros and compare the first 3 bytes"
       assert.equal(doc.verification.kcv.msk,
         hsm.cipher.encrypt(d.keys.msk, "ECB", ("00"):rep(16)):sub(1, 6))
     end)
@@ -208,7 +208,7 @@ describe("pos", function()
       assert.equal("ks-2025-8F3A2C91-03", (assert(second:download_keys())).key_set_id)
     end)
 
-    it("refuses every bad attestation with 401 and the seed's error body", function()
+    it("refuses every bad attestation with 401 and viopay's error body", function()
       local w = new_world()
       local d = w.device()
       local token = d:attest()
@@ -303,7 +303,7 @@ describe("pos", function()
       return d, cjson.decode(resp.body)
     end
 
-    it("installs in the seed's order and keeps nothing from a set with a wrong KCV", function()
+    it("installs in viopay's order and keeps nothing from a set with a wrong KCV", function()
       local w = new_world()
       for _, name in ipairs { "tmk", "kek", "msk", "tpk", "tdk", "mac" } do
         local d, doc = doc_for(w)

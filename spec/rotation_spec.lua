@@ -21,8 +21,8 @@ describe("rotation", function()
       end
     end)
 
-    it("reproduces the seed's Get Keys example: 25 -> 3.0, 26 -> 1.0, 27 -> 2.0", function()
-      -- seeds/msk-gateway-fiserv.txt, "Retrieve All Session Keys": after a fourth import into
+    it("reproduces Fiserv's Get Keys example: 25 -> 3.0, 26 -> 1.0, 27 -> 2.0", function()
+      -- Fiserv's host-to-host MSK API, "Retrieve All Session Keys": after a fourth import into
       -- IDs 25, 26, 27 the versions are 25 = 3.0 (active), 27 = 2.0, 26 = 1.0.
       local s = hsm.rotation.new { ids = { "25", "26", "27" } }
       for _, kcv in ipairs { "AAAAAA", "2990D4", "E3AFC6", "0DDC0A" } do s:import { kcv = kcv } end

@@ -1,4 +1,4 @@
--- Secrets (issue 8): clear key bytes never appear in results, error messages, tostring,
+-- Secrets: clear key bytes never appear in results, error messages, tostring,
 -- stdout/stderr, the log of `bin/payhsm serve gateway` or its sqlite files; a closed key
 -- is unusable. Keys are "marked" (spec/support/marked.lua): values that cannot occur by
 -- chance, searched for as any 8 consecutive bytes, hex in either case or raw.
@@ -235,7 +235,7 @@ describe("secrets", function()
     end)
   end)
 
-  -- ---- the other servers, the redis stores and the CLI (issue 8, "Secrets") ----------
+  -- ---- the other servers, the redis stores and the CLI ------------------------------
   -- These start processes under the interpreter and build of this run (spec/support/interp.lua).
   local interp = require "spec.support.interp"
   local cjson = require "cjson"

@@ -22,9 +22,11 @@ end
 local out = {
   "# payhsm API reference",
   "",
-  "Generated from the source comments by `tools/apidoc.lua`; the README explains each area and",
-  "`shared/API.md` is the contract. C functions are reached through `require \"payhsm\"` (which",
-  "re-exports `payhsm.core`) or their own modules (`payhsm.http`, `payhsm.redis`).",
+  "Every Lua-callable function of payhsm, with its arguments, results and error codes: the API",
+  "a program relies on. Generated from the source comments by `tools/apidoc.lua` (`make docs`);",
+  "the pages of the manual (see the README's contents) explain each area. C functions are",
+  "reached through `require \"payhsm\"` (which re-exports `payhsm.core`) or their own modules",
+  "(`payhsm.http`, `payhsm.redis`).",
   "",
 }
 

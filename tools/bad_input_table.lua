@@ -8,11 +8,15 @@ local rows = require("spec.support.bad_input").rows
 local function cell(s) return (tostring(s):gsub("|", "\\|")) end
 
 local out = {
+  "# Bad input",
+  "",
   "Every class of bad input the specs try, per module, and what it gets: library calls return",
   "`nil, message, CODE` (verifications `false, message, CODE`); requests to the HTTP services",
   "(gateway, POS, multi-use public keys) an HTTP status and error code; misuse (an argument no",
-  "caller should pass) raises. Generated from",
-  "`spec/support/bad_input.lua` by `tools/bad_input_table.lua`; `spec/bad_input_spec.lua` walks it.",
+  "caller should pass) raises. The codes are explained in",
+  "[keys-and-crypto.md](keys-and-crypto.md#error-codes) and, for the HTTP services, on each",
+  "service's page. Generated from `spec/support/bad_input.lua` by `tools/bad_input_table.lua`",
+  "(`make docs`); `spec/bad_input_spec.lua` walks it.",
   "",
   "| module | input | result code |",
   "|---|---|---|",

@@ -1,6 +1,6 @@
 --- payhsm: a scriptable software payment HSM.
--- `local hsm = require "payhsm"` loads everything. The functions are those of
--- shared/API.md; the crypto runs in the C module `payhsm.core` underneath, which
+-- `local hsm = require "payhsm"` loads everything. The functions are listed in
+-- docs/API-reference.md; the crypto runs in the C module `payhsm.core` underneath, which
 -- keeps every key as opaque userdata and takes and returns upper-case hex.
 local core = require "payhsm.core"
 

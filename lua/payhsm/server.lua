@@ -1,5 +1,5 @@
 --- The simulators' HTTP(S) front: `bin/payhsm serve SYSTEM --config FILE`.
--- Loads the config (a Lua file returning a table, see README "Servers"), opens the store,
+-- Loads the config (a Lua file returning a table, see docs/servers.md), opens the store,
 -- builds the system's handler (a module whose new(config) returns an object with
 -- :handle(req) -> resp) and serves it with payhsm.http from this (the main) thread,
 -- logging one line per request: time, method, path, status, wall-clock milliseconds (also

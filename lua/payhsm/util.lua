@@ -133,7 +133,7 @@ function M.uuid()
     h:sub(21, 32))
 end
 
---- A fresh trace id: 20 random bytes in base64url (27 characters, like the seed's
+--- A fresh trace id: 20 random bytes in base64url (27 characters, like Fiserv's
 -- "aGHOa5LKbwclIS3C4oh6pQAAATo").
 function M.trace_id()
   return M.b64url(M.hex_to_bin(core.random(20)))
@@ -200,7 +200,7 @@ function M.check_storage_key(store, name, lmk, who, advice)
 end
 
 -- ---- JSON with field order -----------------------------------------------------
--- Responses are written field by field in the order of the seed documents (lua-cjson
+-- Responses are written field by field in the order of the documents they model (lua-cjson
 -- 2.1 has neither ordered objects nor empty arrays). util.object{"a", 1, "b", 2} and
 -- util.array{...} build values; strings are escaped by cjson.
 local cjson = require "cjson"
@@ -209,7 +209,7 @@ local OBJ, ARR = {}, {}
 function M.object(kv) return setmetatable({ kv = kv }, OBJ) end
 function M.array(t) return setmetatable({ items = t }, ARR) end
 
--- Field names, encoded once ("name":): they are the seed's names, written in the code.
+-- Field names, encoded once ("name":): they are the modelled APIs' names, written in the code.
 local NAMES, n_names = {}, 0
 
 local function enc(v, out)

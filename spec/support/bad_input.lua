@@ -1,4 +1,4 @@
---- The bad-input table (issue 8): per module, every class of bad input tried, the call
+--- The bad-input table: per module, every class of bad input tried, the call
 -- made and the exact result. spec/bad_input_spec.lua walks it; tools/bad_input_table.lua
 -- prints it as Markdown (docs/bad-input.md).
 --
@@ -9,7 +9,7 @@
 -- verification); gateway rows expect the HTTP status and the body's error.code. No row
 -- may raise: misuse (wrong argument types, unknown algorithm names) raises by design and
 -- is not in this table. The codes were read from the functions, not written from the
--- README (see the README's error-code table for their meaning).
+-- documentation (docs/keys-and-crypto.md, "Error codes", explains them).
 local M = {}
 
 M.rows = {

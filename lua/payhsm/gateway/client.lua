@@ -1,7 +1,7 @@
---- The integrator's side of the MSK gateway (seeds/msk-gateway-fiserv.txt): generate
+--- The integrator's side of the MSK gateway (Fiserv's host-to-host MSK API): generate
 -- an AES-128 session key, wrap it in a TR-31 version D block under the zone master key
 -- for its type, compute its check value, import it, and after a timeout confirm with
--- Get Keys instead of importing twice (the seed's "Additional note").
+-- Get Keys instead of importing twice (the API's "Additional note").
 --
 --   local client = require("payhsm.gateway.client").new{
 --     transport = function(req) return resp end,    -- {method, path, headers, body} -> {status, body} | nil, err
@@ -173,8 +173,8 @@ function Client:_backoff(n)
   if delay > 0 then self.sleep(delay) end
 end
 
---- Generates, imports (or confirms) a new session key for a label: the rotation the
--- seed describes. Returns the import result with .key, the session key itself.
+--- Generates, imports (or confirms) a new session key for a label: the rotation
+-- Fiserv's MSK API describes. Returns the import result with .key, the session key itself.
 function Client:rotate(key_type, session_key_label)
   local key = self:generate(key_type)
   local res, msg, code = self:import(key_type, session_key_label, key)

@@ -1,5 +1,5 @@
---- The host-to-host Master Session Key gateway of seeds/msk-gateway-fiserv.txt, as a
--- pure request handler (DESIGN.md: a spec, a scenario, an embedding host and
+--- The Master Session Key gateway of Fiserv's host-to-host MSK API, as a
+-- pure request handler (a spec, a scenario, an embedding host and
 -- `bin/payhsm serve gateway` all drive this same code).
 --
 --   local gw = require("payhsm.gateway").new{
@@ -16,7 +16,7 @@
 --                          headers = {authorization = "Basic ...", ["client-request-id"] = "..."},
 --                          body = "{...}"}     --> {status =, headers =, body =}
 --
--- Endpoints (the seed elides the prefix; these are the issue's):
+-- Endpoints (Fiserv's API elides the host part of the path; these are payhsm's):
 --   POST /key-management/keys/import                          Import Key
 --   GET  /key-management/keys/{sessionKeyId}                  Get Key
 --   GET  /key-mgmt/session-keys/keys/sessionKeyLabel={label}  Get Keys
@@ -25,7 +25,7 @@
 --
 -- State, per session key label, is one store value (so an import is one atomic store
 -- update, durable before the 200 is sent): the key type, the master key label, the time
--- of the last import and the C rotation state (three static IDs, versions as the seed
+-- of the last import and the C rotation state (three static IDs, versions as Fiserv's API
 -- describes) whose entries hold each session key as a TR-31 block under the local master
 -- key (LMK) with its two check values. The LMK is `storage_key` from the config, or else
 -- derived (SP 800-108 KBKDF) from one configured master key: on a new store the one whose
@@ -50,7 +50,7 @@ M.PATHS = {
 }
 
 --- Every refusal: HTTP status, error.code, error.message. The first five rows are the
--- seed's exception table; the rest are ours (README "MSK gateway", error codes).
+-- exception table of Fiserv's API; the rest are payhsm's (docs/msk-gateway.md, error codes).
 M.ERRORS = {
   DUPLICATE         = { 409, "301", "Session key has already been imported" },
   NO_RESPONSE       = { 409, "3067", "Unable to retrieve response while importing session key" },
@@ -94,7 +94,7 @@ local function master_key_entry(mk, i)
   assert(mk.key_type == "PAN" or mk.key_type == "PIN",
     ("gateway: master_keys[%d].key_type must be PAN or PIN"):format(i))
   local alg = mk.algorithm or "AES_256"
-  assert(alg == "AES_256", ("gateway: master_keys[%d]: zone master keys are AES_256 (the seed)"):format(i))
+  assert(alg == "AES_256", ("gateway: master_keys[%d]: zone master keys are AES_256 (Fiserv's MSK API)"):format(i))
   local key, msg = hsm.key.import(alg, mk.hex, { usage = "K0" })
   assert(key, ("gateway: master_keys[%d]: %s"):format(i, tostring(msg)))
   return { label = mk.label, key_type = mk.key_type, key = key }
@@ -181,7 +181,7 @@ function M.new(cfg)
   assert(type(cfg) == "table", "gateway.new(config)")
   assert(type(cfg.master_keys) == "table" and #cfg.master_keys > 0, "gateway: config needs master_keys")
   assert(type(cfg.basic_auth) == "table" and next(cfg.basic_auth),
-    "gateway: config needs basic_auth = {user = \"password\"} (the seed requires Basic authorization)")
+    "gateway: config needs basic_auth = {user = \"password\"} (Fiserv's MSK API requires Basic authorization)")
   local self = setmetatable({
     store = cfg.store or require("payhsm.store.memory").new { clock = cfg.clock },
     clock = cfg.clock or os.time,
@@ -378,7 +378,7 @@ function Gateway:import(ctx, body)
     return encode_record(rec, state), slot_id, slot_version
   end
   -- Every store call is protected: a store failure (also while reserving the IDs of a
-  -- new label) is the seed's 3067, never the 3901 of an unexpected failure.
+  -- new label) is Fiserv's 3067, never the 3901 of an unexpected failure.
   local ok2, id, version = pcall(self.store.update, self.store, label_key(label), rotate)
   if not ok2 and id == NEED_IDS then
     ok2, id = pcall(self._new_ids, self, label)
@@ -427,7 +427,7 @@ function Gateway:get_key(ctx, id)
   })
 end
 
--- Get Keys lists the label's keys in the order of their static IDs (as the seed's
+-- Get Keys lists the label's keys in the order of their static IDs (as Fiserv's
 -- example: 25, 26, 27 with versions 3.0, 1.0, 2.0); the highest version is active.
 function Gateway:get_keys(ctx, label)
   local rec, state = self:label_state(label)

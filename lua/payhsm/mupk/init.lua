@@ -1,15 +1,15 @@
---- The multi-use public key service of seeds/commerce-hub-multi-use-public-key.md as a
--- pure request handler (DESIGN.md): a spec, a scenario and `bin/payhsm serve mupk`
+--- The multi-use public key service of Commerce Hub's multi-use public keys as a
+-- pure request handler: a spec, a scenario and `bin/payhsm serve mupk`
 -- drive this same code.
 --
 --   local svc = require("payhsm.mupk").new{
 --     store = require("payhsm.store.memory").new(),  -- or sqlite / redis
 --     clock = os.time,                 -- seconds; scenarios pass a simulated one
 --     storage_key = {algorithm = "AES_256", hex = "..."},  -- local master key (see below)
---     key_lifetime = 20 * 86400,       -- seconds a generated key pair is valid (the seed's example)
+--     key_lifetime = 20 * 86400,       -- seconds a generated key pair is valid (Commerce Hub's example)
 --     webhook_url = "http://127.0.0.1:9000/hooks",      -- default expiry notification URL
 --     merchants = {["123456789012345"] = {webhook_url = "..."}},  -- per-merchant URLs
---     webhook_hours = {47, 44, 41},    -- notifications before expiry (the seed); any order,
+--     webhook_hours = {47, 44, 41},    -- notifications before expiry (Commerce Hub); any order,
 --                                      -- sorted largest first; positive, distinct (else raises)
 --     webhook_retry = 600,             -- seconds between attempts of a failed notification
 --     webhook_cafile = path,           -- CA file for https webhook URLs (default: the system's)
@@ -21,11 +21,11 @@
 --   svc:tick()  -- sends the expiry notifications that are due; call after advancing the clock
 --
 -- Endpoints:
---   POST /security/v1/keys/generate           Generate Key (the seed)        201
---   POST /security/v1/keys/{keyId}/revoke      Revoke Key (the seed)          201
---   GET  /security/v1/keys/{keyId}             a key's details and status (ours)
+--   POST /security/v1/keys/generate           Generate Key (Commerce Hub)    201
+--   POST /security/v1/keys/{keyId}/revoke      Revoke Key (Commerce Hub)      201
+--   GET  /security/v1/keys/{keyId}             a key's details and status (payhsm's)
 --   POST /security/v1/transactions             an offline (store-and-forward) charge whose card
---                                              data is sealed under a key pair (ours)  201
+--                                              data is sealed under a key pair (payhsm's)  201
 --
 -- Key status at an instant t (computed from the stored record, so it changes with the clock):
 --   REVOKED   revoked through the revoke endpoint (terminal)
@@ -52,7 +52,7 @@ M.PATHS = {
   transactions = "/security/v1/transactions",
 }
 
---- Every refusal: HTTP status, error code, message (README "Multi-use public keys").
+--- Every refusal: HTTP status, error code, message (docs/public-keys.md, "Error codes").
 M.ERRORS = {
   BAD_REQUEST      = { 400, "400", "Bad request" },
   UNAUTHORIZED     = { 401, "401", "Unauthorized" },
@@ -74,7 +74,7 @@ M.ERRORS = {
 }
 
 local DAY = 86400
-local MAX_KEY_ID = 64 -- the seed: keyId, maximum length 64
+local MAX_KEY_ID = 64 -- Commerce Hub: keyId, maximum length 64
 local Service = {}
 Service.__index = Service
 
@@ -85,7 +85,7 @@ local function refusal(name, detail) error({ refusal = name, detail = detail }, 
 --- "YYYY-MM-DDThh:mm:ss[.fff]Z" -> epoch seconds (the fraction is dropped), or nil.
 function M.parse_time(s) return util.parse_time(s, { fraction = true }) end
 
---- epoch seconds -> "YYYY-MM-DDThh:mm:ssZ" (the seed table's format)
+--- epoch seconds -> "YYYY-MM-DDThh:mm:ssZ" (the format of Commerce Hub's field table)
 M.format_time = util.format_time
 
 -- ---- construction ------------------------------------------------------------------------
@@ -296,7 +296,7 @@ local function merchant_id(body)
 end
 
 --- POST /security/v1/keys/generate {merchantDetails = {merchantId}} -> 201
--- Ours: optional asymmetricKeyDetails = {validFrom =, validTo =} to ask for a window
+-- payhsm's: optional asymmetricKeyDetails = {validFrom =, validTo =} to ask for a window
 -- inside [now, now + max_key_lifetime] (validFrom not in the past).
 function Service:generate(ctx, body)
   local mid = merchant_id(body)
@@ -352,7 +352,7 @@ function Service:revoke(ctx, id, body)
   return self:_key_response(ctx, 201, rec)
 end
 
---- GET /security/v1/keys/{keyId}?merchantId= (ours)
+--- GET /security/v1/keys/{keyId}?merchantId= (payhsm's)
 function Service:get_key(ctx, id, query)
   local rec = self:record(id)
   local mid = util.query_table(query).merchantId
@@ -370,7 +370,7 @@ local function luhn_ok(pan)
   return sum % 10 == 0
 end
 
---- POST /security/v1/transactions (ours): an offline charge whose card data was sealed
+--- POST /security/v1/transactions (payhsm's): an offline charge whose card data was sealed
 -- by the merchant under one of its public keys:
 --   {merchantDetails = {merchantId}, amount = {total, currency},
 --    transactionDetails = {merchantTransactionId, captureTime},
@@ -378,7 +378,7 @@ end
 --      encryptedKey, iv, encryptionBlock, authenticationTag}}}
 -- The card data is the JSON {"cardData": PAN, "expirationMonth", "expirationYear"} sealed
 -- with core.rsa.seal, AAD = the keyId. The key must be the merchant's, not revoked and
--- valid now: an expired or a revoked key gets the seed's expiry response KEY_EXPIRED
+-- valid now: an expired or a revoked key gets Commerce Hub's expiry response KEY_EXPIRED
 -- (details "key expired <validTo>" or "key revoked <revokedAt>"); a key not yet valid
 -- gets KEY_NOT_YET_VALID.
 function Service:transaction(ctx, body)

@@ -1,6 +1,6 @@
---- The merchant side of seeds/commerce-hub-multi-use-public-key.md: keeps its key
--- pairs' public halves, requests a new key 2 days before the current one expires (the
--- seed's best practice), picks the key to use at any instant, seals card data offline
+--- The merchant side of Commerce Hub's multi-use public keys: keeps its key
+-- pairs' public halves, requests a new key 2 days before the current one expires (Commerce
+-- Hub's best practice), picks the key to use at any instant, seals card data offline
 -- with the public key (core.rsa.seal: RSA-OAEP wraps a fresh AES-256-GCM key; the AES
 -- key never reaches Lua), stores the transactions and forwards them later, and enforces
 -- its own limit on offline amounts (over the limit: refused here, never stored or sent).
@@ -77,7 +77,7 @@ local function learn(self, d)
   return k
 end
 
---- Requests a new key pair (POST /security/v1/keys/generate). opts (ours, optional):
+--- Requests a new key pair (POST /security/v1/keys/generate). opts (payhsm's, optional):
 -- {validFrom =, validTo =} to ask for a particular window. Returns the key or nil, error body.
 function Merchant:request_key(opts)
   local body = { merchantDetails = { merchantId = self.id } }

@@ -1,5 +1,5 @@
---- The POS device of seeds/pos-keys-viopay.txt: attests with its pre-provisioned keys,
--- downloads and installs the key set in the seed's order (TMK under the ZMK, KEK under
+--- The POS device of viopay's POS key provisioning guide: attests with its pre-provisioned keys,
+-- downloads and installs the key set in the guide's order (TMK under the ZMK, KEK under
 -- the TMK, MSK under the KEK, then TPK, TDK, MAC under the KEK), checks every KCV and
 -- refuses a set whose KCV or TR-31 MAC does not match, then drives the MSK-protected
 -- endpoints: config, terminal parameters, activation, charges, refunds and cancels.
@@ -34,7 +34,7 @@ local M = {}
 local Device = {}
 Device.__index = Device
 
---- The install order of the seed ("Terminal install order") with each key's parent and
+--- The install order of viopay's guide ("Terminal install order") with each key's parent and
 -- the TR-31 usage the device expects in the block header.
 M.INSTALL_ORDER = {
   { "tmk", "zmk", "K1" },
@@ -134,7 +134,7 @@ end
 
 -- ---- step 6: POST /pos/keys and the install ---------------------------------------------------
 
---- Installs a /pos/keys response document: unwraps each key in the seed's order under
+--- Installs a /pos/keys response document: unwraps each key in viopay's order under
 -- its parent, checks the block's usage and the key's KCV (encrypt a zero block, first
 -- 3 bytes; the HMAC key's check value for the MAC key). All or nothing: on any failure
 -- no key of the set is kept and nil, message, code is returned.

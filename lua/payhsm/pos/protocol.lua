@@ -1,8 +1,8 @@
 --- What the POS server (payhsm.pos.server) and the device (payhsm.pos.device) of
--- seeds/pos-keys-viopay.txt must agree on, in one place: paths, header names, the
+-- viopay's POS key provisioning guide must agree on, in one place: paths, header names, the
 -- device id and token shapes, the HMAC signing strings, time stamps and the EMV
--- transaction data an ARQC covers. README.md's section "POS terminal activation and
--- payments" explains each choice.
+-- transaction data an ARQC covers. docs/pos-activation.md explains each
+-- choice.
 local util = require "payhsm.util"
 
 local M = {}
@@ -27,7 +27,7 @@ M.H = {
   signature = "x-signature",
 }
 
-M.TOKEN_LIFETIME = 300          -- seconds an attestation token lives (the seed: 5 minutes)
+M.TOKEN_LIFETIME = 300          -- seconds an attestation token lives (viopay's guide: 5 minutes)
 M.CHALLENGE_LIFETIME = 60       -- seconds an attestation challenge lives
 M.CLOCK_SKEW = 300              -- seconds X-Timestamp may differ from the server's clock
 M.REQUEST_ID_TTL = 86400        -- seconds a used request_id is remembered (its retries answered)
@@ -40,7 +40,7 @@ function M.nonce_ttl(t, now)
   return math.max(1, t + M.CLOCK_SKEW - now + 1)
 end
 
---- True when s is a device id of the seed's form POS-{8 hex characters}.
+--- True when s is a device id of viopay's form POS-{8 hex characters}.
 function M.valid_device_id(s)
   return type(s) == "string" and s:match("^POS%-%x%x%x%x%x%x%x%x$") ~= nil
 end
@@ -57,7 +57,7 @@ function M.parse_iso8601(s) return util.parse_time(s, { leap = true }) end
 
 --- The text X-Signature signs on a request: seven lines joined by "\n", the last
 -- being the body exactly as sent (the envelope JSON; empty for config, terminal
--- parameters and cancel: the seed's "empty HMAC body").
+-- parameters and cancel: viopay's "empty HMAC body").
 function M.request_signing_string(method, path, device_id, key_set_id, timestamp, nonce, body)
   return table.concat({ method, path, device_id, key_set_id, timestamp, nonce, body or "" }, "\n")
 end

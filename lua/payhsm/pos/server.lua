@@ -1,5 +1,5 @@
---- The POS terminal host of seeds/pos-keys-viopay.txt as a pure request handler
--- (../shared/DESIGN.md): attestation, the key set download (`POST /pos/keys`, the seed's sixth
+--- The POS terminal host of viopay's POS key provisioning guide as a pure request handler:
+-- attestation, the key set download (`POST /pos/keys`, the guide's sixth
 -- activation step), and the MSK-protected endpoints (config, terminal parameters,
 -- activation, charges, refunds, cancels).
 --
@@ -19,7 +19,7 @@
 --   }
 --   local resp = pos:handle{method =, path =, headers = {lower-case = value}, body =}
 --
--- Every refusal is a row of M.ERRORS and leaves as the seed's error body
+-- Every refusal is a row of M.ERRORS and leaves as the guide's error body
 -- {"error": {"code", "message", "trace_id"}}. Keys live in the store only as TR-31
 -- version D blocks under the LMK; unwrapped key objects of current key sets are cached
 -- in this process (C memory, never Lua strings), for at most 2 * cache_size devices.
@@ -30,8 +30,8 @@ local P = require "payhsm.pos.protocol"
 
 local M = {}
 
---- Every refusal: HTTP status, error.code, error.message. 4001 is the seed's; the others
--- are ours (README.md, "POS terminal activation and payments" > "Error codes").
+--- Every refusal: HTTP status, error.code, error.message. 4001 is viopay's; the others
+-- are payhsm's (docs/pos-activation.md, "Error codes").
 M.ERRORS = {
   BAD_REQUEST        = { 400, "4000", "Bad request" },
   ATTESTATION_TOKEN  = { 401, "4001", "Invalid or expired attestation token" },
@@ -75,7 +75,7 @@ M.TEST_ISSUER = {
 }
 
 local KEY_SPECS = {
-  -- name, algorithm, TR-31 usage, mode of use, the seed's usage word
+  -- name, algorithm, TR-31 usage, mode of use, the guide's usage word
   { "tmk", "AES_256", "K1", "B", "key-encryption" },
   { "kek", "AES_256", "K1", "B", "key-encryption" },
   { "msk", "AES_256", "D0", "B", "data-encryption" },
@@ -374,7 +374,7 @@ end
 
 -- ---- step 6: POST /pos/keys -----------------------------------------------------------
 
---- Issues a fresh key set for a device and returns the seed's response (a util.object).
+--- Issues a fresh key set for a device and returns the guide's response (a util.object).
 function Server:issue_key_set(device_id)
   local dev = assert(self:device(device_id), "unknown device")
   local zmk = self:_unwrap_local(dev.zmk, "ZMK")
