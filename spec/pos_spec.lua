@@ -124,6 +124,24 @@ describe("pos", function()
       assert.same({ 401, "4002" }, { err_of(post(w, P.PATHS.attest, h, body)) })
     end)
 
+    it("keeps one outstanding challenge per device: a new one replaces the last", function()
+      local w = new_world()
+      local h = { [P.H.device] = DEV }
+      local dak = hsm.key.import("HMAC_SHA256", DAK, { usage = "M7", mode = "C" })
+      local function attest_with(ch)
+        return post(w, P.PATHS.attest, h, cjson.encode { device_id = DEV, challenge = ch, firmware_version = "1",
+          proof = hsm.hmac(dak, P.attestation_string(DEV, ch, "1")) })
+      end
+      local chs = {}
+      for i = 1, 50 do chs[i] = cjson.decode(post(w, P.PATHS.challenge, h, '{"device_id":"' .. DEV .. '"}').body).challenge end
+      assert.equal(1, #w.store:keys("pos:chal:"))
+      assert.same({ 401, "4002" }, { err_of(attest_with(chs[1])) }) -- replaced: refused (and uses up the last)
+      assert.same({ 401, "4002" }, { err_of(attest_with(chs[50])) })
+      local ch = cjson.decode(post(w, P.PATHS.challenge, h, '{"device_id":"' .. DEV .. '"}').body).challenge
+      assert.equal(200, attest_with(ch).status)
+      assert.equal(0, #w.store:keys("pos:chal:"))
+    end)
+
     it("refuses a device id that is malformed or differs from X-Device-Id (400 / 4000)", function()
       local w = new_world()
       assert.same({ 400, "4000" }, { err_of(post(w, P.PATHS.challenge, { [P.H.device] = "POS-8F3A2C9" },

@@ -304,7 +304,9 @@ function Server:challenge(ctx, req)
   if not self:device(device_id) then return error_response(ctx, "ATTESTATION_FAILED", "unknown device") end
   local challenge = hsm.random(16)
   local now = self.clock()
-  self.store:put("pos:chal:" .. device_id .. ":" .. challenge, tostring(now + P.CHALLENGE_LIFETIME),
+  -- one outstanding challenge per device: a new one replaces the last, so a flood of
+  -- challenge requests keeps one entry, not one per request
+  self.store:put("pos:chal:" .. device_id, challenge .. " " .. tostring(now + P.CHALLENGE_LIFETIME),
     P.CHALLENGE_LIFETIME)
   return respond(ctx, 200, util.object {
     "device_id", device_id,
@@ -332,9 +334,9 @@ function Server:attest(ctx, req)
   if not dev then return error_response(ctx, "ATTESTATION_FAILED", "unknown device") end
   local now = self.clock()
   -- the challenge is used up whatever the outcome
-  local ck = "pos:chal:" .. device_id .. ":" .. doc.challenge:upper()
-  local until_ = self.store:update(ck, function(old) return nil, old end)
-  if not until_ or tonumber(until_) <= now then
+  local stored = self.store:update("pos:chal:" .. device_id, function(old) return nil, old end)
+  local challenge, until_ = (stored or ""):match("^(%x+) (%S+)$")
+  if not challenge or not hsm.equal(challenge, doc.challenge:upper()) or tonumber(until_) <= now then
     return error_response(ctx, "ATTESTATION_FAILED", "unknown, used or expired challenge")
   end
   local dak = self:_unwrap_local(dev.dak, "attestation key")
