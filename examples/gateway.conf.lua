@@ -14,9 +14,12 @@ return {
       hex = "0F1E2D3C4B5A69788796A5B4C3D2E1F000112233445566778899AABBCCDDEEFF" },
   },
   min_import_interval = 0,
-  -- In production set the local master key, an operator secret the integrator does not hold
-  -- (without it the LMK is derived from a zone master key, which the integrator shares):
-  --   storage_key = { algorithm = "AES_256", hex = "<64 hex digits from your key ceremony>" },
+  -- The local master key that wraps every key in the store: an operator secret the
+  -- integrator does not hold (without it the LMK is derived from a zone master key, which
+  -- the integrator shares, and the gateway warns at start-up). In production its value
+  -- comes from your key ceremony; this one is a public demo value.
+  storage_key = { algorithm = "AES_256",
+    hex = "6761746577617920646D656F206C6D6B206E6F7420666F72207265616C207573" },
   -- The gateway's own PAN and PIN keys are generated at random on the first start and kept in
   -- the store under the LMK; gateway_keys = { pan = {...}, pin = {...} } configures them instead.
 }

@@ -235,6 +235,31 @@ describe("secrets", function()
     end)
   end)
 
+  describe("a config file with a syntax error", function()
+    it("is reported without the key values near the error (runs of 16+ hex digits redacted)", function()
+      local ZMK_PAN = marked.hex(32, "D4", "config ZMK")
+      local cfg = os.tmpname()
+      finally(function() os.remove(cfg) end)
+      for _, broken in ipairs {
+        -- a missing closing quote: Lua's message quotes the unfinished string
+        ('return { master_keys = { { hex = "%s } } }'):format(ZMK_PAN),
+        -- an error raised while the chunk runs, with the value in its text
+        ('error("bad key %s")'):format(ZMK_PAN),
+        -- a key value where a name goes
+        ('return { %s = 1 }'):format("k" .. ZMK_PAN),
+      } do
+        local f = assert(io.open(cfg, "w"))
+        f:write(broken)
+        f:close()
+        local out, ok = run("timeout 10 bin/payhsm serve gateway --config " .. cfg)
+        assert.is_falsy(ok)
+        assert.matches("config", out)
+        assert.is_nil(marked.leak(out, { [ZMK_PAN] = "ZMK_PAN" }), out)
+        assert.is_nil(out:find(ZMK_PAN:sub(1, 16), 1, true), out)
+      end
+    end)
+  end)
+
   -- ---- the other servers, the redis stores and the CLI ------------------------------
   -- These start processes under the interpreter and build of this run (spec/support/interp.lua).
   local interp = require "spec.support.interp"

@@ -19,12 +19,21 @@ local function readfile(path, what)
   return s
 end
 
+--- A config error's text with every run of 16 or more hex digits replaced by
+-- "<16+ hex digits>": a syntax error near a key line (a missing closing quote) quotes
+-- the source, and the source holds key values.
+function M.redact(text)
+  return (tostring(text):gsub("%x+", function(run)
+    if #run >= 16 then return "<" .. #run .. " hex digits>" end
+  end))
+end
+
 --- Loads a config file: a Lua chunk returning a table.
 function M.load_config(path)
   local chunk, err = loadfile(path, "t")
-  if not chunk then error("config: " .. err, 0) end
+  if not chunk then error("config: " .. M.redact(err), 0) end
   local ok, cfg = pcall(chunk)
-  if not ok then error("config: " .. tostring(cfg), 0) end
+  if not ok then error("config: " .. M.redact(cfg), 0) end
   if type(cfg) ~= "table" then error("config: " .. path .. " must return a table", 0) end
   return cfg
 end
