@@ -139,9 +139,23 @@ function M.trace_id()
   return M.b64url(M.hex_to_bin(core.random(20)))
 end
 
+-- A per-process HMAC key: secrets of different lengths are compared through their
+-- HMACs, which all have one length, so the time says nothing of a password's length.
+local compare_key
+local function digest(s)
+  compare_key = compare_key or core.key.generate("HMAC_SHA256")
+  return core.hmac(compare_key, s)
+end
+
+--- Whether two secret strings are equal, in time that depends on neither's content
+-- nor length (both are HMACed under a per-process key, then compared in constant time).
+function M.secret_equal(a, b)
+  return core.equal(digest(a), digest(b)) and core.equal(a, b)
+end
+
 --- Checks an Authorization header against {user = "password", ...}: true when it is
 -- "Basic base64(user:password)" for a configured user. Passwords are compared in
--- constant time; unknown users still cost one comparison.
+-- constant time, whatever their lengths; unknown users still cost one comparison.
 function M.basic_auth_ok(header, users)
   if type(header) ~= "string" then return false end
   local cred = header:match("^[Bb][Aa][Ss][Ii][Cc] +([%w+/=_-]+)%s*$")
@@ -149,7 +163,7 @@ function M.basic_auth_ok(header, users)
   local user, pass = (cred or ""):match("^([^:]*):(.*)$")
   if not user then return false end
   local want = users[user]
-  local ok = core.equal(pass, type(want) == "string" and want or "\0never")
+  local ok = M.secret_equal(pass, type(want) == "string" and want or "\0never")
   return ok and type(want) == "string"
 end
 

@@ -227,7 +227,9 @@ function Server:register_device(device_id, zmk, dak)
   local ok, err = pcall(self.store.update, self.store, device_key(device_id), function(old)
     if old then
       local o = cjson.decode(old)
-      if o.zmk_kcv ~= rec.zmk_kcv or o.dak_kcv ~= rec.dak_kcv then refusal("DEVICE_EXISTS") end
+      if not (hsm.equal(o.zmk_kcv, rec.zmk_kcv) and hsm.equal(o.dak_kcv, rec.dak_kcv)) then
+        refusal("DEVICE_EXISTS")
+      end
       return old
     end
     return cjson.encode(rec)
