@@ -101,7 +101,7 @@ M.rows = {
   { "pin", "PIN of 3 digits", [[hsm.pin.format("ISO_FORMAT_0", "123", PAN)]], "PIN_LENGTH" },
   { "pin", "PIN of 13 digits", [[hsm.pin.format("ISO_FORMAT_0", "1234567890123", PAN)]], "PIN_LENGTH" },
   { "pin", "PIN with a non-digit", [[hsm.pin.format("ISO_FORMAT_0", "12a4", PAN)]], "PIN_DIGITS" },
-  { "pin", "PAN too short (11 digits)", [[hsm.pin.format("ISO_FORMAT_0", "1234", "12345678901")]], "PAN_LENGTH" },
+  { "pin", "PAN empty", [[hsm.pin.format("ISO_FORMAT_0", "1234", "")]], "PAN_LENGTH" },
   { "pin", "PAN too long (20 digits)", [[hsm.pin.format("ISO_FORMAT_0", "1234", "12345678901234567890")]], "PAN_LENGTH" },
   { "pin", "PAN missing (format 0)", [[hsm.pin.format("ISO_FORMAT_0", "1234")]], "PAN_LENGTH" },
   { "pin", "PAN with a non-digit", [[hsm.pin.format("ISO_FORMAT_0", "1234", "41111111111111X1")]], "PAN_DIGITS" },
