@@ -189,7 +189,8 @@ void payhsm_rsa_open(lua_State *L);
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
 int payhsm_kcv_compute(lua_State *L, payhsm_key *k, int kcv_alg, unsigned char out[3]);
-/* ISO 9797-1 padding (mac.c): method 1 or 2 into a buffer of *outlen capacity. */
+/* ISO 9797-1 padding (mac.c): method 1, 2 or 3 of len bytes of in into out (which may
+ * alias in); out has room for len + 2 * bs bytes. Returns the padded length. */
 size_t payhsm_iso9797_pad(const unsigned char *in, size_t len, size_t bs, int method,
                           unsigned char *out);
 /* TDES keys: the CBC context of single DES under the left half K1 (retail MAC). */
