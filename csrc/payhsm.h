@@ -180,6 +180,7 @@ void payhsm_kcv_open(lua_State *L);
 void payhsm_tr31_open(lua_State *L);
 void payhsm_pinblock_open(lua_State *L);
 void payhsm_emv_open(lua_State *L);
+void payhsm_emvsm_open(lua_State *L); /* adds secure messaging to the emv table */
 void payhsm_as2805_open(lua_State *L);
 void payhsm_zka_open(lua_State *L);
 void payhsm_envelope_open(lua_State *L);
@@ -204,5 +205,14 @@ int payhsm_mac_alg1(lua_State *L, payhsm_key *k, const unsigned char *padded, si
                     unsigned char *out);
 int payhsm_mac_alg3(lua_State *L, payhsm_key *k, const unsigned char *padded, size_t len,
                     unsigned char *out);
+/* EMV ICC master key (emv.c, EMV Book 2 A1.4; mode 0 option A, 1 option B) from the
+ * IMK into mk. Returns 0, or 3 after pushing nil, message, code on bad PAN/PSN. */
+int payhsm_emv_icc_mk(lua_State *L, const char *fn, payhsm_key *imk, int mode, const char *pan,
+                      size_t pn, const char *psn, size_t sn, unsigned char mk[16]);
+/* Deciphers the ISO 9564-1 PIN block (hex at blk_idx) in the format named at fmt_idx under
+ * pek (pinblock.c: usage P0 mode D/B/N, key type checked); pin gets up to 12 digits.
+ * Returns 0, or 3 after pushing nil, message, code. The caller cleanses pin. */
+int payhsm_pin_decipher(lua_State *L, const char *fn, payhsm_key *pek, int fmt_idx, int blk_idx,
+                        const char *pan, size_t an, char pin[12], size_t *pn);
 
 #endif

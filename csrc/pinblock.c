@@ -224,6 +224,17 @@ static size_t block_arg(lua_State *L, int idx, const char *fn, int fmt, unsigned
   return n;
 }
 
+int payhsm_pin_decipher(lua_State *L, const char *fn, payhsm_key *pek, int fmt_idx, int blk_idx,
+                        const char *pan, size_t an, char pin[12], size_t *pn) {
+  int fmt = payhsm_checkname(L, fmt_idx, "PIN block format", formats), r;
+  unsigned char blk[16];
+  pin_err e;
+  if ((r = key_fits(L, pek, fmt, fn, 0))) return r;
+  if (block_arg(L, blk_idx, fn, fmt, blk) == (size_t)-1) return 3;
+  if (!decipher(L, pek, fmt, blk, pan, an, pin, pn, &e)) return fail(L, fn, &e);
+  return 0;
+}
+
 /* core.pin.format(fmt, pin, pan) -> clear block hex (format 4: the PIN field) */
 static int pin_format(lua_State *L) {
   int fmt = payhsm_checkname(L, 1, "PIN block format", formats);
