@@ -101,7 +101,7 @@ static int emv_sm_mac(lua_State *L) {
   int r;
   payhsm_checkfields(L, 3, fn, fields);
   len = mac_length(L, 3, "length");
-  if ((r = check_sm_key(L, k, fn, "E2 E0", "CGN"))) return r;
+  if ((r = check_sm_key(L, k, fn, "E2 E0", "XNCG"))) return r;
   luaL_checkstring(L, 2);
   if (lua_rawlen(L, 2) > 2 * SM_MAX)
     return payhsm_fail(L, fn, "BAD_LENGTH", "command is over %d bytes", SM_MAX);
@@ -138,7 +138,7 @@ static int emv_sm_encrypt(lua_State *L) {
   unsigned char buf[SM_MAX + 16];
   size_t n;
   int r, chaining, type = sm_opts(L, 3, fn, &chaining);
-  if ((r = check_sm_key(L, k, fn, "E1 E0", "EBN"))) return r;
+  if ((r = check_sm_key(L, k, fn, "E1 E0", "XNEB"))) return r;
   luaL_checkstring(L, 2);
   if (lua_rawlen(L, 2) > 2 * SM_MAX)
     return payhsm_fail(L, fn, "BAD_LENGTH", "data is over %d bytes", SM_MAX);
@@ -168,7 +168,7 @@ static int emv_sm_decrypt(lua_State *L) {
   unsigned char buf[SM_MAX + 16];
   size_t n, end, start = 0;
   int r, chaining, type = sm_opts(L, 3, fn, &chaining);
-  if ((r = check_sm_key(L, k, fn, "E1 E0", "DBN"))) return r;
+  if ((r = check_sm_key(L, k, fn, "E1 E0", "XNDB"))) return r;
   luaL_checkstring(L, 2);
   if (lua_rawlen(L, 2) > 2 * SM_MAX)
     return payhsm_fail(L, fn, "BAD_LENGTH", "data is over %d bytes", SM_MAX);
@@ -395,9 +395,8 @@ static int emv_pin_change(lua_State *L) {
   lua_settop(L, 3);
   if (q.deriv == SD_VISA) {
     lua_getfield(L, 3, "imk_ac");
-    r = pc_key(L, fn, 4, "E0", &q, 0, mk_ac);
+    if ((r = pc_key(L, fn, 4, "E0", &q, 0, mk_ac))) return r;
     lua_settop(L, 3);
-    if (r) return r;
   }
   if ((r = pc_pin(L, fn, &q, "pin_block", "format", "pek", pin, &pn))) goto done;
   lua_settop(L, 3);
