@@ -19,7 +19,7 @@
  * from a key without usage carry, is accepted for both); issuer master keys for the PIN
  * change likewise (IMK-SMC E1, IMK-SMI E2, IMK-AC E0; or none); the PEK usage P0.
  * Codes: BAD_HEX, BAD_LENGTH, SM_PADDING, EMV_ARQC, EMV_ATC, PAN_LENGTH, PAN_DIGITS,
- * EMV_PSN, PIN_FORMAT, PIN_LENGTH, KEY_TYPE, KEY_USAGE.
+ * EMV_PSN, PIN_FORMAT, KEY_TYPE, KEY_USAGE.
  */
 #include <string.h>
 
