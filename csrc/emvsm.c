@@ -334,6 +334,8 @@ static int pc_read(lua_State *L, const char *fn, pc_params *q) {
   if (!(q->psn = payhsm_optfield_str(L, 3, "psn", &q->sn))) { q->psn = "00"; q->sn = 2; }
   if (q->deriv == SD_VISA && lua_getfield(L, 3, "imk_ac") == LUA_TNIL)
     luaL_error(L, "%s: VISA needs p.imk_ac (the VIS PIN block is bound to the ICC's AC key)", fn);
+  if (q->deriv != SD_VISA && lua_getfield(L, 3, "current_pin_block") != LUA_TNIL)
+    luaL_error(L, "%s: p.current_pin_block is for the VISA derivation (the VIS PIN block) only", fn);
   lua_pop(L, lua_gettop(L) - 3);
   if ((r = sm_derivation_data(L, fn, 3, q->deriv, q->r))) return r;
   return 0;

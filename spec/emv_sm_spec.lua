@@ -218,6 +218,7 @@ describe("emv secure messaging", function()
       assert.has_error(function() hsm.emv.pin_change(imk_smc(), imk_smi(), p { arqc = R, pinblock = "00" }) end)
       assert.has_error(function() hsm.emv.pin_change(imk_smc(), imk_smi(), p { derivation = "VISA", atc = "FFFF" }) end)
       assert.has_error(function() hsm.emv.pin_change(imk_smc(), imk_smi(), p {}) end) -- no arqc
+      assert.has_error(function() hsm.emv.pin_change(imk_smc(), imk_smi(), p { arqc = R, current_pin_block = pinblock("8888") }) end)
       assert.has_error(function() hsm.emv.pin_change(imk_smc(), imk_smi(), p { arqc = R, mac_length = 9 }) end)
       assert.has_error(function() hsm.emv.pin_change(imk_smc(), imk_smi(), p { arqc = R, derivation = "AMEX" }) end)
     end)
