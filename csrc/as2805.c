@@ -1,26 +1,30 @@
 /*
  * as2805.c - AS2805 node-to-node KEK validation, both sides, as AWS Payment
- * Cryptography's GenerateAs2805KekValidation offers it (AWS Payment
- * Cryptography's user guide and API reference).
+ * Cryptography's GenerateAs2805KekValidation computes it.
  *
  * AS2805.6.6 (node-to-node key management): before session keys are exchanged,
  * each node proves it holds the partner's KEK. The initiator draws a random key
- * KR and sends KRs, KR enciphered under a variant of its sending KEK (KEKs); the
- * partner deciphers KRs with its receiving KEK (KEKr, the same key), inverts KR
- * (ones' complement: every bit flipped) and returns KRr, the inverted key
- * enciphered under the same variant of the KEK. The initiator compares KRr with
- * the value it computed itself when it made the request.
+ * KR and sends KRs, KR enciphered under the request variant of the KEK; the
+ * partner deciphers KRs, inverts KR and returns KRr, the inverted key enciphered
+ * under the response variant of the same KEK. The initiator compares KRr with the
+ * value it computed itself when it made the request.
  *
- * Reading where the public material stops (kept as data, in masks[] below):
- *  - VARIANT_MASK_82C0: the two bytes 82 C0 repeated over the whole KEK
- *    (82C082C0...), i.e. the AS2805 key-type variant 82 on the first byte and C0
- *    on the second byte of every byte pair;
- *  - VARIANT_MASK_82: the byte 82 on every byte of the KEK.
- *  - KR is as long as random_key_max_length (BYTES_8/16/24) and is enciphered in
- *    TDES-ECB under KEK xor mask; KRr uses the same variant as KRs.
+ * As AWS computes it (aws-samples/samples-for-payment-cryptography-service,
+ * python_sdk_example/as2805_node-to-node_examples/as2805_1_5_KEK_Validation.py,
+ * written to match the live GenerateAs2805KekValidation output for VARIANT_MASK_82):
+ *  - KRs = TDES-CBC, zero IV, of KR under KEK xor the request variant;
+ *  - KRr = TDES-CBC, zero IV, of inv(KR) under KEK xor the response variant, where
+ *    inv(KR) is KR with every bit flipped, then odd parity set on every byte;
+ *  - VARIANT_MASK_82: request variant 82 on every byte of the KEK, response 84.
+ *  - VARIANT_MASK_82C0: the two-byte form AWS uses for its AS2805 key variants
+ *    (28C0, 22C0, 24C0 repeated over the KEK in the same repository's
+ *    as2805_2_1_Working_Key_Exchange.py): request 82C0 repeated, response 84C0
+ *    repeated. The sample shows only VARIANT_MASK_82; this counterpart follows
+ *    AWS's two-byte pattern and is not confirmed against the service.
+ *  KR is as long as random_key_max_length (BYTES_8/16/24), drawn at random with
+ *  odd parity set (a DES key; inv() of such a key changes no parity bit).
  *  AWS's published example (KRs 9217DC67B8763BABCFDF3DADFCD0F84A -> KRr
- *  A4B7E249C40C98178C1B856DB7FB76EB, KEK KCV 0A3674) does not publish the KEK, so
- *  it checks only shapes: 16-byte KRs and KRr, a 3-byte KCV. See docs/keys-and-crypto.md.
+ *  A4B7E249C40C98178C1B856DB7FB76EB, KEK KCV 0A3674) does not publish the KEK.
  *
  * Lua: core.as2805.kek_validation_request(kek, {derive_algorithm=, random_key_max_length=,
  *        variant_mask=}) -> {random_key_send=, random_key_receive=, kcv=}
@@ -40,7 +44,8 @@
 #include "payhsm.h"
 
 static const char *const mask_names[] = {"VARIANT_MASK_82C0", "VARIANT_MASK_82", NULL};
-static const unsigned char masks[2][2] = {{0x82, 0xC0}, {0x82, 0x82}}; /* repeated over the key */
+/* [mask][0 request, 1 response]: two bytes repeated over the KEK */
+static const unsigned char masks[2][2][2] = {{{0x82, 0xC0}, {0x84, 0xC0}}, {{0x82, 0x82}, {0x84, 0x84}}};
 
 static int check_kek(lua_State *L, payhsm_key *k, const char *fn, const char *modes) {
   int r;
@@ -50,10 +55,14 @@ static int check_kek(lua_State *L, payhsm_key *k, const char *fn, const char *mo
   return 0;
 }
 
-static int mask_opt(lua_State *L, int idx) {
+/* The options table at idx (raises when absent or with an unknown field); returns the mask. */
+static int mask_opt(lua_State *L, int idx, const char *fn, int request) {
+  static const char *const req_fields[] = {"variant_mask", "derive_algorithm", "random_key_max_length", NULL};
+  static const char *const fields[] = {"variant_mask", NULL};
   int m;
   if (lua_isnoneornil(L, idx)) return luaL_error(L, "as2805: options with variant_mask are required");
   luaL_checktype(L, idx, LUA_TTABLE);
+  payhsm_checkfields(L, idx, fn, request ? req_fields : fields);
   lua_getfield(L, idx, "variant_mask");
   if (lua_isnil(L, -1)) return luaL_error(L, "as2805: variant_mask is required (VARIANT_MASK_82C0 or VARIANT_MASK_82)");
   m = payhsm_checkname(L, -1, "variant mask", mask_names);
@@ -61,19 +70,28 @@ static int mask_opt(lua_State *L, int idx) {
   return m;
 }
 
-/* enc = 1: out = E(KEK xor mask)(in); 0: decrypt. n a multiple of 8. */
-static int variant_crypt(lua_State *L, payhsm_key *kek, int m, int enc, const unsigned char *in, unsigned char *out,
-                         size_t n) {
+/* enc = 1: out = TDES-CBC, zero IV, under KEK xor the request (resp = 0) or response
+ * (resp = 1) variant; enc = 0 deciphers. n a multiple of 8. */
+static int variant_crypt(lua_State *L, payhsm_key *kek, int m, int resp, int enc,
+                         const unsigned char *in, unsigned char *out, size_t n) {
+  static const unsigned char zero_iv[8] = {0};
   unsigned char kx[24];
   payhsm_key t;
   size_t i;
   int ok;
-  for (i = 0; i < kek->len; i++) kx[i] = (unsigned char)(kek->bytes[i] ^ masks[m][i % 2]);
+  for (i = 0; i < kek->len; i++) kx[i] = (unsigned char)(kek->bytes[i] ^ masks[m][resp][i % 2]);
   ok = payhsm_key_init(&t, kek->alg, kx, kek->len);
   OPENSSL_cleanse(kx, sizeof kx);
-  ok = ok && payhsm_key_crypt(L, &t, enc, NULL, in, out, n);
+  ok = ok && payhsm_key_crypt(L, &t, enc, zero_iv, in, out, n);
   payhsm_key_clear(&t);
   return ok;
+}
+
+/* inv(KR): ones' complement, then odd parity on every byte. */
+static void invert(unsigned char *kr, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) kr[i] = (unsigned char)~kr[i];
+  payhsm_des_parity(kr, n);
 }
 
 /* core.as2805.kek_validation_request(kek, opts) -> {random_key_send, random_key_receive, kcv} */
@@ -82,9 +100,9 @@ static int as2805_request(lua_State *L) {
   static const char *const lengths[] = {"BYTES_8", "BYTES_16", "BYTES_24", NULL};
   static const char *const algs[] = {"TDES_2KEY", "TDES_3KEY", NULL};
   payhsm_key *kek = payhsm_checkkey(L, 1);
-  int m = mask_opt(L, 2), r, alg = 0, len = 1;
-  unsigned char kr[48], both[48], krs[24], krr[24], kcv[3];
-  size_t n, i;
+  int m = mask_opt(L, 2, fn, 1), r, alg = 0, len = 1;
+  unsigned char kr[24], krs[24], krr[24], kcv[3];
+  size_t n;
   if (lua_getfield(L, 2, "random_key_max_length") != LUA_TNIL) len = payhsm_checkname(L, -1, "random key length", lengths);
   if (lua_getfield(L, 2, "derive_algorithm") != LUA_TNIL) alg = payhsm_checkname(L, -1, "derive key algorithm", algs);
   lua_pop(L, 2);
@@ -94,10 +112,10 @@ static int as2805_request(lua_State *L) {
                        payhsm_alg_name(kek->alg));
   n = (size_t)(8 * (len + 1));
   if (RAND_priv_bytes(kr, (int)n) != 1) return payhsm_raise_ossl(L, fn);
-  for (i = 0; i < n; i++) kr[n + i] = (unsigned char)~kr[i]; /* KR || ~KR: one keying, one ECB call */
-  r = variant_crypt(L, kek, m, 1, kr, both, 2 * n) && payhsm_kcv_compute(L, kek, 0, kcv);
-  memcpy(krs, both, n);
-  memcpy(krr, both + n, n);
+  payhsm_des_parity(kr, n);
+  r = variant_crypt(L, kek, m, 0, 1, kr, krs, n);
+  invert(kr, n);
+  r = r && variant_crypt(L, kek, m, 1, 1, kr, krr, n) && payhsm_kcv_compute(L, kek, 0, kcv);
   OPENSSL_cleanse(kr, sizeof kr);
   if (!r) return payhsm_raise_ossl(L, fn);
   lua_createtable(L, 0, 3);
@@ -113,7 +131,7 @@ static int as2805_request(lua_State *L) {
 /* KRr for an incoming KRs; 0 with the failure pushed on bad input. */
 static size_t response(lua_State *L, const char *fn, payhsm_key *kek, int krs_idx, int m, unsigned char *krr) {
   unsigned char krs[24], kr[24];
-  size_t n, i;
+  size_t n;
   int ok;
   n = payhsm_hexarg(L, krs_idx, fn, "random_key_send", krs, sizeof krs);
   if (n == (size_t)-1) return 0;
@@ -121,9 +139,9 @@ static size_t response(lua_State *L, const char *fn, payhsm_key *kek, int krs_id
     payhsm_fail(L, fn, "AS2805_KRS_LENGTH", "random key send must be 8, 16 or 24 bytes, got %d", (int)n);
     return 0;
   }
-  ok = variant_crypt(L, kek, m, 0, krs, kr, n);
-  for (i = 0; i < n; i++) kr[i] = (unsigned char)~kr[i];
-  ok = ok && variant_crypt(L, kek, m, 1, kr, krr, n);
+  ok = variant_crypt(L, kek, m, 0, 0, krs, kr, n);
+  invert(kr, n);
+  ok = ok && variant_crypt(L, kek, m, 1, 1, kr, krr, n);
   OPENSSL_cleanse(kr, sizeof kr);
   if (!ok) payhsm_raise_ossl(L, fn);
   return n;
@@ -133,7 +151,7 @@ static size_t response(lua_State *L, const char *fn, payhsm_key *kek, int krs_id
 static int as2805_response(lua_State *L) {
   static const char fn[] = "as2805.kek_validation_response";
   payhsm_key *kek = payhsm_checkkey(L, 1);
-  int m = mask_opt(L, 3), r;
+  int m = mask_opt(L, 3, fn, 0), r;
   unsigned char krr[24];
   size_t n;
   if ((r = check_kek(L, kek, fn, "DBN"))) return r;
@@ -146,7 +164,7 @@ static int as2805_response(lua_State *L) {
 static int as2805_verify(lua_State *L) {
   static const char fn[] = "as2805.kek_validation_verify";
   payhsm_key *kek = payhsm_checkkey(L, 1);
-  int m = mask_opt(L, 4), r;
+  int m = mask_opt(L, 4, fn, 0), r;
   unsigned char want[24], given[24];
   size_t n, gn;
   if ((r = check_kek(L, kek, fn, NULL))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }

@@ -340,6 +340,7 @@ int luaopen_payhsm_core(lua_State *L) {
   payhsm_tr31_open(L);
   payhsm_pinblock_open(L);
   payhsm_emv_open(L);
+  payhsm_emvsm_open(L);
   payhsm_as2805_open(L);
   payhsm_zka_open(L);
   payhsm_envelope_open(L);

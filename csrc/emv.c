@@ -31,8 +31,9 @@
  *      core.emv.derive_session_key(icc_mk, derivation, p) -> key
  *      core.emv.generate_arqc(imk, p) -> hex;  core.emv.verify_arqc(imk, p) -> bool
  *      core.emv.generate_arpc(imk, p) -> hex;  core.emv.compute_arpc(key, p) -> hex
- * Keys: IMK TDES_2KEY, usage E0 (or none), mode X or N; derived ICC master keys
- * carry usage E0 mode X, session keys usage E0 mode N.
+ * Keys: IMK TDES_2KEY, usage E0 to E6 (or none), mode X or N; derived ICC master
+ * keys carry mode X, session keys mode N, both the IMK's usage (E0 when it has none).
+ * Secure messaging (issuer scripts, PIN change) is in emvsm.c.
  * Codes: PAN_LENGTH, PAN_DIGITS, EMV_PSN, EMV_ATC, EMV_UN, EMV_TREE, BAD_HEX,
  * BAD_LENGTH, ARQC_LENGTH, ARQC_MISMATCH, EMV_ARC, EMV_CSU, KEY_TYPE, KEY_USAGE.
  */
@@ -193,6 +194,13 @@ static int icc_mk(lua_State *L, payhsm_key *imk, int mode, const char *pan, size
   return 1;
 }
 
+int payhsm_emv_icc_mk(lua_State *L, const char *fn, payhsm_key *imk, int mode, const char *pan,
+                      size_t pn, const char *psn, size_t sn, unsigned char mk[16]) {
+  emv_err e;
+  if (!icc_mk(L, imk, mode, pan, pn, psn, sn, mk, &e)) return efail(L, fn, &e);
+  return 0;
+}
+
 /* ---- session keys ------------------------------------------------------------ */
 
 /* SK = TDES(MK)[R with R2 = F0] || TDES(MK)[R with R2 = 0F] */
@@ -337,9 +345,11 @@ static int check_imk(lua_State *L, payhsm_key *k, const char *fn, const char *mo
   return 0;
 }
 
-static payhsm_key *push_derived(lua_State *L, const unsigned char *bytes, char mode) {
+/* Derived keys keep the EMV usage of the key they come from (E1 secure messaging
+ * confidentiality, E2 integrity ...); a parent without usage gives E0. */
+static payhsm_key *push_derived(lua_State *L, const payhsm_key *parent, const unsigned char *bytes, char mode) {
   payhsm_key *k = payhsm_pushkey(L, PAYHSM_ALG_TDES_2KEY, bytes, 16);
-  memcpy(k->usage, "E0", 3);
+  memcpy(k->usage, parent->usage[0] == 'E' ? parent->usage : "E0", 3);
   k->mode = mode;
   return k;
 }
@@ -355,7 +365,7 @@ static int emv_derive_icc(lua_State *L) {
   emv_err e;
   if ((r = check_imk(L, imk, fn, "XN"))) return r;
   if (!icc_mk(L, imk, mode, pan, pn, psn, sn, mk, &e)) return efail(L, fn, &e);
-  push_derived(L, mk, 'X');
+  push_derived(L, imk, mk, 'X');
   OPENSSL_cleanse(mk, sizeof mk);
   return 1;
 }
@@ -376,7 +386,7 @@ static int emv_derive_sk(lua_State *L) {
   if (lua_isnil(L, 3)) { lua_newtable(L); lua_replace(L, 3); }
   if (!read_params(L, 3, &q, 0, r, &e)) return efail(L, fn, &e);
   if (!session_key(L, mk, mk->bytes, &q, sk, &e)) return efail(L, fn, &e);
-  push_derived(L, sk, 'N');
+  push_derived(L, mk, sk, 'N');
   OPENSSL_cleanse(sk, sizeof sk);
   return 1;
 }

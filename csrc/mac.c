@@ -11,8 +11,11 @@
  *  HMAC_SHA256/384/512 FIPS 198-1 with the key's digest (HMAC names the key's own);
  *                      key usage M7.
  * Padding (opts.padding) for algorithms 1 and 3: ISO 9797-1 method 1 (zeros, the
- * default) or method 2 (0x80 then zeros). opts.length is the MAC length in bytes
- * (default: the whole block or digest; at least 4).
+ * default), method 2 (0x80 then zeros) or method 3 (ISO/IEC 9797-1:2011 6.3.4: a
+ * block holding the data length in bits, big-endian and right-justified, then the
+ * data zero padded; empty data gives the length block and one block of zeros, as
+ * with method 1). opts.length is the MAC length in bytes (default: the whole block
+ * or digest; at least 4).
  *
  * Lua: core.mac.generate(key, algorithm, data_hex [, opts]) -> hex | nil, msg, code
  *      core.mac.verify(key, algorithm, data_hex, mac_hex [, opts]) -> true | false, msg, code
@@ -32,7 +35,13 @@ static const char *const mac_names[] = {"ISO9797_ALGORITHM1", "ISO9797_ALGORITHM
 
 size_t payhsm_iso9797_pad(const unsigned char *in, size_t len, size_t bs, int method,
                           unsigned char *out) {
-  size_t total;
+  size_t total, i, bits = len * 8;
+  if (method == 3) {
+    memmove(out + bs, in, len);
+    memset(out, 0, bs);
+    for (i = 0; i < sizeof bits && i < bs; i++) out[bs - 1 - i] = (unsigned char)(bits >> (8 * i));
+    return bs + payhsm_iso9797_pad(out + bs, len, bs, 1, out + bs);
+  }
   if (out != in) memmove(out, in, len);
   if (method == 2) {
     total = (len / bs + 1) * bs;
@@ -68,6 +77,7 @@ int payhsm_mac_alg3(lua_State *L, payhsm_key *k, const unsigned char *padded, si
  * OpenSSL failure, 1 on success. data is hex at index 3. */
 static int compute(lua_State *L, const char *fn, int verify, int opts, unsigned char *out,
                    size_t *outlen) {
+  static const char *const fields[] = {"padding", "length", NULL};
   payhsm_key *k = payhsm_checkkey(L, 1);
   int alg = payhsm_checkname(L, 2, "MAC algorithm", mac_names);
   size_t bs = payhsm_key_blocksize(k), n;
@@ -75,7 +85,8 @@ static int compute(lua_State *L, const char *fn, int verify, int opts, unsigned 
   unsigned char *buf, stackbuf[512];
   const char *usage;
   int ok, top = lua_gettop(L);
-  if (padding != 1 && padding != 2) luaL_error(L, "%s: padding must be ISO 9797-1 method 1 or 2", fn);
+  payhsm_checkfields(L, opts, fn, fields);
+  if (padding < 1 || padding > 3) luaL_error(L, "%s: padding must be ISO 9797-1 method 1, 2 or 3", fn);
   switch (alg) {
     case ALG1: usage = "M0 M1"; break;
     case ALG3: usage = "M3"; break;
@@ -93,7 +104,8 @@ static int compute(lua_State *L, const char *fn, int verify, int opts, unsigned 
     payhsm_fail(L, fn, "KEY_TYPE", "%s cannot use a %s key", mac_names[alg], payhsm_alg_name(k->alg));
     return 0;
   }
-  n = payhsm_hexarg_scratch(L, 3, fn, "data", 16, stackbuf, sizeof stackbuf, &buf);
+  /* headroom: method 3 adds a length block and up to a block of zeros */
+  n = payhsm_hexarg_scratch(L, 3, fn, "data", 32, stackbuf, sizeof stackbuf, &buf);
   if (n == (size_t)-1) return 0;
   switch (alg) {
     case ALG1:

@@ -180,6 +180,7 @@ void payhsm_kcv_open(lua_State *L);
 void payhsm_tr31_open(lua_State *L);
 void payhsm_pinblock_open(lua_State *L);
 void payhsm_emv_open(lua_State *L);
+void payhsm_emvsm_open(lua_State *L); /* adds secure messaging to the emv table */
 void payhsm_as2805_open(lua_State *L);
 void payhsm_zka_open(lua_State *L);
 void payhsm_envelope_open(lua_State *L);
@@ -190,7 +191,8 @@ void payhsm_components_open(lua_State *L); /* adds to the key table: after key *
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
 int payhsm_kcv_compute(lua_State *L, payhsm_key *k, int kcv_alg, unsigned char out[3]);
-/* ISO 9797-1 padding (mac.c): method 1 or 2 into a buffer of *outlen capacity. */
+/* ISO 9797-1 padding (mac.c): method 1, 2 or 3 of len bytes of in into out (which may
+ * alias in); out has room for len + 2 * bs bytes. Returns the padded length. */
 size_t payhsm_iso9797_pad(const unsigned char *in, size_t len, size_t bs, int method,
                           unsigned char *out);
 /* TDES keys: the CBC context of single DES under the left half K1 (retail MAC). */
@@ -204,5 +206,14 @@ int payhsm_mac_alg1(lua_State *L, payhsm_key *k, const unsigned char *padded, si
                     unsigned char *out);
 int payhsm_mac_alg3(lua_State *L, payhsm_key *k, const unsigned char *padded, size_t len,
                     unsigned char *out);
+/* EMV ICC master key (emv.c, EMV Book 2 A1.4; mode 0 option A, 1 option B) from the
+ * IMK into mk. Returns 0, or 3 after pushing nil, message, code on bad PAN/PSN. */
+int payhsm_emv_icc_mk(lua_State *L, const char *fn, payhsm_key *imk, int mode, const char *pan,
+                      size_t pn, const char *psn, size_t sn, unsigned char mk[16]);
+/* Deciphers the ISO 9564-1 PIN block (hex at blk_idx) in the format named at fmt_idx under
+ * pek (pinblock.c: usage P0 mode D/B/N, key type checked); pin gets up to 12 digits.
+ * Returns 0, or 3 after pushing nil, message, code. The caller cleanses pin. */
+int payhsm_pin_decipher(lua_State *L, const char *fn, payhsm_key *pek, int fmt_idx, int blk_idx,
+                        const char *pan, size_t an, char pin[12], size_t *pn);
 
 #endif

@@ -68,7 +68,7 @@ static int check_pin(const char *pin, size_t n, pin_err *e) {
 static int check_pan(const char *pan, size_t n, pin_err *e) {
   size_t i;
   if (!pan) return set_err(e, "PAN_LENGTH", "this format needs the PAN");
-  if (n < 12 || n > 19) return set_err(e, "PAN_LENGTH", "PAN must be 12 to 19 digits");
+  if (n < 1 || n > 19) return set_err(e, "PAN_LENGTH", "PAN must be 1 to 19 digits");
   for (i = 0; i < n; i++)
     if (pan[i] < '0' || pan[i] > '9') return set_err(e, "PAN_DIGITS", "PAN must be decimal digits");
   return 1;
@@ -108,10 +108,14 @@ static int pan_field(int fmt, const char *pan, size_t n, unsigned char *f, pin_e
   if (!check_pan(pan, n, e)) return 0;
   memset(f, 0, block_len(fmt));
   if (fmt == 4) {
-    put_nibble(f, 0, (unsigned)(n - 12));
-    for (i = 0; i < n; i++) put_nibble(f, 1 + i, (unsigned)(pan[i] - '0'));
+    /* M = PAN length - 12, and under 12 digits M = 0 with the PAN left padded
+     * with zeros to 12 digits (ISO 9564-1:2017 9.4.2) */
+    size_t pad = n < 12 ? 12 - n : 0;
+    put_nibble(f, 0, (unsigned)(n < 12 ? 0 : n - 12));
+    for (i = 0; i < n; i++) put_nibble(f, 1 + pad + i, (unsigned)(pan[i] - '0'));
   } else {
-    /* the 12 rightmost digits excluding the check digit, left padded with zeros */
+    /* the 12 rightmost digits excluding the check digit, left padded with zeros
+     * when the PAN has fewer (ISO 9564-1:2017 9.3.1) */
     size_t d = n - 1 < 12 ? n - 1 : 12;
     for (i = 0; i < d; i++) put_nibble(f, 16 - d + i, (unsigned)(pan[n - 1 - d + i] - '0'));
   }
@@ -218,6 +222,17 @@ static size_t block_arg(lua_State *L, int idx, const char *fn, int fmt, unsigned
     return (size_t)-1;
   }
   return n;
+}
+
+int payhsm_pin_decipher(lua_State *L, const char *fn, payhsm_key *pek, int fmt_idx, int blk_idx,
+                        const char *pan, size_t an, char pin[12], size_t *pn) {
+  int fmt = payhsm_checkname(L, fmt_idx, "PIN block format", formats), r;
+  unsigned char blk[16];
+  pin_err e;
+  if ((r = key_fits(L, pek, fmt, fn, 0))) return r;
+  if (block_arg(L, blk_idx, fn, fmt, blk) == (size_t)-1) return 3;
+  if (!decipher(L, pek, fmt, blk, pan, an, pin, pn, &e)) return fail(L, fn, &e);
+  return 0;
 }
 
 /* core.pin.format(fmt, pin, pan) -> clear block hex (format 4: the PIN field) */

@@ -336,7 +336,10 @@ static int block_mac(lua_State *L, key_pair *p, char v, const unsigned char *buf
  * The MAC is verified (CRYPTO_memcmp) before anything else is read from the
  * key field. header also has legacy=true for versions A/C and weaker_kbpk=true
  * when the KBPK is weaker than the key it protects (accepted, as such blocks
- * exist in the field; wrap refuses to make them).
+ * exist in the field; wrap refuses to make them). A single-length (8-byte) key
+ * under algorithm 'T', which older TR-31 producers emit for single DES, comes
+ * back as a DES key with single_length=true in the header (wrap refuses to make
+ * such blocks: it writes 'D' for DES keys).
  * Codes: TR31_LENGTH, TR31_FORMAT, TR31_VERSION, TR31_USAGE, TR31_ALGORITHM,
  * TR31_MODE, TR31_KEY_VERSION, TR31_EXPORTABILITY, TR31_OPT_BLOCK, BAD_HEX,
  * TR31_KBPK_MISMATCH, TR31_MAC_MISMATCH, TR31_KEY_LENGTH, KEY_USAGE, KEY_TYPE.
@@ -350,7 +353,7 @@ static int tr31_unwrap(lua_State *L) {
   tr31_err e;
   key_pair *p;
   unsigned char stackbuf[1024], *buf, mac[16], got[16];
-  int r, ok, weaker;
+  int r, ok, weaker, single = 0;
   payhsm_alg alg;
   if ((r = payhsm_key_usage(L, kbpk, fn, "K0 K1", "BDN"))) return r;
   if (payhsm_alg_family(kbpk->alg) == PAYHSM_FAM_HMAC)
@@ -395,7 +398,9 @@ static int tr31_unwrap(lua_State *L) {
   alg = PAYHSM_ALG_COUNT;
   switch (h.alg) {
     case 'T': alg = klen == 16 ? PAYHSM_ALG_TDES_2KEY : klen == 24 ? PAYHSM_ALG_TDES_3KEY
-                                                                   : PAYHSM_ALG_COUNT; break;
+                    : klen == 8 ? PAYHSM_ALG_DES : PAYHSM_ALG_COUNT;
+      single = klen == 8;
+      break;
     case 'D': alg = klen == 8 ? PAYHSM_ALG_DES : PAYHSM_ALG_COUNT; break;
     case 'A': alg = klen == 16 ? PAYHSM_ALG_AES_128 : klen == 24 ? PAYHSM_ALG_AES_192
                     : klen == 32 ? PAYHSM_ALG_AES_256 : PAYHSM_ALG_COUNT; break;
@@ -434,6 +439,10 @@ static int tr31_unwrap(lua_State *L) {
   if (weaker) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "weaker_kbpk");
+  }
+  if (single) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "single_length");
   }
   return 2;
 }

@@ -8,6 +8,10 @@ local hsm = require "payhsm"
 --  [38b]   NIST SP 800-38B D.2, D.3: AES-192/AES-256 CMAC examples.
 --  [38b-t] NIST CMAC TDEA examples (SP 800-38B D.4/D.5 keys); values confirmed with pyca/cryptography.
 --  [4231]  RFC 4231 HMAC-SHA-256/384/512 test cases 1, 2, 4 and 6.
+--  [psec3] ISO/IEC 9797-1:2011 padding method 3 (6.3.4: length block in bits, then the data
+--          zero padded): MACs computed with psec (github.com/knovichikhin/psec, psec/mac.py
+--          generate_cbc_mac / generate_retail_mac with padding=3; its pad_iso_3 is checked in
+--          tests/test_mac.py, e.g. 1234 -> 0000000000000010 1234000000000000).
 --  [pyca]  computed independently with pyca/cryptography (padding method 2, short data, AES CBC-MAC).
 local NOW = "4E6F77206973207468652074696D6520666F7220616C6C20"
 local M = "6BC1BEE22E409F96E93D7E117393172AAE2D8A571E03AC9C9EB76FAC45AF8E51" ..
@@ -30,6 +34,14 @@ local vectors = {
   { "pyca", "TDES_2KEY", T2, "ISO9797_ALGORITHM3", NOW, 2, "E9086230CA3BE796" },
   { "pyca", "TDES_2KEY", T2, "ISO9797_ALGORITHM3", "0102030405", 1, "8600B865686D8E39" },
   { "pyca", "TDES_2KEY", T2, "ISO9797_ALGORITHM3", "0102030405", 2, "9641578026EC9F02" },
+  { "psec3", "DES", "0123456789ABCDEF", "ISO9797_ALGORITHM1", NOW, 3, "2C58FB8FF12AAEAC" },
+  { "psec3", "TDES_2KEY", T2, "ISO9797_ALGORITHM1", "0102030405", 3, "0727AE043E72B265" },
+  { "psec3", "AES_128", A128, "ISO9797_ALGORITHM1", NOW, 3, "7F9FA30EA2FA38DF4B8969B7A2AD9589" },
+  { "psec3", "AES_128", A128, "ISO9797_ALGORITHM1", "", 3, "A9DCF5AA138056E259E7BE57958E72D8" },
+  { "psec3", "TDES_2KEY", T2, "ISO9797_ALGORITHM3", NOW, 3, "AB059463D7A7D170" },
+  { "psec3", "TDES_2KEY", T2, "ISO9797_ALGORITHM3", "0102030405", 3, "40718F2B211AD03B" },
+  { "psec3", "TDES_2KEY", T2, "ISO9797_ALGORITHM3", "", 3, "F893B64CA9357DCD" },
+  { "psec3", "TDES_2KEY", T2, "ISO9797_ALGORITHM3", "1234567890ABCDEF", 3, "D6E62DA408438847" },
   { "4493", "AES_128", A128, "CMAC", "", nil, "BB1D6929E95937287FA37D129B756746" },
   { "4493", "AES_128", A128, "CMAC", M:sub(1, 32), nil, "070A16B46B4D4144F79BDD9DD04A287C" },
   { "4493", "AES_128", A128, "CMAC", M:sub(1, 80), nil, "DFA66747DE9AE63030CA32611497C827" },
@@ -85,7 +97,24 @@ describe("mac", function()
     it("raises on an unknown algorithm or padding method", function()
       local k = hsm.key.import("AES_128", A128)
       assert.has_error(function() hsm.mac.generate(k, "GMAC", "") end)
-      assert.has_error(function() hsm.mac.generate(k, "ISO9797_ALGORITHM1", "", { padding = 3 }) end)
+      assert.has_error(function() hsm.mac.generate(k, "ISO9797_ALGORITHM1", "", { padding = 4 }) end)
+      assert.has_error(function() hsm.mac.generate(k, "ISO9797_ALGORITHM1", "", { padding = 0 }) end)
+      assert.has_error(function() hsm.mac.generate(k, "ISO9797_ALGORITHM1", "", { pading = 2 }) end,
+        "mac.generate: unknown option 'pading' (expected one of: padding, length)")
+      assert.has_error(function() hsm.mac.verify(k, "ISO9797_ALGORITHM1", "", "00000000", { lenght = 4 }) end)
+    end)
+
+    it("padding method 3 binds the length: data and the same data with zeros differ [psec3]", function()
+      local k = hsm.key.import("TDES_2KEY", T2)
+      assert.are.equal("8600B865686D8E39", hsm.mac.generate(k, "ISO9797_ALGORITHM3", "0102030405000000", { padding = 1 }))
+      assert.are.equal("40718F2B211AD03B", hsm.mac.generate(k, "ISO9797_ALGORITHM3", "0102030405", { padding = 3 }))
+      assert.are_not.equal("40718F2B211AD03B", hsm.mac.generate(k, "ISO9797_ALGORITHM3", "0102030405000000", { padding = 3 }))
+      assert.is_false(hsm.mac.verify(k, "ISO9797_ALGORITHM3", "0102030405", "8600B865686D8E39", { padding = 3 }))
+      -- long data: past the stack buffer, into the scratch userdata
+      local long = ("AB"):rep(700)
+      assert.are.equal("9CF8EFF94890851F", hsm.mac.generate(k, "ISO9797_ALGORITHM3", long, { padding = 3 }))
+      local a = hsm.key.import("AES_128", A128)
+      assert.are.equal("B64944AB34548E564B2D4235B2D1005C", hsm.mac.generate(a, "ISO9797_ALGORITHM1", long, { padding = 3 }))
     end)
   end)
 

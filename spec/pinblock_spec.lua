@@ -8,6 +8,11 @@ local hsm = require "payhsm"
 --  [9564-4]  ISO 9564-1:2017 format 4 example used by AWS Payment Cryptography and psec's
 --            documentation: AES key 00112233445566778899AABBCCDDEEFF, PAN 1234567890123456,
 --            block E4BE5B623AF7E006AC319E5B93544564 -> PIN 1234; PIN field 441234AAAAAAAAAA...
+--  [9564-pan] ISO 9564-1:2017 9.4.2: a PAN under 12 digits gives M = 0 and the PAN left padded
+--            with zeros to 12 digits (format 4); formats 0 and 3 take the rightmost digits
+--            without the check digit, left padded with zeros (9.3.1). Format 4 blocks below
+--            computed with pyca/cryptography from PIN field 441234AAAAAAAAAA548ED7FD65495950 and
+--            deciphered by psec (psec/pinblock.py decipher_pinblock_iso_4, which pads the same way).
 --  [pyca]    TDES-ECB encipherment computed independently with pyca/cryptography.
 --  The psec cross-check (tools/crosscheck/pin_psec.py) covers formats 0, 2, 3, 4 randomly.
 local K4 = "00112233445566778899AABBCCDDEEFF"
@@ -26,6 +31,15 @@ describe("pin", function()
       assert.equal("041225EEEEEEEEEE", hsm.pin.format(F(0), "1234", "4111111111111111"))
       -- a 12-digit PAN gives 11 digits, left padded with a zero
       assert.equal("041234FFFFFFFFFF", hsm.pin.format(F(0), "1234", "000000000000"))
+    end)
+
+    it("format 0 and 3 accept PANs under 12 digits, zero padded on the left [9564-pan]", function()
+      assert.equal("041234FFFEDCBA98", hsm.pin.format(F(0), "1234", "12345678"))
+      assert.equal("041234FFFFFFFFFF", hsm.pin.format(F(0), "1234", "1"))
+      assert.equal("1234", hsm.pin.parse(F(0), "041234FFFEDCBA98", "12345678"))
+      assert.matches("^341234", hsm.pin.format(F(3), "1234", "1"))
+      local b3 = hsm.pin.format(F(3), "1234", "12345678")
+      assert.equal("1234", hsm.pin.parse(F(3), b3, "12345678"))
     end)
 
     it("format 2 is the plain PIN field, F filled", function()
@@ -63,7 +77,8 @@ describe("pin", function()
       { "PIN too short", function() return hsm.pin.format(F(0), "123", "4111111111111111") end, "PIN_LENGTH" },
       { "PIN too long", function() return hsm.pin.format(F(0), "1234567890123", "4111111111111111") end, "PIN_LENGTH" },
       { "PIN not digits", function() return hsm.pin.format(F(4), "12a4") end, "PIN_DIGITS" },
-      { "PAN too short", function() return hsm.pin.format(F(0), "1234", "41111111111") end, "PAN_LENGTH" },
+      { "PAN empty", function() return hsm.pin.format(F(0), "1234", "") end, "PAN_LENGTH" },
+      { "PAN empty (format 4)", function() return hsm.pin.encrypt(hsm.key.import("AES_128", K4), F(4), "1234", "") end, "PAN_LENGTH" },
       { "PAN too long", function() return hsm.pin.format(F(3), "1234", ("4"):rep(20)) end, "PAN_LENGTH" },
       { "PAN not digits", function() return hsm.pin.format(F(0), "1234", "4111-1111-1111") end, "PAN_DIGITS" },
       { "PAN missing for format 0", function() return hsm.pin.format(F(0), "1234") end, "PAN_LENGTH" },
@@ -96,6 +111,29 @@ describe("pin", function()
     it("format 4 known answer [9564-4]", function()
       local k = hsm.key.import("AES_128", K4, { usage = "P0" })
       assert.equal("1234", hsm.pin.decrypt(k, F(4), "E4BE5B623AF7E006AC319E5B93544564", "1234567890123456"))
+    end)
+
+    it("format 4 with PANs under 12 digits: M = 0, PAN left padded [9564-pan]", function()
+      local k = hsm.key.import("AES_128", K4, { usage = "P0" })
+      assert.equal("1234", hsm.pin.decrypt(k, F(4), "AD62A9F8EE1927CCE1CB4A6EC28AACCA", "12345678901"))
+      assert.equal("1234", hsm.pin.decrypt(k, F(4), "952B7DB1D1A7DDCA50EC12FB6630A2A6", "5"))
+      assert.equal("1234", hsm.pin.decrypt(k, F(4), "881F33EC4B99CC50A922703EB73B628B", "123456789012"))
+      -- the padding is not the same as a 12-digit PAN of leading zeros with M = 0 by accident:
+      -- "012345678901" and "12345678901" share the PAN field, as ISO 9564-1 defines it
+      assert.equal("1234", hsm.pin.decrypt(k, F(4), "AD62A9F8EE1927CCE1CB4A6EC28AACCA", "012345678901"))
+      assert.equal("PIN_FORMAT", select(3, hsm.pin.decrypt(k, F(4), "AD62A9F8EE1927CCE1CB4A6EC28AACCA", "1234567890")))
+      local b = hsm.pin.encrypt(k, F(4), "987654", "5")
+      assert.equal("987654", hsm.pin.decrypt(k, F(4), b, "5"))
+    end)
+
+    it("format 0 under TDES with an 8-digit PAN [9564-pan + pyca]", function()
+      local k = hsm.key.import("TDES_2KEY", T2, { usage = "P0" })
+      assert.equal("90B725E011E91F74", hsm.pin.encrypt(k, F(0), "1234", "12345678"))
+      assert.equal("1234", hsm.pin.decrypt(k, F(0), "90B725E011E91F74", "12345678"))
+      local t = hsm.key.import("AES_128", K4, { usage = "P0" })
+      local b4 = hsm.pin.translate(k, F(0), "90B725E011E91F74", t, F(4), "12345678")
+      assert.equal("1234", hsm.pin.decrypt(t, F(4), b4, "12345678"))
+      assert.equal("90B725E011E91F74", hsm.pin.translate(t, F(4), b4, k, F(0), "12345678"))
     end)
 
     it("format 0 under TDES known answer [9564-0 + pyca]", function()
@@ -207,7 +245,8 @@ describe("pin", function()
       assert.equal("KEY_USAGE", select(3, hsm.pin.translate(zpk, F(4), ("00"):rep(16), tpk, F(0), "43219876543210987")))
       assert.equal("PIN_FORMAT", select(3, hsm.pin.translate(tpk, F(0), "0000000000000000", zpk, F(4), "43219876543210987")))
       assert.equal("BAD_LENGTH", select(3, hsm.pin.translate(tpk, F(0), "C967C8198151A4", zpk, F(4), "43219876543210987")))
-      assert.equal("PAN_LENGTH", select(3, hsm.pin.translate(tpk, F(0), b0, zpk, F(4), "43219876543210987", "123")))
+      assert.equal("PAN_LENGTH", select(3, hsm.pin.translate(tpk, F(0), b0, zpk, F(4), "43219876543210987", "")))
+      assert.equal("PAN_LENGTH", select(3, hsm.pin.translate(tpk, F(0), b0, zpk, F(4), "43219876543210987", ("1"):rep(20))))
     end)
   end)
 end)

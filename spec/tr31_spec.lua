@@ -8,6 +8,9 @@ local hsm = require "payhsm"
 --  [tr31]   Other TR-31:2010/2018 examples as collected in psec's test suite (known values
 --           from third parties, tests/test_tr31.py of github.com/knovichikhin/psec): versions A,
 --           B and C with 2- and 3-key KBPKs, KS optional blocks, a PB padding block.
+--  [tr31-1] psec tests/test_tr31.py: three blocks A0088M3TC00E.., B0096M3TC00E.., C0088M3TC00E..
+--           carrying the single-length key EEEEEEEEEEEEEEEE under algorithm 'T', KBPK
+--           AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB.
 --  Round trips and the psec cross-check (tools/crosscheck/tr31_psec.py) cover the rest.
 local published = {
   -- source, KBPK algorithm, KBPK, key algorithm, key, block
@@ -378,12 +381,15 @@ describe("tr31", function()
     end)
 
     it("refuses, after the MAC verified, a key that cannot be loaded as labelled", function()
-      -- Blocks made by psec under AES-128 KBPK 000102..0F: an 8-byte key labelled 'T' (X9.143
-      -- TDES keys are 16 or 24 bytes) and an 'R' (RSA) key, which payhsm cannot hold as a key object.
+      -- Blocks made by psec under AES-128 KBPK 000102..0F: a 10-byte key labelled 'T' and a
+      -- 16-byte key labelled 'D' (single DES), and an 'R' (RSA) key, which payhsm cannot hold
+      -- as a key object.
       local k = hsm.key.import("AES_128", "000102030405060708090A0B0C0D0E0F")
-      local _, msg, code = hsm.tr31.unwrap(k, "D0080D0TB00E00009EC15325E368C058D360732E22691BB3F903C6DD5223F99A9605668AA3734A91")
+      local _, msg, code = hsm.tr31.unwrap(k, "D0112D0TB00E00005F21DFBD41BFA0A33328B2CE90C8CBA4F5B133844CD54F8DCD9BD39099E03A5D54579D981FF566FD5A001AA99FD48BC2")
       assert.equal("TR31_KEY_LENGTH", code)
       assert.is_nil(msg:find("0123456789ABCDEF", 1, true))
+      _, _, code = hsm.tr31.unwrap(k, "D0112D0DB00E0000C76CB91C3CC5022753B2F2195C599D3EB37984CDC614256C6CE392BEAA590D5357ECA3E91C81C3CAAFD4B7AD5366503A")
+      assert.equal("TR31_KEY_LENGTH", code)
       _, _, code = hsm.tr31.unwrap(k, "D0080D0RB00E00006298136708E67AC42EC53328EFB6BFA9A9D8F474BB9C2731958A0FB0467EF0FD")
       assert.equal("TR31_ALGORITHM", code)
       -- parse still reads the RSA block's header
@@ -392,6 +398,38 @@ describe("tr31", function()
       local des = hsm.key.import("DES", "0123456789ABCDEF", { usage = "D0", mode = "B" })
       _, _, code = hsm.tr31.wrap(hsm.key.import("TDES_2KEY", ("AB"):rep(16)), des, "B0000D0TB00E0000")
       assert.equal("TR31_ALGORITHM", code)
+    end)
+
+    it("unwraps a single-length key under algorithm 'T' as DES, flagged single_length [tr31-1]", function()
+      for _, b in ipairs {
+        "A0088M3TC00E000062C2C14D8785A01A9E8283525CA96F490D0CC6346FC7C2AC1E6FF354468910379AA5BBA6",
+        "B0096M3TC00E0000B6CD513680EF255FC0DC590726FD0129A7CF6602E7F271631AB4EE7350642F11181AF4CC12F12FD9",
+        "C0088M3TC00E0000A53CF172FE6562E7FDD5E6482E8925DA46F7FFE4D1BAD49EB33A9EDBB96A8A8D39F13A31",
+      } do
+        local kbpk2 = hsm.key.import("TDES_2KEY", "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB")
+        local key, h = hsm.tr31.unwrap(kbpk2, b)
+        assert.equal("DES", key.algorithm)
+        assert.equal("EEEEEEEEEEEEEEEE", key:export())
+        assert.equal("M3", key.usage)
+        assert.equal("C", key.mode)
+        assert.equal("T", h.algorithm)
+        assert.is_true(h.single_length)
+        assert.is_nil(h.weaker_kbpk)
+        -- a flipped MAC byte is still refused before the key field is read
+        local last = b:sub(-1) == "0" and "1" or "0"
+        assert.equal("TR31_MAC_MISMATCH", select(3, hsm.tr31.unwrap(kbpk2, b:sub(1, -2) .. last)))
+        -- wrap never makes such a block: a DES key is labelled 'D', and 'T' is refused
+        assert.equal("TR31_ALGORITHM", select(3, hsm.tr31.wrap(kbpk2, key, "B0000M3TC00E0000")))
+      end
+      -- the same under an AES KBPK, version D (made by psec)
+      local k = hsm.key.import("AES_128", "000102030405060708090A0B0C0D0E0F")
+      local key, h = hsm.tr31.unwrap(k, "D0080D0TB00E00009EC15325E368C058D360732E22691BB3F903C6DD5223F99A9605668AA3734A91")
+      assert.equal("DES", key.algorithm)
+      assert.is_true(h.single_length)
+      -- double-length keys carry no flag
+      local _, h2 = hsm.tr31.unwrap(hsm.key.import("TDES_2KEY", "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB"),
+        "A0088M3TC00E0000BE8AE894906D0B8F6FF555573A3907DC37FF13B12CE1CB8A97A97C8414AE1A8FF9183122")
+      assert.is_nil(h2.single_length)
     end)
 
     it("raises on programming errors", function()

@@ -1,17 +1,42 @@
-/* as2805.c - pure-C baselines for bench/as2805.lua: KEK xor variant mask keyed into a
- * fresh DES-EDE3 context per call (as payhsm does), RAND_priv_bytes for KR, KCV with the cached context. */
+/* as2805.c - pure-C baselines for bench/as2805.lua: KEK xor the request / response variant
+ * (82C0 / 84C0 repeated) keyed into a fresh DES-EDE3-CBC context per call (as payhsm does),
+ * zero IV, RAND_priv_bytes for KR, odd parity on KR and on its inverse, KCV with the cached
+ * context. */
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include "bench.h"
 
-static void variant(const unsigned char kek[16], unsigned char k24[24]) {
+static void variant(const unsigned char kek[16], unsigned char first, unsigned char k24[24]) {
   int i;
-  for (i = 0; i < 16; i++) k24[i] = (unsigned char)(kek[i] ^ (i % 2 ? 0xC0 : 0x82));
+  for (i = 0; i < 16; i++) k24[i] = (unsigned char)(kek[i] ^ (i % 2 ? 0xC0 : first));
   memcpy(k24 + 16, k24, 8);
 }
 
+static void parity(unsigned char *b, int n) {
+  int i;
+  for (i = 0; i < n; i++) {
+    unsigned v = b[i] >> 1, ones = 0;
+    while (v) { ones += v & 1u; v >>= 1; }
+    b[i] = (unsigned char)((b[i] & 0xFE) | (ones % 2 ? 0 : 1));
+  }
+}
+
+/* in -> out (16 bytes) under KEK xor variant, TDES-CBC zero IV. */
+static void crypt16(const unsigned char kek[16], unsigned char first, int enc, const unsigned char *in,
+                    unsigned char *out) {
+  unsigned char k24[24];
+  int outl;
+  EVP_CIPHER_CTX *c;
+  variant(kek, first, k24);
+  c = ctx("DES-EDE3-CBC", k24);
+  if (!enc) EVP_CipherInit_ex2(c, NULL, NULL, NULL, 0, NULL);
+  EVP_CipherUpdate(c, out, &outl, in, 16);
+  EVP_CIPHER_CTX_free(c);
+  OPENSSL_cleanse(k24, sizeof k24);
+}
+
 int main(void) {
-  unsigned char kek[16], k24[24], kek24[24], kr[16], both[32], krs[16], krr[16], kcv[8], zero[8] = {0};
+  unsigned char kek[16], kek24[24], kr[16], krs[16], krr[16], kcv[8], zero[8] = {0};
   char hs[33], hr[33], hk[7];
   int outl, i;
   EVP_CIPHER_CTX *kc;
@@ -19,31 +44,21 @@ int main(void) {
   memcpy(kek24, kek, 16); memcpy(kek24 + 16, kek, 8);
   kc = ctx("DES-EDE3-ECB", kek24);
   BENCH("as2805_kek_validation_request_16B", 300000, {
-    EVP_CIPHER_CTX *c;
     RAND_priv_bytes(kr, 16);
-    memcpy(both, kr, 16);
-    for (i = 0; i < 16; i++) both[16 + i] = (unsigned char)~kr[i];
-    variant(kek, k24);
-    c = ctx("DES-EDE3-ECB", k24);
-    EVP_CipherUpdate(c, both, &outl, both, 32);
-    memcpy(krs, both, 16);
-    memcpy(krr, both + 16, 16);
-    EVP_CIPHER_CTX_free(c);
+    parity(kr, 16);
+    crypt16(kek, 0x82, 1, kr, krs);
+    for (i = 0; i < 16; i++) kr[i] = (unsigned char)~kr[i];
+    parity(kr, 16);
+    crypt16(kek, 0x84, 1, kr, krr);
     EVP_CipherUpdate(kc, kcv, &outl, zero, 8);
     bench_hex(krs, 16, hs); bench_hex(krr, 16, hr); bench_hex(kcv, 3, hk);
   });
   BENCH("as2805_kek_validation_response_16B", 300000, {
-    EVP_CIPHER_CTX *d, *e;
     bench_unhex_fast(hs, 32, krs);
-    variant(kek, k24);
-    d = ctx("DES-EDE3-ECB", k24);
-    EVP_CipherInit_ex2(d, NULL, NULL, NULL, 0, NULL);
-    EVP_CipherUpdate(d, kr, &outl, krs, 16);
-    EVP_CIPHER_CTX_free(d);
+    crypt16(kek, 0x82, 0, krs, kr);
     for (i = 0; i < 16; i++) kr[i] = (unsigned char)~kr[i];
-    e = ctx("DES-EDE3-ECB", k24);
-    EVP_CipherUpdate(e, krr, &outl, kr, 16);
-    EVP_CIPHER_CTX_free(e);
+    parity(kr, 16);
+    crypt16(kek, 0x84, 1, kr, krr);
     bench_hex(krr, 16, hr);
   });
   return 0;

@@ -104,7 +104,7 @@ M.rows = {
   { "pin", "PIN of 3 digits", [[hsm.pin.format("ISO_FORMAT_0", "123", PAN)]], "PIN_LENGTH" },
   { "pin", "PIN of 13 digits", [[hsm.pin.format("ISO_FORMAT_0", "1234567890123", PAN)]], "PIN_LENGTH" },
   { "pin", "PIN with a non-digit", [[hsm.pin.format("ISO_FORMAT_0", "12a4", PAN)]], "PIN_DIGITS" },
-  { "pin", "PAN too short (11 digits)", [[hsm.pin.format("ISO_FORMAT_0", "1234", "12345678901")]], "PAN_LENGTH" },
+  { "pin", "PAN empty", [[hsm.pin.format("ISO_FORMAT_0", "1234", "")]], "PAN_LENGTH" },
   { "pin", "PAN too long (20 digits)", [[hsm.pin.format("ISO_FORMAT_0", "1234", "12345678901234567890")]], "PAN_LENGTH" },
   { "pin", "PAN missing (format 0)", [[hsm.pin.format("ISO_FORMAT_0", "1234")]], "PAN_LENGTH" },
   { "pin", "PAN with a non-digit", [[hsm.pin.format("ISO_FORMAT_0", "1234", "41111111111111X1")]], "PAN_DIGITS" },
@@ -146,6 +146,22 @@ M.rows = {
   { "emv", "ARPC method 1: ARC not 2 bytes", [[hsm.emv.generate_arpc(k.imk, {pan = PAN, atc = "0001", data = "", arqc = ARQC, arc = "1"})]], "EMV_ARC" },
   { "emv", "ARPC method 2: CSU not 4 bytes", [[hsm.emv.generate_arpc(k.imk, {pan = PAN, atc = "0001", data = "", arqc = ARQC, method = 2, csu = "00"})]], "EMV_CSU" },
   { "emv", "compute_arpc: ARQC not 8 bytes", [[hsm.emv.compute_arpc(k.session_e0, {arqc = "1234", arc = "0000"})]], "ARQC_LENGTH" },
+  { "emv", "secure messaging MAC: command bad hex", [[hsm.emv.sm_mac(k.session_e0, "84240000ZZ")]], "BAD_HEX" },
+  { "emv", "secure messaging MAC: command over 1024 bytes", [[hsm.emv.sm_mac(k.session_e0, ("00"):rep(1025))]], "BAD_LENGTH" },
+  { "emv", "secure messaging MAC: wrong key type (AES)", [[hsm.emv.sm_mac(k.aes_any, "8424000008")]], "KEY_TYPE" },
+  { "emv", "secure messaging MAC: SK-SMC (usage E1) used for integrity", [[hsm.emv.sm_mac(k.sk_smc, "8424000008")]], "KEY_USAGE" },
+  { "emv", "secure messaging encrypt: SK-SMI (usage E2) used for confidentiality", [[hsm.emv.sm_encrypt(k.sk_smi, "249999FFFFFFFFFF")]], "KEY_USAGE" },
+  { "emv", "secure messaging encrypt: empty MASTERCARD data", [[hsm.emv.sm_encrypt(k.sk_smc, "", {type = "MASTERCARD"})]], "BAD_LENGTH" },
+  { "emv", "secure messaging encrypt: VISA data over 255 bytes", [[hsm.emv.sm_encrypt(k.sk_smc, ("00"):rep(256), {type = "VISA"})]], "BAD_LENGTH" },
+  { "emv", "secure messaging decrypt: not whole blocks", [[hsm.emv.sm_decrypt(k.sk_smc, ("00"):rep(12))]], "BAD_LENGTH" },
+  { "emv", "secure messaging decrypt: padding broken (wrong key or type)", [[hsm.emv.sm_decrypt(k.sk_smc, SM_MC, {type = "EMV"})]], "SM_PADDING" },
+  { "emv", "secure messaging session key: ARQC not 8 bytes", [[hsm.emv.derive_sm_session_key(k.icc_mk, "EMV_COMMON", {arqc = "1234"})]], "EMV_ARQC" },
+  { "emv", "secure messaging session key: ATC not 2 bytes (VISA)", [[hsm.emv.derive_sm_session_key(k.icc_mk, "VISA", {atc = "1"})]], "EMV_ATC" },
+  { "emv", "PIN change: new PIN block under another PEK", [[hsm.emv.pin_change(k.imk_smc, k.imk_smi, {pan = PAN, arqc = ARQC, pek = k.pek_tdes_other, pin_block = PINBLOCK0, message_data = "8424000210"})]], "PIN_FORMAT" },
+  { "emv", "PIN change: new PIN block for another PAN", [[hsm.emv.pin_change(k.imk_smc, k.imk_smi, {pan = "4000001234567899", arqc = ARQC, pek = k.pek_tdes, pin_block = PINBLOCK0, message_data = "8424000210"})]], "PIN_FORMAT" },
+  { "emv", "PIN change: IMK-SMC and IMK-SMI swapped", [[hsm.emv.pin_change(k.imk_smi, k.imk_smc, {pan = PAN, arqc = ARQC, pek = k.pek_tdes, pin_block = PINBLOCK0, message_data = "8424000210"})]], "KEY_USAGE" },
+  { "emv", "PIN change: message data bad hex", [[hsm.emv.pin_change(k.imk_smc, k.imk_smi, {pan = PAN, arqc = ARQC, pek = k.pek_tdes, pin_block = PINBLOCK0, message_data = "84240002G0"})]], "BAD_HEX" },
+  { "emv", "PIN change: PAN sequence number not 2 digits", [[hsm.emv.pin_change(k.imk_smc, k.imk_smi, {pan = PAN, psn = "1", arqc = ARQC, pek = k.pek_tdes, pin_block = PINBLOCK0, message_data = "8424000210"})]], "EMV_PSN" },
 
   -- ---- as2805 -----------------------------------------------------------------------
   { "as2805", "random key send not 8, 16 or 24 bytes", [[hsm.as2805.kek_validation_response(k.kek, ("00"):rep(4), M82C0)]], "AS2805_KRS_LENGTH" },
@@ -350,6 +366,12 @@ function M.env()
 
   k.icc_mk = assert(hsm.emv.derive_icc_master_key(k.imk, PAN, "00"))
   k.session_e0 = assert(hsm.emv.derive_session_key(k.icc_mk, "EMV_COMMON", { atc = "0001" }))
+  k.imk_smc = imp("TDES_2KEY", 16, "43", { usage = "E1" })
+  k.imk_smi = imp("TDES_2KEY", 16, "44", { usage = "E2" })
+  k.sk_smc = assert(hsm.emv.derive_sm_session_key(assert(hsm.emv.derive_icc_master_key(k.imk_smc, PAN, "00")),
+    "EMV_COMMON", { arqc = "1234567890ABCDEF" }))
+  k.sk_smi = assert(hsm.emv.derive_sm_session_key(assert(hsm.emv.derive_icc_master_key(k.imk_smi, PAN, "00")),
+    "EMV_COMMON", { arqc = "1234567890ABCDEF" }))
   local rnd = ("3C"):rep(16)
   k.zka_pac = assert(hsm.zka.derive_session_key(k.zka_mk, "PAC", rnd))
   k.zka_mac = assert(hsm.zka.derive_session_key(k.zka_mk, "MAC", rnd))
@@ -373,6 +395,7 @@ function M.env()
     PINBLOCK4 = assert(hsm.pin.encrypt(k.pek_aes, "ISO_FORMAT_4", "1234", PAN)),
     ARQC = assert(hsm.emv.generate_arqc(k.imk, { pan = PAN, atc = "0001", data = EMV_DATA })),
     KRS = krs,
+    SM_MC = assert(hsm.emv.sm_encrypt(k.sk_smc, "249999FFFFFFFFFF", { type = "MASTERCARD" })),
     KRR = assert(hsm.as2805.kek_validation_response(k.kek, krs, M82C0)),
     KRR_OTHER = assert(hsm.as2805.kek_validation_response(k.kek_other, krs, M82C0)),
     ZKA_MAC = assert(hsm.zka.mac(k.zka_mac, DATA)),

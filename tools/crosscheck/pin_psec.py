@@ -7,6 +7,11 @@ https://github.com/knovichikhin/psec) and pyca/cryptography, both directions:
   format 4: psec enciphers under AES (128/192/256), payhsm decrypts; payhsm encrypts
      and translates from format 0, psec deciphers.
 
+PANs run from 1 to 19 digits. Under 12 digits ISO 9564-1:2017 pads with zeros on the left:
+format 4 (9.4.2) sets M = 0 and left pads the PAN to 12 digits, as psec does itself; formats 0
+and 3 take the rightmost digits without the check digit, zero padded, which is what psec computes
+for the same PAN left padded with zeros to 13 digits (psec wants 13 or more for formats 0 and 3).
+
 psec is never committed: PSEC_PATH=/tmp/psec python3 tools/crosscheck/pin_psec.py [cases]"""
 import json, os, random, subprocess, sys, warnings
 warnings.filterwarnings("ignore")
@@ -27,7 +32,8 @@ def tdes(key, data, enc):
 cases = []
 for i in range(N):
     fmt = [0, 2, 3, 4][i % 4]
-    pin, pan = digits(rng.randint(4, 12)), digits(rng.randint(13, 19))  # psec wants >= 13 for 0/3
+    pin, pan = digits(rng.randint(4, 12)), digits(rng.choice([rng.randint(1, 12), rng.randint(13, 19)]))
+    pan13 = pan.rjust(13, "0")  # what psec takes for formats 0 and 3
     if fmt == 4:
         key = bytes(rng.getrandbits(8) for _ in range(rng.choice([16, 24, 32])))
         alg = {16: "AES_128", 24: "AES_192", 32: "AES_256"}[len(key)]
@@ -35,9 +41,9 @@ for i in range(N):
     else:
         key = bytes(rng.getrandbits(8) for _ in range(rng.choice([16, 24])))
         alg = {16: "TDES_2KEY", 24: "TDES_3KEY"}[len(key)]
-        clear = {0: lambda: pinblock.encode_pinblock_iso_0(pin, pan),
+        clear = {0: lambda: pinblock.encode_pinblock_iso_0(pin, pan13),
                  2: lambda: pinblock.encode_pinblock_iso_2(pin),
-                 3: lambda: pinblock.encode_pinblock_iso_3(pin, pan)}[fmt]()
+                 3: lambda: pinblock.encode_pinblock_iso_3(pin, pan13)}[fmt]()
         block = tdes(key, clear, True)
     tkey = bytes(rng.getrandbits(8) for _ in range(16))
     cases.append({"fmt": fmt, "pin": pin, "pan": pan, "alg": alg, "key": key.hex().upper(),
@@ -77,9 +83,9 @@ for c, line in zip(cases, r.stdout.splitlines()):
             checks.append(("translate 0->4 -> psec", got2 == c["pin"]))
         else:
             clear = tdes(key, mine, False)
-            got = {0: lambda: pinblock.decode_pinblock_iso_0(clear, c["pan"]),
+            got = {0: lambda: pinblock.decode_pinblock_iso_0(clear, c["pan"].rjust(13, "0")),
                    2: lambda: pinblock.decode_pinblock_iso_2(clear),
-                   3: lambda: pinblock.decode_pinblock_iso_3(clear, c["pan"])}[fmt]()
+                   3: lambda: pinblock.decode_pinblock_iso_3(clear, c["pan"].rjust(13, "0"))}[fmt]()
     except Exception as e:
         got = repr(e)
     checks.append(("payhsm->psec", got == c["pin"]))
@@ -88,7 +94,8 @@ for c, line in zip(cases, r.stdout.splitlines()):
         agree += ok
         if not ok:
             bad.append((name, fmt, c["alg"]))
-print(f"{agree} of {total} comparisons agree ({N} cases, ISO formats 0, 2, 3, 4)")
+short = sum(1 for c in cases if len(c["pan"]) < 12)
+print(f"{agree} of {total} comparisons agree ({N} cases, ISO formats 0, 2, 3, 4; {short} with PANs under 12 digits)")
 for b in bad[:10]:
     print("DISAGREE", b)
 sys.exit(0 if agree == total else 1)
