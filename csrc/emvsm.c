@@ -7,7 +7,9 @@
  * (two-key TDES). Three ways of formatting the enciphered data are in use:
  *   EMV         padding method 2 always, TDES-CBC from a zero IV (EMV CCD);
  *   VISA        a byte holding the data length first, then padding method 2,
- *               TDES-ECB (Visa VIS; what pyemv's sm.encrypt_command_data does);
+ *               TDES-CBC from a zero IV like the others (payhsm's documented
+ *               contract); Visa VIS issuers and pyemv's sm.encrypt_command_data
+ *               encipher this format in ECB: pass mode = "ECB" for them;
  *   MASTERCARD  padding method 2 only when the data is not whole blocks, TDES-CBC
  *               from a zero IV (M/Chip).
  * opts.mode ("CBC" or "ECB") overrides the chaining of the type.
@@ -119,7 +121,7 @@ static int sm_opts(lua_State *L, int idx, const char *fn, int *chaining) {
   int type;
   payhsm_checkfields(L, idx, fn, fields);
   type = opt_name(L, idx, "type", "secure messaging type", types, T_EMV);
-  *chaining = opt_name(L, idx, "mode", "secure messaging mode", chainings, type == T_VISA ? 1 : 0);
+  *chaining = opt_name(L, idx, "mode", "secure messaging mode", chainings, 0);
   return type;
 }
 
@@ -127,8 +129,9 @@ static int sm_opts(lua_State *L, int idx, const char *fn, int *chaining) {
  * core.emv.sm_encrypt(sk_smc, data_hex [, {type = "EMV" | "VISA" | "MASTERCARD", mode =}]) -> hex
  * Issuer script data encipherment (EMV 4.4 Book 2 9.3, A1.1) under SK-SMC. type EMV
  * (default): padding method 2, TDES-CBC zero IV; VISA: the data length as one byte, the
- * data, padding method 2, TDES-ECB; MASTERCARD: padding method 2 only when the data is not
- * whole blocks, TDES-CBC zero IV. mode "CBC" or "ECB" overrides the chaining.
+ * data, padding method 2, TDES-CBC zero IV (Visa VIS enciphers it in ECB: mode = "ECB");
+ * MASTERCARD: padding method 2 only when the data is not whole blocks, TDES-CBC zero IV.
+ * mode "CBC" (default) or "ECB" sets the chaining.
  * Codes: BAD_HEX, BAD_LENGTH (empty MASTERCARD data, VISA data over 255 bytes, over
  * 1024 bytes), KEY_TYPE, KEY_USAGE.
  */

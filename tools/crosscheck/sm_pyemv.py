@@ -87,8 +87,8 @@ for line in io.lines() do
   local pc = hsm.emv.pin_change(smc, smi, q) or {}
   print(cjson.encode({ sk_c = sk_c:export(), sk_i = sk_i:export(),
     mac = hsm.emv.sm_mac(sk_i, c.command, { length = math.tointeger(c.length) }),
-    enc = hsm.emv.sm_encrypt(sk_c, c.data, { type = c.type }),
-    dec = hsm.emv.sm_decrypt(sk_c, c.enc, { type = c.type }) or "ERR",
+    enc = hsm.emv.sm_encrypt(sk_c, c.data, { type = c.type, mode = c.type == "VISA" and "ECB" or nil }),
+    dec = hsm.emv.sm_decrypt(sk_c, c.enc, { type = c.type, mode = c.type == "VISA" and "ECB" or nil }) or "ERR",
     pc_enc = pc.encrypted_pin_block or "ERR", pc_mac = pc.mac or "ERR" }))
 end
 '''
