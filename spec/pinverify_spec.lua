@@ -197,7 +197,7 @@ describe("pin verification", function()
           local bpan = (fmt == 1 or fmt == 2) and nil or pan -- formats 1 and 2 carry no PAN
           assert.equal(off, hsm.pin.generate_offset(pvk2, k, F(fmt), blk, bpan, p))
           assert.is_true(hsm.pin.verify(pvk2, k, F(fmt), blk, bpan, ibm { method = "IBM3624", offset = off }))
-          local wrong = hsm.pin.encrypt(k, F(fmt), ((pin:sub(1, 1) + 1) % 10) .. pin:sub(2), pan)
+          local wrong = hsm.pin.encrypt(k, F(fmt), ("%d"):format((tonumber(pin:sub(1, 1)) + 1) % 10) .. pin:sub(2), pan)
           assert.equal("VERIFICATION_FAILED", code(hsm.pin.verify(pvk2, k, F(fmt), wrong, pan, { method = "VISA_PVV", pvki = "3", pvv = pvv })))
           assert.equal("VERIFICATION_FAILED", code(hsm.pin.verify(pvk2, k, F(fmt), wrong, bpan, ibm { method = "IBM3624", offset = off })))
         end

@@ -657,7 +657,7 @@ function M.env()
     return p
   end
   env.CVV = assert(hsm.card.cvv(k.cvk, PAN, "2512", "101"))
-  env.other_digits = function(v) return (v:gsub("%d", function(d) return tostring((d + 1) % 10) end)) end
+  env.other_digits = function(v) return (v:gsub("%d", function(d) return ("%d"):format((tonumber(d) + 1) % 10) end)) end
   return env
 end
 
