@@ -1,6 +1,5 @@
 /*
- * card.c - card verification values: Visa CVV / Mastercard CVC (with CVV2 and iCVV),
- * Visa dCVV and Mastercard CVC3.
+ * card.c - card verification values: Visa CVV / Mastercard CVC, CVV2, iCVV, dCVV, CVC3.
  *
  * CVV (Visa and Mastercard use one algorithm; IBM CCA "Visa CVV Service Generate",
  * Thales payShield CW/CY): PAN || expiry (YYMM) || service code, right-padded with
