@@ -1,7 +1,8 @@
 /*
- * pinverify.c - PIN verification values: Visa PVV and IBM 3624 PIN offsets, from a
- * clear PIN (for test scripts) or from an enciphered ISO 9564-1 PIN block, whose PIN
- * is deciphered and checked here and never reaches Lua.
+ * pinverify.c - PIN verification values: Visa PVV and IBM 3624 PIN offsets.
+ *
+ * From a clear PIN (for test scripts) or from an enciphered ISO 9564-1 PIN block, whose
+ * PIN is deciphered and checked here and never reaches Lua.
  *
  * Visa PVV (Visa PIN verification; IBM CCA "VISA-PVV", Thales payShield DG/EC):
  *   TSP = the 11 rightmost PAN digits without the check digit || PVKI || the 4 leftmost
