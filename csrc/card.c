@@ -99,13 +99,14 @@ static int check_expiry_sc(lua_State *L, int verify, const char *fn, const char 
 /* R of the CVV algorithm over the digit string data (up to 32 hex digits). */
 static int cvv_block(lua_State *L, payhsm_key *k, const char *data, size_t n, unsigned char r[8]) {
   unsigned char blk[16];
-  return payhsm_mac_alg3(L, k, (pack32(data, n, blk), blk), 16, r);
+  pack32(data, n, blk);
+  return payhsm_mac_alg3(L, k, blk, 16, r);
 }
 
 /* Reads a string field of the options table at idx (raises when absent or not a string). */
-static const char *field(lua_State *L, int idx, const char *name, size_t *n) {
+static const char *field(lua_State *L, int idx, const char *fn, const char *name, size_t *n) {
   const char *s = payhsm_optfield_str(L, idx, name, n);
-  if (!s) luaL_error(L, "field '%s' is required", name);
+  if (!s) luaL_error(L, "%s: field '%s' is required", fn, name);
   return s;
 }
 
@@ -187,10 +188,10 @@ static int dcvv_of(lua_State *L, const char *fn, int verify, char out[3]) {
   int rc;
   luaL_checktype(L, 2, LUA_TTABLE);
   payhsm_checkfields(L, 2, fn, dcvv_fields);
-  pan = field(L, 2, "pan", &pn);
-  exp = field(L, 2, "expiry", &en);
-  sc = field(L, 2, "service_code", &sn);
-  atc = field(L, 2, "atc", &an);
+  pan = field(L, 2, fn, "pan", &pn);
+  exp = field(L, 2, fn, "expiry", &en);
+  sc = field(L, 2, fn, "service_code", &sn);
+  atc = field(L, 2, fn, "atc", &an);
   psn = payhsm_optfield_str(L, 2, "psn", &qn);
   if ((rc = key_fits(L, k, fn, "E0 E6 C0", verify ? "CVNX" : "CGNX"))) {
     if (verify) { lua_pushboolean(L, 0); lua_replace(L, -4); }
@@ -257,12 +258,12 @@ static int cvc3_of(lua_State *L, const char *fn, int verify, char out[5]) {
   size_t tn, an, un, plen;
   const char *t, *a, *u;
   unsigned v;
-  int rc;
+  int rc, i;
   luaL_checktype(L, 2, LUA_TTABLE);
   payhsm_checkfields(L, 2, fn, cvc3_fields);
-  t = field(L, 2, "track_data", &tn);
-  a = field(L, 2, "atc", &an);
-  u = field(L, 2, "un", &un);
+  t = field(L, 2, fn, "track_data", &tn);
+  a = field(L, 2, fn, "atc", &an);
+  u = field(L, 2, fn, "un", &un);
   if ((rc = key_fits(L, k, fn, "E0 E6 C0", verify ? "CVNX" : "CGNX"))) {
     if (verify) { lua_pushboolean(L, 0); lua_replace(L, -4); }
     return rc;
@@ -281,7 +282,7 @@ static int cvc3_of(lua_State *L, const char *fn, int verify, char out[5]) {
   blk[1] = mac[7];
   if (!payhsm_key_crypt(L, k, 1, NULL, blk, mac, 8)) return payhsm_raise_ossl(L, fn);
   v = ((unsigned)mac[6] << 8) | mac[7];
-  for (rc = 4; rc >= 0; rc--, v /= 10) out[rc] = (char)('0' + v % 10);
+  for (i = 4; i >= 0; i--, v /= 10) out[i] = (char)('0' + v % 10);
   OPENSSL_cleanse(mac, sizeof mac);
   return 0;
 }
