@@ -298,7 +298,8 @@ static int pc_pin(lua_State *L, const char *fn, const pc_params *q, const char *
     }
   }
   if (lua_getfield(L, 3, blk) != LUA_TSTRING) luaL_error(L, "%s: p.%s (hex) is required", fn, blk);
-  return payhsm_pin_decipher(L, fn, pek, top + 1, top + 2, q->pan, q->pn, pin, pn);
+  return payhsm_pin_decrypt_block(L, fn, pek, payhsm_pin_checkformat(L, top + 1), top + 2, q->pan,
+                                  q->pn, pin, pn);
 }
 
 /* The plaintext the card gets: VIS PIN block (VISA) or ISO 9564-1 format 2 block. */

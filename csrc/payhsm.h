@@ -187,6 +187,8 @@ void payhsm_envelope_open(lua_State *L);
 void payhsm_rotation_open(lua_State *L);
 void payhsm_rsa_open(lua_State *L);
 void payhsm_components_open(lua_State *L); /* adds to the key table: after key */
+void payhsm_card_open(lua_State *L);
+void payhsm_pinverify_open(lua_State *L);
 
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
@@ -210,10 +212,18 @@ int payhsm_mac_alg3(lua_State *L, payhsm_key *k, const unsigned char *padded, si
  * IMK into mk. Returns 0, or 3 after pushing nil, message, code on bad PAN/PSN. */
 int payhsm_emv_icc_mk(lua_State *L, const char *fn, payhsm_key *imk, int mode, const char *pan,
                       size_t pn, const char *psn, size_t sn, unsigned char mk[16]);
-/* Deciphers the ISO 9564-1 PIN block (hex at blk_idx) in the format named at fmt_idx under
- * pek (pinblock.c: usage P0 mode D/B/N, key type checked); pin gets up to 12 digits.
- * Returns 0, or 3 after pushing nil, message, code. The caller cleanses pin. */
-int payhsm_pin_decipher(lua_State *L, const char *fn, payhsm_key *pek, int fmt_idx, int blk_idx,
-                        const char *pan, size_t an, char pin[12], size_t *pn);
+
+/* ---- PIN blocks for PIN verification (pinblock.c) -------------------- */
+/* The ISO 9564-1 format named at idx ("ISO_FORMAT_0".."ISO_FORMAT_4") as 0..4; raises if unknown. */
+int payhsm_pin_checkformat(lua_State *L, int idx);
+/*
+ * Deciphers the hex PIN block at stack index block_idx under pek (usage P0, mode D/B/N;
+ * TDES for formats 0-3, AES for format 4) and parses it with its PAN (formats 0, 3, 4)
+ * into pin (up to 12 digits, *pinlen of them), so the PIN stays in C. Returns 0 on
+ * success; otherwise pushes nil, "<fn>: message", code (KEY_USAGE, KEY_TYPE, BAD_HEX,
+ * BAD_LENGTH, PAN_LENGTH, PAN_DIGITS, PIN_FORMAT) and returns 3. The caller cleanses pin.
+ */
+int payhsm_pin_decrypt_block(lua_State *L, const char *fn, payhsm_key *pek, int fmt, int block_idx,
+                             const char *pan, size_t panlen, char pin[12], size_t *pinlen);
 
 #endif

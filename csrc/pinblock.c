@@ -224,14 +224,21 @@ static size_t block_arg(lua_State *L, int idx, const char *fn, int fmt, unsigned
   return n;
 }
 
-int payhsm_pin_decipher(lua_State *L, const char *fn, payhsm_key *pek, int fmt_idx, int blk_idx,
-                        const char *pan, size_t an, char pin[12], size_t *pn) {
-  int fmt = payhsm_checkname(L, fmt_idx, "PIN block format", formats), r;
+int payhsm_pin_checkformat(lua_State *L, int idx) {
+  return payhsm_checkname(L, idx, "PIN block format", formats);
+}
+
+int payhsm_pin_decrypt_block(lua_State *L, const char *fn, payhsm_key *pek, int fmt, int block_idx,
+                             const char *pan, size_t panlen, char pin[12], size_t *pinlen) {
   unsigned char blk[16];
   pin_err e;
+  int r;
   if ((r = key_fits(L, pek, fmt, fn, 0))) return r;
-  if (block_arg(L, blk_idx, fn, fmt, blk) == (size_t)-1) return 3;
-  if (!decipher(L, pek, fmt, blk, pan, an, pin, pn, &e)) return fail(L, fn, &e);
+  if (block_arg(L, block_idx, fn, fmt, blk) == (size_t)-1) return 3;
+  if (!decipher(L, pek, fmt, blk, pan, panlen, pin, pinlen, &e)) {
+    OPENSSL_cleanse(pin, 12);
+    return fail(L, fn, &e);
+  }
   return 0;
 }
 

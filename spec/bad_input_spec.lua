@@ -3,7 +3,7 @@
 -- HTTP status and error.code), and nothing raises but the rows marked as misuse.
 local bad_input = require "spec.support.bad_input"
 
-local MODULES = { "key", "kcv", "cipher", "mac", "tr31", "pin", "emv", "as2805", "zka", "envelope", "rotation",
+local MODULES = { "key", "kcv", "cipher", "mac", "tr31", "pin", "card", "emv", "as2805", "zka", "envelope", "rotation",
   "rsa", "gateway HTTP", "pos HTTP", "mupk HTTP" }
 
 describe("bad input table", function()

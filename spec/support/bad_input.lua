@@ -124,6 +124,60 @@ M.rows = {
   { "pin", "translate: format 0 to format 1 (unbinds the PAN)", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.pek_tdes, "ISO_FORMAT_1", PAN)]], "PIN_TRANSLATION" },
   { "pin", "translate: format 0 to format 2", [[hsm.pin.translate(k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, k.pek_tdes, "ISO_FORMAT_2", PAN)]], "PIN_TRANSLATION" },
 
+  -- PIN verification values (pin.visa_pvv, pin.ibm3624_*, pin.verify, pin.generate_*)
+  { "pin", "PVV: PVKI not 0-6", [[hsm.pin.visa_pvv(k.pvk_pvv, "1234", PAN, "7")]], "PIN_PVKI" },
+  { "pin", "PVV: PAN of 11 digits", [[hsm.pin.visa_pvv(k.pvk_pvv, "1234", "41111111111", "1")]], "PAN_LENGTH" },
+  { "pin", "PVV: PIN of 3 digits", [[hsm.pin.visa_pvv(k.pvk_pvv, "123", PAN, "1")]], "PIN_LENGTH" },
+  { "pin", "PVV: PVK of usage V1 (IBM 3624)", [[hsm.pin.visa_pvv(k.pvk_ibm, "1234", PAN, "1")]], "KEY_USAGE" },
+  { "pin", "PVV: AES PVK", [[hsm.pin.visa_pvv(k.aes_any, "1234", PAN, "1")]], "KEY_TYPE" },
+  { "pin", "IBM 3624: decimalization table of 15 digits", [[hsm.pin.ibm3624_offset(k.pvk_ibm, "1234", IBM{decimalization_table = "012345678901234"})]], "PIN_DECIMALIZATION_TABLE" },
+  { "pin", "IBM 3624: decimalization table with a letter", [[hsm.pin.ibm3624_natural_pin(k.pvk_ibm, IBM{decimalization_table = "0123456789ABCDEF"})]], "PIN_DECIMALIZATION_TABLE" },
+  { "pin", "IBM 3624: validation data of 17 digits", [[hsm.pin.ibm3624_offset(k.pvk_ibm, "1234", IBM{validation_data = PAN .. "0"})]], "PIN_VALIDATION_DATA" },
+  { "pin", "IBM 3624: validation data not hex", [[hsm.pin.ibm3624_offset(k.pvk_ibm, "1234", IBM{validation_data = "12G4"})]], "BAD_HEX" },
+  { "pin", "IBM 3624: pad character not one hex digit", [[hsm.pin.ibm3624_offset(k.pvk_ibm, "1234", IBM{pad_char = "X"})]], "PIN_PAD_CHAR" },
+  { "pin", "IBM 3624: natural PIN length 13", [[hsm.pin.ibm3624_natural_pin(k.pvk_ibm, IBM{pin_length = 13})]], "PIN_LENGTH" },
+  { "pin", "IBM 3624: PVK of usage V2 (Visa PVV)", [[hsm.pin.ibm3624_offset(k.pvk_pvv, "1234", IBM{})]], "KEY_USAGE" },
+  { "pin", "verify: wrong PIN (PVV of another PIN)", [[hsm.pin.verify(k.pvk_pvv, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, PAN, {method = "VISA_PVV", pvki = "1", pvv = other_digits(PVV)})]], "VERIFICATION_FAILED" },
+  { "pin", "verify: wrong IBM 3624 offset", [[hsm.pin.verify(k.pvk_ibm, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, PAN, IBM{method = "IBM3624", offset = "0000"})]], "VERIFICATION_FAILED" },
+  { "pin", "verify: PVV of 3 digits", [[hsm.pin.verify(k.pvk_pvv, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, PAN, {method = "VISA_PVV", pvki = "1", pvv = "123"})]], "PIN_PVV" },
+  { "pin", "verify: offset with a letter", [[hsm.pin.verify(k.pvk_ibm, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, PAN, IBM{method = "IBM3624", offset = "12A4"})]], "PIN_OFFSET" },
+  { "pin", "verify: block under the wrong PEK", [[hsm.pin.verify(k.pvk_pvv, k.pek_tdes_other, "ISO_FORMAT_0", PINBLOCK0, PAN, {method = "VISA_PVV", pvki = "1", pvv = PVV})]], "PIN_FORMAT" },
+  { "pin", "verify: block not hex", [[hsm.pin.verify(k.pvk_pvv, k.pek_tdes, "ISO_FORMAT_0", ("ZZ"):rep(8), PAN, {method = "VISA_PVV", pvki = "1", pvv = PVV})]], "BAD_HEX" },
+  { "pin", "verify: PEK of usage D0", [[hsm.pin.verify(k.pvk_pvv, k.tdes_d0, "ISO_FORMAT_0", PINBLOCK0, PAN, {method = "VISA_PVV", pvki = "1", pvv = PVV})]], "KEY_USAGE" },
+  { "pin", "generate_pvv: PVKI not a digit", [[hsm.pin.generate_pvv(k.pvk_pvv, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, PAN, "A")]], "PIN_PVKI" },
+  { "pin", "generate_offset: block of the wrong length", [[hsm.pin.generate_offset(k.pvk_ibm, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0 .. "00", PAN, IBM{})]], "BAD_LENGTH" },
+  { "pin", "verify: unknown method", [[hsm.pin.verify(k.pvk_pvv, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, PAN, {method = "PVV", pvki = "1", pvv = PVV})]],
+    raises = "unknown verification method 'PVV'" },
+  { "pin", "verify: misspelt option", [[hsm.pin.verify(k.pvk_pvv, k.pek_tdes, "ISO_FORMAT_0", PINBLOCK0, PAN, {method = "VISA_PVV", pvki = "1", ppv = PVV})]],
+    raises = "pin.verify: unknown option 'ppv'" },
+
+  -- ---- card -------------------------------------------------------------------------
+  { "card", "CVV: wrong value", [[hsm.card.verify_cvv(k.cvk, PAN, "2512", "101", other_digits(CVV))]], "VERIFICATION_FAILED" },
+  { "card", "CVV: value of 2 digits", [[hsm.card.verify_cvv(k.cvk, PAN, "2512", "101", "12")]], "CARD_VALUE" },
+  { "card", "CVV: PAN of 11 digits", [[hsm.card.cvv(k.cvk, "41111111111", "2512", "101")]], "PAN_LENGTH" },
+  { "card", "CVV: PAN with a letter", [[hsm.card.cvv(k.cvk, "411111111111111X", "2512", "101")]], "PAN_DIGITS" },
+  { "card", "CVV: expiry of 3 digits", [[hsm.card.cvv(k.cvk, PAN, "251", "101")]], "CARD_EXPIRY" },
+  { "card", "CVV: expiry with a letter", [[hsm.card.cvv(k.cvk, PAN, "25A2", "101")]], "CARD_EXPIRY" },
+  { "card", "CVV: service code of 4 digits", [[hsm.card.cvv(k.cvk, PAN, "2512", "1011")]], "CARD_SERVICE_CODE" },
+  { "card", "CVV: CVK of usage P0", [[hsm.card.cvv(k.pek_tdes, PAN, "2512", "101")]], "KEY_USAGE" },
+  { "card", "CVV: generate-only CVK verifying", [[hsm.card.verify_cvv(k.cvk_generate_only, PAN, "2512", "101", CVV)]], "KEY_USAGE" },
+  { "card", "CVV: TDES_3KEY CVK", [[hsm.card.cvv(hsm.key.import("TDES_3KEY", TDES3), PAN, "2512", "101")]], "KEY_TYPE" },
+  { "card", "dCVV: ATC of 3 hex digits", [[hsm.card.dcvv(k.icc_mk, DCVV{atc = "001"})]], "CARD_ATC" },
+  { "card", "dCVV: ATC not hex", [[hsm.card.dcvv(k.icc_mk, DCVV{atc = "00G1"})]], "BAD_HEX" },
+  { "card", "dCVV: PSN of 1 digit", [[hsm.card.dcvv(k.icc_mk, DCVV{psn = "0"})]], "CARD_PSN" },
+  { "card", "dCVV: wrong value", [[hsm.card.verify_dcvv(k.icc_mk, DCVV{}, other_digits(hsm.card.dcvv(k.icc_mk, DCVV{})))]], "VERIFICATION_FAILED" },
+  { "card", "dCVV: key of usage M3", [[hsm.card.dcvv(k.m3, DCVV{})]], "KEY_USAGE" },
+  { "card", "CVC3: UN of 2 bytes", [[hsm.card.cvc3(k.icc_mk, CVC3{un = "0899"})]], "CARD_UN" },
+  { "card", "CVC3: ATC of 1 byte", [[hsm.card.cvc3(k.icc_mk, CVC3{atc = "01"})]], "CARD_ATC" },
+  { "card", "CVC3: empty track data", [[hsm.card.cvc3(k.icc_mk, CVC3{track_data = ""})]], "CARD_TRACK_DATA" },
+  { "card", "CVC3: track data not whole bytes", [[hsm.card.cvc3(k.icc_mk, CVC3{track_data = "123"})]], "BAD_HEX" },
+  { "card", "CVC3: value of 6 digits", [[hsm.card.verify_cvc3(k.icc_mk, CVC3{}, "123456")]], "CARD_VALUE" },
+  { "card", "CVC3: wrong value", [[hsm.card.verify_cvc3(k.icc_mk, CVC3{}, other_digits(hsm.card.cvc3(k.icc_mk, CVC3{})))]], "VERIFICATION_FAILED" },
+  { "card", "dCVV: misspelt option", [[hsm.card.dcvv(k.icc_mk, DCVV{expiry_date = "2512"})]],
+    raises = "card.dcvv: unknown option 'expiry_date'" },
+  { "card", "CVC3: misspelt option", [[hsm.card.cvc3(k.icc_mk, CVC3{unpredictable_number = "00000899"})]],
+    raises = "card.cvc3: unknown option 'unpredictable_number'" },
+
   -- ---- emv --------------------------------------------------------------------------
   { "emv", "PAN sequence number not 2 digits", [[hsm.emv.derive_icc_master_key(k.imk, PAN, "1")]], "EMV_PSN" },
   { "emv", "PAN with a non-digit", [[hsm.emv.derive_icc_master_key(k.imk, "41111111111111X1")]], "PAN_DIGITS" },
@@ -617,6 +671,30 @@ function M.env()
     -- the PIN block the gateway translates is under that session key
     env.PINBLOCK4 = assert(hsm.pin.encrypt(sk, "ISO_FORMAT_4", "1234", PAN))
   end
+
+  -- ---- card and PIN verification values ------------------------------------------------
+  k.cvk = imp("TDES_2KEY", 16, nil, { usage = "C0" })
+  k.cvk_generate_only = imp("TDES_2KEY", 16, nil, { usage = "C0", mode = "G" })
+  k.pvk_pvv = imp("TDES_2KEY", 16, nil, { usage = "V2" })
+  k.pvk_ibm = imp("TDES_2KEY", 16, nil, { usage = "V1" })
+  env.DCVV = function(t)
+    local p = { pan = PAN, psn = "00", expiry = "2512", service_code = "101", atc = "0001" }
+    for f, v in pairs(t) do p[f] = v end
+    return p
+  end
+  env.CVC3 = function(t)
+    local p = { track_data = PAN .. "D25121010000000000000F", atc = "0001", un = "00000899" }
+    for f, v in pairs(t) do p[f] = v end
+    return p
+  end
+  env.PVV = assert(hsm.pin.visa_pvv(k.pvk_pvv, "1234", PAN, "1"))
+  env.IBM = function(t)
+    local p = { decimalization_table = "0123456789012345", validation_data = PAN:sub(5, 15), pad_char = "F" }
+    for f, v in pairs(t) do p[f] = v end
+    return p
+  end
+  env.CVV = assert(hsm.card.cvv(k.cvk, PAN, "2512", "101"))
+  env.other_digits = function(v) return (v:gsub("%d", function(d) return ("%d"):format((tonumber(d) + 1) % 10) end)) end
   return env
 end
 
