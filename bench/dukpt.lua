@@ -4,9 +4,9 @@
 -- from the same generator as bench/c/dukpt.c, so Lua and C derive the same keys.
 local hsm = require "payhsm"
 
--- xorshift32 over integers below 2^32 without bit operators (Lua 5.1 to 5.4)
-local function pool(bits, maxones, seed)
-  local s, out = seed, {}
+-- a linear congruential generator over integers below 2^31 (no bit operators: Lua 5.1 to 5.4)
+local function pool(bits, maxones, start)
+  local s, out = start, {}
   local function bitcount(x) local n = 0; while x > 0 do n = n + x % 2; x = math.floor(x / 2) end; return n end
   while #out < 4096 do
     s = (s * 1103515245 + 12345) % 2147483648

@@ -12,7 +12,7 @@ static uint32_t tpool[4096], apool[4096];
 
 static int ones(uint64_t x) { int n = 0; for (; x; x &= x - 1) n++; return n; }
 
-static void fill(uint32_t *out, int bits, int maxones, uint64_t s) {
+static void fill(uint32_t *out, int bits, int maxones, uint64_t s) { /* as bench/dukpt.lua */
   int n = 0;
   while (n < 4096) {
     uint64_t c;
