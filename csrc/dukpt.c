@@ -3,13 +3,8 @@
  * and AES DUKPT (ANSI X9.24-3:2017), host side (stateless derivation from the BDK) and
  * device side (the terminal with its key registers).
  *
- * Lua: core.dukpt.initial_key(bdk, ksn) -> key                (usage B1, mode X)
- *      core.dukpt.working_key(bdk, ksn, w) -> key
- *        w = {purpose = "PIN" | "MAC" | "DATA" | "KEY_ENCRYPTION",
- *             variant = "REQUEST" | "RESPONSE" | "BIDIRECTIONAL", derivation_type = alg,
- *             usage = TR-31 usage of the result}
- *      core.dukpt.terminal(initial_key, ksn [, {derivation_type =, mac_usage =}]) -> t
- *      t:next() -> ksn, keys | nil, msg, "DUKPT_EXHAUSTED";  t.ksn, t.counter, t:close()
+ * Lua: core.dukpt.initial_key(bdk, ksn), core.dukpt.working_key(bdk, ksn, w),
+ *      core.dukpt.terminal(initial_key, ksn [, opts]) -> t; t:next(), t.ksn, t:close()
  * KSN: TDES 10 bytes, the rightmost 21 bits the counter (X9.24-1 A.1); AES 12 bytes,
  * initial key ID (BDK ID 4 bytes || derivation ID 4 bytes) || 32-bit counter (X9.24-3
  * 6.1). Counters: 1..2^21-1 with at most 10 one bits (TDES), 1..2^32-1 with at most 16
@@ -35,7 +30,7 @@
 #define TERMINAL_MT "payhsm.DukptTerminal"
 
 enum { P_PIN, P_MAC, P_DATA, P_KEK };
-enum { V_REQUEST, V_RESPONSE, V_BIDIRECTIONAL, V_DEFAULT };
+enum { V_REQUEST, V_RESPONSE, V_BIDIRECTIONAL };
 static const char *const purposes[] = {"PIN", "MAC", "DATA", "KEY_ENCRYPTION", NULL};
 static const char *const variants[] = {"REQUEST", "RESPONSE", "BIDIRECTIONAL", NULL};
 
@@ -44,33 +39,21 @@ static const char *const variants[] = {"REQUEST", "RESPONSE", "BIDIRECTIONAL", N
 static const unsigned char c0mask[16] = {0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0,
                                          0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0};
 
-static void des_ecb1(const unsigned char k[8], const unsigned char in[8], unsigned char out[8]) {
-  DES_key_schedule ks;
-  DES_cblock kb, x, y;
-  memcpy(kb, k, 8);
-  memcpy(x, in, 8);
-  DES_set_key_unchecked(&kb, &ks);
-  DES_ecb_encrypt(&x, &y, &ks, DES_ENCRYPT);
-  memcpy(out, y, 8);
-  OPENSSL_cleanse(&ks, sizeof ks);
-  OPENSSL_cleanse(kb, sizeof kb);
-}
-
-/* Two-key TDES encryption of one block (e_K1 d_K2 e_K1). */
-static void tdes2_ecb(const unsigned char k[16], const unsigned char in[8], unsigned char out[8]) {
-  DES_key_schedule k1, k2;
-  DES_cblock b1, b2, x, y;
-  memcpy(b1, k, 8);
-  memcpy(b2, k + 8, 8);
-  memcpy(x, in, 8);
-  DES_set_key_unchecked(&b1, &k1);
-  DES_set_key_unchecked(&b2, &k2);
-  DES_ecb3_encrypt(&x, &y, &k1, &k2, &k1, DES_ENCRYPT);
-  memcpy(out, y, 8);
-  OPENSSL_cleanse(&k1, sizeof k1);
-  OPENSSL_cleanse(&k2, sizeof k2);
-  OPENSSL_cleanse(b1, sizeof b1);
-  OPENSSL_cleanse(b2, sizeof b2);
+/* One block under single DES (len 8) or two-key TDES, e_K1 d_K2 e_K1 (len 16). */
+static void des_ecb(const unsigned char *k, size_t len, const unsigned char in[8], unsigned char out[8]) {
+  struct { DES_key_schedule k1, k2; DES_cblock b1, b2, x, y; } s;
+  memcpy(s.b1, k, 8);
+  memcpy(s.b2, k + (len == 16 ? 8 : 0), 8);
+  memcpy(s.x, in, 8);
+  DES_set_key_unchecked(&s.b1, &s.k1);
+  if (len == 16) {
+    DES_set_key_unchecked(&s.b2, &s.k2);
+    DES_ecb3_encrypt(&s.x, &s.y, &s.k1, &s.k2, &s.k1, DES_ENCRYPT);
+  } else {
+    DES_ecb_encrypt(&s.x, &s.y, &s.k1, DES_ENCRYPT);
+  }
+  memcpy(out, s.y, 8);
+  OPENSSL_cleanse(&s, sizeof s);
 }
 
 /* Non-reversible key generation process (A.2): key (16 bytes) and crypto register r
@@ -79,11 +62,11 @@ static void nrkgp(unsigned char key[16], const unsigned char r[8]) {
   unsigned char m[16], r1[8], r2[8];
   int i;
   for (i = 0; i < 8; i++) r2[i] = (unsigned char)(r[i] ^ key[8 + i]);
-  des_ecb1(key, r2, r2);
+  des_ecb(key, 8, r2, r2);
   for (i = 0; i < 8; i++) r2[i] ^= key[8 + i];
   for (i = 0; i < 16; i++) m[i] = (unsigned char)(key[i] ^ c0mask[i]);
   for (i = 0; i < 8; i++) r1[i] = (unsigned char)(r[i] ^ m[8 + i]);
-  des_ecb1(m, r1, r1);
+  des_ecb(m, 8, r1, r1);
   for (i = 0; i < 8; i++) r1[i] ^= m[8 + i];
   memcpy(key, r1, 8);
   memcpy(key + 8, r2, 8);
@@ -92,12 +75,22 @@ static void nrkgp(unsigned char key[16], const unsigned char r[8]) {
   OPENSSL_cleanse(r2, sizeof r2);
 }
 
-/* The rightmost 8 bytes of the KSN with the 21-bit counter set to c. */
-static void tdes_r8(const unsigned char ksn[10], uint32_t c, unsigned char r8[8]) {
-  memcpy(r8, ksn + 2, 8);
-  r8[5] = (unsigned char)((r8[5] & 0xE0) | ((c >> 16) & 0x1F));
-  r8[6] = (unsigned char)(c >> 8);
-  r8[7] = (unsigned char)c;
+/* Sets the counter of a KSN: the rightmost 21 bits (TDES) or the last 4 bytes (AES). */
+static void put_counter(unsigned char *ksn, int aes, uint32_t c) {
+  unsigned char *e = ksn + (aes ? 12 : 10);
+  e[-1] = (unsigned char)c;
+  e[-2] = (unsigned char)(c >> 8);
+  e[-3] = (unsigned char)(aes ? c >> 16 : (e[-3] & 0xE0) | ((c >> 16) & 0x1F));
+  if (aes) e[-4] = (unsigned char)(c >> 24);
+}
+
+/* The rightmost 8 bytes of the KSN with the counter set to c: the TDES crypto register
+ * (A.2), the AES derivation data's derivation ID and counter (X9.24-3 6.3.2). */
+static void ksn_tail(const unsigned char *ksn, int aes, uint32_t c, unsigned char d[8]) {
+  unsigned char k[12];
+  memcpy(k, ksn, aes ? 12 : 10);
+  put_counter(k, aes, c);
+  memcpy(d, k + (aes ? 4 : 2), 8);
 }
 
 /* IPEK (A.6 "Derive the initial key"): both halves of TDES(BDK [xor C0C0C0C0...],
@@ -108,8 +101,8 @@ static void tdes_ipek(const unsigned char bdk[16], const unsigned char ksn[10], 
   memcpy(base, ksn, 8);
   base[7] &= 0xE0;
   for (i = 0; i < 16; i++) k2[i] = (unsigned char)(bdk[i] ^ c0mask[i]);
-  tdes2_ecb(bdk, base, ik);
-  tdes2_ecb(k2, base, ik + 8);
+  des_ecb(bdk, 16, base, ik);
+  des_ecb(k2, 16, base, ik + 8);
   OPENSSL_cleanse(k2, sizeof k2);
 }
 
@@ -121,7 +114,7 @@ static void tdes_chain(unsigned char key[16], const unsigned char ksn[10], uint3
   for (bit = 1u << 20; bit; bit >>= 1) {
     if (!(c & bit) || (have & bit)) continue;
     acc |= bit;
-    tdes_r8(ksn, acc, r8);
+    ksn_tail(ksn, 0, acc, r8);
     nrkgp(key, r8);
   }
 }
@@ -137,8 +130,8 @@ static void tdes_working(const unsigned char tk[16], int purpose, int variant, u
   if (purpose == P_DATA) {
     unsigned char v[16];
     memcpy(v, out, 16);
-    tdes2_ecb(v, v, out);
-    tdes2_ecb(v, v + 8, out + 8);
+    des_ecb(v, 16, v, out);
+    des_ecb(v, 16, v + 8, out + 8);
     OPENSSL_cleanse(v, sizeof v);
   }
 }
@@ -165,13 +158,14 @@ static unsigned aes_usage_code(int purpose, int variant) { /* Table 2, key usage
 }
 
 /* Derive_Key (6.3.3): out = AES-ECB(key, derivation data with block counter 1, 2 ..),
- * leftmost outlen bytes. ctx carries the cipher of the derivation key. */
+ * leftmost outlen bytes. ctx carries the cipher of the derivation key, keyed with key
+ * (or already keyed when key is NULL). */
 static int aes_derive(EVP_CIPHER_CTX *ctx, const unsigned char *key, unsigned usage, payhsm_alg type,
                       const unsigned char data8[8], unsigned char *out) {
   unsigned char dd[16], blk[16];
   size_t len = payhsm_alg_keylen(type), done;
   unsigned bits = (unsigned)len * 8;
-  int outl, ok = EVP_EncryptInit_ex2(ctx, NULL, key, NULL, NULL);
+  int outl, ok = key ? EVP_EncryptInit_ex2(ctx, NULL, key, NULL, NULL) : 1;
   dd[0] = 1;
   dd[2] = (unsigned char)(usage >> 8); dd[3] = (unsigned char)usage;
   dd[4] = 0; dd[5] = (unsigned char)aes_alg_code(type);
@@ -184,12 +178,6 @@ static int aes_derive(EVP_CIPHER_CTX *ctx, const unsigned char *key, unsigned us
   }
   OPENSSL_cleanse(blk, sizeof blk);
   return ok;
-}
-
-static void aes_data(const unsigned char ksn[12], uint32_t c, unsigned char d[8]) {
-  memcpy(d, ksn + 4, 4);
-  d[4] = (unsigned char)(c >> 24); d[5] = (unsigned char)(c >> 16);
-  d[6] = (unsigned char)(c >> 8); d[7] = (unsigned char)c;
 }
 
 static EVP_CIPHER_CTX *aes_ctx(payhsm_alg ik_alg) {
@@ -211,7 +199,7 @@ static int aes_chain(EVP_CIPHER_CTX *ctx, unsigned char *key, payhsm_alg ik_alg,
   for (bit = 0x80000000u; bit; bit >>= 1) {
     if (!(c & bit) || (have & bit)) continue;
     acc |= bit;
-    aes_data(ksn, acc, d);
+    ksn_tail(ksn, 1, acc, d);
     if (!aes_derive(ctx, key, 0x8000, ik_alg, d, key)) return 0;
   }
   return 1;
@@ -219,11 +207,7 @@ static int aes_chain(EVP_CIPHER_CTX *ctx, unsigned char *key, payhsm_alg ik_alg,
 
 /* ---- common ------------------------------------------------------------ */
 
-static int popcount32(uint32_t c) {
-  int n = 0;
-  for (; c; c &= c - 1) n++;
-  return n;
-}
+static int popcount32(uint32_t c) { return __builtin_popcount(c); }
 
 /* Reads the KSN at idx for a TDES (10 bytes) or AES (12 bytes) scheme. Returns the
  * counter, or -1 after pushing nil, msg, DUKPT_KSN. */
@@ -235,16 +219,13 @@ static int64_t read_ksn(lua_State *L, int idx, const char *fn, int aes, unsigned
                 (int)(2 * want));
     return -1;
   }
-  if (aes) return (int64_t)(((uint32_t)ksn[8] << 24) | ((uint32_t)ksn[9] << 16) | ((uint32_t)ksn[10] << 8) | ksn[11]);
-  return (int64_t)((((uint32_t)ksn[7] & 0x1F) << 16) | ((uint32_t)ksn[8] << 8) | ksn[9]);
+  return aes ? (int64_t)(((uint32_t)ksn[8] << 24) | ((uint32_t)ksn[9] << 16) | ((uint32_t)ksn[10] << 8) | ksn[11])
+             : (int64_t)((((uint32_t)ksn[7] & 0x1F) << 16) | ((uint32_t)ksn[8] << 8) | ksn[9]);
 }
 
 static int bad_counter(lua_State *L, const char *fn, int aes, int64_t c) {
-  int max = aes ? 16 : 10;
-  if (popcount32((uint32_t)c) > max)
-    return payhsm_fail(L, fn, "DUKPT_COUNTER", "the KSN's counter has more than %d one bits (%s)", max,
-                       aes ? "ANSI X9.24-3 6.5" : "ANSI X9.24-1 A.2");
-  return 0;
+  return popcount32((uint32_t)c) <= (aes ? 16 : 10) ? 0 :
+    payhsm_fail(L, fn, "DUKPT_COUNTER", "the KSN's counter has more than %s one bits", aes ? "16 (ANSI X9.24-3 6.5)" : "10 (ANSI X9.24-1 A.2)");
 }
 
 /* The BDK or initial key: TDES_2KEY (X9.24-1) or AES (X9.24-3). -1 after a failure. */
@@ -273,9 +254,7 @@ static int working_type(lua_State *L, int idx, const char *field, const char *fn
   return t;
 }
 
-static const char *mac_usage_default(payhsm_alg t) {
-  return t == PAYHSM_ALG_TDES_2KEY ? "M3" : "M6";
-}
+#define mac_usage_default(t) ((t) == PAYHSM_ALG_TDES_2KEY ? "M3" : "M6")
 
 /* Checks an explicit TR-31 usage for a purpose; raises when it does not fit. */
 static const char *check_usage(lua_State *L, const char *fn, const char *u, int purpose, payhsm_alg t) {
@@ -291,8 +270,7 @@ static const char *check_usage(lua_State *L, const char *fn, const char *u, int 
 static payhsm_key *push_working(lua_State *L, payhsm_alg t, const unsigned char *b, int purpose, const char *usage) {
   payhsm_key *k = payhsm_pushkey(L, t, b, payhsm_alg_keylen(t));
   if (!usage) usage = purpose == P_PIN ? "P0" : purpose == P_MAC ? mac_usage_default(t) : purpose == P_DATA ? "D0" : "K0";
-  memcpy(k->usage, usage, 2);
-  k->usage[2] = 0;
+  memcpy(k->usage, usage, 2); /* k->usage[2] is 0 from payhsm_pushkey */
   k->mode = purpose == P_MAC ? 'C' : 'B';
   return k;
 }
@@ -303,11 +281,8 @@ static int derive_working(EVP_CIPHER_CTX *ctx, int aes, const unsigned char *tk,
                           const unsigned char ksn[12], uint32_t c, int purpose, int variant, payhsm_alg t,
                           unsigned char out[32]) {
   unsigned char d[8];
-  if (!aes) {
-    tdes_working(tk, purpose, variant, out);
-    return 1;
-  }
-  aes_data(ksn, c, d);
+  if (!aes) return tdes_working(tk, purpose, variant, out), 1;
+  ksn_tail(ksn, 1, c, d);
   return aes_derive(ctx, tk, aes_usage_code(purpose, variant), t, d, out);
 }
 
@@ -315,31 +290,13 @@ static int derive_working(EVP_CIPHER_CTX *ctx, int aes, const unsigned char *tk,
 
 /* Initial key bytes from the BDK into ik; 0 on an OpenSSL failure. */
 static int initial_bytes(lua_State *L, payhsm_key *bdk, int aes, const unsigned char ksn[12], unsigned char ik[32]) {
-  unsigned char d[8];
   if (!aes) {
     tdes_ipek(bdk->bytes, ksn, ik);
     return 1;
-  } else {
-    /* X9.24-3 6.3.1: usage 8001, the BDK's own type, data = initial key ID; the BDK's
-     * cached ECB context does the work. */
-    size_t len = bdk->len, done;
-    unsigned bits = (unsigned)len * 8;
-    unsigned char dd[16];
-    int ok = 1;
-    memcpy(d, ksn, 8);
-    dd[0] = 1; dd[2] = 0x80; dd[3] = 0x01; dd[4] = 0;
-    dd[5] = (unsigned char)aes_alg_code(bdk->alg);
-    dd[6] = (unsigned char)(bits >> 8); dd[7] = (unsigned char)bits;
-    memcpy(dd + 8, d, 8);
-    for (done = 0; ok && done < len; done += 16) {
-      unsigned char blk[16];
-      dd[1] = (unsigned char)(done / 16 + 1);
-      ok = payhsm_key_crypt(L, bdk, 1, NULL, dd, blk, 16);
-      memcpy(ik + done, blk, len - done < 16 ? len - done : 16);
-      OPENSSL_cleanse(blk, sizeof blk);
-    }
-    return ok;
   }
+  /* X9.24-3 6.3.1: usage 8001, the BDK's own type, data = initial key ID, on the BDK's
+   * cached ECB context. */
+  return aes_derive(payhsm_key_ecb(L, bdk, 1), NULL, 0x8001, bdk->alg, ksn, ik);
 }
 
 /*
@@ -368,14 +325,19 @@ static int dukpt_initial_key(lua_State *L) {
 
 /* Reads purpose and variant of w (idx); variant V_REQUEST for TDES by default,
  * V_BIDIRECTIONAL for AES. Returns 0 after a failure. */
+static int field_name(lua_State *L, int idx, const char *fn, const char *field, const char *const names[], int def) {
+  const char *s = payhsm_optfield_str(L, idx, field, NULL);
+  int i;
+  if (!s && def >= 0) return def;
+  for (i = 0; s && names[i]; i++)
+    if (strcmp(names[i], s) == 0) return i;
+  return luaL_error(L, "%s: %s DUKPT %s '%s' (%s, %s, %s%s%s)", fn, s ? "unknown" : "missing", field, s ? s : "",
+                    names[0], names[1], names[2], names[3] ? ", " : "", names[3] ? names[3] : "");
+}
+
 static int read_purpose(lua_State *L, int idx, const char *fn, int aes, int *purpose, int *variant) {
-  lua_getfield(L, idx, "purpose");
-  if (lua_isnil(L, -1)) luaL_error(L, "%s: w.purpose is required (PIN, MAC, DATA or KEY_ENCRYPTION)", fn);
-  *purpose = payhsm_checkname(L, -1, "DUKPT purpose", purposes);
-  lua_pop(L, 1);
-  lua_getfield(L, idx, "variant");
-  *variant = lua_isnil(L, -1) ? (aes ? V_BIDIRECTIONAL : V_REQUEST) : payhsm_checkname(L, -1, "DUKPT variant", variants);
-  lua_pop(L, 1);
+  *purpose = field_name(L, idx, fn, "purpose", purposes, -1);
+  *variant = field_name(L, idx, fn, "variant", variants, aes ? V_BIDIRECTIONAL : V_REQUEST);
   if (!aes && *purpose == P_KEK)
     return payhsm_fail(L, fn, "DUKPT_PURPOSE", "KEY_ENCRYPTION keys are AES DUKPT (ANSI X9.24-3) only"), 0;
   if (!aes && *variant == V_BIDIRECTIONAL && (*purpose == P_MAC || *purpose == P_DATA))
@@ -442,7 +404,6 @@ typedef struct {
   unsigned char ksn[12];   /* KSN of the last transaction (counter included) */
   uint32_t cur;            /* its counter */
   uint64_t next;           /* the next counter to use */
-  uint32_t valid;          /* bit p: register p holds a key */
   unsigned char *regs;     /* nreg registers of klen bytes (secure heap); NULL once closed */
   size_t klen;
   EVP_CIPHER_CTX *ctx;     /* AES: the cipher of the initial key's type */
@@ -459,20 +420,9 @@ static void terminal_clear(terminal *t) {
   t->regs = NULL;
   EVP_CIPHER_CTX_free(t->ctx);
   t->ctx = NULL;
-  t->valid = 0;
 }
 
 static unsigned char *reg(terminal *t, int p) { return t->regs + (size_t)p * t->klen; }
-
-static void set_ksn_counter(terminal *t, uint32_t c) {
-  if (t->aes) {
-    t->ksn[8] = (unsigned char)(c >> 24); t->ksn[9] = (unsigned char)(c >> 16);
-    t->ksn[10] = (unsigned char)(c >> 8); t->ksn[11] = (unsigned char)c;
-  } else {
-    t->ksn[7] = (unsigned char)((t->ksn[7] & 0xE0) | ((c >> 16) & 0x1F));
-    t->ksn[8] = (unsigned char)(c >> 8); t->ksn[9] = (unsigned char)c;
-  }
-}
 
 /* Key for counter c derived from the key held for `have` into out. */
 static int chain(terminal *t, unsigned char *out, const unsigned char *from, uint32_t have, uint32_t c) {
@@ -490,10 +440,9 @@ static int fill_registers(terminal *t, const unsigned char *ik, uint32_t n) {
   int p, low = 0;
   while (!(n & (1u << low))) low++;
   for (p = low; p < t->nreg; p++) {
-    uint32_t bit = 1u << p, above = p == 31 ? 0 : n & ~((bit << 1) - 1);
+    uint32_t bit = 1u << p, above = n & ~((bit << 1) - 1); /* bit << 1 wraps to 0 at p = 31 */
     if (p > low && (n & bit)) continue;
     if (!chain(t, reg(t, p), ik, 0, p == low ? n : above | bit)) return 0;
-    t->valid |= bit;
   }
   return 1;
 }
@@ -569,7 +518,7 @@ static int terminal_next(lua_State *L) {
   n = (uint32_t)t->next;
   while (!(n & (1u << p))) p++;
   k = reg(t, p);
-  set_ksn_counter(t, n);
+  put_counter(t->ksn, t->aes, n);
   payhsm_pushhex(L, t->ksn, t->aes ? 12 : 10);
   lua_createtable(L, 0, 10);
   for (i = 0; i < (t->aes ? 7 : 5); i++) {
@@ -582,12 +531,8 @@ static int terminal_next(lua_State *L) {
   /* "New Key": future keys below the current register unless the counter has the
    * most one bits allowed, then the current register is erased. */
   if (ok && popcount32(n) < (t->aes ? 16 : 10))
-    for (q = (uint32_t)p; ok && q-- > 0;) {
-      ok = chain(t, reg(t, (int)q), k, n, n | (1u << q));
-      t->valid |= 1u << q;
-    }
+    for (q = (uint32_t)p; ok && q-- > 0;) ok = chain(t, reg(t, (int)q), k, n, n | (1u << q));
   OPENSSL_cleanse(k, t->klen);
-  t->valid &= ~(1u << p);
   t->cur = n;
   t->next = successor(t, n);
   if (!ok) return payhsm_raise_ossl(L, fn);
@@ -609,8 +554,7 @@ static int terminal_tostring(lua_State *L) {
   char hex[25];
   payhsm_hex_encode(t->ksn, t->aes ? 12 : 10, hex);
   hex[t->aes ? 24 : 20] = 0;
-  lua_pushfstring(L, "payhsm.DukptTerminal(%s, KSN %s%s)", payhsm_alg_name(t->ik_alg), hex,
-                  t->regs ? "" : ", closed");
+  lua_pushfstring(L, "payhsm.DukptTerminal(%s, KSN %s%s)", payhsm_alg_name(t->ik_alg), hex, t->regs ? "" : ", closed");
   return 1;
 }
 
