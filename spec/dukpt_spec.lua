@@ -20,9 +20,12 @@ local hsm = require "payhsm"
 --        MAC generation and data encryption keys, intermediate (transaction) keys for
 --        counters 0x1FFFE, 0x20000, 0x20001 and the last four counters, and the format 4
 --        PIN blocks (PIN 1234, PAN 4111111111111111, fill 2F69ADDE2E9E7ACE).
---  [X3T] ANSI X9.24-3-2017 supplementary test vectors, 2TDEA and 3TDEA PIN keys from the
---        AES-128 BDK at counter 1 (630C706D..., EA8B3F37...); checked again below from the
---        intermediate key of [X3] and the derivation data of X9.24-3 6.3.2 Table 2.
+--  [X3T] ANSI X9.24-3-2017 Annex B sample test vectors (B.1: AES-128 BDK, initial key ID
+--        1234567890123456, as cited in moov-io/dukpt pkg/aes/aes_test.go), 2TDEA and 3TDEA
+--        PIN keys at counter 1 (630C706D..., EA8B3F37...). Checked again below from the [X3]
+--        intermediate key of counter 1 and the derivation data of X9.24-3 6.3.2 Table 2;
+--        tools/crosscheck/dukpt_openemv.py compares TDES working keys of AES BDKs with
+--        openemv/dukpt's derivation for random BDKs and KSNs.
 local TBDK = "0123456789ABCDEFFEDCBA9876543210"
 local TKSN0 = "FFFF9876543210E00000"
 local ABDK = "FEDCBA9876543210F1F1F1F1F1F1F1F1"
