@@ -488,5 +488,12 @@ describe("dukpt", function()
       assert.has_error(function() t:next() end)
       assert.matches("closed", tostring(t))
     end)
+
+    it("wipes a terminal leaving a <close> scope (Lua 5.4)", function()
+      if _VERSION ~= "Lua 5.4" then return end
+      local t = hsm.dukpt.terminal(ik, TKSN0)
+      assert(load("local t <close> = ...; t:next()"))(t)
+      assert.is_true(t.closed)
+    end)
   end)
 end)
