@@ -325,7 +325,7 @@ static int core_equal(lua_State *L) {
 
 /*
  * luaopen_payhsm_core: the C module. Returns a table whose fields are the areas
- * (key, cipher, mac, kcv, tr31, pin, emv, as2805, zka, envelope, rotation, rsa, card); the
+ * (key, cipher, mac, kcv, tr31, pin, emv, as2805, zka, envelope, rotation, rsa, card, dukpt); the
  * friendly API in lua/payhsm/init.lua re-exports them.
  */
 int luaopen_payhsm_core(lua_State *L);
@@ -348,6 +348,7 @@ int luaopen_payhsm_core(lua_State *L) {
   payhsm_rotation_open(L);
   payhsm_rsa_open(L);
   payhsm_card_open(L);
+  payhsm_dukpt_open(L);
   lua_pushcfunction(L, core_random);
   lua_setfield(L, -2, "random");
   lua_pushcfunction(L, core_equal);

@@ -189,6 +189,7 @@ void payhsm_rsa_open(lua_State *L);
 void payhsm_components_open(lua_State *L); /* adds to the key table: after key */
 void payhsm_card_open(lua_State *L);
 void payhsm_pinverify_open(lua_State *L);
+void payhsm_dukpt_open(lua_State *L);
 
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */

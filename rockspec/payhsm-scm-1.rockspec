@@ -25,7 +25,7 @@ build = {
         "csrc/core.c", "csrc/key.c", "csrc/cipher.c", "csrc/mac.c", "csrc/kcv.c",
         "csrc/tr31.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/emvsm.c", "csrc/as2805.c", "csrc/zka.c",
         "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c", "csrc/components.c",
-        "csrc/card.c", "csrc/pinverify.c",
+        "csrc/card.c", "csrc/pinverify.c", "csrc/dukpt.c",
       },
       incdirs = { "$(OPENSSL_INCDIR)", "csrc" },
       libdirs = { "$(OPENSSL_LIBDIR)" },

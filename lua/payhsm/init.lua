@@ -24,6 +24,7 @@ local hsm = {
   hmac = core.hmac,         -- hmac(mac_key, message) -> hex
   hmac_verify = core.hmac_verify,
   rotation = core.rotation, -- the 3-slot session-key rotation state
+  dukpt = core.dukpt,       -- initial_key, working_key, terminal (ANSI X9.24-1 / X9.24-3)
   rsa = core.rsa,           -- RSA key pairs, RFC 5649 wrapping, RSA-OAEP + AES-GCM seal/open
   random = core.random,     -- random(n) -> hex of n public random bytes (ids, nonces)
   equal = core.equal,       -- equal(a, b): constant-time string comparison

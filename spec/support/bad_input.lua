@@ -275,6 +275,28 @@ M.rows = {
   { "rsa", "open: other associated data", [[hsm.rsa.open(RSA_PRIV, sealed_with{}, "other")]], "GCM_TAG" },
   { "rsa", "open: IV not 12 bytes", [[hsm.rsa.open(RSA_PRIV, sealed_with{iv = "00"})]], "BAD_LENGTH" },
 
+  -- ---- dukpt (csrc/dukpt.c) -----------------------------------------------------------
+  { "dukpt", "KSN of the wrong length (9 bytes, TDES BDK)", [[hsm.dukpt.initial_key(k.bdk_tdes, "FFFF9876543210E000")]], "DUKPT_KSN" },
+  { "dukpt", "AES KSN (12 bytes) with a TDES BDK", [[hsm.dukpt.working_key(k.bdk_tdes, "123456789012345600000001", {purpose = "PIN"})]], "DUKPT_KSN" },
+  { "dukpt", "TDES KSN (10 bytes) with an AES BDK", [[hsm.dukpt.working_key(k.bdk_aes, "FFFF9876543210E00001", {purpose = "PIN"})]], "DUKPT_KSN" },
+  { "dukpt", "KSN bad hex", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E0000Z", {purpose = "PIN"})]], "DUKPT_KSN" },
+  { "dukpt", "counter 0 on the host", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E00000", {purpose = "PIN"})]], "DUKPT_COUNTER" },
+  { "dukpt", "TDES counter with 11 one bits", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E007FF", {purpose = "PIN"})]], "DUKPT_COUNTER" },
+  { "dukpt", "AES counter with 17 one bits", [[hsm.dukpt.working_key(k.bdk_aes, "12345678901234560001FFFF", {purpose = "MAC"})]], "DUKPT_COUNTER" },
+  { "dukpt", "terminal resumed at a counter with 17 one bits", [[hsm.dukpt.terminal(k.dukpt_aik, "12345678901234560001FFFF")]], "DUKPT_COUNTER" },
+  { "dukpt", "AES working key longer than the BDK", [[hsm.dukpt.working_key(k.bdk_aes, "123456789012345600000001", {purpose = "PIN", derivation_type = "AES_256"})]], "DUKPT_DERIVATION_TYPE" },
+  { "dukpt", "AES working key from a TDES BDK", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E00001", {purpose = "PIN", derivation_type = "AES_128"})]], "DUKPT_DERIVATION_TYPE" },
+  { "dukpt", "BIDIRECTIONAL variant with a TDES BDK", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E00001", {purpose = "DATA", variant = "BIDIRECTIONAL"})]], "DUKPT_VARIANT" },
+  { "dukpt", "KEY_ENCRYPTION purpose with a TDES BDK", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E00001", {purpose = "KEY_ENCRYPTION"})]], "DUKPT_PURPOSE" },
+  { "dukpt", "wrong BDK algorithm (TDES_3KEY)", [[hsm.dukpt.initial_key(k.tdes3_any, "FFFF9876543210E00000")]], "KEY_TYPE" },
+  { "dukpt", "wrong BDK usage (PIN key)", [[hsm.dukpt.working_key(k.pek_tdes, "FFFF9876543210E00001", {purpose = "PIN"})]], "KEY_USAGE" },
+  { "dukpt", "BDK given to the terminal (usage B0, not B1)", [[hsm.dukpt.terminal(k.bdk_tdes, "FFFF9876543210E00000")]], "KEY_USAGE" },
+  { "dukpt", "terminal past its last counter", [[hsm.dukpt.terminal(k.dukpt_ik, "FFFF9876543210FFF800"):next()]], "DUKPT_EXHAUSTED" },
+  { "dukpt", "unknown purpose", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E00001", {purpose = "CVV"})]],
+    raises = "unknown DUKPT purpose 'CVV'" },
+  { "dukpt", "misspelt option", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E00001", {purpose = "PIN", varient = "REQUEST"})]],
+    raises = "unknown option 'varient'" },
+
   -- ---- mupk HTTP (status, error[1].code) ------------------------------------------------
   { "mupk HTTP", "generate: body not JSON", [[mupk_request("POST", "/security/v1/keys/generate", "{")]], 400, "400" },
   { "mupk HTTP", "generate: merchantId missing", [[mupk_request("POST", "/security/v1/keys/generate", json{merchantDetails = {}})]], 400, "1001" },
@@ -404,7 +426,12 @@ function M.env()
     aes_any = imp("AES_128", 16, "1D"),
     tdes_any = imp("TDES_2KEY", 16, "1E"),
     hmac_any = imp("HMAC_SHA256", 32, "1F"),
+    bdk_tdes = imp("TDES_2KEY", 16, "20", { usage = "B0" }),
+    bdk_aes = imp("AES_128", 16, "21", { usage = "B0" }),
+    tdes3_any = imp("TDES_3KEY", 24, "22"),
   }
+  k.dukpt_ik = assert(hsm.dukpt.initial_key(k.bdk_tdes, "FFFF9876543210E00000"))
+  k.dukpt_aik = assert(hsm.dukpt.initial_key(k.bdk_aes, "123456789012345600000000"))
   local TDES, TDES3, AES128, HMAC = hex(16, "TDES literal"), hex(24, "TDES3 literal"), hex(16, "AES128 literal"),
     hex(32, "HMAC literal")
   local PAN = "4111111111111111"
