@@ -185,6 +185,7 @@ void payhsm_zka_open(lua_State *L);
 void payhsm_envelope_open(lua_State *L);
 void payhsm_rotation_open(lua_State *L);
 void payhsm_rsa_open(lua_State *L);
+void payhsm_tr34_open(lua_State *L);
 
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
@@ -203,5 +204,9 @@ int payhsm_mac_alg1(lua_State *L, payhsm_key *k, const unsigned char *padded, si
                     unsigned char *out);
 int payhsm_mac_alg3(lua_State *L, payhsm_key *k, const unsigned char *padded, size_t len,
                     unsigned char *out);
+
+/* RSA keys (rsa.c): the EVP_PKEY of the open payhsm.RsaKey at idx, NULL if idx is not
+ * one (raises if it is closed). The key stays owned by the userdata. */
+EVP_PKEY *payhsm_rsa_pkey(lua_State *L, int idx);
 
 #endif

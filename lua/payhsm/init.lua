@@ -24,6 +24,7 @@ local hsm = {
   hmac_verify = core.hmac_verify,
   rotation = core.rotation, -- the 3-slot session-key rotation state
   rsa = core.rsa,           -- RSA key pairs, RFC 5649 wrapping, RSA-OAEP + AES-GCM seal/open
+  tr34 = core.tr34,         -- TR-34 key transport: wrap (KDH), unwrap (KRD)
   random = core.random,     -- random(n) -> hex of n public random bytes (ids, nonces)
   equal = core.equal,       -- equal(a, b): constant-time string comparison
 }
