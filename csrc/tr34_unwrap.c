@@ -200,12 +200,13 @@ static const void *signed_attr(CMS_SignerInfo *si, const unsigned char *oid, siz
  * info: header, algorithm, usage, mode, version, exportability, nonce (hex) or
  * signing_time (YYMMDDHHMMSSZ), form, cipher ("TDES" | "AES"), kdh_serial (hex).
  * Codes, in the order of the checks: BAD_HEX, TR34_KEY, TR34_CERT, TR34_FORMAT (not a
- * TR-34 token), TR34_SIGNER (signed by another KDH than kdh_cert), TR34_CERT_USAGE,
- * TR34_CERT_EXPIRED, TR34_CERT_CHAIN, TR34_SIGNATURE (signature or signed attributes
- * altered), TR34_ENVELOPE (envelope altered: digest mismatch), TR34_NONCE (missing,
- * unexpected, stale or wrong), TR34_RECIPIENT (made for another KRD, or does not open
- * with krd_key), TR34_HEADER (inner header differs from the signed one, or does not
- * fit the key).
+ * TR-34 token), TR34_SIGNER (signed by another KDH than kdh_cert), TR34_SIGNATURE
+ * (signature or signed attributes altered), TR34_ENVELOPE (envelope altered: digest
+ * mismatch), TR34_NONCE (missing, unexpected, stale or wrong), TR34_CERT_USAGE,
+ * TR34_CERT_EXPIRED, TR34_CERT_CHAIN (kdh_cert's path to ca_cert), TR34_RECIPIENT
+ * (made for another KRD, or does not open with krd_key), TR34_HEADER (inner header
+ * differs from the signed one, or does not fit the key). Nothing is decrypted before
+ * the signature, the nonce and the certificate path have passed.
  */
 int payhsm_tr34_unwrap(lua_State *L) {
   static const char fn[] = "tr34.unwrap";
@@ -254,9 +255,6 @@ int payhsm_tr34_unwrap(lua_State *L) {
   si = sk_CMS_SignerInfo_value(CMS_get0_SignerInfos(c->cms), 0);
   if (CMS_SignerInfo_cert_cmp(si, c->kdh_cert) != 0)
     return payhsm_fail(L, fn, "TR34_SIGNER", "the token is signed by another KDH than kdh_cert");
-  if (payhsm_tr34_check_cert(L, fn, "kdh_cert", c->kdh_cert, X509v3_KU_DIGITAL_SIGNATURE | X509v3_KU_NON_REPUDIATION,
-                             c->anchors, c->chain, has_time, t))
-    return 3;
   CMS_SignerInfo_get0_algs(si, NULL, NULL, &dig, NULL);
   if (CMS_signed_get_attr_count(si) <= 0 || OBJ_obj2nid(dig->algorithm) != NID_sha256)
     return payhsm_fail(L, fn, "TR34_FORMAT", "the signer must use SHA-256 with signed attributes");
@@ -276,6 +274,10 @@ int payhsm_tr34_unwrap(lua_State *L) {
   if (!got && nn >= 0) return payhsm_fail(L, fn, "TR34_NONCE", "the token carries no nonce (one-pass), one was expected");
   if (got && ((size_t)got->length != (size_t)nn || CRYPTO_memcmp(got->data, nonce, (size_t)nn) != 0))
     return payhsm_fail(L, fn, "TR34_NONCE", "the token carries another nonce: stale or replayed");
+  /* the signer's certificate path, before the KRD key touches anything in the token */
+  if (payhsm_tr34_check_cert(L, fn, "kdh_cert", c->kdh_cert, X509v3_KU_DIGITAL_SIGNATURE | X509v3_KU_NON_REPUDIATION,
+                             c->anchors, c->chain, has_time, t))
+    return 3;
   /* the envelope (RFC 5652 6) */
   if ((form = open_envelope(c, *pos, &aes)) < 0 || sk_CMS_RecipientInfo_num(CMS_get0_RecipientInfos(c->env)) != 1 ||
       CMS_RecipientInfo_type(ri = sk_CMS_RecipientInfo_value(CMS_get0_RecipientInfos(c->env), 0)) != CMS_RECIPINFO_TRANS)
