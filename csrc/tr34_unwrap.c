@@ -208,7 +208,7 @@ static const void *signed_attr(CMS_SignerInfo *si, const unsigned char *oid, siz
  * differs from the signed one, or does not fit the key). Nothing is decrypted before
  * the signature, the nonce and the certificate path have passed.
  */
-int payhsm_tr34_unwrap(lua_State *L) {
+static int tr34_unwrap(lua_State *L) {
   static const char fn[] = "tr34.unwrap";
   static const char *const allowed[] = {"kdh_cert", "ca_cert", "chain", "krd_cert", "nonce", "time", NULL};
   payhsm_tr34_ctx *c;
@@ -332,3 +332,6 @@ int payhsm_tr34_unwrap(lua_State *L) {
   payhsm_tr34_ctx_free(c);
   return 2;
 }
+
+/* Registered by payhsm_tr34_open (tr34.c). */
+int payhsm_tr34_unwrap(lua_State *L) { return tr34_unwrap(L); }
