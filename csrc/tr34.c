@@ -56,8 +56,11 @@ int payhsm_tr34_opt_nonce(lua_State *L, int idx, const char *fn, unsigned char *
 
 /* ---- the key block header (TR-34-2019 5.4.5: the TR-31 header, length ignored) -- */
 
-/* Checks the first 16 characters of a header; returns the algorithm it names for a key
- * of keylen bytes, or -1. */
+#define ALNUM(ch) (((ch) >= '0' && (ch) <= '9') || ((ch) >= 'A' && (ch) <= 'Z') || (ch) == 'c')
+
+/* Checks the first 16 characters of a header (TR-31 / X9.143 usage, mode of use, version,
+ * exportability; an HMAC usage cannot ride on a TDES or AES key); returns the algorithm
+ * it names for a key of keylen bytes, or -1. */
 int payhsm_tr34_header_alg(const char *h, size_t n, size_t keylen) {
   const char *modes;
   char u[3];
@@ -68,8 +71,8 @@ int payhsm_tr34_header_alg(const char *h, size_t n, size_t keylen) {
   u[0] = h[5];
   u[1] = h[6];
   u[2] = 0;
-  if (!(modes = payhsm_usage_modes(u)) || !payhsm_mode_known(h[8]) || (modes[0] && !strchr(modes, h[8])) ||
-      !strchr("ENS", h[11]))
+  if (!(modes = payhsm_usage_modes(u)) || (u[0] == 'M' && u[1] == '7') || !payhsm_mode_known(h[8]) ||
+      (modes[0] && !strchr(modes, h[8])) || !strchr("ENS", h[11]) || !ALNUM(h[9]) || !ALNUM(h[10]))
     return -1;
   if (h[7] == 'T') return keylen == 16 ? PAYHSM_ALG_TDES_2KEY : keylen == 24 ? PAYHSM_ALG_TDES_3KEY : -1;
   if (h[7] == 'A')

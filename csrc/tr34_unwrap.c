@@ -199,7 +199,7 @@ static const void *signed_attr(CMS_SignerInfo *si, const unsigned char *oid, siz
  * The key gets the algorithm, usage, mode, version and exportability of the header.
  * info: header, algorithm, usage, mode, version, exportability, nonce (hex) or
  * signing_time (YYMMDDHHMMSSZ), form, cipher ("TDES" | "AES"), kdh_serial (hex).
- * Codes, in the order of the checks: BAD_HEX, TR34_KEY, TR34_CERT, TR34_FORMAT (not a
+ * Codes, in the order of the checks: BAD_HEX, BAD_LENGTH (nonce), TR34_KEY, TR34_CERT, TR34_FORMAT (not a
  * TR-34 token), TR34_SIGNER (signed by another KDH than kdh_cert), TR34_SIGNATURE
  * (signature or signed attributes altered), TR34_ENVELOPE (envelope altered: digest
  * mismatch), TR34_NONCE (missing, unexpected, stale or wrong), TR34_CERT_USAGE,
