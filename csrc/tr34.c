@@ -17,9 +17,12 @@
  * (a whole EnvelopedData); "RFC5652", the same with RSAES-OAEP parameters tagged as
  * RFC 4055 section 4.1 writes them (TR-34's samples and AWS write them untagged), which
  * generic CMS tools such as `openssl cms -decrypt` read. The three are read alike.
- * Blocks are read with OpenSSL's CMS API (CMS_SignerInfo_verify, CMS_decrypt); they
- * are written here in DER, since OpenSSL's CMS signer always adds a signingTime
- * attribute and writes the OAEP parameters only the RFC 4055 way.
+ * Tokens are read with OpenSSL's CMS API (d2i_CMS_ContentInfo, CMS_SignerInfo_cert_cmp,
+ * CMS_SignerInfo_verify, CMS_signed_get0_data_by_OBJ, CMS_RecipientInfo_ktri_cert_cmp);
+ * the ephemeral key and the content are then decrypted with EVP (csrc/tr34_unwrap.c), so
+ * that a wrong KRD key is told apart and the unpadded block-aligned key block AWS's Go
+ * sample sends is taken. Tokens are written here in DER, since OpenSSL's CMS signer always
+ * adds a signingTime attribute and writes the OAEP parameters only the RFC 4055 way.
  */
 #include <string.h>
 

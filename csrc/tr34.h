@@ -23,7 +23,6 @@ typedef struct {
   STACK_OF(X509) *anchors, *chain;
   EVP_PKEY *own_key;          /* a private key parsed from PEM (not a payhsm.RsaKey) */
   CMS_ContentInfo *cms, *env; /* the block and its envelope, as OpenSSL CMS objects */
-  BIO *plain;                 /* secure-heap BIO that receives the decrypted key block */
   unsigned char *buf[8];      /* DER scratch; cleansed before it is freed */
   size_t cap[8];
 } payhsm_tr34_ctx;

@@ -43,7 +43,6 @@ void payhsm_tr34_ctx_free(payhsm_tr34_ctx *c) {
   EVP_PKEY_free(c->own_key);
   CMS_ContentInfo_free(c->cms);
   CMS_ContentInfo_free(c->env);
-  BIO_free(c->plain); /* a secure-heap memory BIO: cleared as it is freed */
   for (i = 0; i < sizeof c->buf / sizeof c->buf[0]; i++) OPENSSL_clear_free(c->buf[i], c->cap[i]);
   memset(c, 0, sizeof *c);
 }

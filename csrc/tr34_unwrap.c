@@ -74,6 +74,14 @@ static int oaep_params_ok(const unsigned char *b, size_t n) {
   return seen == 3;
 }
 
+/* Whether the n bytes at p all have the value n (RFC 5652 6.3 padding). */
+static int padding_ok(const unsigned char *p, size_t n) {
+  unsigned char d = 0;
+  size_t i;
+  for (i = 0; i < n; i++) d |= (unsigned char)(p[i] ^ n);
+  return d == 0;
+}
+
 static void set_str(lua_State *L, const char *k, const char *v, size_t n) {
   lua_pushlstring(L, v, n);
   lua_setfield(L, -2, k);
@@ -81,29 +89,80 @@ static void set_str(lua_State *L, const char *k, const char *v, size_t n) {
 
 /* ---- KRD: unwrap ------------------------------------------------------------ */
 
-/* The content-encryption algorithm (EncryptedContentInfo) of the envelope in S_ENV
- * (n bytes): 1 for AES-128-CBC, 0 for TDES-CBC, -1 for anything else. */
-static int content_cipher(payhsm_tr34_ctx *c, size_t n) {
-  const unsigned char *p = c->buf[S_ENV], *e = p + n, *b, *a, *oid, *par, *pe;
+/* The parts of the EnvelopedData in S_ENV (n bytes) that OpenSSL's CMS API keeps to
+ * itself: the recipient's encrypted key, the content IV and the encrypted content. */
+typedef struct {
+  const unsigned char *ek, *iv, *ct;
+  size_t ekn, ivn, ctn;
+} env_parts;
+
+/* Returns 1 for AES-128-CBC content, 0 for TDES-CBC, -1 for anything else. */
+static int envelope_parts(payhsm_tr34_ctx *c, size_t n, env_parts *ep) {
+  const unsigned char *p = c->buf[S_ENV], *e = p + n, *b, *a, *oid, *par, *pe, *q, *qe;
   size_t len, on;
   int tag, cls, i;
   for (i = 0; i < 4; i++) { /* ContentInfo, contentType, [0], EnvelopedData */
     if (!tlv(&p, e, &tag, &cls, &b, &len)) return -1;
     if (i != 1) { p = b; e = b + len; }
   }
-  for (i = 0; i < 3; i++) /* version, recipientInfos, encryptedContentInfo */
-    if (!tlv(&p, e, &tag, &cls, &b, &len)) return -1;
-  p = b;
+  if (!tlv(&p, e, &tag, &cls, &b, &len) || tag != V_ASN1_INTEGER) return -1;
+  if (!tlv(&p, e, &tag, &cls, &b, &len) || tag != V_ASN1_SET) return -1;
+  q = b;
+  qe = b + len;
+  if (!tlv(&q, qe, &tag, &cls, &b, &len) || tag != V_ASN1_SEQUENCE || q != qe) return -1;
+  q = b; /* KeyTransRecipientInfo: version, rid, keyEncryptionAlgorithm, encryptedKey */
+  qe = b + len;
+  for (i = 0; i < 4; i++)
+    if (!tlv(&q, qe, &tag, &cls, &ep->ek, &ep->ekn)) return -1;
+  if (tag != V_ASN1_OCTET_STRING || q != qe) return -1;
+  if (!tlv(&p, e, &tag, &cls, &b, &len) || tag != V_ASN1_SEQUENCE) return -1;
+  p = b; /* EncryptedContentInfo: contentType, contentEncryptionAlgorithm, [0] content */
   e = b + len;
   if (!tlv(&p, e, &tag, &cls, &b, &len) || tag != V_ASN1_OBJECT || !EQ(b, len, OID_DATA)) return -1;
   a = p;
   if (!tlv(&p, e, &tag, &cls, &b, &len) || !algid(a, (size_t)(p - a), &oid, &on, &par, &pe)) return -1;
+  if (!tlv(&par, pe, &tag, &cls, &ep->iv, &ep->ivn) || tag != V_ASN1_OCTET_STRING || par != pe) return -1;
+  if (p >= e || *p != 0x80 || !tlv(&p, e, &tag, &cls, &ep->ct, &ep->ctn) || p != e) return -1;
   return EQ(oid, on, OID_AES128_CBC) ? 1 : EQ(oid, on, OID_DES3_CBC) ? 0 : -1;
+}
+
+/* RSAES-OAEP (SHA-256, MGF1-SHA-256) opens the ephemeral key into S_CEK, which decrypts
+ * the content (CBC; the padding is left for the caller) into S_PLAIN. Returns 1 and *out,
+ * 0 when the encrypted key does not open with krd, -1 on a malformed envelope, -2 on an
+ * OpenSSL failure. */
+static int decrypt_content(payhsm_tr34_ctx *c, EVP_PKEY *krd, const env_parts *ep, int aes, size_t *out) {
+  static const unsigned char room[512];
+  size_t bs = aes ? 16 : 8, kl = aes ? 16 : 24, ckl = sizeof room;
+  payhsm_der cek = {c, S_CEK, 0}, pl = {c, S_PLAIN, 0};
+  EVP_PKEY_CTX *pc;
+  EVP_CIPHER_CTX *x;
+  int ok, l1 = 0, l2 = 0;
+  if (ep->ivn != bs || ep->ctn == 0 || ep->ctn % bs || ep->ctn > 0x7fffffff) return -1;
+  if (!payhsm_der_put(&cek, room, sizeof room) || !payhsm_der_put(&pl, ep->ct, ep->ctn)) return -2;
+  if (!(pc = EVP_PKEY_CTX_new_from_pkey(NULL, krd, NULL))) return -2;
+  ok = EVP_PKEY_decrypt_init(pc) > 0 && EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_OAEP_PADDING) > 0 &&
+       EVP_PKEY_CTX_set_rsa_oaep_md(pc, EVP_sha256()) > 0 && EVP_PKEY_CTX_set_rsa_mgf1_md(pc, EVP_sha256()) > 0 &&
+       EVP_PKEY_decrypt(pc, c->buf[S_CEK], &ckl, ep->ek, ep->ekn) > 0;
+  EVP_PKEY_CTX_free(pc);
+  if (!ok || ckl != kl) {
+    ERR_clear_error();
+    return 0;
+  }
+  x = EVP_CIPHER_CTX_new();
+  ok = x && EVP_DecryptInit_ex(x, aes ? EVP_aes_128_cbc() : EVP_des_ede3_cbc(), NULL, c->buf[S_CEK], ep->iv) == 1 &&
+       EVP_CIPHER_CTX_set_padding(x, 0) == 1 &&
+       EVP_DecryptUpdate(x, c->buf[S_PLAIN], &l1, ep->ct, (int)ep->ctn) == 1 &&
+       EVP_DecryptFinal_ex(x, c->buf[S_PLAIN] + l1, &l2) == 1;
+  EVP_CIPHER_CTX_free(x);
+  OPENSSL_cleanse(c->buf[S_CEK], sizeof room);
+  if (!ok) return -2;
+  *out = (size_t)(l1 + l2);
+  return 1;
 }
 
 /* The signed content as a CMS EnvelopedData: the X9_TR34_2012 form lacks the SEQUENCE
  * header, which is put back. Returns the form, or -1 when it is neither. */
-static int open_envelope(payhsm_tr34_ctx *c, const ASN1_OCTET_STRING *ec, int *aes) {
+static int open_envelope(payhsm_tr34_ctx *c, const ASN1_OCTET_STRING *ec, int *aes, env_parts *ep) {
   payhsm_der d = {c, S_ENV, 0};
   const unsigned char *p;
   int aws;
@@ -116,45 +175,36 @@ static int open_envelope(payhsm_tr34_ctx *c, const ASN1_OCTET_STRING *ec, int *a
   p = c->buf[S_ENV];
   c->env = d2i_CMS_ContentInfo(NULL, &p, (long)d.n);
   if (!c->env || p != c->buf[S_ENV] + d.n || OBJ_obj2nid(CMS_get0_type(c->env)) != NID_pkcs7_enveloped ||
-      (*aes = content_cipher(c, d.n)) < 0)
+      (*aes = envelope_parts(c, d.n, ep)) < 0)
     return -1;
   return aws ? FORM_AWS : FORM_2019;
 }
 
-/* Replaces untagged (TR-34) OAEP parameters by their RFC 4055 form, which OpenSSL's
- * CMS_decrypt reads. Returns 1 (were untagged), 2 (were tagged), or 0 when the recipient
- * is not RSAES-OAEP with SHA-256. */
-static int fix_oaep(CMS_RecipientInfo *ri) {
+/* The recipient's key transport: RSAES-OAEP with SHA-256, MGF1-SHA-256 and no label,
+ * its parameters untagged (TR-34, returns 1) or tagged (RFC 4055, returns 2); 0 otherwise. */
+static int oaep_form(CMS_RecipientInfo *ri) {
   X509_ALGOR *alg;
   const ASN1_OBJECT *obj;
   const void *pv;
   int pt;
-  ASN1_STRING *rfc;
   if (CMS_RecipientInfo_ktri_get0_algs(ri, NULL, NULL, &alg) != 1) return 0;
   X509_ALGOR_get0(&obj, &pt, &pv, alg);
   if (OBJ_obj2nid(obj) != NID_rsaesOaep || pt != V_ASN1_SEQUENCE ||
       !oaep_params_ok(ASN1_STRING_get0_data(pv), (size_t)ASN1_STRING_length(pv)))
     return 0;
-  if (ASN1_STRING_get0_data(pv)[2] == 0xA0) return 2; /* already tagged */
-  if (!(rfc = ASN1_STRING_new()) || !ASN1_STRING_set(rfc, OAEP_RFC4055, sizeof OAEP_RFC4055)) {
-    ASN1_STRING_free(rfc);
-    return 0;
-  }
-  if (X509_ALGOR_set0(alg, OBJ_nid2obj(NID_rsaesOaep), V_ASN1_SEQUENCE, rfc) != 1) {
-    ASN1_STRING_free(rfc);
-    return 0;
-  }
-  return 1;
+  return ASN1_STRING_get0_data(pv)[2] == 0xA0 ? 2 : 1;
 }
 
-/* Walks the TR-34 key block (TR-34-2019 5.4.5) in b: SEQUENCE { version 1,
- * IssuerAndSerialNumber, key OCTET STRING, SEQUENCE { id-data, SET { header } } }. */
-static int key_block(const unsigned char *b, size_t n, const unsigned char **ias, size_t *iasn,
+/* Walks the TR-34 key block (TR-34-2019 5.4.5) at the start of b: SEQUENCE { version 1,
+ * IssuerAndSerialNumber, key OCTET STRING, SEQUENCE { id-data, SET { header } } };
+ * *used is its length (the padding follows). */
+static int key_block(const unsigned char *b, size_t n, size_t *used, const unsigned char **ias, size_t *iasn,
                      const unsigned char **key, size_t *keyn, const unsigned char **hdr, size_t *hdrn) {
   const unsigned char *p = b, *e = b + n, *v, *s;
   size_t len, sn;
   int tag, cls;
   if (!tlv(&p, e, &tag, &cls, &v, &len) || tag != V_ASN1_SEQUENCE) return 0;
+  *used = (size_t)(p - b);
   p = v;
   e = v + len;
   if (!tlv(&p, e, &tag, &cls, &v, &len) || tag != V_ASN1_INTEGER || len != 1 || v[0] != 1) return 0;
@@ -221,13 +271,13 @@ static int tr34_unwrap(lua_State *L) {
   CMS_SignerInfo *si;
   CMS_RecipientInfo *ri;
   X509_ALGOR *dig;
-  BUF_MEM *bm;
   EVP_PKEY *krd;
   payhsm_der mine;
   payhsm_key *k;
-  size_t n, iasn, keyn, hdrn;
+  size_t n, iasn, keyn, hdrn, plen = 0, used = 0, pad;
+  env_parts ep;
   unsigned mdn = 0;
-  int nn, failed, form, aes = 0, oaep, alg, has_time;
+  int nn, failed, form, aes = 0, oaep, alg, has_time, r;
   time_t t = 0;
   luaL_checktype(L, 3, LUA_TTABLE);
   payhsm_checkfields(L, 3, fn, allowed);
@@ -279,21 +329,23 @@ static int tr34_unwrap(lua_State *L) {
                              c->anchors, c->chain, has_time, t))
     return 3;
   /* the envelope (RFC 5652 6) */
-  if ((form = open_envelope(c, *pos, &aes)) < 0 || sk_CMS_RecipientInfo_num(CMS_get0_RecipientInfos(c->env)) != 1 ||
+  if ((form = open_envelope(c, *pos, &aes, &ep)) < 0 || sk_CMS_RecipientInfo_num(CMS_get0_RecipientInfos(c->env)) != 1 ||
       CMS_RecipientInfo_type(ri = sk_CMS_RecipientInfo_value(CMS_get0_RecipientInfos(c->env), 0)) != CMS_RECIPINFO_TRANS)
     return payhsm_fail(L, fn, "TR34_FORMAT", "the signed content is not an EnvelopedData for one RSA recipient");
   if (c->krd_cert && CMS_RecipientInfo_ktri_cert_cmp(ri, c->krd_cert) != 0)
     return payhsm_fail(L, fn, "TR34_RECIPIENT", "the token is made for another KRD than krd_cert");
-  if (!(oaep = fix_oaep(ri)))
+  if (!(oaep = oaep_form(ri)))
     return payhsm_fail(L, fn, "TR34_FORMAT", "key transport must be RSAES-OAEP with SHA-256, MGF1-SHA-256, no label");
   if (oaep == 2 && form != FORM_AWS) form = FORM_RFC;
-  if (!(c->plain = BIO_new(BIO_s_secmem()))) return payhsm_raise_ossl(L, fn);
-  if (CMS_decrypt(c->env, krd, c->krd_cert, NULL, c->plain, CMS_BINARY) != 1)
-    return payhsm_fail(L, fn, "TR34_RECIPIENT", "the envelope does not open with krd_key");
-  BIO_get_mem_ptr(c->plain, &bm);
+  if ((r = decrypt_content(c, krd, &ep, aes, &plen)) == -2) return payhsm_raise_ossl(L, fn);
+  if (r == -1) return payhsm_fail(L, fn, "TR34_FORMAT", "the envelope's IV or content length does not fit its cipher");
+  if (r == 0) return payhsm_fail(L, fn, "TR34_RECIPIENT", "the envelope does not open with krd_key");
   mine = (payhsm_der){c, S_IAS, 0};
-  if (!key_block((const unsigned char *)bm->data, bm->length, &ias, &iasn, &key, &keyn, &hdr, &hdrn))
-    return payhsm_fail(L, fn, "TR34_FORMAT", "the envelope does not hold a TR-34 key block");
+  /* RFC 5652 6.3 padding; a block-aligned key block without it is taken too, as AWS's Go
+   * TR-34 sample builds one */
+  if (!key_block(c->buf[S_PLAIN], plen, &used, &ias, &iasn, &key, &keyn, &hdr, &hdrn) ||
+      (pad = plen - used) > (aes ? 16u : 8u) || !padding_ok(c->buf[S_PLAIN] + used, pad))
+    return payhsm_fail(L, fn, "TR34_FORMAT", "the envelope does not hold a padded TR-34 key block");
   if (!payhsm_tr34_ias(&mine, c->kdh_cert)) return payhsm_raise_ossl(L, fn);
   if (iasn != mine.n || memcmp(ias, c->buf[S_IAS], iasn) != 0)
     return payhsm_fail(L, fn, "TR34_SIGNER", "the key block names another KDH than the signer");
