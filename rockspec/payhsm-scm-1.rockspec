@@ -24,7 +24,8 @@ build = {
       sources = {
         "csrc/core.c", "csrc/key.c", "csrc/cipher.c", "csrc/mac.c", "csrc/kcv.c",
         "csrc/tr31.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/as2805.c", "csrc/zka.c",
-        "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c",
+        "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c", "csrc/tr34.c", "csrc/tr34_pki.c",
+        "csrc/tr34_unwrap.c",
       },
       incdirs = { "$(OPENSSL_INCDIR)", "csrc" },
       libdirs = { "$(OPENSSL_LIBDIR)" },
