@@ -224,6 +224,8 @@ static int tr34_wrap(lua_State *L) {
   if (failed) return 3;
   if (X509_check_private_key(c->kdh_cert, kdh) != 1)
     return payhsm_fail(L, fn, "TR34_KEY", "kdh_key is not the private key of kdh_cert");
+  if (EVP_PKEY_get_bits(kdh) < 2048 || EVP_PKEY_get_bits(kdh) > 4096)
+    return payhsm_fail(L, fn, "TR34_KEY", "kdh_key has %d bits; TR-34 takes 2048 to 4096", EVP_PKEY_get_bits(kdh));
   if (payhsm_tr34_check_cert(L, fn, "krd_cert", c->krd_cert, X509v3_KU_KEY_ENCIPHERMENT, c->anchors, c->chain, 1, t))
     return 3;
   /* the key block, TR-34-2019 5.4.5 (B.2.2.2), padded as RFC 5652 6.3 */

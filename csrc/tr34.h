@@ -60,7 +60,7 @@ STACK_OF(X509) *payhsm_tr34_certs(lua_State *L, int idx, const char *fn, const c
 EVP_PKEY *payhsm_tr34_privkey(lua_State *L, int idx, payhsm_tr34_ctx *c, const char *fn,
                               const char *what);
 /*
- * Checks the certificate: an RSA key of at least 2048 bits, the key usage bit
+ * Checks the certificate: an RSA key of 2048 to 4096 bits, the key usage bit
  * (X509v3_KU_*, when the certificate carries the extension), and a path to one of the
  * anchors through the optional intermediates, valid at time t (or now when has_time
  * is 0). Returns 0 when it passes; otherwise pushes nil, msg, code (TR34_CERT,

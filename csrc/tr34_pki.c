@@ -260,8 +260,8 @@ int payhsm_tr34_check_cert(lua_State *L, const char *fn, const char *what, X509 
   int i, ok, err;
   if (!pk || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA)
     return payhsm_fail(L, fn, "TR34_CERT", "%s does not hold an RSA public key", what);
-  if (EVP_PKEY_get_bits(pk) < 2048)
-    return payhsm_fail(L, fn, "TR34_CERT", "%s holds a %d-bit RSA key; TR-34 needs at least 2048 bits", what,
+  if (EVP_PKEY_get_bits(pk) < 2048 || EVP_PKEY_get_bits(pk) > 4096)
+    return payhsm_fail(L, fn, "TR34_CERT", "%s holds a %d-bit RSA key; TR-34 takes 2048 to 4096 bits", what,
                        EVP_PKEY_get_bits(pk));
   if ((X509_get_extension_flags(cert) & EXFLAG_KUSAGE) && !(X509_get_key_usage(cert) & ku))
     return payhsm_fail(L, fn, "TR34_CERT_USAGE", "%s does not allow %s (key usage extension)", what,

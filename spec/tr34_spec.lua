@@ -50,9 +50,9 @@ local function make_pki()
     sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj '/CN=%s' -keyout %s/%s.key -out %s/%s.pem")
       :format(name, dir, name, dir, name))
   end
-  local function leaf(name, issuer, ku)
-    sh(("openssl req -newkey rsa:2048 -nodes -subj '/O=TR34 Test/CN=%s' -keyout %s/%s.key -out %s/%s.csr")
-      :format(name, dir, name, dir, name))
+  local function leaf(name, issuer, ku, bits)
+    sh(("openssl req -newkey rsa:%d -nodes -subj '/O=TR34 Test/CN=%s' -keyout %s/%s.key -out %s/%s.csr")
+      :format(bits or 2048, name, dir, name, dir, name))
     local f = assert(io.open(dir .. "/" .. name .. ".ext", "w"))
     f:write("keyUsage=" .. ku .. "\n")
     f:close()
@@ -66,9 +66,10 @@ local function make_pki()
   leaf("krd2", "ca", "keyEncipherment")
   leaf("rogue", "stranger", "digitalSignature")
   leaf("kdh_enc", "ca", "keyEncipherment")
+  leaf("krd_small", "ca", "keyEncipherment", 1024)
   sh(("openssl pkcs8 -topk8 -nocrypt -outform DER -in %s/krd.key -out %s/krd.p8"):format(dir, dir))
   local P = {dir = dir}
-  for _, n in ipairs({"ca", "stranger", "kdh", "krd", "krd2", "rogue", "kdh_enc"}) do
+  for _, n in ipairs({"ca", "stranger", "kdh", "krd", "krd2", "rogue", "kdh_enc", "krd_small"}) do
     P[n .. "_cert"] = read(dir .. "/" .. n .. ".pem")
     P[n .. "_key"] = read(dir .. "/" .. n .. ".key")
   end
@@ -431,6 +432,7 @@ describe("tr34", function()
         assert.equal("TR34_CERT_CHAIN", wrap_code(nil, {ca_cert = P.stranger_cert}))
         assert.equal("TR34_CERT_EXPIRED", wrap_code(nil, {time = os.time() + 20 * 86400}))
         assert.equal("TR34_CERT_USAGE", wrap_code(nil, {krd_cert = P.kdh_cert}))
+        assert.equal("TR34_CERT", wrap_code(nil, {krd_cert = P.krd_small_cert})) -- RSA-1024
       end)
       it("refuses a KDH key that is not kdh_cert's", function()
         assert.equal("TR34_KEY", wrap_code(nil, {kdh_key = P.krd_key}))
