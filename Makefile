@@ -31,7 +31,7 @@ core: $(CORE) $(MODULES)
 deps:
 	@sh tools/deps.sh $(PKGS)
 
-$(B)/obj/%.o: csrc/%.c csrc/payhsm.h | $(B)/obj
+$(B)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | $(B)/obj
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(B)/obj:

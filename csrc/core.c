@@ -349,6 +349,7 @@ int luaopen_payhsm_core(lua_State *L) {
   payhsm_rsa_open(L);
   payhsm_card_open(L);
   payhsm_dukpt_open(L);
+  payhsm_tr34_open(L);
   lua_pushcfunction(L, core_random);
   lua_setfield(L, -2, "random");
   lua_pushcfunction(L, core_equal);

@@ -190,6 +190,7 @@ void payhsm_components_open(lua_State *L); /* adds to the key table: after key *
 void payhsm_card_open(lua_State *L);
 void payhsm_pinverify_open(lua_State *L);
 void payhsm_dukpt_open(lua_State *L);
+void payhsm_tr34_open(lua_State *L);
 
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
@@ -226,5 +227,9 @@ int payhsm_pin_checkformat(lua_State *L, int idx);
  */
 int payhsm_pin_decrypt_block(lua_State *L, const char *fn, payhsm_key *pek, int fmt, int block_idx,
                              const char *pan, size_t panlen, char pin[12], size_t *pinlen);
+
+/* RSA keys (rsa.c): the EVP_PKEY of the open payhsm.RsaKey at idx, NULL if idx is not
+ * one (raises if it is closed). The key stays owned by the userdata. */
+EVP_PKEY *payhsm_rsa_pkey(lua_State *L, int idx);
 
 #endif

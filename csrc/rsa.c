@@ -80,6 +80,12 @@ static rsa_key *check_any(lua_State *L, int idx) {
   return k;
 }
 
+EVP_PKEY *payhsm_rsa_pkey(lua_State *L, int idx) {
+  rsa_key *k = (rsa_key *)luaL_testudata(L, idx, RSA_PRIV_MT);
+  if (k && !k->pkey) luaL_error(L, "rsa key has been closed");
+  return k ? k->pkey : NULL;
+}
+
 /* :close(), __close, __gc of both types: one idempotent free. */
 static int rsa_close(lua_State *L) {
   rsa_key *k = (rsa_key *)luaL_testudata(L, 1, RSA_PRIV_MT);

@@ -26,6 +26,7 @@ build = {
         "csrc/tr31.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/emvsm.c", "csrc/as2805.c", "csrc/zka.c",
         "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c", "csrc/components.c",
         "csrc/card.c", "csrc/pinverify.c", "csrc/dukpt.c",
+        "csrc/tr34.c", "csrc/tr34_pki.c", "csrc/tr34_unwrap.c",
       },
       incdirs = { "$(OPENSSL_INCDIR)", "csrc" },
       libdirs = { "$(OPENSSL_LIBDIR)" },

@@ -26,6 +26,7 @@ local hsm = {
   rotation = core.rotation, -- the 3-slot session-key rotation state
   dukpt = core.dukpt,       -- initial_key, working_key, terminal (ANSI X9.24-1 / X9.24-3)
   rsa = core.rsa,           -- RSA key pairs, RFC 5649 wrapping, RSA-OAEP + AES-GCM seal/open
+  tr34 = core.tr34,         -- TR-34 key transport: wrap (KDH), unwrap (KRD)
   random = core.random,     -- random(n) -> hex of n public random bytes (ids, nonces)
   equal = core.equal,       -- equal(a, b): constant-time string comparison
 }

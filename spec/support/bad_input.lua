@@ -296,6 +296,27 @@ M.rows = {
     raises = "unknown DUKPT purpose 'CVV'" },
   { "dukpt", "misspelt option", [[hsm.dukpt.working_key(k.bdk_tdes, "FFFF9876543210E00001", {purpose = "PIN", varient = "REQUEST"})]],
     raises = "unknown option 'varient'" },
+  -- ---- tr34 (csrc/tr34.c, tr34_unwrap.c): TR-34-2019 B.9 token and Annex B PKI ----------
+  { "tr34", "unwrap: block not hex", [[hsm.tr34.unwrap(TR34.krd1_key, "ZZ", B9_OPTS())]], "BAD_HEX" },
+  { "tr34", "unwrap: not a CMS SignedData", [[hsm.tr34.unwrap(TR34.krd1_key, "3003020101", B9_OPTS())]], "TR34_FORMAT" },
+  { "tr34", "unwrap: bytes after the token", [[hsm.tr34.unwrap(TR34.krd1_key, B9 .. "00", B9_OPTS())]], "TR34_FORMAT" },
+  { "tr34", "unwrap: signed by another KDH than kdh_cert", [[hsm.tr34.unwrap(TR34.krd1_key, B9, B9_OPTS{kdh_cert = TR34.ca_kdh_cert})]], "TR34_SIGNER" },
+  { "tr34", "unwrap: altered signature", [[hsm.tr34.unwrap(TR34.krd1_key, flip_at(B9, #B9 - 2), B9_OPTS())]], "TR34_SIGNATURE" },
+  { "tr34", "unwrap: altered envelope", [[hsm.tr34.unwrap(TR34.krd1_key, flip_at(B9, 200), B9_OPTS())]], "TR34_ENVELOPE" },
+  { "tr34", "unwrap: another nonce (stale token)", [[hsm.tr34.unwrap(TR34.krd1_key, B9, B9_OPTS{nonce = "167EB0E72781E4940112233445566779"})]], "TR34_NONCE" },
+  { "tr34", "unwrap: two-pass token, no nonce given", [[hsm.tr34.unwrap(TR34.krd1_key, B9, B9_OPTS({}, "nonce"))]], "TR34_NONCE" },
+  { "tr34", "unwrap: nonce not hex", [[hsm.tr34.unwrap(TR34.krd1_key, B9, B9_OPTS{nonce = "XYZ"})]], "BAD_HEX" },
+  { "tr34", "unwrap: KDH certificate refused (B.2.1.5 repeats its extensions)", [[hsm.tr34.unwrap(TR34.krd1_key, B9, B9_OPTS())]], "TR34_CERT_CHAIN" },
+  { "tr34", "unwrap: kdh_cert not a certificate", [[hsm.tr34.unwrap(TR34.krd1_key, B9, B9_OPTS{kdh_cert = "garbage"})]], "TR34_CERT" },
+  { "tr34", "unwrap: krd_key not an RSA private key", [[hsm.tr34.unwrap("garbage", B9, B9_OPTS())]], "TR34_KEY" },
+  { "tr34", "wrap: HMAC key", [[hsm.tr34.wrap(k.hmac, KDH_OPTS())]], "KEY_TYPE" },
+  { "tr34", "wrap: key not exportable (N)", [[hsm.tr34.wrap(hsm.key.import("TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210", {exportability = "N"}), KDH_OPTS())]], "KEY_USAGE" },
+  { "tr34", "wrap: KRD certificate not under ca_cert", [[hsm.tr34.wrap(k.tdes_d0, KDH_OPTS{ca_cert = TR34.ca_kdh_cert})]], "TR34_CERT_CHAIN" },
+  { "tr34", "wrap: KRD certificate expired at time", [[hsm.tr34.wrap(k.tdes_d0, KDH_OPTS{time = 1700000000})]], "TR34_CERT_EXPIRED" },
+  { "tr34", "wrap: krd_cert without key encipherment (a CA certificate)", [[hsm.tr34.wrap(k.tdes_d0, KDH_OPTS{krd_cert = TR34.ca_krd_cert})]], "TR34_CERT_USAGE" },
+  { "tr34", "wrap: kdh_key not kdh_cert's", [[hsm.tr34.wrap(k.tdes_d0, KDH_OPTS{kdh_key = TR34.krd1_key})]], "TR34_KEY" },
+  { "tr34", "wrap: nonce not hex", [[hsm.tr34.wrap(k.tdes_d0, KDH_OPTS{nonce = "0G"})]], "BAD_HEX" },
+  { "tr34", "wrap: nonce of 2 bytes", [[hsm.tr34.wrap(k.tdes_d0, KDH_OPTS{nonce = "0011"})]], "BAD_LENGTH" },
 
   -- ---- mupk HTTP (status, error[1].code) ------------------------------------------------
   { "mupk HTTP", "generate: body not JSON", [[mupk_request("POST", "/security/v1/keys/generate", "{")]], 400, "400" },
@@ -512,6 +533,23 @@ function M.env()
     local t = hsm.rsa.seal(pub, "card data")
     for f, v in pairs(change) do t[f] = v == true and flip_hex(t[f], 9) or v end
     return t
+  end
+  -- ---- tr34: the ASC X9 TR-34-2019 Annex B sample PKI and its B.9 two-pass token ------
+  local S = require "spec.support.tr34_samples"
+  env.TR34, env.B9, env.flip_at = S, S.token_2pass:gsub("%s", ""), flip_hex
+  local function opts(base, change, drop)
+    for f, v in pairs(change or {}) do base[f] = v end
+    if drop then base[drop] = nil end
+    return base
+  end
+  --- B9_OPTS{...} / KDH_OPTS{...}: unwrap and wrap options at 2019-06-12, changed as given.
+  function env.B9_OPTS(change, drop)
+    return opts({ kdh_cert = S.kdh1_cert, ca_cert = S.root_cert, chain = S.ca_kdh_cert, time = 1560358800,
+      nonce = "167EB0E72781E4940112233445566778" }, change, drop)
+  end
+  function env.KDH_OPTS(change)
+    return opts({ kdh_key = S.kdh1_key, kdh_cert = S.kdh1_cert, krd_cert = S.krd1_cert, ca_cert = S.root_cert,
+      chain = S.ca_krd_cert, time = 1560358800, nonce = "0011223344556677" }, change)
   end
   local mupk = require "payhsm.mupk"
   local now = 1704067200 -- 2024-01-01T00:00:00Z
