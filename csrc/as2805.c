@@ -81,8 +81,9 @@ static int as2805_request(lua_State *L) {
   static const char fn[] = "as2805.kek_validation_request";
   static const char *const lengths[] = {"BYTES_8", "BYTES_16", "BYTES_24", NULL};
   static const char *const algs[] = {"TDES_2KEY", "TDES_3KEY", NULL};
+  static const char *const fields[] = {"variant_mask", "random_key_max_length", "derive_algorithm", NULL};
   payhsm_key *kek = payhsm_checkkey(L, 1);
-  int m = mask_opt(L, 2), r, alg = 0, len = 1;
+  int m = (payhsm_checkfields(L, 2, fn, fields), mask_opt(L, 2)), r, alg = 0, len = 1;
   unsigned char kr[48], both[48], krs[24], krr[24], kcv[3];
   size_t n, i;
   if (lua_getfield(L, 2, "random_key_max_length") != LUA_TNIL) len = payhsm_checkname(L, -1, "random key length", lengths);
@@ -132,8 +133,9 @@ static size_t response(lua_State *L, const char *fn, payhsm_key *kek, int krs_id
 /* core.as2805.kek_validation_response(kek, random_key_send, {variant_mask=}) -> random_key_receive */
 static int as2805_response(lua_State *L) {
   static const char fn[] = "as2805.kek_validation_response";
+  static const char *const fields[] = {"variant_mask", NULL};
   payhsm_key *kek = payhsm_checkkey(L, 1);
-  int m = mask_opt(L, 3), r;
+  int m = (payhsm_checkfields(L, 3, fn, fields), mask_opt(L, 3)), r;
   unsigned char krr[24];
   size_t n;
   if ((r = check_kek(L, kek, fn, "DBN"))) return r;
@@ -145,8 +147,9 @@ static int as2805_response(lua_State *L) {
 /* core.as2805.kek_validation_verify(kek, krs, krr, {variant_mask=}) -> true | false, msg, code */
 static int as2805_verify(lua_State *L) {
   static const char fn[] = "as2805.kek_validation_verify";
+  static const char *const fields[] = {"variant_mask", NULL};
   payhsm_key *kek = payhsm_checkkey(L, 1);
-  int m = mask_opt(L, 4), r;
+  int m = (payhsm_checkfields(L, 4, fn, fields), mask_opt(L, 4)), r;
   unsigned char want[24], given[24];
   size_t n, gn;
   if ((r = check_kek(L, kek, fn, NULL))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }

@@ -396,8 +396,10 @@ void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx) {
   size_t n;
   const char *s;
   const char *modes = NULL;
+  static const char *const fields[] = {"usage", "mode", "version", "exportability", NULL};
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
+  payhsm_checkfields(L, idx, "key attributes", fields);
   if ((s = payhsm_optfield_str(L, idx, "usage", &n))) {
     if (n != 2 || !(modes = payhsm_usage_modes(s)))
       luaL_error(L, "unknown TR-31 key usage '%s'", s);
@@ -600,7 +602,9 @@ static int key_newindex(lua_State *L) {
 /* policy{clear_export = bool} -> current policy table */
 static int policy(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
+    static const char *const fields[] = {"clear_export", NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
+    payhsm_checkfields(L, 1, "policy", fields);
     if (lua_getfield(L, 1, "clear_export") != LUA_TNIL) {
       luaL_checktype(L, -1, LUA_TBOOLEAN);
       payhsm_policy_clear_export = lua_toboolean(L, -1);
