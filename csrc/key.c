@@ -430,7 +430,18 @@ void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx) {
 static payhsm_alg check_alg(lua_State *L, int idx) {
   const char *name = luaL_checkstring(L, idx);
   int a = payhsm_alg_from_name(name);
-  if (a < 0) luaL_argerror(L, idx, lua_pushfstring(L, "unknown key algorithm '%s'", name));
+  if (a < 0) {
+    luaL_Buffer b;
+    int i;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < PAYHSM_ALG_COUNT; i++) {
+      if (i) luaL_addstring(&b, ", ");
+      luaL_addstring(&b, algs[i].name);
+    }
+    luaL_pushresult(&b);
+    luaL_argerror(L, idx, lua_pushfstring(L, "unknown key algorithm '%s' (expected one of: %s)", name,
+                                          lua_tostring(L, -1)));
+  }
   return (payhsm_alg)a;
 }
 

@@ -24,7 +24,7 @@ build = {
       sources = {
         "csrc/core.c", "csrc/key.c", "csrc/cipher.c", "csrc/mac.c", "csrc/kcv.c",
         "csrc/tr31.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/as2805.c", "csrc/zka.c",
-        "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c",
+        "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c", "csrc/file.c", "csrc/signal.c",
       },
       incdirs = { "$(OPENSSL_INCDIR)", "csrc" },
       libdirs = { "$(OPENSSL_LIBDIR)" },
