@@ -64,6 +64,7 @@ bench-http: all
 # The API reference generated from the source comments.
 docs:
 	@$(LUA) tools/apidoc.lua > docs/API-reference.md
+	@$(LUA) tools/apidoc.lua lua > lua/payhsm/apidoc.lua
 	@$(LUA) tools/bad_input_table.lua > docs/bad-input.md
 
 # Load: the gateway under 64 concurrent keep-alive TLS connections and the POS server under
