@@ -255,7 +255,13 @@ elseif cmd == "serve" then
   os.exit(0)
 elseif cmd and commands.commands[cmd] then
   os.exit(commands.main(cmd, { select(2, ...) }))
-else
+elseif cmd == nil then
   io.stderr:write(usage, "\n")
+  os.exit(2)
+else
+  local names = { "run", "repl", "serve" }
+  for _, k in ipairs(commands.names()) do names[#names + 1] = k end
+  io.stderr:write(("payhsm: unknown command %s (expected one of: %s; payhsm --help shows the usage) [CLI_USAGE]\n")
+    :format(cmd:match("^[%w_-]+$") and #cmd <= 20 and ("'" .. cmd .. "'") or "(not shown)", table.concat(names, ", ")))
   os.exit(2)
 end

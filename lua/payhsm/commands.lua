@@ -483,12 +483,17 @@ local function help(name, cmd)
   return table.concat(out, "\n")
 end
 
-function M.usage_lines()
+--- The subcommand names, sorted.
+function M.names()
   local names = {}
   for k in pairs(C) do names[#names + 1] = k end
   table.sort(names)
+  return names
+end
+
+function M.usage_lines()
   local out = {}
-  for _, k in ipairs(names) do out[#out + 1] = ("       payhsm %-32s %s"):format(k .. " ...", C[k].summary) end
+  for _, k in ipairs(M.names()) do out[#out + 1] = ("       payhsm %-31s %s"):format(k .. " ...", C[k].summary) end
   return table.concat(out, "\n")
 end
 
