@@ -121,12 +121,15 @@ describe("bin/payhsm key files", function()
     end
     out, rc = sh(("bin/payhsm kcv --key-identifier file:%s --key-algorithm TDES_2KEY"):format(file("bare", TDES)))
     assert.equal("08D7B4", cjson.decode(out).KeyCheckValue)
-    -- a damaged attribute list is a usage error that never repeats the key
-    local err3 = usage_error(("bin/payhsm kcv --key-identifier file:%s"):format(file("bad", "TDES_2KEY:" .. TDES
-      .. " usgae=P0")), "unknown attribute 'usgae'")
-    assert.not_matches(TDES, err3)
-    usage_error(("bin/payhsm kcv --key-identifier file:%s"):format(file("bad2", "TDES_2KEY:" .. TDES .. " usage=Q9")),
-      "unknown TR%-31 key usage 'Q9'")
+    -- a damaged attribute list is bad input (exit 1) named without repeating the key
+    for _, c in ipairs { { " usgae=P0", "unknown attribute 'usgae'" }, { " usage=Q9", "unknown TR%-31 key usage 'Q9'" },
+      { " usage=P0 usage=P0", "gives usage twice" } } do
+      local out2, rc3, err3 = sh(("bin/payhsm kcv --key-identifier file:%s"):format(file("bad", "TDES_2KEY:" .. TDES .. c[1])))
+      assert.equal(1, rc3, c[1])
+      assert.equal("", out2)
+      assert.matches("^payhsm kcv: %-%-key%-identifier: [^\n]*" .. c[2] .. "[^\n]*%[CLI_INPUT%]\n$", err3)
+      assert.not_matches(TDES, err3)
+    end
   end)
 
   it("keygen --out: a new file of mode 0600, not over an existing one without --force, never through a symlink", function()

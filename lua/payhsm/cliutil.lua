@@ -101,16 +101,16 @@ function M.load_key(opts, spec_opt, alg_opt)
   local text = M.read_secret(opts[spec_opt], "--" .. spec_opt)
   local first, rest = text:match("^(%S*)%s*(.-)$")
   local alg, hex = first:match("^([%a%d_]+):(.*)$")
-  if alg and IS_ALG[alg:upper()] then alg = alg:upper() else alg, hex = nil, first end
+  if alg and IS_ALG[alg:upper()] then alg = alg:upper() else alg, hex, rest = nil, text, "" end
   local attrs = {}
   for word in rest:gmatch("%S+") do
     local name, value = word:match("^(%a+)=(%w+)$")
     if not (name and IS_ATTR[name]) then
-      fail("CLI_USAGE", "--%s: the key file holds %s; after ALGORITHM:HEX it takes %s=VALUE words", spec_opt,
+      fail("CLI_INPUT", "--%s: the key file holds %s; after ALGORITHM:HEX it takes %s=VALUE words", spec_opt,
         name and ("an unknown attribute '" .. name .. "'") or "a word that is not an attribute",
         table.concat(ATTRS, "=, "))
     end
-    if attrs[name] then fail("CLI_USAGE", "--%s: the key file gives %s twice", spec_opt, name) end
+    if attrs[name] then fail("CLI_INPUT", "--%s: the key file gives %s twice", spec_opt, name) end
     attrs[name] = value
   end
   if not alg then
@@ -122,8 +122,8 @@ function M.load_key(opts, spec_opt, alg_opt)
   end
   local ok, key, msg, code = pcall(hsm.key.import, alg, hex, attrs)
   if not ok then
-    local where = IS_ALG[alg] and ("--" .. spec_opt .. ": the key file's attributes") or ("--" .. alg_opt)
-    fail("CLI_USAGE", "%s: %s", where, M.clean(key))
+    if next(attrs) and IS_ALG[alg] then fail("CLI_INPUT", "--%s: the key file's attributes: %s", spec_opt, M.clean(key)) end
+    fail("CLI_USAGE", "--%s: %s", alg_opt, M.clean(key))
   end
   if not key then fail(code, "--%s: %s", spec_opt, msg) end
   return key

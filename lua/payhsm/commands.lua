@@ -548,7 +548,9 @@ function M.main(name, args)
     local e = result
     local msg, code = cliutil.clean(e), "CLI_USAGE"
     if getmetatable(e) == cliutil.Fail then msg, code = e.msg, e.code end
-    if type(e) == "table" and e.result then io.stdout:write(util.json(e.result), "\n") end
+    if type(e) == "table" and e.result then
+      io.stdout:write(opts and opts.text and text_of(e.result) or util.json(e.result), "\n")
+    end
     io.stderr:write(("payhsm %s: %s [%s]\n"):format(where, (msg:gsub("\n.*", "")), code))
     return code == "CLI_USAGE" and 2 or 1
   end

@@ -7,6 +7,7 @@
 -- bodies or credentials are logged.
 local http = require "payhsm.http"
 local core = require "payhsm.core"
+local util = require "payhsm.util"
 
 local M = {}
 
@@ -54,6 +55,7 @@ end
 
 --- Opens the store a config names: {backend = "memory" | "sqlite" | "redis", path =, url =}.
 function M.open_store(cfg, default_backend, clock)
+  util.checkfields(cfg, "config store", { "backend", "path", "url", "prefix" })
   cfg = cfg or {}
   local backend = cfg.backend or default_backend or "memory"
   if backend == "memory" then
@@ -91,6 +93,7 @@ end
 --- Starts SYSTEM with the config table; returns the http server and the application.
 -- opts: default_store ("sqlite" for serve, "memory" otherwise), log = function(line), quiet.
 function M.start(system, cfg, opts)
+  util.checkfields(opts, "server.start", { "default_store", "log", "quiet" })
   opts = opts or {}
   local modname = M.systems[system]
   if not modname then error("serve: unknown system '" .. tostring(system) .. "' (gateway, pos, mupk)", 0) end

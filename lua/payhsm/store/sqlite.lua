@@ -23,6 +23,7 @@
 -- and its hex decoding (the gateway's Get Key reads two rows per request).
 local luasql = require "luasql.sqlite3"
 local compat = require "payhsm.compat"
+local util = require "payhsm.util"
 
 local M = {}
 local Store = {}
@@ -80,6 +81,7 @@ end
 
 --- new{path =, clock = os.time, busy_timeout_ms = 10000} -> store. Raises if the file cannot be opened.
 function M.new(opts)
+  util.checkfields(opts, "store.sqlite.new", { "path", "clock", "busy_timeout_ms" })
   opts = opts or {}
   assert(type(opts.path) == "string", "store.sqlite: opts.path is required")
   local env = assert(luasql.sqlite3())
@@ -178,6 +180,7 @@ end
 -- unless opts.ttl sets a new one; fn raising (or returning something that is not a
 -- string or nil) rolls back and re-raises.
 function Store:update(key, fn, opts)
+  util.checkfields(opts, "store:update", { "ttl" })
   check_key(key)
   local ttl = opts and opts.ttl
   assert(ttl == nil or (type(ttl) == "number" and ttl > 0 and ttl < math.huge),
