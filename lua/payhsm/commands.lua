@@ -109,8 +109,9 @@ C.tr31 = {
     if sub == "wrap" then
       local key = load_key(o, "key-identifier", "key-algorithm")
       -- header fields not given come from the key file's attributes (mode B, exportability E without)
-      local block = call(hsm.tr31.wrap, kbpk, key, { version = o.version,
-        usage = key.usage and o["key-usage"] or required(o, "key-usage"),
+      local usage = o["key-usage"]
+      if usage == nil and not key.usage then usage = required(o, "key-usage") end
+      local block = call(hsm.tr31.wrap, kbpk, key, { version = o.version, usage = usage,
         mode = o["key-mode-of-use"] or (not key.mode and "B" or nil),
         exportability = o.exportability or (not key.exportability and "E" or nil), key_version = o["key-version"] },
         { legacy = o.legacy == true })
