@@ -207,6 +207,9 @@ local function repl()
     if not chunk then chunk, err = compat.load(buffer, "=repl") end
     if chunk then
       buffer = ""
+      -- LuaJIT runs no hooks in compiled code: the session's own code stays interpreted,
+      -- so Ctrl-C can stop a loop (the crypto runs in C either way)
+      if rawget(_G, "jit") then jit.off(chunk, true) end
       local r = compat.pack(xpcall(chunk, on_error))
       if r[1] then show(compat.unpack(r, 2, r.n))
       else print("error: " .. cliutil.clean(r[2])) end
