@@ -94,6 +94,10 @@ describe("bin/payhsm key files", function()
       .. "ISO9797_ALGORITHM3 --message-data %s"):format(dir, NOW))
     assert.equal(1, rc)
     assert.matches("usage P0 is not allowed here[^\n]*%[KEY_USAGE%]\n$", err)
+    -- wrapped again, the block's header comes from the file's attributes
+    out, rc = sh(("bin/payhsm tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s/pek"):format(kbpk, dir))
+    assert.equal(0, rc)
+    assert.matches("^D%d%d%d%dP0TE00E", cjson.decode(out).KeyBlock)
   end)
 
   it("keygen keeps --key-usage and --key-mode-of-use; an old ALG:HEX or HEX file means any use", function()
