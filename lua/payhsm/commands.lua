@@ -7,9 +7,12 @@
 -- AWS CLI shorthand, with AWS's member names; the older flattened options are aliases.
 --
 -- Output is JSON (field names as AWS returns them) or, with --text, one value per line.
--- Bad input: exit 1 and one line `payhsm CMD: message [CODE]` on stderr; wrong usage: exit 2.
--- Secrets (keys, PINs, plaintexts) are never taken from the command line itself: a key
--- argument is `file:PATH` (hex, or `ALGORITHM:HEX`), `env:NAME`, or `-` (one line of stdin).
+-- Bad input: exit 1 and one line `payhsm CMD: message [CODE]` on stderr (a failed
+-- verification also answers {"Valid": false, "Code": ...} on stdout); wrong usage: exit 2,
+-- in the CLI's own words. Secrets (keys, PINs, plaintexts) are never taken from the
+-- command line itself: a key argument is `file:PATH`, `env:NAME`, or `-` (one line of
+-- stdin), holding HEX, ALGORITHM:HEX, or ALGORITHM:HEX with the key's TR-31 attributes
+-- (payhsm.cliutil), which every subcommand enforces.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local compat = require "payhsm.compat"
