@@ -4,7 +4,7 @@
 LUA      ?= lua5.4
 CC       ?= cc
 PKGS     := lua5.4 liblua5.4-dev libssl-dev lua-busted lua-cjson make gcc pkg-config \
-            libmicrohttpd-dev libgnutls28-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec lua-socket curl wrk luarocks rlwrap \
+            libmicrohttpd-dev libgnutls28-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec lua-socket curl wrk luarocks rlwrap tmux \
             lighttpd lighttpd-modules-lua valgrind \
             nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache luajit2 libluajit2-5.1-dev
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual -Wstrict-prototypes \
@@ -64,6 +64,7 @@ bench-http: all
 # The API reference generated from the source comments.
 docs:
 	@$(LUA) tools/apidoc.lua > docs/API-reference.md
+	@$(LUA) tools/apidoc.lua lua > lua/payhsm/apidoc.lua
 	@$(LUA) tools/bad_input_table.lua > docs/bad-input.md
 
 # Load: the gateway under 64 concurrent keep-alive TLS connections and the POS server under

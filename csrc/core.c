@@ -196,9 +196,17 @@ size_t payhsm_hexarg_scratch(lua_State *L, int idx, const char *fn, const char *
 int payhsm_checkname(lua_State *L, int idx, const char *what, const char *const names[]) {
   const char *s = luaL_checkstring(L, idx);
   int i;
+  luaL_Buffer b;
   for (i = 0; names[i]; i++)
     if (strcmp(names[i], s) == 0) return i;
-  return luaL_argerror(L, idx, lua_pushfstring(L, "unknown %s '%s'", what, s));
+  luaL_buffinit(L, &b);
+  for (i = 0; names[i]; i++) {
+    if (i) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, names[i]);
+  }
+  luaL_pushresult(&b);
+  return luaL_argerror(L, idx, lua_pushfstring(L, "unknown %s '%s' (expected one of: %s)", what, s,
+                                               lua_tostring(L, -1)));
 }
 
 int payhsm_checkfields(lua_State *L, int idx, const char *fn, const char *const allowed[]) {
@@ -350,6 +358,8 @@ int luaopen_payhsm_core(lua_State *L) {
   payhsm_card_open(L);
   payhsm_dukpt_open(L);
   payhsm_tr34_open(L);
+  payhsm_file_open(L);
+  payhsm_signal_open(L);
   lua_pushcfunction(L, core_random);
   lua_setfield(L, -2, "random");
   lua_pushcfunction(L, core_equal);

@@ -337,6 +337,10 @@ static int session_key(lua_State *L, payhsm_key *owner, const unsigned char mk[1
   }
 }
 
+/* The fields of a transaction parameter table p (the same table serves every function). */
+static const char *const p_fields[] = {"mode", "pan", "psn", "derivation", "atc", "un", "iv", "height",
+  "branch_factor", "padding", "data", "arqc", "method", "arc", "csu", "proprietary", NULL};
+
 static int check_imk(lua_State *L, payhsm_key *k, const char *fn, const char *modes_ok) {
   int r;
   if ((r = payhsm_key_usage(L, k, fn, "E0 E1 E2 E3 E4 E5 E6", modes_ok))) return r;
@@ -380,6 +384,7 @@ static int emv_derive_sk(lua_State *L) {
   int r;
   if ((r = check_imk(L, mk, fn, "XN"))) return r;
   r = payhsm_checkname(L, 2, "session key derivation", derivations);
+  payhsm_checkfields(L, 3, fn, p_fields);
   if (r == D_VISA || r == D_AMEX)
     return luaL_argerror(L, 2, "VISA and AMEX use the ICC master key itself; no session key");
   lua_settop(L, 3);
@@ -429,6 +434,7 @@ static int emv_generate_arqc(lua_State *L) {
   emv_err e;
   unsigned char sk[16], ac[8];
   int r;
+  payhsm_checkfields(L, 2, fn, p_fields);
   if ((r = check_imk(L, imk, fn, "XN"))) return r;
   r = ac_key(L, imk, 2, &q, sk, &e) && arqc_compute(L, imk, sk, 2, q.padding, ac, &e);
   OPENSSL_cleanse(sk, sizeof sk);
@@ -445,6 +451,7 @@ static int emv_verify_arqc(lua_State *L) {
   emv_err e;
   unsigned char sk[16], ac[8], given[8];
   int r, present;
+  payhsm_checkfields(L, 2, fn, p_fields);
   if ((r = check_imk(L, imk, fn, "XN"))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
@@ -510,6 +517,7 @@ static int emv_generate_arpc(lua_State *L) {
   unsigned char sk[16], out[8];
   size_t n;
   int r;
+  payhsm_checkfields(L, 2, fn, p_fields);
   if ((r = check_imk(L, imk, fn, "XN"))) return r;
   r = ac_key(L, imk, 2, &q, sk, &e) && arpc_compute(L, imk, sk, 2, out, &n, &e);
   OPENSSL_cleanse(sk, sizeof sk);
@@ -528,6 +536,7 @@ static int emv_compute_arpc(lua_State *L) {
   int r;
   if ((r = check_imk(L, k, fn, NULL))) return r;
   luaL_checktype(L, 2, LUA_TTABLE);
+  payhsm_checkfields(L, 2, fn, p_fields);
   if (!arpc_compute(L, k, k->bytes, 2, out, &n, &e)) return efail(L, fn, &e);
   payhsm_pushhex(L, out, n);
   return 1;

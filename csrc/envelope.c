@@ -65,7 +65,9 @@ static int envelope_seal(lua_State *L) {
 #endif
   if ((r = msk_check(L, k, fn, 1))) return r;
   if (!lua_isnoneornil(L, 3)) {
+    static const char *const fields[] = {"chunked", "iv", "chunk_size", NULL};
     luaL_checktype(L, 3, LUA_TTABLE);
+    payhsm_checkfields(L, 3, fn, fields);
     if (lua_getfield(L, 3, "chunked") != LUA_TNIL) chunked = lua_toboolean(L, -1);
     lua_pop(L, 1);
     size_t ivn;
@@ -232,6 +234,8 @@ done:
 }
 
 static void table_fields(lua_State *L, int idx, env_fields *f) {
+  static const char *const fields[] = {"format", "ciphertext", "initialization_vector", "mode", "chunk_size", NULL};
+  payhsm_checkfields(L, idx, "envelope", fields);
   f->fmt = payhsm_optfield_str(L, idx, "format", &f->fmtn);
   f->ct = payhsm_optfield_str(L, idx, "ciphertext", &f->ctn);
   f->iv = payhsm_optfield_str(L, idx, "initialization_vector", &f->ivn);
@@ -260,7 +264,9 @@ static int envelope_open(lua_State *L) {
     const char *body, *given;
     size_t bn, gn, ml;
     unsigned char mac[64], want[64];
+    static const char *const fields[] = {"mac_key", "hmac", NULL};
     luaL_checktype(L, 3, LUA_TTABLE);
+    payhsm_checkfields(L, 3, fn, fields);
     if (lua_type(L, 2) != LUA_TSTRING)
       return luaL_error(L, "%s: a signature covers the JSON text; pass the body as received", fn);
     lua_getfield(L, 3, "mac_key");

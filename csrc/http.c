@@ -32,13 +32,16 @@
  * given, so the server can log one line for it too.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -58,6 +61,7 @@ typedef struct {
   int on_error_ref;
   int on_refused_ref;
   int mutual;        /* client certificate required */
+  int quiet;         /* no diagnostics on stderr */
   size_t max_body;
   char *cert, *key, *ca; /* PEM copies: MHD keeps pointers to them */
 } server;
@@ -132,7 +136,23 @@ typedef struct {
   double checked;       /* CLOCK_MONOTONIC seconds of the check */
   int verified;         /* 1: chains to client_ca */
   char subject[512];    /* the leaf's DN when verified */
+  char peer[64];        /* "address:port" of the client, for the handshake log line */
+  unsigned long diag;   /* the diagnostics count when the connection started */
 } conn_ctx;
+
+/* The last TLS diagnostic of libmicrohttpd (it runs on one thread: the one inside
+ * run_once) and how many there were, so a connection that closes before its handshake
+ * finished can be logged with its peer, a timestamp and the reason (conn_cb). */
+static char tls_diag[256];
+static unsigned long tls_diags;
+
+/* "2026-01-31T12:00:00Z", the time format of the request lines. */
+static void utc_stamp(char out[32]) {
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
 
 static double mono_now(void) {
   struct timespec ts;
@@ -143,10 +163,27 @@ static double mono_now(void) {
 static void conn_cb(void *cls, struct MHD_Connection *c, void **socket_context,
                     enum MHD_ConnectionNotificationCode toe) {
   conn_ctx *cc = *socket_context;
-  (void)cls; (void)c;
+  server *sv = cls;
   if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-    *socket_context = calloc(1, sizeof(conn_ctx)); /* NULL (no memory): checked per request */
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    *socket_context = cc = calloc(1, sizeof(conn_ctx)); /* NULL (no memory): checked per request */
+    if (cc && ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+      const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)ci->client_addr;
+      char a[INET_ADDRSTRLEN] = "?";
+      inet_ntop(AF_INET, &in->sin_addr, a, sizeof a);
+      snprintf(cc->peer, sizeof cc->peer, "%s:%u", a, (unsigned)ntohs(in->sin_port));
+    }
+    if (cc) cc->diag = tls_diags;
   } else if (cc) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t tls = ci ? (gnutls_session_t)ci->tls_session : NULL;
+    if (sv && !sv->quiet && tls && tls_diags != cc->diag &&
+        gnutls_handshake_get_last_in(tls) != GNUTLS_HANDSHAKE_FINISHED) {
+      char stamp[32];
+      utc_stamp(stamp);
+      fprintf(stderr, "%s TLS handshake from %s failed (%s)\n", stamp, cc->peer[0] ? cc->peer : "?", tls_diag);
+      fflush(stderr);
+    }
     free(cc->chain);
     free(cc);
     *socket_context = NULL;
@@ -352,11 +389,33 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls, en
   }
 }
 
-/* MHD's own diagnostics (bind failures, TLS alerts): to stderr, or dropped with quiet. */
+/* MHD's own diagnostics: TLS ones are kept for the connection's closing log line
+ * (conn_cb: time, peer, reason); others go to stderr with a timestamp. Dropped with quiet. */
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  char msg[256], stamp[32];
+  size_t n;
   if (cls) return;
-  fputs("http: ", stderr);
-  vfprintf(stderr, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  n = strlen(msg);
+  while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '.' || msg[n - 1] == ' ')) msg[--n] = 0;
+  if (strncmp(msg, "Error: ", 7) == 0) memmove(msg, msg + 7, strlen(msg + 7) + 1);
+  if (strstr(msg, "andshake") || strstr(msg, "TLS") || strstr(msg, "GnuTLS") || strstr(msg, "certificate")) {
+    memcpy(tls_diag, msg, sizeof tls_diag);
+    tls_diags++;
+    return;
+  }
+  utc_stamp(stamp);
+  fprintf(stderr, "%s http: %s\n", stamp, msg);
+}
+
+/* 0 when host:port can be bound now; else errno (bind's reason for a busy port). */
+static int probe_bind(const struct sockaddr_in *addr) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, e = 0;
+  if (fd < 0) return errno;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* as libmicrohttpd does */
+  if (bind(fd, (const struct sockaddr *)(const void *)addr, sizeof *addr) != 0) e = errno;
+  close(fd);
+  return e;
 }
 
 static char *dup_field(lua_State *L, int idx, const char *name, int required) {
@@ -429,7 +488,17 @@ static int http_new(lua_State *L) {
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, NULL};
   lua_getfield(L, 1, "quiet");
   logcls = lua_toboolean(L, -1) ? (void *)sv : NULL;
+  sv->quiet = logcls != NULL;
   lua_pop(L, 1);
+  {
+    int e = probe_bind(&addr);
+    if (e) {
+      free_server(sv);
+      return luaL_error(L, "http.new: cannot listen on %s:%d: %s%s", host, (int)port, strerror(e),
+                        e == EADDRINUSE ? " (another process is serving that port)" :
+                        e == EACCES ? " (ports below 1024 need privileges)" : "");
+    }
+  }
   if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
     int t = lua_gettop(L);
     flags |= MHD_USE_TLS;
@@ -444,9 +513,10 @@ static int http_new(lua_State *L) {
     if (sv->ca) {
       ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, sv->ca};
       /* the per-connection client certificate verdict (conn_ctx) */
-      ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, NULL};
       sv->mutual = 1;
     }
+    /* the per-connection context: the client certificate verdict, the handshake log line */
+    ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conn_cb, sv};
   }
   lua_pop(L, 1);
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
@@ -455,8 +525,8 @@ static int http_new(lua_State *L) {
                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, logcls, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
   if (!sv->d) {
     free_server(sv);
-    return luaL_error(L, "http.new: cannot start the server on %s:%d (port in use, or bad TLS material)",
-                      host, (int)port);
+    return luaL_error(L, "http.new: cannot start the server on %s:%d%s", host, (int)port,
+                      sv->cert ? " (check tls.cert and tls.key: a PEM certificate and its private key)" : "");
   }
   return 1;
 }

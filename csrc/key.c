@@ -396,8 +396,10 @@ void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx) {
   size_t n;
   const char *s;
   const char *modes = NULL;
+  static const char *const fields[] = {"usage", "mode", "version", "exportability", NULL};
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
+  payhsm_checkfields(L, idx, "key attributes", fields);
   if ((s = payhsm_optfield_str(L, idx, "usage", &n))) {
     if (n != 2 || !(modes = payhsm_usage_modes(s)))
       luaL_error(L, "unknown TR-31 key usage '%s'", s);
@@ -428,7 +430,18 @@ void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx) {
 static payhsm_alg check_alg(lua_State *L, int idx) {
   const char *name = luaL_checkstring(L, idx);
   int a = payhsm_alg_from_name(name);
-  if (a < 0) luaL_argerror(L, idx, lua_pushfstring(L, "unknown key algorithm '%s'", name));
+  if (a < 0) {
+    luaL_Buffer b;
+    int i;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < PAYHSM_ALG_COUNT; i++) {
+      if (i) luaL_addstring(&b, ", ");
+      luaL_addstring(&b, algs[i].name);
+    }
+    luaL_pushresult(&b);
+    luaL_argerror(L, idx, lua_pushfstring(L, "unknown key algorithm '%s' (expected one of: %s)", name,
+                                          lua_tostring(L, -1)));
+  }
   return (payhsm_alg)a;
 }
 
@@ -600,7 +613,9 @@ static int key_newindex(lua_State *L) {
 /* policy{clear_export = bool} -> current policy table */
 static int policy(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
+    static const char *const fields[] = {"clear_export", NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
+    payhsm_checkfields(L, 1, "policy", fields);
     if (lua_getfield(L, 1, "clear_export") != LUA_TNIL) {
       luaL_checktype(L, -1, LUA_TBOOLEAN);
       payhsm_policy_clear_export = lua_toboolean(L, -1);

@@ -134,11 +134,15 @@ static size_t check_length(lua_State *L, const char *fn, int opts, size_t full) 
   return (size_t)len;
 }
 
+static const char *const mac_opts[] = {"length", "padding", NULL};
+
 /* mac.generate(key, algorithm, data_hex [, opts]) -> mac_hex */
 static int mac_generate(lua_State *L) {
   unsigned char out[64];
   size_t outlen = 0;
-  int r = compute(L, "mac.generate", 0, 4, out, &outlen);
+  int r;
+  payhsm_checkfields(L, 4, "mac.generate", mac_opts);
+  r = compute(L, "mac.generate", 0, 4, out, &outlen);
   if (r == 0) return 3;
   if (r < 0) return payhsm_raise_ossl(L, "mac.generate");
   payhsm_pushhex(L, out, check_length(L, "mac.generate", 4, outlen));
@@ -151,6 +155,7 @@ static int mac_verify(lua_State *L) {
   size_t outlen = 0, glen, want;
   int r;
   luaL_checkstring(L, 4);
+  payhsm_checkfields(L, 5, "mac.verify", mac_opts);
   r = compute(L, "mac.verify", 1, 5, out, &outlen);
   if (r == 0) { lua_pushboolean(L, 0); lua_replace(L, -4); return 3; }
   if (r < 0) return payhsm_raise_ossl(L, "mac.verify");

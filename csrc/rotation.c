@@ -81,7 +81,9 @@ static void check_id(lua_State *L, const char *id, size_t n) {
 static int rotation_new(lua_State *L) {
   rot_state *s;
   lua_Integer n, i, j;
+  static const char *const fields[] = {"ids", NULL};
   luaL_checktype(L, 1, LUA_TTABLE);
+  payhsm_checkfields(L, 1, "rotation.new", fields);
   if (lua_getfield(L, 1, "ids") != LUA_TTABLE) return luaL_error(L, "rotation.new: ids must be a list");
   n = luaL_len(L, -1);
   if (n < 1 || n > MAX_IDS) return luaL_error(L, "rotation.new: 1 to %d key IDs", MAX_IDS);

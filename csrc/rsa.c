@@ -479,7 +479,9 @@ static int rsa_open(lua_State *L) {
   const char *cts;
   unsigned char aes[512], iv[GCM_IV], tag[GCM_TAG], ek[512], *ct, *pt;
   int ok;
+  static const char *const fields[] = {"encrypted_key", "iv", "ciphertext", "tag", NULL};
   luaL_checktype(L, 2, LUA_TTABLE);
+  payhsm_checkfields(L, 2, fn, fields);
   aad = opt_aad(L, 3, &aadn);
   modn = (size_t)EVP_PKEY_get_size(k->pkey);
   if ((ekn = field_hex(L, 2, fn, "encrypted_key", ek, sizeof ek, modn)) == (size_t)-1) return 3;

@@ -489,6 +489,10 @@ static const char *tfield(lua_State *L, int idx, const char *name, size_t want) 
  */
 static int tr31_wrap(lua_State *L) {
   static const char fn[] = "tr31.wrap";
+  static const char *const opt_fields[] = {"obfuscate", "padding", "legacy", "local", NULL};
+  static const char *const hdr_fields[] = {"version", "usage", "algorithm", "mode", "key_version",
+    "exportability", "context", "blocks", NULL};
+  static const char *const blk_fields[] = {"id", "data", NULL};
   payhsm_key *kbpk = payhsm_checkkey(L, 1), *key = payhsm_checkkey(L, 2);
   char text[MAX_BLOCK_LEN + 1];
   const char *v;
@@ -504,6 +508,7 @@ static int tr31_wrap(lua_State *L) {
     return payhsm_fail(L, fn, "KEY_TYPE", "a %s key cannot be a KBPK", payhsm_alg_name(kbpk->alg));
   if (!lua_isnoneornil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
+    payhsm_checkfields(L, 4, fn, opt_fields);
     if (lua_getfield(L, 4, "obfuscate") != LUA_TNIL) obfuscate = lua_toboolean(L, -1);
     if (lua_getfield(L, 4, "legacy") != LUA_TNIL) legacy = lua_toboolean(L, -1);
     if (lua_getfield(L, 4, "local") != LUA_TNIL) local = lua_toboolean(L, -1);
@@ -541,6 +546,7 @@ static int tr31_wrap(lua_State *L) {
     }
   } else {
     luaL_checktype(L, 3, LUA_TTABLE);
+    payhsm_checkfields(L, 3, "tr31.wrap: header", hdr_fields);
     if ((v = tfield(L, 3, "version", 1))) version = v[0];
     if ((v = tfield(L, 3, "usage", 2))) memcpy(usage, v, 3);
     if ((v = tfield(L, 3, "algorithm", 1))) alg = v[0];
@@ -558,6 +564,7 @@ static int tr31_wrap(lua_State *L) {
         const char *id, *data;
         lua_rawgeti(L, -1, j);
         luaL_checktype(L, -1, LUA_TTABLE);
+        payhsm_checkfields(L, -1, "tr31.wrap: header.blocks entry", blk_fields);
         lua_getfield(L, -1, "id");
         lua_getfield(L, -2, "data");
         id = luaL_checklstring(L, -2, &idn);

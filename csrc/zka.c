@@ -82,7 +82,9 @@ static int zka_derive(lua_State *L) {
 
 /* Computes the CBC-MAC; returns bytes wanted (4 or 8) or 0 after pushing a failure. */
 static size_t compute(lua_State *L, const char *fn, int opts, int verify, unsigned char out[8]) {
+  static const char *const fields[] = {"length", "padding", NULL};
   payhsm_key *k = payhsm_checkkey(L, 1);
+  payhsm_checkfields(L, opts, fn, fields);
   lua_Integer len = payhsm_optfield_int(L, opts, "length", 8);
   int padding = (int)payhsm_optfield_int(L, opts, "padding", 1), r;
   unsigned char stackbuf[520], *buf;

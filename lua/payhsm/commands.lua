@@ -7,284 +7,81 @@
 -- AWS CLI shorthand, with AWS's member names; the older flattened options are aliases.
 --
 -- Output is JSON (field names as AWS returns them) or, with --text, one value per line.
--- Bad input: exit 1 and one line `payhsm CMD: message [CODE]` on stderr; wrong usage: exit 2.
--- Secrets (keys, PINs, plaintexts) are never taken from the command line itself: a key
--- argument is `file:PATH` (hex, or `ALGORITHM:HEX`), `env:NAME`, or `-` (one line of stdin).
+-- Bad input: exit 1 and one line `payhsm CMD: message [CODE]` on stderr (a failed
+-- verification also answers {"Valid": false, "Code": ...} on stdout); wrong usage: exit 2,
+-- in the CLI's own words. Secrets (keys, PINs, plaintexts) are never taken from the
+-- command line itself: a key argument is `file:PATH`, `env:NAME`, or `-` (one line of
+-- stdin), holding HEX, ALGORITHM:HEX, or ALGORITHM:HEX with the key's TR-31 attributes
+-- (payhsm.cliutil), which every subcommand enforces.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
 local compat = require "payhsm.compat"
-local cjson = require "cjson"
+local cliutil = require "payhsm.cliutil"
+local shapes = require "payhsm.shapes"
 
 local M = {}
-
-local Fail = {}
-local function fail(code, msg, ...) error(setmetatable({ code = code, msg = msg:format(...) }, Fail), 0) end
-local function check(v, msg, code)
-  if v == nil or v == false then fail(code or "CLI_INPUT", "%s", tostring(msg)) end
-  return v
-end
-
--- ---- secrets ----------------------------------------------------------------------
-local stdin_used = false
-local function read_secret(spec, what)
-  if spec == nil then fail("CLI_USAGE", "%s is required", what) end
-  local text
-  if spec == "-" then
-    if stdin_used then fail("CLI_USAGE", "only one secret can come from stdin") end
-    stdin_used = true
-    text = io.read("*l")
-    check(text, what .. ": nothing on stdin", "CLI_INPUT")
-  elseif spec:match("^file:") then
-    local f, err = io.open(spec:sub(6), "rb")
-    if not f then fail("CLI_INPUT", "%s: cannot read %s (%s)", what, spec:sub(6), tostring(err)) end
-    text = f:read("*a")
-    f:close()
-  elseif spec:match("^env:") then
-    text = os.getenv(spec:sub(5))
-    check(text, what .. ": environment variable " .. spec:sub(5) .. " is not set", "CLI_INPUT")
-  else
-    fail("CLI_SECRET_ARGV", "%s: secrets are not read from the command line; use file:PATH, env:NAME or - (stdin)",
-      what)
-  end
-  return (text:gsub("^%s+", ""):gsub("%s+$", ""))
-end
-
--- The algorithm names a key file may start with (`ALG:HEX`). Anything else before a colon
--- is not taken for a name: "HEX:KCV" would otherwise echo the key in "unknown algorithm".
-local FILE_ALGORITHMS = { DES = true, TDES_2KEY = true, TDES_3KEY = true, AES_128 = true, AES_192 = true,
-  AES_256 = true, HMAC_SHA256 = true, HMAC_SHA384 = true, HMAC_SHA512 = true }
-
--- A key from a secret spec; the algorithm from `ALG:HEX` or from the given option.
-local function load_key(opts, spec_opt, alg_opt, attrs)
-  local text = read_secret(opts[spec_opt], "--" .. spec_opt)
-  local alg, hex = text:match("^([%u%d_]+):(.*)$")
-  if not FILE_ALGORITHMS[alg] then alg, hex = opts[alg_opt], text end
-  if not alg then fail("CLI_USAGE", "--%s is required (or write ALGORITHM:HEX in the key file)", alg_opt) end
-  local ok, key, msg, code = pcall(hsm.key.import, alg, hex, attrs)
-  if not ok then fail("CLI_USAGE", "--%s: %s", alg_opt, tostring(key):gsub("^.-: ", "")) end
-  if not key then fail(code, "--%s: %s", spec_opt, msg) end
-  return key
-end
-
-local function required(opts, name)
-  local v = opts[name]
-  if v == nil or v == true then fail("CLI_USAGE", "--%s is required", name) end
-  return v
-end
-
-local function call(fn, ...)
-  local ok, a, b, c = pcall(fn, ...)
-  if not ok then fail("CLI_USAGE", "%s", tostring(a):gsub("^.-:%d+: ", "")) end
-  if a == nil then fail(c or "CLI_INPUT", "%s", tostring(b)) end
-  return a, b
-end
-
-local function write_secret_file(path, hex)
-  local f, err = io.open(path, "wb")
-  if not f then fail("CLI_INPUT", "cannot write %s (%s)", path, tostring(err)) end
-  f:write(hex, "\n")
-  f:close()
-  os.execute("chmod 600 '" .. path:gsub("'", "'\\''") .. "'")
-end
-
--- ---- AWS structure parameters ------------------------------------------------------
--- The AWS CLI takes a structure as JSON ('{"EmvCommon":{"PrimaryAccountNumber":"..."}}') or
--- in its shorthand (EmvCommon={PrimaryAccountNumber=...,PanSequenceNumber=01}). Both are
--- parsed strictly here and checked against the AWS shape: unknown members, missing
--- required members, non-string values and unions with other than one member are usage
--- errors (CLI_USAGE). Messages name options and members, never the values.
-
--- A shape: {union = bool, members = {{Name, "string" | shape, required = bool}, ...},
--- unsupported = {Name = true} (AWS members payhsm does not implement)}.
-local function S(members, union, unsupported)
-  local by = {}
-  for _, m in ipairs(members) do by[m[1]] = m end
-  return { members = members, by = by, union = union, unsupported = unsupported or {} }
-end
-local function req(name, t) return { name, t or "string", required = true } end
-
-local PAN, PSN, ATC = req "PrimaryAccountNumber", req "PanSequenceNumber", req "ApplicationTransactionCounter"
-local SHAPE = {
-  -- API_MacAttributes: a union; payhsm implements the Algorithm member
-  MacAttributes = S({ { "Algorithm", "string" } }, true,
-    { EmvMac = true, DukptIso9797Algorithm1 = true, DukptIso9797Algorithm3 = true, DukptCmac = true }),
-  -- API_SessionKeyDerivation and SessionKeyEmvCommon / Mastercard / Emv2000 / Amex / Visa
-  SessionKeyDerivation = S({ { "EmvCommon", S { PAN, PSN, ATC } },
-    { "Mastercard", S { PAN, PSN, ATC, req "UnpredictableNumber" } }, { "Emv2000", S { PAN, PSN, ATC } },
-    { "Amex", S { PAN, PSN } }, { "Visa", S { PAN, PSN } } }, true),
-  -- API_CryptogramAuthResponse: ArpcMethod1 / ArpcMethod2
-  CryptogramAuthResponse = S({ { "ArpcMethod1", S { req "AuthResponseCode" } },
-    { "ArpcMethod2", S { req "CardStatusUpdate", { "ProprietaryAuthenticationData", "string" } } } }, true),
-  -- API_TranslationIsoFormats: IsoFormat0/3/4 (TranslationPinDataIsoFormat034), IsoFormat1
-  TranslationIsoFormats = S({ { "IsoFormat0", S { PAN } }, { "IsoFormat1", S {} }, { "IsoFormat3", S { PAN } },
-    { "IsoFormat4", S { PAN } } }, true),
-  -- API_As2805KekValidationType: KekValidationRequest / KekValidationResponse
-  As2805KekValidationType = S({ { "KekValidationRequest", S { req "DeriveKeyAlgorithm" } },
-    { "KekValidationResponse", S { req "RandomKeySend" } } }, true),
-}
-M.shapes = SHAPE
-
--- A member name fit to repeat in a message. It is user input, so only a name shaped like
--- AWS's (PascalCase: a capital, then letters and digits, some lower case, at most 32
--- characters, not all hex) is repeated: a key pasted in the wrong place never is.
-local function said(name)
-  if type(name) == "string" and #name <= 32 and name:match("^%u%w*$") and name:find("%l")
-    and not name:match("^%x+$") then
-    return "'" .. name .. "'"
-  end
-  return "(a name not shown)"
-end
-
--- AWS CLI shorthand: Key=Value,Key2={Inner=Value},Key3="quoted, value",Empty={} -> table.
-local function shorthand(s, opt)
-  local pos = 1
-  local function bad(what) fail("CLI_USAGE", "%s: malformed shorthand at character %d: %s", opt, pos, what) end
-  local structure
-  local function value()
-    local c = s:sub(pos, pos)
-    if c == "{" then
-      pos = pos + 1
-      local t = structure("}")
-      if s:sub(pos, pos) ~= "}" then bad("expected '}'") end
-      pos = pos + 1
-      return t
-    elseif c == '"' or c == "'" then
-      local close = s:find(c, pos + 1, true)
-      if not close then bad("unterminated quote") end
-      local v = s:sub(pos + 1, close - 1)
-      pos = close + 1
-      return v
-    elseif c == "[" then
-      bad("lists are not used by any payhsm option")
-    end
-    local v = s:match("^[^,{}%[%]=\"'%s]*", pos)
-    pos = pos + #v
-    return v
-  end
-  function structure(closing)
-    local t = {}
-    if closing and s:sub(pos, pos) == closing then return t end
-    while true do
-      local key = s:match("^%a[%w_]*", pos)
-      if not key then bad("expected a member name") end
-      pos = pos + #key
-      if s:sub(pos, pos) ~= "=" then bad("expected '=' after " .. said(key)) end
-      pos = pos + 1
-      if t[key] ~= nil then bad(said(key) .. " given twice") end
-      t[key] = value()
-      local c = s:sub(pos, pos)
-      if c == "" or (closing and c == closing) then return t end
-      if c ~= "," then bad("expected ',' or the end") end
-      pos = pos + 1
-    end
-  end
-  local t = structure(nil)
-  if pos <= #s then bad("expected ',' or the end") end
-  return t
-end
-
-local function json_structure(s, opt)
-  local ok, v = pcall(cjson.decode, s)
-  if not ok then
-    fail("CLI_USAGE", "%s: malformed JSON (%s)", opt, (tostring(v):gsub("^.-:%d+: ", ""):gsub("\n.*", "")))
-  end
-  if type(v) ~= "table" or v[1] ~= nil then fail("CLI_USAGE", "%s: expected a JSON object", opt) end
-  return v
-end
-
--- Checks v against shape; path names the place in messages ("--opt", "--opt EmvCommon").
-local function conform(v, shape, path)
-  if type(v) ~= "table" then fail("CLI_USAGE", "%s must be a structure", path) end
-  local n = 0
-  for k, x in pairs(v) do
-    local m = type(k) == "string" and shape.by[k]
-    if not m then
-      if shape.unsupported[k] then fail("CLI_USAGE", "%s: %s is an AWS member payhsm does not implement", path, said(k)) end
-      local names = {}
-      for _, mm in ipairs(shape.members) do names[#names + 1] = mm[1] end
-      fail("CLI_USAGE", "%s: unknown member %s (%s)", path, said(k),
-        #names > 0 and ("expected " .. table.concat(names, ", ")) or "expected none")
-    end
-    if m[2] == "string" then
-      if type(x) ~= "string" then fail("CLI_USAGE", "%s: %s must be a string", path, k) end
-    else
-      conform(x, m[2], path .. " " .. k)
-    end
-    n = n + 1
-  end
-  if shape.union and n ~= 1 then
-    local names = {}
-    for _, mm in ipairs(shape.members) do names[#names + 1] = mm[1] end
-    fail("CLI_USAGE", "%s: give exactly one of %s", path, table.concat(names, ", "))
-  end
-  for _, m in ipairs(shape.members) do
-    if m.required and v[m[1]] == nil then fail("CLI_USAGE", "%s: %s is required", path, m[1]) end
-  end
-  return v
-end
-
--- Parses an AWS structure value (JSON, or the CLI shorthand) for option `opt` and checks
--- it against `shape` (one of M.shapes); raises a CLI_USAGE failure on bad syntax or shape.
-function M.parse_structure(text, shape, opt)
-  if type(text) ~= "string" then fail("CLI_USAGE", "%s needs a value", opt) end
-  local v
-  if text:match("^%s*[{%[]") then v = json_structure(text, opt) else v = shorthand(text, opt) end
-  return conform(v, shape, opt)
-end
-
--- The structure option `name` of o, parsed; nil when absent.
-local function structure(o, name, shape)
-  if o[name] == nil then return nil end
-  return M.parse_structure(o[name], shape, "--" .. name)
-end
-
--- The structure option `name` excludes each of its older flattened aliases.
-local function exclusive(o, name, aliases)
-  for _, a in ipairs(aliases) do
-    if o[a] ~= nil then
-      fail("CLI_USAGE", "--%s and --%s are two forms of the same input; give one", name, a)
-    end
-  end
-end
-
--- The one member of a union value: name, value.
-local function only(v) return next(v) end
-
--- A key's check value for outputs (AWS returns the KeyCheckValue of the key it used): the
--- default `payhsm kcv` prints (ANSI X9.24), and the HMAC method for HMAC keys.
-local function kcv_of(key)
-  if tostring(key.algorithm):match("^HMAC") then return key:kcv("HMAC") end
-  return key:kcv()
-end
+local fail, check, required, call = cliutil.fail, cliutil.check, cliutil.required, cliutil.call
+local read_secret, load_key, save_key, kcv_of = cliutil.read_secret, cliutil.load_key, cliutil.save_key, cliutil.kcv_of
+local SHAPE, structure, exclusive, only = shapes.shapes, shapes.structure, shapes.exclusive, shapes.only
+M.shapes, M.parse_structure = shapes.shapes, shapes.parse_structure
 
 -- ---- commands ---------------------------------------------------------------------
--- Each: {summary, options = {{name, help}}, run = function(opts, sub) -> util.object}
+-- Each: {summary, subs = {name = true}, options = {{name, help [, flag = true] [, subs = {sub = true}]}},
+-- aliases (as options), run = function(opts, sub) -> util.object}. A flag takes no value;
+-- an option with subs is refused by the other subcommands.
 local C = {}
 
-local KEY = { "key-identifier", "the key: file:PATH, env:NAME or - (stdin); content HEX or ALGORITHM:HEX" }
+local KEY = { "key-identifier", "the key: file:PATH, env:NAME or - (stdin); content HEX, ALGORITHM:HEX, or "
+  .. "ALGORITHM:HEX usage=.. mode=.. (a key file keeps its TR-31 attributes)" }
+local FORCE = { "force", "replace an existing --out file (flag)", flag = true }
+-- A verification that does not hold: the JSON answer ({"Valid": false, "Code": ...}) on
+-- stdout and exit 1, so scripts can read it; the one-line message on stderr.
+local function verified(key, default_code, fn, ...)
+  local pok, ok, msg, code = pcall(fn, ...)
+  if not pok then fail("CLI_USAGE", "%s", cliutil.clean(ok)) end
+  if ok then return end
+  local e = setmetatable({ code = code or default_code, msg = tostring(msg or "does not verify") }, cliutil.Fail)
+  e.result = util.object { "KeyCheckValue", kcv_of(key), "Valid", false, "Code", e.code }
+  error(e, 0)
+end
+local kcv_alg = cliutil.kcv_algorithm
+-- util.object of name, value pairs, leaving out the nil values wherever they are.
+local function obj(...)
+  local kv = {}
+  for i = 1, select("#", ...), 2 do
+    local v = select(i + 1, ...)
+    if v ~= nil then kv[#kv + 1], kv[#kv + 2] = (select(i, ...)), v end
+  end
+  return util.object(kv)
+end
 local KEYALG = { "key-algorithm", "TDES_2KEY, TDES_3KEY, AES_128, AES_192, AES_256, HMAC_SHA256 ... (unless in the file)" }
 
 C.keygen = {
-  summary = "generate a key; writes its hex to --out (mode 0600) and prints its check value",
-  options = { { "key-algorithm", "algorithm of the new key" }, { "out", "file to write (- for stdout)" },
-    { "key-usage", "TR-31 usage (optional)" }, { "key-mode-of-use", "TR-31 mode of use (optional)" } },
+  summary = "generate a key; writes it with its attributes to --out (a new file, mode 0600) and prints its KCV",
+  options = { { "key-algorithm", "algorithm of the new key: " .. table.concat(cliutil.ALGORITHMS, ", ") },
+    { "out", "file to write, created with mode 0600 (- for stdout: the JSON then goes to stderr)" }, FORCE,
+    { "key-usage", "TR-31 usage (optional; kept in the file)" },
+    { "key-mode-of-use", "TR-31 mode of use (optional; kept in the file)" },
+    { "key-version", "TR-31 key version, two characters (optional)" },
+    { "exportability", "TR-31 exportability E, N or S (optional)" } },
   run = function(o)
-    local key = call(hsm.key.generate, required(o, "key-algorithm"),
-      { usage = o["key-usage"], mode = o["key-mode-of-use"] })
-    local out = required(o, "out")
-    if out == "-" then io.stdout:write(key.algorithm, ":", key:export(), "\n")
-    else write_secret_file(out, key.algorithm .. ":" .. key:export()) end
-    return util.object { "KeyAlgorithm", key.algorithm, "KeyCheckValue", key:kcv(),
-      "KeyCheckValueAlgorithm", "ANSI_X9_24", "KeyFile", out ~= "-" and out or nil }
+    local alg = required(o, "key-algorithm")
+    required(o, "out")
+    local key = call(hsm.key.generate, alg:upper(), { usage = o["key-usage"], mode = o["key-mode-of-use"],
+      version = o["key-version"], exportability = o.exportability })
+    local file = save_key(o, key)
+    return obj("KeyAlgorithm", key.algorithm, "KeyCheckValue", kcv_of(key), "KeyCheckValueAlgorithm", kcv_alg(key),
+      "KeyUsage", key.usage, "KeyModeOfUse", key.mode, "KeyFile", file)
   end,
 }
 
 C.kcv = {
   summary = "key check value",
-  options = { KEY, KEYALG, { "key-check-value-algorithm", "ANSI_X9_24 (default) or CMAC" } },
+  options = { KEY, KEYALG,
+    { "key-check-value-algorithm", "ANSI_X9_24 (default for TDES and AES keys), CMAC, HMAC (default for HMAC keys)" } },
   run = function(o)
     local key = load_key(o, "key-identifier", "key-algorithm")
-    local alg = o["key-check-value-algorithm"] or "ANSI_X9_24"
+    local alg = o["key-check-value-algorithm"] or cliutil.kcv_algorithm(key)
     return util.object { "KeyCheckValue", call(key.kcv, key, alg), "KeyCheckValueAlgorithm", alg }
   end,
 }
@@ -304,7 +101,9 @@ C.tr31 = {
     KEY, KEYALG, { "key-block", "the key block (unwrap, parse)" }, { "key-usage", "wrap: usage (P0, D0, K0 ...)" },
     { "key-mode-of-use", "wrap: mode of use (E, D, B ...)" }, { "exportability", "wrap: E, N or S" },
     { "key-version", "wrap: two characters" }, { "version", "wrap: A, B, C, D (A and C need --legacy)" },
-    { "legacy", "allow versions A and C (flag)" }, { "out", "unwrap: write the key to this file (mode 0600)" } },
+    { "legacy", "allow versions A and C (flag)", flag = true, subs = { wrap = true } },
+    { "out", "unwrap: write the key with the block's attributes to this file (mode 0600)", subs = { unwrap = true } },
+    { "force", "unwrap: replace an existing --out file (flag)", flag = true, subs = { unwrap = true } } },
   run = function(o, sub)
     if sub == "parse" then
       return header_object(call(hsm.tr31.parse, required(o, "key-block")))
@@ -312,15 +111,19 @@ C.tr31 = {
     local kbpk = load_key(o, "wrapping-key-identifier", "wrapping-key-algorithm")
     if sub == "wrap" then
       local key = load_key(o, "key-identifier", "key-algorithm")
-      local block = call(hsm.tr31.wrap, kbpk, key, { version = o.version, usage = required(o, "key-usage"),
-        mode = o["key-mode-of-use"] or "B", exportability = o.exportability or "E", key_version = o["key-version"] },
+      -- header fields not given come from the key file's attributes (mode B, exportability E without)
+      local usage = o["key-usage"]
+      if usage == nil and not key.usage then usage = required(o, "key-usage") end
+      local block = call(hsm.tr31.wrap, kbpk, key, { version = o.version, usage = usage,
+        mode = o["key-mode-of-use"] or (not key.mode and "B" or nil),
+        exportability = o.exportability or (not key.exportability and "E" or nil), key_version = o["key-version"] },
         { legacy = o.legacy == true })
-      return util.object { "KeyBlock", block, "KeyCheckValue", key:kcv(), "KeyCheckValueAlgorithm", "ANSI_X9_24" }
+      return obj("KeyBlock", block, "KeyCheckValue", kcv_of(key), "KeyCheckValueAlgorithm", kcv_alg(key))
     end
     local key, header = call(hsm.tr31.unwrap, kbpk, required(o, "key-block"))
-    if o.out then write_secret_file(o.out, key.algorithm .. ":" .. key:export()) end
-    return util.object { "KeyAlgorithm", key.algorithm, "KeyCheckValue", key:kcv(),
-      "KeyCheckValueAlgorithm", "ANSI_X9_24", "KeyFile", o.out, "KeyAttributes", header_object(header) }
+    local file = save_key(o, key)
+    return obj("KeyAlgorithm", key.algorithm, "KeyCheckValue", kcv_of(key), "KeyCheckValueAlgorithm", kcv_alg(key),
+      "KeyFile", file, "KeyAttributes", header_object(header))
   end,
 }
 
@@ -360,8 +163,7 @@ C.mac = {
       return util.object { "KeyCheckValue", kcv_of(key), "Mac", call(hsm.mac.generate, key, alg,
         required(o, "message-data"), popts) }
     end
-    local ok, msg, code = hsm.mac.verify(key, alg, required(o, "message-data"), required(o, "mac"), popts)
-    if not ok then fail(code or "MAC_MISMATCH", "%s", msg or "the MAC does not verify") end
+    verified(key, "MAC_MISMATCH", hsm.mac.verify, key, alg, required(o, "message-data"), required(o, "mac"), popts)
     return util.object { "KeyCheckValue", kcv_of(key), "Valid", true }
   end,
 }
@@ -489,12 +291,11 @@ C.arqc = {
     p.data = required(o, "transaction-data")
     if sub == "generate" then
       if o["auth-response-attributes"] ~= nil then fail("CLI_USAGE", "--auth-response-attributes is for arqc verify") end
-      return util.object { "AuthRequestCryptogram", call(hsm.emv.generate_arqc, imk, p) }
+      return util.object { "AuthRequestCryptogram", call(hsm.emv.generate_arqc, imk, p), "KeyCheckValue", kcv_of(imk) }
     end
     required(o, "auth-request-cryptogram")
     local want_arpc = arpc_attributes(o, p)
-    local ok, msg, code = hsm.emv.verify_arqc(imk, p)
-    if not ok then fail(code or "ARQC_MISMATCH", "%s", msg or "the ARQC does not verify") end
+    verified(imk, "ARQC_MISMATCH", hsm.emv.verify_arqc, imk, p)
     return util.object { "KeyCheckValue", kcv_of(imk), "Valid", true,
       "AuthResponseValue", want_arpc and call(hsm.emv.generate_arpc, imk, p) or nil }
   end,
@@ -523,7 +324,7 @@ C.arpc = {
       p.method = tonumber(o.method or "1")
       p.arc, p.csu, p.proprietary = o["auth-response-code"], o["card-status-update"], o["proprietary-authentication-data"]
     end
-    return util.object { "AuthResponseValue", call(hsm.emv.generate_arpc, imk, p) }
+    return util.object { "AuthResponseValue", call(hsm.emv.generate_arpc, imk, p), "KeyCheckValue", kcv_of(imk) }
   end,
 }
 
@@ -573,15 +374,17 @@ C.zka = {
   summary = "ZKA session keys: derive | mac",
   subs = { derive = true, mac = true },
   options = { { "key-identifier", "the ZKA master key (file:, env: or -)" }, KEYALG,
-    { "purpose", "derive: PAC, MAC or ENC" }, { "random-number", "RND, 32 hex" },
-    { "message-data", "mac: hex" }, { "out", "derive: write the session key to this file (mode 0600)" } },
+    { "purpose", "derive: PAC, MAC or ENC", subs = { derive = true } }, { "random-number", "RND, 32 hex" },
+    { "message-data", "mac: hex", subs = { mac = true } },
+    { "out", "derive: write the session key to this file (mode 0600)", subs = { derive = true } },
+    { "force", "derive: replace an existing --out file (flag)", flag = true, subs = { derive = true } } },
   run = function(o, sub)
     local mk = load_key(o, "key-identifier", "key-algorithm")
     local purpose = sub == "mac" and "MAC" or required(o, "purpose")
     local sk = call(hsm.zka.derive_session_key, mk, purpose, required(o, "random-number"))
     if sub == "mac" then return util.object { "Mac", call(hsm.zka.mac, sk, required(o, "message-data")) } end
-    if o.out then write_secret_file(o.out, sk.algorithm .. ":" .. sk:export()) end
-    return util.object { "Purpose", purpose, "KeyCheckValue", sk:kcv(), "KeyFile", o.out }
+    local file = save_key(o, sk)
+    return obj("Purpose", purpose, "KeyCheckValue", kcv_of(sk), "KeyCheckValueAlgorithm", kcv_alg(sk), "KeyFile", file)
   end,
 }
 
@@ -589,7 +392,8 @@ C.envelope = {
   summary = "MSK envelopes: seal | open",
   subs = { seal = true, open = true },
   options = { { "key-identifier", "the MSK (file:, env: or -)" }, KEYALG,
-    { "plain-text", "seal: the plaintext (file:, env: or -)" }, { "chunked", "seal: TR31-DATA-CHUNKED (flag)" },
+    { "plain-text", "seal: the plaintext (file:, env: or -)" },
+    { "chunked", "seal: TR31-DATA-CHUNKED (flag)", flag = true, subs = { seal = true } },
     { "envelope", "open: the envelope JSON (file:PATH or -)" } },
   run = function(o, sub)
     local msk = load_key(o, "key-identifier", "key-algorithm")
@@ -605,21 +409,56 @@ C.envelope = {
 M.commands = C
 
 -- ---- argument parsing, help, output ------------------------------------------------
-local function parse(args, cmd)
-  local opts, known = {}, {}
-  for _, spec in ipairs(cmd.options) do known[spec[1]] = true end
-  for _, spec in ipairs(cmd.aliases or {}) do known[spec[1]] = true end
-  known.text, known.help = true, true
+-- The option specs of cmd by name, with --text and --help.
+local function specs_of(cmd)
+  local by, names = {}, {}
+  for _, list in ipairs { cmd.options, cmd.aliases or {} } do
+    for _, spec in ipairs(list) do
+      if not by[spec[1]] then names[#names + 1] = spec[1] end
+      by[spec[1]] = by[spec[1]] or spec
+    end
+  end
+  by.text, by.help = { "text", flag = true }, { "help", flag = true }
+  names[#names + 1] = "text"
+  return by, names
+end
+
+-- A name fit to repeat in a message: option-shaped (a secret pasted as an option never is).
+local function shown(a)
+  if #a <= 40 and a:match("^%-%-[%a][%w-]*$") then return "'" .. a .. "'" end
+  return "(an argument not shown)"
+end
+
+local function parse(args, cmd, sub, where)
+  local by, names = specs_of(cmd)
+  local opts = {}
   local i = 1
   while i <= #args do
     local a = args[i]
     local name, value = a:match("^%-%-([%w-]+)=(.*)$")
     if not name then name = a:match("^%-%-([%w-]+)$") end
-    if not name then fail("CLI_USAGE", "unexpected argument '%s'", a) end
-    if not known[name] then fail("CLI_USAGE", "unknown option --%s", name) end
-    if value == nil then
+    if not name then
+      fail("CLI_USAGE", "unexpected argument %s (options are --name VALUE; see payhsm %s --help)",
+        a:match("^[%w_-]+$") and #a <= 20 and ("'" .. a .. "'") or "(not shown)", where)
+    end
+    local spec = by[name]
+    if not spec then
+      fail("CLI_USAGE", "unknown option %s (expected one of: --%s)", shown("--" .. name), table.concat(names, ", --"))
+    end
+    if spec.subs and sub and not spec.subs[sub] then
+      local s = {}
+      for k in pairs(spec.subs) do s[#s + 1] = k end
+      table.sort(s)
+      fail("CLI_USAGE", "--%s is for %s %s, not %s", name, where:match("^%S+"), table.concat(s, ", "), sub)
+    end
+    if opts[name] ~= nil then fail("CLI_USAGE", "--%s given twice", name) end
+    if spec.flag then
+      if value ~= nil then fail("CLI_USAGE", "--%s is a flag and takes no value", name) end
+      value = true
+    elseif value == nil then
       local nxt = args[i + 1]
-      if nxt ~= nil and (not nxt:match("^%-%-") or nxt == "-") then value, i = nxt, i + 1 else value = true end
+      if nxt == nil or (nxt:match("^%-%-") and nxt ~= "-") then fail("CLI_USAGE", "--%s needs a value", name) end
+      value, i = nxt, i + 1
     end
     opts[name] = value
     i = i + 1
@@ -643,15 +482,22 @@ local function help(name, cmd)
     out[#out + 1] = ""
     out[#out + 1] = "A structure value is JSON or the AWS CLI shorthand Name=Value,Name2={Inner=Value} (no spaces)."
   end
+  out[#out + 1] = ""
+  out[#out + 1] = "Exit status: 0 done, 1 bad input or a failed verification (its JSON answer on stdout), 2 usage."
   return table.concat(out, "\n")
 end
 
-function M.usage_lines()
+--- The subcommand names, sorted.
+function M.names()
   local names = {}
   for k in pairs(C) do names[#names + 1] = k end
   table.sort(names)
+  return names
+end
+
+function M.usage_lines()
   local out = {}
-  for _, k in ipairs(names) do out[#out + 1] = ("       payhsm %-32s %s"):format(k .. " ...", C[k].summary) end
+  for _, k in ipairs(M.names()) do out[#out + 1] = ("       payhsm %-31s %s"):format(k .. " ...", C[k].summary) end
   return table.concat(out, "\n")
 end
 
@@ -669,40 +515,52 @@ local function text_of(result)
   return table.concat(lines, "\n")
 end
 
---- Runs `payhsm NAME args...`; returns the exit code (0, 1 bad input, 2 usage).
+--- Runs `payhsm NAME args...`; returns the exit code (0, 1 bad input or a failed verification, 2 usage).
 function M.main(name, args)
   local cmd = C[name]
   if not cmd then return nil end
+  for _, a in ipairs(args) do
+    if a == "--help" or a == "-h" then
+      io.stdout:write(help(name, cmd), "\n")
+      return 0
+    end
+  end
   local sub
   if cmd.subs then
     sub = args[1]
-    if sub == "--help" or sub == nil then
-      io.stdout:write(help(name, cmd), "\n")
-      return sub and 0 or 2
+    if sub == nil then
+      io.stderr:write(help(name, cmd), "\n")
+      return 2
     end
     if not cmd.subs[sub] then
-      io.stderr:write(("payhsm %s: unknown subcommand '%s' [CLI_USAGE]\n"):format(name, tostring(sub)))
+      local s = {}
+      for k in pairs(cmd.subs) do s[#s + 1] = k end
+      table.sort(s)
+      io.stderr:write(("payhsm %s: unknown subcommand %s (expected one of: %s) [CLI_USAGE]\n"):format(name,
+        sub:match("^[%w_-]+$") and #sub <= 20 and ("'" .. sub .. "'") or "(not shown)", table.concat(s, ", ")))
       return 2
     end
     args = { compat.unpack(args, 2) }
   end
+  local where = name .. (sub and (" " .. sub) or "")
+  local opts
   local ok, result = pcall(function()
-    local opts = parse(args, cmd)
-    if opts.help then return { help = true } end
+    opts = parse(args, cmd, sub, where)
     return { out = cmd.run(opts, sub), text = opts.text }
   end)
   if not ok then
     local e = result
-    local msg, code = tostring(e), "CLI_ERROR"
-    if getmetatable(e) == Fail then msg, code = e.msg, e.code end
-    io.stderr:write(("payhsm %s%s: %s [%s]\n"):format(name, sub and (" " .. sub) or "", msg:gsub("\n.*", ""), code))
+    local msg, code = cliutil.clean(e), "CLI_USAGE"
+    if getmetatable(e) == cliutil.Fail then msg, code = e.msg, e.code end
+    if type(e) == "table" and e.result then
+      io.stdout:write(opts and opts.text and text_of(e.result) or util.json(e.result), "\n")
+    end
+    io.stderr:write(("payhsm %s: %s [%s]\n"):format(where, (msg:gsub("\n.*", "")), code))
     return code == "CLI_USAGE" and 2 or 1
   end
-  if result.help then
-    io.stdout:write(help(name, cmd), "\n")
-    return 0
-  end
-  io.stdout:write(result.text and text_of(result.out) or (result.out.raw or util.json(result.out)), "\n")
+  -- with --out -, stdout carries the key line alone; the JSON goes to stderr
+  local sink = opts.out == "-" and io.stderr or io.stdout
+  sink:write(result.text and text_of(result.out) or (result.out.raw or util.json(result.out)), "\n")
   return 0
 end
 

@@ -12,12 +12,14 @@
 -- is kept open and reused; a request on a connection the server closed is retried once
 -- on a new one.
 local socket = require "socket"
+local util = require "payhsm.util"
 
 local M = {}
 local Client = {}
 Client.__index = Client
 
 function M.new(opts)
+  util.checkfields(opts, "http_client.new", { "host", "port", "timeout", "tls" })
   assert(type(opts) == "table" and opts.host and opts.port, "http_client.new{host=, port=}")
   return setmetatable({ opts = opts, conn = nil }, Client)
 end

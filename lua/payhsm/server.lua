@@ -6,6 +6,8 @@
 -- for the 403, 413 and 500 answers payhsm.http gives itself). No key bytes,
 -- bodies or credentials are logged.
 local http = require "payhsm.http"
+local core = require "payhsm.core"
+local util = require "payhsm.util"
 
 local M = {}
 
@@ -28,18 +30,41 @@ function M.redact(text)
   end))
 end
 
---- Loads a config file: a Lua chunk returning a table.
+-- path made relative to dir (unless absolute or dir is "").
+local function beside(dir, path)
+  if type(path) ~= "string" or path:sub(1, 1) == "/" or dir == "" then return path end
+  return dir .. path
+end
+
+--- Loads a config file: a Lua chunk returning a table. The file paths in it (tls.cert,
+-- tls.key, tls.client_ca, store.path, webhook_cafile) are relative to the config file's
+-- directory, not to the working directory.
 function M.load_config(path)
   local chunk, err = loadfile(path, "t")
   if not chunk then error("config: " .. M.redact(err), 0) end
   local ok, cfg = pcall(chunk)
   if not ok then error("config: " .. M.redact(cfg), 0) end
   if type(cfg) ~= "table" then error("config: " .. path .. " must return a table", 0) end
+  local dir = path:match("^(.*/)") or ""
+  if type(cfg.tls) == "table" then
+    local tls = {}
+    for k, v in pairs(cfg.tls) do tls[k] = v end
+    tls.cert, tls.key, tls.client_ca = beside(dir, tls.cert), beside(dir, tls.key), beside(dir, tls.client_ca)
+    cfg.tls = tls
+  end
+  if type(cfg.store) == "table" and cfg.store.path then
+    local store = {}
+    for k, v in pairs(cfg.store) do store[k] = v end
+    store.path = beside(dir, store.path)
+    cfg.store = store
+  end
+  cfg.webhook_cafile = beside(dir, cfg.webhook_cafile)
   return cfg
 end
 
 --- Opens the store a config names: {backend = "memory" | "sqlite" | "redis", path =, url =}.
 function M.open_store(cfg, default_backend, clock)
+  util.checkfields(cfg, "config store", { "backend", "path", "url", "prefix" })
   cfg = cfg or {}
   local backend = cfg.backend or default_backend or "memory"
   if backend == "memory" then
@@ -77,6 +102,7 @@ end
 --- Starts SYSTEM with the config table; returns the http server and the application.
 -- opts: default_store ("sqlite" for serve, "memory" otherwise), log = function(line), quiet.
 function M.start(system, cfg, opts)
+  util.checkfields(opts, "server.start", { "default_store", "log", "quiet" })
   opts = opts or {}
   local modname = M.systems[system]
   if not modname then error("serve: unknown system '" .. tostring(system) .. "' (gateway, pos, mupk)", 0) end
@@ -105,13 +131,15 @@ function M.start(system, cfg, opts)
   local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
   local srv = http.new { host = host, port = port, tls = tls, handler = handler, quiet = opts.quiet,
     on_error = function(e) log("handler error: " .. tostring(e)) end, on_refused = refused }
-  return srv, app
+  return srv, app, app_cfg.store
 end
 
---- Serves forever (until the process is stopped).
+--- Serves until SIGINT or SIGTERM: then finishes the request in hand, stops listening,
+-- closes the store, logs a line saying so and returns (bin/payhsm then exits 0).
 function M.serve(system, config_path)
   local cfg = M.load_config(config_path)
-  local srv, app = M.start(system, cfg, { default_store = "sqlite" })
+  local srv, app, store = M.start(system, cfg, { default_store = "sqlite" })
+  core.catch_signals { "INT", "TERM" }
   io.stderr:write(("payhsm %s listening on %s://%s:%d\n"):format(system, cfg.tls and "https" or "http",
     (M.parse_listen(cfg.listen or "127.0.0.1:8443")), srv:port()))
   io.stderr:flush()
@@ -120,6 +148,14 @@ function M.serve(system, config_path)
   local interval, last = tonumber(cfg.tick_interval) or 1, 0
   while true do
     srv:run_once(app.tick and math.floor(interval * 1000) or 1000)
+    local sig = core.caught_signal()
+    if sig then
+      srv:close()
+      if store and store.close then pcall(store.close, store) end
+      io.stderr:write(("%s payhsm %s stopped on SIG%s\n"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), system, sig))
+      io.stderr:flush()
+      return
+    end
     if app.tick and os.time() - last >= interval then
       last = os.time()
       local ok, err = pcall(app.tick, app)

@@ -184,9 +184,27 @@ function M.format_time(t)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
 end
 
+--- checkfields(t, fn, allowed): raises "fn: unknown option 'x' (expected one of: a, b)" when
+-- the table t has a field not in the list allowed, as payhsm_checkfields does for the C
+-- functions, so a misspelt option is an error instead of a silently different result.
+function M.checkfields(t, fn, allowed)
+  if type(t) ~= "table" then return t end
+  for k in pairs(t) do
+    local known = false
+    for _, a in ipairs(allowed) do
+      if a == k then known = true break end
+    end
+    if not known then
+      error(("%s: unknown option '%s' (expected one of: %s)"):format(fn, tostring(k), table.concat(allowed, ", ")), 3)
+    end
+  end
+  return t
+end
+
 --- "2025-12-13T14:25:30Z" -> seconds since the epoch, or nil. opts.fraction accepts
 -- (and drops) fractional seconds ("…:30.250Z"); opts.leap accepts second 60.
 function M.parse_time(s, opts)
+  M.checkfields(opts, "parse_time", { "fraction", "leap" })
   if type(s) ~= "string" then return nil end
   opts = opts or {}
   local y, mo, d, h, mi, se, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$")

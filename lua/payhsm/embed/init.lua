@@ -13,6 +13,8 @@
 -- (nginx workers): a memory store would then be one private store per process (a key
 -- imported through one worker unknown to the next), so it is refused; sqlite (several
 -- processes may share the file) and redis are shared.
+local util = require "payhsm.util"
+
 local M = {}
 local apps = {}
 
@@ -20,6 +22,7 @@ local apps = {}
 --- The application for (system, config path), built on first use in this process.
 -- opts.log receives the application's log lines (default: stderr).
 function M.app(system, config_path, opts)
+  util.checkfields(opts, "embed.app", { "log", "log_error", "shared" })
   opts = opts or {}
   local key = tostring(system) .. "\0" .. tostring(config_path)
   if not apps[key] then

@@ -30,6 +30,8 @@ Client.__index = Client
 local USAGE = { PIN = "P0", PAN = "D0" }
 
 function M.new(opts)
+  util.checkfields(opts, "gateway.client.new", { "zmks", "kcv_algorithm", "transport", "http", "user", "password",
+    "sleep", "attempts", "backoff" })
   assert(type(opts) == "table", "gateway.client.new{...}")
   local self = setmetatable({ opts = opts, zmks = opts.zmks or {}, kcv_algorithm = opts.kcv_algorithm or "CMAC" },
     Client)

@@ -178,6 +178,8 @@ end
 
 --- Builds a gateway from its config (see the header). Raises on a broken config.
 function M.new(cfg)
+  util.checkfields(cfg, "gateway config", { "master_keys", "basic_auth", "storage_key", "min_import_interval",
+    "gateway_keys", "listen", "tls", "tick_interval", "store", "log", "clock" })
   assert(type(cfg) == "table", "gateway.new(config)")
   assert(type(cfg.master_keys) == "table" and #cfg.master_keys > 0, "gateway: config needs master_keys")
   assert(type(cfg.basic_auth) == "table" and next(cfg.basic_auth),

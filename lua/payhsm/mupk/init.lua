@@ -91,6 +91,9 @@ M.format_time = util.format_time
 -- ---- construction ------------------------------------------------------------------------
 
 function M.new(cfg)
+  util.checkfields(cfg, "mupk config", { "storage_key", "merchants", "key_lifetime", "max_key_lifetime",
+    "max_offline_amount", "webhook_url", "webhook_hours", "webhook_retry", "webhook_timeout", "webhook_cafile",
+    "webhook_pump", "webhook_post", "basic_auth", "listen", "tls", "tick_interval", "store", "log", "clock" })
   cfg = cfg or {}
   local clock = cfg.clock or os.time
   local self = setmetatable({

@@ -37,6 +37,8 @@ local DAY = 86400
 local function parse_time(s) return require("payhsm.mupk").parse_time(s) end
 
 function M.new(opts)
+  util.checkfields(opts, "merchant.new", { "merchant_id", "service", "clock", "valid", "auto_rotate",
+    "rotate_before", "offline_limit", "on_notice" })
   assert(type(opts) == "table" and type(opts.merchant_id) == "string", "merchant.new{merchant_id=, service=}")
   assert(opts.service and opts.service.handle, "merchant.new: service must have :handle(req)")
   return setmetatable({
@@ -80,6 +82,7 @@ end
 --- Requests a new key pair (POST /security/v1/keys/generate). opts (payhsm's, optional):
 -- {validFrom =, validTo =} to ask for a particular window. Returns the key or nil, error body.
 function Merchant:request_key(opts)
+  util.checkfields(opts, "merchant:request_key", { "validFrom", "validTo" })
   local body = { merchantDetails = { merchantId = self.id } }
   if opts then body.asymmetricKeyDetails = { validFrom = opts.validFrom, validTo = opts.validTo } end
   local resp, doc = self:_call("/security/v1/keys/generate", body)

@@ -28,6 +28,7 @@
 -- resolver (as curl's --resolve); the Host header, SNI and the certificate check still use
 -- the URL's host.
 local socket = require "socket"
+local util = require "payhsm.util"
 
 local M = {}
 
@@ -210,6 +211,7 @@ end
 --- POSTs body to url; returns the HTTP status (a number), the answer's headers and body,
 -- or nil, error, "not_sent" | "ambiguous".
 function M.post(url, body, headers, opts)
+  util.checkfields(opts, "webhook.post", { "cafile", "pump", "resolve", "timeout" })
   opts = opts or {}
   local scheme, host, port, path = M.parse_url(url)
   if not scheme then return nil, "bad webhook URL", "not_sent" end

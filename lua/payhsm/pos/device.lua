@@ -46,6 +46,8 @@ M.INSTALL_ORDER = {
 }
 
 function M.new(opts)
+  util.checkfields(opts, "pos.device.new", { "device_id", "zmk", "attestation_key", "http", "transport", "clock",
+    "log", "firmware_version", "auto_renew", "renew_before_seconds" })
   assert(type(opts) == "table", "pos.device.new{...}")
   assert(P.valid_device_id(opts.device_id), "device_id must be POS- and 8 hex characters")
   assert(hsm.key.is_key(opts.zmk), "zmk: the pre-provisioned zone master key")
@@ -390,6 +392,7 @@ end
 -- ISO format 4 under the TPK, and for chip / contactless the card's ARQC. Returns the
 -- request and the EMV values, or nil, message, code (CARD_ATC_EXHAUSTED).
 function Device:charge_request(p)
+  util.checkfields(p, "device:charge", { "card", "amount", "currency", "entry_mode", "pin", "request_id" })
   local card = assert(p.card, "charge{card =}")
   local pan_iv = hsm.random(16)
   local req = {}

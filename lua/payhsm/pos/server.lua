@@ -139,6 +139,9 @@ end
 
 --- Builds the server from its config (see the header). Raises on a broken config.
 function M.new(cfg)
+  util.checkfields(cfg, "pos config", { "storage_key", "registration_kbpk", "devices", "merchant", "issuer",
+    "key_set_lifetime", "renew_before_seconds", "request_id_ttl", "chunk_size", "cache_size", "basic_auth", "listen",
+    "tls", "tick_interval", "store", "log", "clock" })
   cfg = cfg or {}
   local clock = cfg.clock or os.time
   local self = setmetatable({

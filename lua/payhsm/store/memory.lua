@@ -15,12 +15,14 @@
 --   store:close()
 -- Time comes from opts.clock (seconds, default os.time) so scenarios can advance it.
 local compat = require "payhsm.compat"
+local util = require "payhsm.util"
 
 local M = {}
 local Store = {}
 Store.__index = Store
 
 function M.new(opts)
+  util.checkfields(opts, "store.memory.new", { "clock" })
   opts = opts or {}
   return setmetatable({ data = {}, expires = {}, clock = opts.clock or os.time }, Store)
 end
@@ -82,6 +84,7 @@ function Store:ttl(key)
 end
 
 function Store:update(key, fn, opts)
+  util.checkfields(opts, "store:update", { "ttl" })
   local ttl = opts and opts.ttl
   check_ttl(ttl)
   local results = compat.pack(fn(self:_live(key)))

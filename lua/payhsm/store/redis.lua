@@ -15,6 +15,7 @@
 -- keeps its expiry across update (SET ... KEEPTTL, Redis 6.0 or later).
 local redis = require "payhsm.redis"
 local compat = require "payhsm.compat"
+local util = require "payhsm.util"
 
 local M = {}
 local Store = {}
@@ -49,6 +50,7 @@ end
 
 --- new{url =, prefix = "payhsm:", timeout_ms = 5000} -> store. Raises when Redis cannot be reached.
 function M.new(opts)
+  util.checkfields(opts, "store.redis.new", { "url", "prefix", "timeout_ms", "clock" })
   opts = opts or {}
   local host, port, db = M.parse_url(opts.url or "redis://127.0.0.1:6379/0")
   local conn, err = redis.connect(host, port, opts.timeout_ms or 5000)
@@ -102,6 +104,7 @@ end
 --- update(key, fn [, {ttl =}]) -> fn's extra results (see the top for the retry loop). A
 -- live key keeps its TTL (KEEPTTL) unless opts.ttl sets a new one (EX, in the same SET).
 function Store:update(key, fn, opts)
+  util.checkfields(opts, "store:update", { "ttl" })
   check_key(key)
   local ex = opts and opts.ttl and seconds(opts.ttl)
   local k = self.prefix .. key

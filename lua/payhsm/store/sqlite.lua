@@ -25,6 +25,7 @@
 -- and its hex decoding (the gateway's Get Key reads two rows per request).
 local luasql = require "luasql.sqlite3"
 local compat = require "payhsm.compat"
+local util = require "payhsm.util"
 
 local M = {}
 local Store = {}
@@ -85,6 +86,7 @@ local OPTIONS = { path = true, clock = true, busy_timeout_ms = true, sweep_inter
 --- new{path =, clock = os.time, busy_timeout_ms = 10000, sweep_interval = 60} -> store.
 -- Raises if the file cannot be opened, or on an unknown option.
 function M.new(opts)
+  util.checkfields(opts, "store.sqlite.new", { "path", "clock", "busy_timeout_ms" })
   opts = opts or {}
   for k in pairs(opts) do
     if not OPTIONS[k] then error("store.sqlite: unknown option '" .. tostring(k) .. "' (expected one of: busy_timeout_ms, clock, path, sweep_interval)", 2) end
@@ -200,6 +202,7 @@ end
 -- unless opts.ttl sets a new one; fn raising (or returning something that is not a
 -- string or nil) rolls back and re-raises.
 function Store:update(key, fn, opts)
+  util.checkfields(opts, "store:update", { "ttl" })
   check_key(key)
   local ttl = opts and opts.ttl
   assert(ttl == nil or (type(ttl) == "number" and ttl > 0 and ttl < math.huge),
