@@ -213,7 +213,7 @@ describe("bin/payhsm usage errors", function()
       :format(k, ("00"):rep(16)), "%-%-purpose is for zka derive, not mac")
     usage_error("bin/payhsm envelope seal --chunked=yes --key-identifier file:" .. k, "is a flag")
     usage_error(("bin/payhsm mac generate --key-identifier file:%s --generation-attributes CMAC --message-data 00 "
-      .. "--padding 3"):format(k), "padding")
+      .. "--padding 4"):format(k), "padding")
     usage_error("bin/payhsm frobnicate", "unknown command 'frobnicate' %(expected one of: run, repl, serve, arpc, arqc")
   end)
 

@@ -100,7 +100,7 @@ describe("mac", function()
       assert.has_error(function() hsm.mac.generate(k, "ISO9797_ALGORITHM1", "", { padding = 4 }) end)
       assert.has_error(function() hsm.mac.generate(k, "ISO9797_ALGORITHM1", "", { padding = 0 }) end)
       assert.has_error(function() hsm.mac.generate(k, "ISO9797_ALGORITHM1", "", { pading = 2 }) end,
-        "mac.generate: unknown option 'pading' (expected one of: padding, length)")
+        "mac.generate: unknown option 'pading' (expected one of: length, padding)")
       assert.has_error(function() hsm.mac.verify(k, "ISO9797_ALGORITHM1", "", "00000000", { lenght = 4 }) end)
     end)
 

@@ -68,7 +68,7 @@ describe("options tables", function()
 
   it("as2805 KEK validation", function()
     local kek = tdes { usage = "K0", mode = "B" }
-    refuses("as2805.kek_validation_request", "variantmask", "variant_mask, random_key_max_length, derive_algorithm",
+    refuses("as2805.kek_validation_request", "variantmask", "variant_mask, derive_algorithm, random_key_max_length",
       function() hsm.as2805.kek_validation_request(kek, { variantmask = "VARIANT_MASK_82C0" }) end)
     refuses("as2805.kek_validation_response", "mask", "variant_mask",
       function() hsm.as2805.kek_validation_response(kek, ("00"):rep(16), { variant_mask = "VARIANT_MASK_82", mask = 1 }) end)

@@ -100,10 +100,14 @@ return {
   end)
 
   it("stops on SIGINT too, and a busy port names the port and the reason", function()
-    local h = serve("gateway", root .. "/examples/gateway.conf.lua", dir, dir .. "/gw")
+    -- the example config, with its store in this spec's directory (a database left in /tmp
+    -- by another run may be under another local master key)
+    local example = read(root .. "/examples/gateway.conf.lua"):gsub('"/tmp/payhsm%-gateway%-demo%.db"', '"gw.db"')
+    write(dir .. "/gw.conf.lua", example)
+    local h = serve("gateway", dir .. "/gw.conf.lua", dir, dir .. "/gw")
     if not h.port then
       -- the example's port is taken on this machine: run it on a free one
-      write(dir .. "/gw.conf.lua", read(root .. "/examples/gateway.conf.lua"):gsub('"127%.0%.0%.1:8443"', '"127.0.0.1:0"'))
+      write(dir .. "/gw.conf.lua", (example:gsub('"127%.0%.0%.1:8443"', '"127.0.0.1:0"')))
       h = serve("gateway", dir .. "/gw.conf.lua", dir, dir .. "/gw")
     end
     assert(h.port, read(h.log))

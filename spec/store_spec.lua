@@ -284,7 +284,7 @@ describe("store", function()
     it("refuses an unknown option", function()
       local path = tmpdb()
       assert.has_error(function() require("payhsm.store.sqlite").new { path = path, sweep_intervall = 5 } end,
-        "store.sqlite: unknown option 'sweep_intervall' (expected one of: busy_timeout_ms, clock, path, sweep_interval)")
+        "store.sqlite.new: unknown option 'sweep_intervall' (expected one of: path, clock, busy_timeout_ms, sweep_interval)")
       rmdb(path)
     end)
 

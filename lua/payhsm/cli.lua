@@ -253,8 +253,10 @@ elseif cmd == "serve" then
     io.stderr:write(HELP.serve, "\n")
     os.exit(2)
   end
-  local ok, err = pcall(require("payhsm.server").serve, system, file)
-  if not ok then io.stderr:write("payhsm: ", tostring(err), "\n") os.exit(1) end
+  local server = require "payhsm.server"
+  local ok, err = pcall(server.serve, system, file)
+  -- a config error may quote key values (an unknown option named after one): redacted
+  if not ok then io.stderr:write("payhsm: ", server.redact(err), "\n") os.exit(1) end
   os.exit(0)
 elseif cmd and commands.commands[cmd] then
   os.exit(commands.main(cmd, { select(2, ...) }))

@@ -81,16 +81,11 @@ function Store:_rows(sql)
   return rows
 end
 
-local OPTIONS = { path = true, clock = true, busy_timeout_ms = true, sweep_interval = true }
-
 --- new{path =, clock = os.time, busy_timeout_ms = 10000, sweep_interval = 60} -> store.
 -- Raises if the file cannot be opened, or on an unknown option.
 function M.new(opts)
-  util.checkfields(opts, "store.sqlite.new", { "path", "clock", "busy_timeout_ms" })
+  util.checkfields(opts, "store.sqlite.new", { "path", "clock", "busy_timeout_ms", "sweep_interval" })
   opts = opts or {}
-  for k in pairs(opts) do
-    if not OPTIONS[k] then error("store.sqlite: unknown option '" .. tostring(k) .. "' (expected one of: busy_timeout_ms, clock, path, sweep_interval)", 2) end
-  end
   assert(type(opts.path) == "string", "store.sqlite: opts.path is required")
   local env = assert(luasql.sqlite3())
   local conn, err = env:connect(opts.path)
