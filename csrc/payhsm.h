@@ -185,6 +185,8 @@ void payhsm_zka_open(lua_State *L);
 void payhsm_envelope_open(lua_State *L);
 void payhsm_rotation_open(lua_State *L);
 void payhsm_rsa_open(lua_State *L);
+void payhsm_sigv4_open(lua_State *L);
+void payhsm_pki_open(lua_State *L);
 
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
