@@ -9,7 +9,7 @@ local http = require "payhsm.http"
 
 local M = {}
 
-M.systems = { gateway = "payhsm.gateway", pos = "payhsm.pos.server", mupk = "payhsm.mupk" }
+M.systems = { gateway = "payhsm.gateway", pos = "payhsm.pos.server", mupk = "payhsm.mupk", aws = "payhsm.aws.server" }
 
 local function readfile(path, what)
   local f, err = io.open(path, "rb")
