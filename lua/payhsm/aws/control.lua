@@ -132,7 +132,7 @@ function M.CreateKey(svc, input)
 end
 
 function M.GetKey(svc, input)
-  return { Key = svc.keys:describe(svc.keys:resolve(input.KeyIdentifier)) }
+  return errors.raw(svc.keys:describe_json(svc.keys:resolve(input.KeyIdentifier)))
 end
 
 -- NextToken: the last key ID of the previous page, base64url.

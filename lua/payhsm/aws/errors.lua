@@ -47,14 +47,31 @@ local function convert(v)
   return util.object(kv)
 end
 
-function M.json(v) return util.json(convert(v)) end
+local function has_array(v)
+  if type(v) ~= "table" then return false end
+  if getmetatable(v) == ARRAY then return true end
+  for _, x in pairs(v) do if type(x) == "table" and has_array(x) then return true end end
+  return false
+end
+
+local cjson = require "cjson"
+
+--- JSON text of a response table (cjson itself when no empty array can be met).
+function M.json(v)
+  if not has_array(v) then return cjson.encode(v) end
+  return util.json(convert(v))
+end
+
+--- A body already encoded as JSON text (e.g. a cached Key structure), for M.ok.
+local RAW = {}
+function M.raw(text) return setmetatable({ text = text }, RAW) end
 
 local CONTENT_TYPE = "application/x-amz-json-1.0"
 
 --- A 200 answer with a JSON body.
 function M.ok(body, request_id)
   return { status = 200, headers = { ["Content-Type"] = CONTENT_TYPE, ["x-amzn-RequestId"] = request_id },
-    body = M.json(body or {}) }
+    body = getmetatable(body) == RAW and body.text or M.json(body or {}) }
 end
 
 --- The answer to an AWS exception of `kind`.

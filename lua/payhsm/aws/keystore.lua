@@ -145,6 +145,16 @@ function KS:describe(rec)
   }
 end
 
+--- The JSON text of {"Key": describe(rec)}, kept on the (cached) record while its
+-- state cannot change by the clock alone.
+function KS:describe_json(rec)
+  local j = rec._json
+  if j then return j end
+  j = cjson.encode { Key = self:describe(rec) }
+  if rec.state ~= "DELETE_PENDING" then rec._json = j end
+  return j
+end
+
 --- The KeySummary of ListKeys.
 function KS:summary(rec)
   local d = self:describe(rec)

@@ -23,6 +23,7 @@ local function enc_char(c) return ("%%%02X"):format(c:byte()) end
 
 --- Percent-encodes s as SigV4 requires (upper-case hex); keep_slash leaves "/" alone.
 function M.uri_encode(s, keep_slash)
+  if s == "/" and keep_slash then return s end
   return (s:gsub(keep_slash and "[^%w%-%._~/]" or "[^%w%-%._~]", enc_char))
 end
 
@@ -30,6 +31,7 @@ end
 -- further: each name and value is decoded once and encoded again) or as a table
 -- {name = value | {values}}: pairs sorted by encoded name, then value.
 function M.canonical_query(q)
+  if q == nil or q == "" or (type(q) == "table" and next(q) == nil) then return "" end
   local pairs_ = {}
   if type(q) == "string" then
     for part in q:gmatch("[^&]+") do
@@ -60,7 +62,10 @@ local function canon_value(v)
     for i, x in ipairs(v) do t[i] = canon_value(x) end
     return table.concat(t, ",")
   end
-  return (tostring(v):gsub("^%s+", ""):gsub("%s+$", ""):gsub("%s+", " "))
+  v = tostring(v)
+  local first, last = v:byte(1), v:byte(-1)
+  if first ~= 32 and last ~= 32 and not v:find("[\t\r\n]") and not v:find("  ", 1, true) then return v end
+  return (v:gsub("^%s+", ""):gsub("%s+$", ""):gsub("%s+", " "))
 end
 
 --- The canonical request: method, canonical URI (already encoded as the signer wants
@@ -132,16 +137,21 @@ Verifier.__index = Verifier
 function M.verifier(credentials, region, service, opts)
   opts = opts or {}
   return setmetatable({ creds = credentials, region = region, service = service, skew = opts.skew or 300,
-    keys = {}, nkeys = 0 }, Verifier)
+    keys = {}, nkeys = 0, names_of = {}, n_names = 0 }, Verifier)
 end
 
 local function refuse(kind, message) return { type = kind, message = message } end
 
--- The date of "20150830T123600Z" in seconds since the epoch, or nil.
+-- The date of "20150830T123600Z" in seconds since the epoch, or nil (the last one
+-- parsed is remembered: clients send the same second many times).
+local last_amz, last_t
 local function parse_amz(s)
+  if s == last_amz then return last_t end
+  local t = nil
   local y, mo, d, h, mi, se = tostring(s):match("^(%d%d%d%d)(%d%d)(%d%d)T(%d%d)(%d%d)(%d%d)Z$")
-  if not y then return nil end
-  return require("payhsm.util").parse_time(("%s-%s-%sT%s:%s:%sZ"):format(y, mo, d, h, mi, se))
+  if y then t = require("payhsm.util").parse_time(("%s-%s-%sT%s:%s:%sZ"):format(y, mo, d, h, mi, se)) end
+  if t then last_amz, last_t = s, t end
+  return t
 end
 
 -- The signing key of (access key, date), derived once per day and kept (at most 64).
@@ -176,7 +186,11 @@ function Verifier:verify(req, now)
     return nil, refuse("IncompleteSignatureException", "Unsupported authorization type: " .. tostring(alg or auth:match("^%S*")))
   end
   local f = {}
-  for k, v in rest:gmatch("(%w+)=([^,%s]*)") do f[k] = v end
+  -- the form every SDK sends, in one match; anything else field by field
+  f.Credential, f.SignedHeaders, f.Signature = rest:match("^Credential=([^,%s]+),%s*SignedHeaders=([^,%s]+),%s*Signature=(%x+)$")
+  if not f.Credential then
+    for k, v in rest:gmatch("(%w+)=([^,%s]*)") do f[k] = v end
+  end
   for _, need in ipairs { "Credential", "SignedHeaders", "Signature" } do
     if not f[need] then
       return nil, refuse("IncompleteSignatureException", ("Authorization header requires '%s' parameter. "
@@ -217,8 +231,13 @@ function Verifier:verify(req, now)
     return nil, refuse("InvalidSignatureException", ("Signature not yet current: %s is still later than %s (%s + %d min.)")
       :format(amz, M.amz_date(now + self.skew), M.amz_date(now), self.skew / 60))
   end
-  local names = {}
-  for n in f.SignedHeaders:gmatch("[^;]+") do names[#names + 1] = n end
+  local names = self.names_of[f.SignedHeaders]
+  if not names then
+    names = {}
+    for n in f.SignedHeaders:gmatch("[^;]+") do names[#names + 1] = n end
+    if self.n_names >= 64 then self.names_of, self.n_names = {}, 0 end
+    self.names_of[f.SignedHeaders], self.n_names = names, self.n_names + 1
+  end
   local signed_host = false
   for _, n in ipairs(names) do if n == "host" then signed_host = true end end
   if not signed_host then
