@@ -261,6 +261,88 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
       Message = "Missing Authentication Token" }, cjson.decode(resp.body))
   end)
 
+  it("imports by key cryptogram and certificates, exports by key cryptogram (openssl decrypts it)", function()
+    -- an issuer's PKI made with the openssl command line: a root CA and a wrapping
+    -- certificate it signed, RSA-2048 both
+    local function sh(cmd) assert(os.execute("env -u LD_PRELOAD " .. cmd .. " >/dev/null 2>&1"), cmd) end
+    sh(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=issuer-root -keyout %s/root.key -out %s/root.pem")
+      :format(dir, dir))
+    sh(("openssl req -newkey rsa:2048 -nodes -subj /CN=issuer-wrap -keyout %s/wrap.key -out %s/wrap.csr"):format(dir, dir))
+    sh(("openssl x509 -req -in %s/wrap.csr -CA %s/root.pem -CAkey %s/root.key -CAcreateserial -days 2 -out %s/wrap.pem")
+      :format(dir, dir, dir, dir))
+    local b64 = require("payhsm.util").b64encode
+    local root, wrap = b64(read(dir .. "/root.pem")), b64(read(dir .. "/wrap.pem"))
+    -- the AES-128 key of NIST SP 800-38B D.1 / FIPS 197 C.1 examples, as the issuer's key
+    local KEY = "2B7E151628AED2A6ABF7158809CF4F3C"
+    local kek_attrs = SYM("TR31_K0_KEY_ENCRYPTION_KEY", "AES_128", CIPHER)
+    local r = sdk(srv.port, {
+      { sdk = "v3", op = "GetParametersForImport", input = { KeyMaterialType = "KEY_CRYPTOGRAM",
+        WrappingKeyAlgorithm = "RSA_2048" } },                                                             -- 0
+      { sdk = "node", op = "oaepEncrypt", input = { Certificate = "$0.WrappingKeyCertificate", KeyHex = KEY,
+        Hash = "sha256" } },                                                                                -- 1
+      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { KeyCryptogram = { KeyAttributes = kek_attrs,
+        Exportable = true, WrappedKeyCryptogram = "$1.Cryptogram", ImportToken = "$0.ImportToken" } } } },   -- 2
+      { sdk = "node", op = "oaepEncrypt", input = { Certificate = "$0.WrappingKeyCertificate", KeyHex = KEY,
+        Hash = "sha512" } },                                                                                -- 3
+      { sdk = "v2", op = "ImportKey", input = { KeyMaterial = { KeyCryptogram = { KeyAttributes = kek_attrs,
+        Exportable = false, WrappedKeyCryptogram = "$3.Cryptogram", ImportToken = "$0.ImportToken",
+        WrappingSpec = "RSA_OAEP_SHA_512" } } } },                                                         -- 4
+      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { RootCertificatePublicKey = { KeyAttributes = {
+        KeyUsage = "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE", KeyClass = "PUBLIC_KEY", KeyAlgorithm = "RSA_2048",
+        KeyModesOfUse = { Verify = true } }, PublicKeyCertificate = root } } } },                          -- 5
+      { sdk = "v2", op = "ImportKey", input = { KeyMaterial = { TrustedCertificatePublicKey = { KeyAttributes = {
+        KeyUsage = "TR31_D1_ASYMMETRIC_KEY_FOR_DATA_ENCRYPTION", KeyClass = "PUBLIC_KEY", KeyAlgorithm = "RSA_2048",
+        KeyModesOfUse = { Encrypt = true, Wrap = true } }, PublicKeyCertificate = wrap,
+        CertificateAuthorityPublicKeyIdentifier = "$5.Key.KeyArn" } } } },                                 -- 6
+      { sdk = "v3", op = "ExportKey", input = { ExportKeyIdentifier = "$2.Key.KeyArn", KeyMaterial = {
+        KeyCryptogram = { CertificateAuthorityPublicKeyIdentifier = "$5.Key.KeyArn", WrappingKeyCertificate = wrap,
+        WrappingSpec = "RSA_OAEP_SHA_256" } } } },                                                         -- 7
+      { sdk = "v3", op = "ExportKey", input = { ExportKeyIdentifier = "$4.Key.KeyArn", KeyMaterial = {
+        KeyCryptogram = { CertificateAuthorityPublicKeyIdentifier = "$5.Key.KeyArn", WrappingKeyCertificate = wrap } } } }, -- 8
+      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { KeyCryptogram = { KeyAttributes = kek_attrs,
+        Exportable = true, WrappedKeyCryptogram = "$1.Cryptogram", ImportToken = "import-token-aaaaaaaaaaaaaaaa" } } } }, -- 9
+      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { Tr34KeyBlock = {
+        CertificateAuthorityPublicKeyIdentifier = "$5.Key.KeyArn", SigningKeyCertificate = wrap,
+        ImportToken = "$0.ImportToken", WrappedKeyBlock = "00", KeyBlockFormat = "X9_TR34_2012" } } } },   -- 10
+      { sdk = "v2", op = "ExportKey", input = { ExportKeyIdentifier = "$2.Key.KeyArn", KeyMaterial = {
+        Tr34KeyBlock = { CertificateAuthorityPublicKeyIdentifier = "$5.Key.KeyArn", WrappingKeyCertificate = wrap,
+        ExportToken = "export-token-aaaaaaaaaaaaaaaa", KeyBlockFormat = "X9_TR34_2012" } } } },          -- 11
+      { sdk = "v3", op = "GetPublicKeyCertificate", input = { KeyIdentifier = "$6.Key.KeyArn" } },         -- 12
+    })
+    for i = 1, 8 do assert.is_true(r[i].ok, ("step %d: %s"):format(i - 1, cjson.encode(r[i]))) end
+    local hsm = require "payhsm"
+    local want_kcv = hsm.kcv(hsm.key.import("AES_128", KEY), "CMAC")
+    assert.equal(want_kcv, r[3].output.Key.KeyCheckValue)
+    assert.equal("EXTERNAL", r[3].output.Key.KeyOrigin)
+    assert.equal(want_kcv, r[5].output.Key.KeyCheckValue)
+    assert.is_false(r[5].output.Key.Exportable)
+    assert.equal("PUBLIC_KEY", r[6].output.Key.KeyAttributes.KeyClass)
+    assert.equal("PUBLIC_KEY", r[7].output.Key.KeyAttributes.KeyClass)
+    -- the exported cryptogram decrypts to the key under the issuer's own private key
+    local wk = r[8].output.WrappedKey
+    assert.equal("KEY_CRYPTOGRAM", wk.WrappedKeyMaterialFormat)
+    assert.equal(want_kcv, wk.KeyCheckValue)
+    local f = assert(io.open(dir .. "/cryptogram.bin", "wb"))
+    f:write(require("payhsm.util").hex_to_bin(wk.KeyMaterial))
+    f:close()
+    sh(("openssl pkeyutl -decrypt -inkey %s/wrap.key -in %s/cryptogram.bin -out %s/clear.bin -pkeyopt "
+      .. "rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256"):format(dir, dir, dir))
+    assert.equal(KEY, (read(dir .. "/clear.bin"):gsub(".", function(c) return ("%02X"):format(c:byte()) end)))
+    os.remove(dir .. "/clear.bin")
+    -- a key imported as not exportable stays inside
+    assert.equal("ValidationException", r[9].name)
+    assert.matches("is not exportable", r[9].message)
+    assert.equal("ValidationException", r[10].name)
+    assert.matches("ImportToken is not valid", r[10].message)
+    assert.equal("ValidationException", r[11].name)
+    assert.equal("KeyMaterial Tr34KeyBlock (TR-34 import) is not supported yet by this implementation", r[11].message)
+    assert.equal("ValidationException", r[12].name)
+    assert.equal("KeyMaterial Tr34KeyBlock (TR-34 export) is not supported yet by this implementation", r[12].message)
+    assert.is_true(r[13].ok)
+    assert.equal(read(dir .. "/wrap.pem"), require("payhsm.util").b64decode(r[13].output.KeyCertificate))
+    assert.equal(read(dir .. "/root.pem"), require("payhsm.util").b64decode(r[13].output.KeyCertificateChain))
+  end)
+
   it("keeps keys, aliases, tags and states across a restart (sqlite)", function()
     local r = sdk(srv.port, {
       { sdk = "v3", op = "CreateKey", input = { Exportable = true, Tags = { { Key = "a", Value = "1" } },

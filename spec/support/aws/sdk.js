@@ -83,6 +83,19 @@ async function runV3(step, input) {
   }
 }
 
+// {sdk: "node", op: "oaepEncrypt", input: {Certificate (base64 PEM, as AWS gives it), KeyHex,
+// Hash: "sha256" | "sha512"}} -> {Cryptogram: upper-case hex}: the key cryptogram an issuer
+// makes with Node's own crypto (OpenSSL through Node), RSAES-OAEP, MGF1 with the same hash.
+function nodeStep(step, input) {
+  const crypto = require('crypto');
+  if (step.op !== 'oaepEncrypt') throw new Error('unknown node step ' + step.op);
+  const pem = Buffer.from(input.Certificate, 'base64').toString('latin1');
+  const key = new crypto.X509Certificate(pem).publicKey;
+  const out = crypto.publicEncrypt({ key, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash: input.Hash },
+    Buffer.from(input.KeyHex, 'hex'));
+  return { ok: true, output: { Cryptogram: out.toString('hex').toUpperCase() } };
+}
+
 async function main() {
   let text = '';
   for await (const chunk of process.stdin) text += chunk;
@@ -90,7 +103,8 @@ async function main() {
   const results = [];
   for (const step of steps) {
     const input = resolve(step.input || {}, results);
-    results.push(step.sdk === 'v2' ? await runV2(step, input) : await runV3(step, input));
+    if (step.sdk === 'node') results.push(nodeStep(step, input));
+    else results.push(step.sdk === 'v2' ? await runV2(step, input) : await runV3(step, input));
   }
   process.stdout.write(JSON.stringify(results));
 }
