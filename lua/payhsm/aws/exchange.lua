@@ -156,7 +156,7 @@ local function import_tr31(svc, input, m)
   kbpk:close()
   if not key then
     raise("ValidationException", "WrappedKeyBlock does not unwrap under the wrapping key: " ..
-      tostring(header):gsub("^[%w%.]+: ", ""))
+      tostring(header):gsub("^[%w%._]+: ", ""))
   end
   local usage = rules.usage_name(header.usage)
   local attrs = { KeyUsage = usage or header.usage, KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = key.algorithm,
@@ -193,7 +193,7 @@ local function import_cryptogram(svc, input, m)
     control.tr31_attrs(attrs, m.Exportable))
   priv:close()
   if not key then
-    raise("ValidationException", "WrappedKeyCryptogram: " .. tostring(msg):gsub("^[%w%.]+: ", ""))
+    raise("ValidationException", "WrappedKeyCryptogram: " .. tostring(msg):gsub("^[%w%._]+: ", ""))
   end
   local kcv_alg = control.kcv_algorithm(attrs.KeyAlgorithm, input.KeyCheckValueAlgorithm)
   local rec = control.new_record(svc, attrs, { exportable = m.Exportable, enabled = input.Enabled, tags = input.Tags,
@@ -243,7 +243,7 @@ local function export_tr31(svc, rec, key, m)
   local block, msg = hsm.tr31.wrap(kbpk, key, header)
   kbpk:close()
   if not block then raise("ValidationException", "The key cannot be exported in this key block: " ..
-    tostring(msg):gsub("^[%w%.]+: ", "")) end
+    tostring(msg):gsub("^[%w%._]+: ", "")) end
   return { WrappingKeyArn = svc.keys:arn(kek_rec.id), WrappedKeyMaterialFormat = "TR31_KEY_BLOCK",
     KeyMaterial = block }
 end
@@ -260,7 +260,7 @@ local function export_cryptogram(svc, key, m)
   end
   local spec = (m.WrappingSpec or "RSA_OAEP_SHA_256"):match("SHA_%d+$")
   local hex, msg = core.pki.oaep_wrap(cert.public_key, key, spec)
-  if not hex then raise("ValidationException", tostring(msg):gsub("^[%w%.]+: ", "")) end
+  if not hex then raise("ValidationException", tostring(msg):gsub("^[%w%._]+: ", "")) end
   return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "KEY_CRYPTOGRAM", KeyMaterial = hex }
 end
 
