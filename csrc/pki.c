@@ -69,8 +69,8 @@ static int set_cn(X509_NAME *name, const char *cn) {
   return X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
 }
 
-/* core.pki.certificate(signer, subject, opts) -> PEM. Every OpenSSL object is freed
- * before anything can raise. */
+/* core.pki.certificate(signer, subject, opts) -> PEM
+ * (see the top for opts). Every OpenSSL object is freed before anything can raise. */
 static int l_certificate(lua_State *L) {
   static const char fn[] = "pki.certificate";
   static const char *const allowed[] = {"subject", "issuer", "ca", "usage", "days", "not_before", NULL};

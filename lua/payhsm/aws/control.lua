@@ -104,6 +104,7 @@ function M.tr31_attrs(attrs, exportable)
     exportability = exportable and "E" or "N" }
 end
 
+--- CreateKey: a new key of the attributes asked (AWS's combinations only): symmetric keys made at random and kept as a TR-31 block under the LMK, RSA key pairs with a certificate from the service's CA.
 function M.CreateKey(svc, input)
   local attrs = input.KeyAttributes
   M.check_attributes(attrs, "CreateKey")
@@ -131,6 +132,7 @@ function M.CreateKey(svc, input)
   return { Key = svc.keys:describe(rec) }
 end
 
+--- GetKey: the Key structure of a key ARN, alias or alias ARN.
 function M.GetKey(svc, input)
   return errors.raw(svc.keys:describe_json(svc.keys:resolve(input.KeyIdentifier)))
 end
@@ -152,6 +154,7 @@ local function page(items, token, max)
   return out, next_token
 end
 
+--- ListKeys: KeySummary list in key ID order, KeyState filter, MaxResults (1..100) and NextToken pages.
 function M.ListKeys(svc, input)
   local ids = {}
   for _, id in ipairs(svc.keys:ids()) do
@@ -178,6 +181,7 @@ local function change(svc, ident, fn)
   return { Key = svc.keys:describe(svc.keys:get(rec.id)) }
 end
 
+--- DeleteKey: DELETE_PENDING for DeleteKeyInDays (3..180, default 7), unusable until RestoreKey; DELETE_COMPLETE (gone) after.
 function M.DeleteKey(svc, input)
   local days = input.DeleteKeyInDays or M.DEFAULT_DELETE_DAYS
   return change(svc, input.KeyIdentifier, function(r, now)
@@ -188,6 +192,7 @@ function M.DeleteKey(svc, input)
   end)
 end
 
+--- RestoreKey: a DELETE_PENDING key back to CREATE_COMPLETE, disabled (StartKeyUsage enables it).
 function M.RestoreKey(svc, input)
   return change(svc, input.KeyIdentifier, function(r)
     if r.state ~= "DELETE_PENDING" then raise("ConflictException", "Key is not pending deletion") end
@@ -195,6 +200,7 @@ function M.RestoreKey(svc, input)
   end)
 end
 
+--- StartKeyUsage: enables a key (UsageStartTimestamp).
 function M.StartKeyUsage(svc, input)
   return change(svc, input.KeyIdentifier, function(r, now)
     if r.state ~= "CREATE_COMPLETE" then raise("ConflictException", "Key is " .. r.state) end
@@ -202,6 +208,7 @@ function M.StartKeyUsage(svc, input)
   end)
 end
 
+--- StopKeyUsage: disables a key (UsageStopTimestamp); a disabled key is refused for use.
 function M.StopKeyUsage(svc, input)
   return change(svc, input.KeyIdentifier, function(r, now)
     if r.state ~= "CREATE_COMPLETE" then raise("ConflictException", "Key is " .. r.state) end
@@ -217,6 +224,7 @@ local function key_arn_of(svc, arn)
   return svc.keys:arn(rec.id)
 end
 
+--- CreateAlias: a new alias, with or without a key (ConflictException when the name exists).
 function M.CreateAlias(svc, input)
   local arn = key_arn_of(svc, input.KeyArn)
   local alias = { AliasName = input.AliasName, KeyArn = arn }
@@ -227,6 +235,7 @@ function M.CreateAlias(svc, input)
   return { Alias = alias }
 end
 
+--- GetAlias: an alias and its key ARN.
 function M.GetAlias(svc, input)
   local alias = svc.keys:alias(input.AliasName)
   if not alias then
@@ -235,6 +244,7 @@ function M.GetAlias(svc, input)
   return { Alias = alias }
 end
 
+--- UpdateAlias: points an existing alias at another key (or at none).
 function M.UpdateAlias(svc, input)
   local arn = key_arn_of(svc, input.KeyArn)
   local alias = { AliasName = input.AliasName, KeyArn = arn }
@@ -247,6 +257,7 @@ function M.UpdateAlias(svc, input)
   return { Alias = alias }
 end
 
+--- DeleteAlias: removes an alias (its key stays).
 function M.DeleteAlias(svc, input)
   svc.keys:update_alias(input.AliasName, function(old)
     if not old then
@@ -257,6 +268,7 @@ function M.DeleteAlias(svc, input)
   return {}
 end
 
+--- ListAliases: aliases in name order, optionally of one KeyArn, in pages.
 function M.ListAliases(svc, input)
   local names = {}
   for _, name in ipairs(svc.keys:alias_names()) do
@@ -270,12 +282,14 @@ end
 
 -- ---- tags -----------------------------------------------------------------------------
 
+--- TagResource: adds or updates tags (at most 50 per key; keys starting with aws: are reserved).
 function M.TagResource(svc, input)
   local rec = svc.keys:resolve(input.ResourceArn)
   svc.keys:update(rec.id, function(r) r.tags = M.merge_tags(r.tags, input.Tags) end)
   return {}
 end
 
+--- UntagResource: removes the tags named by TagKeys.
 function M.UntagResource(svc, input)
   local rec = svc.keys:resolve(input.ResourceArn)
   local drop = {}
@@ -288,6 +302,7 @@ function M.UntagResource(svc, input)
   return {}
 end
 
+--- ListTagsForResource: a key's tags in key order, in pages.
 function M.ListTagsForResource(svc, input)
   local rec = svc.keys:resolve(input.ResourceArn)
   local keys, by = {}, {}

@@ -58,6 +58,7 @@ local function parameters(svc, kind, material, alg)
   return util.b64encode(cert), util.b64encode(ca_cert), tok, expires
 end
 
+--- GetParametersForImport: a fresh RSA wrapping key pair (certificate from the service's CA, base64 PEM, with the CA as chain) and an import token valid 7 days, for KEY_CRYPTOGRAM (and TR34_KEY_BLOCK) imports.
 function M.GetParametersForImport(svc, input)
   local mt = input.KeyMaterialType
   if mt ~= "KEY_CRYPTOGRAM" and mt ~= "TR34_KEY_BLOCK" then
@@ -68,6 +69,7 @@ function M.GetParametersForImport(svc, input)
     WrappingKeyAlgorithm = input.WrappingKeyAlgorithm, ImportToken = tok, ParametersValidUntilTimestamp = expires }
 end
 
+--- GetParametersForExport: a signing key pair (certificate, chain) and an export token, for TR34_KEY_BLOCK exports.
 function M.GetParametersForExport(svc, input)
   if input.KeyMaterialType ~= "TR34_KEY_BLOCK" then
     raise("ValidationException", "KeyMaterialType must be TR34_KEY_BLOCK for export parameters")
@@ -77,6 +79,7 @@ function M.GetParametersForExport(svc, input)
     SigningKeyAlgorithm = input.SigningKeyAlgorithm, ExportToken = tok, ParametersValidUntilTimestamp = expires }
 end
 
+--- GetPublicKeyCertificate: the certificate (base64 PEM) of an asymmetric key and its chain.
 function M.GetPublicKeyCertificate(svc, input)
   local rec = svc.keys:resolve(input.KeyIdentifier)
   if not rec.cert then
@@ -203,6 +206,7 @@ local function import_cryptogram(svc, input, m)
   return rec
 end
 
+--- ImportKey: RootCertificatePublicKey, TrustedCertificatePublicKey, Tr31KeyBlock (under a K0/K1 key of the service) or KeyCryptogram (RSA-OAEP under GetParametersForImport's key); Tr34KeyBlock and DiffieHellmanTr31KeyBlock are refused as not supported yet.
 function M.ImportKey(svc, input)
   local m = input.KeyMaterial
   local rec
@@ -264,6 +268,7 @@ local function export_cryptogram(svc, key, m)
   return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "KEY_CRYPTOGRAM", KeyMaterial = hex }
 end
 
+--- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; Tr34KeyBlock, DiffieHellmanTr31KeyBlock and ExportDukptInitialKey are refused as not supported yet.
 function M.ExportKey(svc, input)
   local m = input.KeyMaterial
   if m.Tr34KeyBlock then not_yet("KeyMaterial Tr34KeyBlock (TR-34 export)") end
