@@ -127,6 +127,33 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
     assert.equal(20, n_mine)
   end)
 
+  it("has the input members of @aws-sdk/client-payment-cryptography's types, required ones marked", function()
+    local dts = read(NODE_MODULES .. "/@aws-sdk/client-payment-cryptography/dist-types/models/models_0.d.ts")
+    assert.is_string(dts)
+    local n = 0
+    for op, shape in pairs(shapes.input) do
+      local body = dts:match("export interface " .. op .. "Input {(.-)\n}")
+      assert.is_string(body, op .. "Input not in the v3 types")
+      local members, required = {}, {}
+      for name, opt in body:gmatch("\n%s+([A-Z][%w]*)(%??):") do
+        members[#members + 1] = name
+        if opt == "" then required[#required + 1] = name end
+      end
+      local mine = {}
+      for name in pairs(shape.members) do mine[#mine + 1] = name end
+      table.sort(members)
+      table.sort(mine)
+      table.sort(required)
+      local req = {}
+      for _, r in ipairs(shape.required or {}) do req[#req + 1] = r end
+      table.sort(req)
+      assert.same(members, mine, op .. " members")
+      assert.same(required, req, op .. " required members")
+      n = n + 1
+    end
+    assert.equal(20, n)
+  end)
+
   for _, v in ipairs { "v3", "v2" } do
     it("answers every control-plane operation through SDK " .. v, function()
       local r = sdk(srv.port, all_operations(v, "alias/issuer-" .. v))

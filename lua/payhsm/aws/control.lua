@@ -108,6 +108,10 @@ end
 function M.CreateKey(svc, input)
   local attrs = input.KeyAttributes
   M.check_attributes(attrs, "CreateKey")
+  if input.DeriveKeyUsage then
+    raise("ValidationException", "DeriveKeyUsage applies to ECC key agreement keys (TR31_K3_ASYMMETRIC_KEY_FOR_KEY_"
+      .. "AGREEMENT), which are not supported yet by this implementation")
+  end
   local alg = attrs.KeyAlgorithm
   local rec
   if M.RSA_BITS[alg] then
