@@ -176,3 +176,111 @@ describe("payhsm.aws client against serve aws", function()
       "aws.new: unknown option 'endpiont'")
   end)
 end)
+
+describe("serve aws in process (payhsm.aws.server)", function()
+  local server = require "payhsm.aws.server"
+  local cjson = require "cjson"
+  local now = 1800000000
+  local svc = server.new { region = "us-east-1", account = "111122223333", credentials = { AKIDP = "p-secret" },
+    clock = function() return now end }
+  local function call(op, input, raw)
+    local req = sigv4.sign({ method = "POST", path = "/", body = raw or cjson.encode(input or {}), headers = {
+      host = "localhost", ["x-amz-target"] = "PaymentCryptographyControlPlane." .. op } },
+      { access_key = "AKIDP", secret_key = "p-secret", region = "us-east-1", service = "payment-cryptography",
+        time = now })
+    local resp = svc:handle(req)
+    return resp.status, cjson.decode(resp.body), resp
+  end
+  local CIPHER = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true }
+  local function new_key()
+    local st, out = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128", KeyModesOfUse = CIPHER } })
+    assert.equal(200, st)
+    return out.Key.KeyArn
+  end
+
+  it("pages ListKeys and ListAliases with MaxResults and NextToken", function()
+    local all = {}
+    for i = 1, 5 do
+      all[new_key()] = true
+      assert.equal(200, (call("CreateAlias", { AliasName = "alias/page-" .. i })))
+    end
+    local seen, token, pages = {}, nil, 0
+    repeat
+      local st, out = call("ListKeys", { MaxResults = 2, NextToken = token })
+      assert.equal(200, st)
+      assert.is_true(#out.Keys <= 2)
+      for _, k in ipairs(out.Keys) do
+        assert.is_nil(seen[k.KeyArn])
+        seen[k.KeyArn] = true
+      end
+      token, pages = out.NextToken, pages + 1
+    until not token
+    assert.same(all, seen)
+    assert.equal(3, pages)
+    local st, out = call("ListAliases", { MaxResults = 4 })
+    assert.equal(200, st)
+    assert.equal(4, #out.Aliases)
+    local _, rest = call("ListAliases", { NextToken = out.NextToken })
+    assert.equal(1, #rest.Aliases)
+    assert.equal("alias/page-5", rest.Aliases[1].AliasName)
+    assert.is_nil(rest.NextToken)
+  end)
+
+  it("keeps a deleted key pending for DeleteKeyInDays, then it is gone", function()
+    local arn = new_key()
+    local st, out = call("DeleteKey", { KeyIdentifier = arn, DeleteKeyInDays = 3 })
+    assert.equal(200, st)
+    assert.equal(now + 3 * 86400, out.Key.DeleteTimestamp)
+    local _, err = call("ExportKey", { ExportKeyIdentifier = arn, KeyMaterial = { Tr31KeyBlock = {
+      WrappingKeyIdentifier = arn } } })
+    assert.equal("ValidationException", err.__type)
+    assert.matches("is DELETE_PENDING$", err.message)
+    assert.equal("ConflictException", select(2, call("DeleteKey", { KeyIdentifier = arn })).__type)
+    now = now + 3 * 86400
+    st, err = call("GetKey", { KeyIdentifier = arn })
+    assert.equal(400, st)
+    assert.equal("ResourceNotFoundException", err.__type)
+    assert.equal(arn, err.ResourceId)
+    local _, listed = call("ListKeys", { KeyState = "DELETE_COMPLETE" })
+    assert.equal(arn, listed.Keys[#listed.Keys].KeyArn)
+  end)
+
+  it("answers unknown operations, bodies that are not JSON objects and unsupported algorithms as AWS", function()
+    local st, err, resp = call("CreateWidget", {})
+    assert.same({ 400, "UnknownOperationException" }, { st, err.__type })
+    assert.equal("UnknownOperationException", resp.headers["x-amzn-ErrorType"])
+    st, err = call("GetKey", nil, "[1, 2")
+    assert.same({ 400, "SerializationException" }, { st, err.__type })
+    for _, alg in ipairs { "HMAC_SHA224", "ECC_NIST_P256" } do
+      local usage = alg == "HMAC_SHA224" and "TR31_M7_HMAC_KEY" or "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE"
+      st, err = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = usage, KeyAlgorithm = alg,
+        KeyClass = alg == "HMAC_SHA224" and "SYMMETRIC_KEY" or "ASYMMETRIC_KEY_PAIR",
+        KeyModesOfUse = alg == "HMAC_SHA224" and { Generate = true, Verify = true } or { Sign = true, Verify = true } } })
+      assert.equal("ValidationException", err.__type)
+      assert.equal("KeyAlgorithm " .. alg .. " is not supported by this implementation yet", err.message)
+    end
+    st, err = call("CreateKey", { Exportable = true, KeyCheckValueAlgorithm = "HMAC", KeyAttributes = {
+      KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128",
+      KeyModesOfUse = CIPHER } })
+    assert.equal("KeyCheckValueAlgorithm HMAC does not fit a AES_128 key", err.message)
+  end)
+end)
+
+describe("payhsm.aws over HTTPS (tls as for the other servers)", function()
+  it("signs and verifies through TLS, the server certificate checked", function()
+    local keys = require("spec.support.pki").make()
+    local srv = serve.start("aws", ([[{listen = "127.0.0.1:0", region = "us-east-1", account = "111122223333",
+      credentials = {AKIDTLS = "tls-secret"}, store = {backend = "memory"}, tls = {cert = %q, key = %q}}]])
+      :format(keys.path("server.pem"), keys.path("server.key")))
+    local pc = require("payhsm.aws").new { endpoint = "https://127.0.0.1:" .. srv.port, region = "us-east-1",
+      access_key = "AKIDTLS", secret_key = "tls-secret", tls = { cafile = keys.path("ca.pem") } }
+    local out, err = pc:ListKeys {}
+    pc:close()
+    srv.stop()
+    srv.cleanup()
+    os.execute("rm -rf " .. keys.dir)
+    assert.is_nil(err)
+    assert.same({}, out.Keys)
+  end)
+end)
