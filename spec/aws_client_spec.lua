@@ -284,3 +284,52 @@ describe("payhsm.aws over HTTPS (tls as for the other servers)", function()
     assert.same({}, out.Keys)
   end)
 end)
+
+describe("payhsm.aws.shapes.validate", function()
+  local shapes = require "payhsm.aws.shapes"
+  local PREFIX = "1 validation error detected: Value at '"
+  -- constraints from the AWS Payment Cryptography Control Plane API reference
+  local cases = {
+    { "GetKey", {}, "keyIdentifier' failed to satisfy constraint: Member must not be null" },
+    { "GetKey", { KeyIdentifier = "alias/" }, "keyIdentifier' failed to satisfy constraint: Member must have length "
+      .. "greater than or equal to 7" },
+    { "GetKey", { KeyIdentifier = "key/abcdefghijklmnop" }, "keyIdentifier' failed to satisfy constraint: Member must "
+      .. "satisfy regular expression pattern: arn:aws:payment-cryptography:[a-z]{2}-[a-z]{1,16}-[0-9]+:[0-9]{12}:"
+      .. "(key/[0-9a-zA-Z]{16,64}|alias/[a-zA-Z0-9/_-]+)$|^alias/[a-zA-Z0-9/_-]+" },
+    { "GetKey", { KeyIdentifier = 12 }, "keyIdentifier' failed to satisfy constraint: Member must be a string" },
+    { "DeleteKey", { KeyIdentifier = "alias/abc", DeleteKeyInDays = 181 }, "deleteKeyInDays' failed to satisfy "
+      .. "constraint: Member must have value less than or equal to 180" },
+    { "ListKeys", { MaxResults = 0 }, "maxResults' failed to satisfy constraint: Member must have value greater than "
+      .. "or equal to 1" },
+    { "ListKeys", { KeyState = "GONE" }, "keyState' failed to satisfy constraint: Member must satisfy enum value set: "
+      .. "[CREATE_IN_PROGRESS, CREATE_COMPLETE, DELETE_PENDING, DELETE_COMPLETE]" },
+    { "CreateKey", { Exportable = "yes", KeyAttributes = { KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128", KeyModesOfUse = {} } },
+      "exportable' failed to satisfy constraint: Member must be a boolean" },
+    { "CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128" } },
+      "keyAttributes.keyModesOfUse' failed to satisfy constraint: Member must not be null" },
+    { "TagResource", { ResourceArn = "arn:aws:payment-cryptography:us-east-1:111122223333:key/abcdefghijklmnop",
+      Tags = { { Value = "x" } } }, "tags.1.key' failed to satisfy constraint: Member must not be null" },
+    { "ImportKey", { KeyMaterial = { Tr31KeyBlock = { WrappingKeyIdentifier = "alias/kek", WrappedKeyBlock = "D0" } } },
+      "keyMaterial.tr31KeyBlock.wrappedKeyBlock' failed to satisfy constraint: Member must have length greater "
+      .. "than or equal to 56" },
+    { "ImportKey", { KeyMaterial = {} }, "keyMaterial' failed to satisfy constraint: Member must have exactly one of "
+      .. "its members set (a union)" },
+    { "CreateAlias", { AliasName = "alias/has space" }, "aliasName' failed to satisfy constraint: Member must satisfy "
+      .. "regular expression pattern: alias/[a-zA-Z0-9/_-]+" },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1] .. ": " .. c[3]:match("^[^']*"), function()
+      local ok, msg = shapes.validate(c[1], c[2])
+      assert.is_nil(ok)
+      assert.equal(PREFIX .. c[3], msg)
+    end)
+  end
+  it("accepts key ARNs, alias names and alias ARNs", function()
+    for _, id in ipairs { "alias/issuer-kek", "arn:aws:payment-cryptography:us-east-1:111122223333:key/abcdefghijklmnop",
+      "arn:aws:payment-cryptography:eu-central-1:111122223333:alias/a/b_c-d" } do
+      assert.is_true(shapes.validate("GetKey", { KeyIdentifier = id }))
+    end
+  end)
+end)

@@ -186,11 +186,6 @@ function KS:unwrap_rsa(hex)
   return k
 end
 
---- The check value of a key by AWS's KeyCheckValueAlgorithm (3 bytes, 6 hex digits).
-function M.kcv(key, alg)
-  return hsm.kcv(key, alg)
-end
-
 -- ---- aliases ----------------------------------------------------------------------------
 
 function KS:alias(name)

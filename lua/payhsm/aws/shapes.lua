@@ -37,7 +37,6 @@ local function key_identifier(s)
   return rest ~= nil and (key_id(rest) or alias_name(rest))
 end
 
-local function hex(s) return s:match("^%x+$") ~= nil end
 local function upper_hex(s) return s:match("^[0-9A-F]+$") ~= nil end
 local function upper_alnum(s) return s:match("^[0-9A-Z]+$") ~= nil end
 local function token(prefix)
@@ -103,7 +102,7 @@ local EXPORT_TOKEN = str(nil, nil, token("export%-token%-"), "export-token-[0-9a
 local KEY_MATERIAL_TYPE = enum("TR34_KEY_BLOCK", "TR31_KEY_BLOCK", "ROOT_PUBLIC_KEY_CERTIFICATE",
   "TRUSTED_PUBLIC_KEY_CERTIFICATE", "KEY_CRYPTOGRAM")
 local RSA_ALGORITHM = enum("RSA_2048", "RSA_3072", "RSA_4096")
-local DH_DERIVATION = { type = "structure", union = true, members = { SharedInformation = str(2, 2048, hex, "[0-9A-F]+") } }
+local DH_DERIVATION = { type = "structure", union = true, members = { SharedInformation = str(2, 2048, upper_hex, "[0-9A-F]+") } }
 
 local function op(required, members) return { type = "structure", required = required, members = members } end
 
@@ -130,7 +129,7 @@ M.input = {
       Tr34KeyBlock = op({ "CertificateAuthorityPublicKeyIdentifier", "WrappingKeyCertificate", "ExportToken",
         "KeyBlockFormat" }, { CertificateAuthorityPublicKeyIdentifier = KEY_IDENTIFIER, WrappingKeyCertificate = CERT,
         ExportToken = EXPORT_TOKEN, KeyBlockFormat = enum("X9_TR34_2012"),
-        RandomNonce = str(16, 16, hex, "[0-9A-F]+"), KeyBlockHeaders = KEY_BLOCK_HEADERS }),
+        RandomNonce = str(16, 16, upper_hex, "[0-9A-F]+"), KeyBlockHeaders = KEY_BLOCK_HEADERS }),
       KeyCryptogram = op({ "CertificateAuthorityPublicKeyIdentifier", "WrappingKeyCertificate" }, {
         CertificateAuthorityPublicKeyIdentifier = KEY_IDENTIFIER, WrappingKeyCertificate = CERT,
         WrappingSpec = WRAPPING_SPEC }),
@@ -144,7 +143,7 @@ M.input = {
         DerivationData = DH_DERIVATION, KeyBlockHeaders = KEY_BLOCK_HEADERS }),
     } },
     ExportAttributes = { type = "structure", members = {
-      ExportDukptInitialKey = op({ "KeySerialNumber" }, { KeySerialNumber = str(20, 24, hex, "[0-9A-F]{20}$|^[0-9A-F]{24}") }),
+      ExportDukptInitialKey = op({ "KeySerialNumber" }, { KeySerialNumber = str(20, 24, function(v) return upper_hex(v) and (#v == 20 or #v == 24) end, "[0-9A-F]{20}$|^[0-9A-F]{24}") }),
       KeyCheckValueAlgorithm = KCV_ALGORITHM } },
   }),
   GetAlias = op({ "AliasName" }, { AliasName = ALIAS_NAME }),
@@ -167,7 +166,7 @@ M.input = {
         "WrappedKeyBlock", "KeyBlockFormat" }, { CertificateAuthorityPublicKeyIdentifier = KEY_IDENTIFIER,
         SigningKeyCertificate = CERT, ImportToken = IMPORT_TOKEN,
         WrappedKeyBlock = str(2, 4096, upper_hex, "[0-9A-F]+", true), KeyBlockFormat = enum("X9_TR34_2012"),
-        RandomNonce = str(16, 16, hex, "[0-9A-F]+") }),
+        RandomNonce = str(16, 16, upper_hex, "[0-9A-F]+") }),
       KeyCryptogram = op({ "KeyAttributes", "Exportable", "WrappedKeyCryptogram", "ImportToken" }, {
         KeyAttributes = KEY_ATTRIBUTES, Exportable = BOOL,
         WrappedKeyCryptogram = str(16, 4096, upper_hex, "[0-9A-F]+", true), ImportToken = IMPORT_TOKEN,
