@@ -393,6 +393,27 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
     assert.same({ { Key = "a", Value = "1" } }, after[2].output.Tags)
   end)
 
+  it("verifies SigV4 on the data plane's REST paths (key ARN in the path) and answers not implemented yet", function()
+    local r = sdk(srv.port, {
+      { sdk = "v3", op = "CreateKey", input = { Exportable = true,
+        KeyAttributes = SYM("TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY", "AES_128", CIPHER) } },
+      { sdk = "v2", service = "data", op = "EncryptData", input = { KeyIdentifier = "$0.Key.KeyArn",
+        PlainText = "31323334313233343132333431323334", EncryptionAttributes = { Symmetric = { Mode = "ECB" } } } },
+      { sdk = "v2", service = "data", op = "VerifyCardValidationData", input = { KeyIdentifier = "alias/cvk",
+        PrimaryAccountNumber = "4111111111111111", ValidationData = "123",
+        VerificationAttributes = { CardVerificationValue2 = { CardExpiryDate = "1230" } } } },
+      { sdk = "v2", service = "data", op = "EncryptData", input = { KeyIdentifier = "$0.Key.KeyArn",
+        PlainText = "31323334313233343132333431323334", EncryptionAttributes = { Symmetric = { Mode = "ECB" } } },
+        creds = { accessKeyId = KEY_ID, secretAccessKey = "wrong" } },
+    })
+    assert.is_true(r[1].ok)
+    assert.equal("ValidationException", r[2].name)
+    assert.equal("EncryptData (data plane) is not implemented yet", r[2].message)
+    assert.equal("ValidationException", r[3].name)
+    assert.equal("VerifyCardValidationData (data plane) is not implemented yet", r[3].message)
+    assert.equal("InvalidSignatureException", r[4].name)
+  end)
+
   it("answers data-plane paths as not implemented yet, and refuses unknown config keys", function()
     local svc = require "payhsm.aws.server"
     assert.has_error(function()

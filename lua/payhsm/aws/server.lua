@@ -39,8 +39,8 @@ M.CONFIG_KEYS = { listen = true, tls = true, store = true, region = true, accoun
 --- The data-plane REST paths of payment-cryptography-data-2022-02-03 (routed; their
 -- operations are not implemented yet).
 M.DATA_PLANE = {
-  { "POST", "^/keys/[^/]+/encrypt$", "EncryptData" }, { "POST", "^/keys/[^/]+/decrypt$", "DecryptData" },
-  { "POST", "^/keys/[^/]+/reencrypt$", "ReEncryptData" }, { "POST", "^/cardvalidationdata/generate$", "GenerateCardValidationData" },
+  { "POST", "^/keys/.+/encrypt$", "EncryptData" }, { "POST", "^/keys/.+/decrypt$", "DecryptData" },
+  { "POST", "^/keys/.+/reencrypt$", "ReEncryptData" }, { "POST", "^/cardvalidationdata/generate$", "GenerateCardValidationData" },
   { "POST", "^/cardvalidationdata/verify$", "VerifyCardValidationData" }, { "POST", "^/mac/generate$", "GenerateMac" },
   { "POST", "^/mac/verify$", "VerifyMac" }, { "POST", "^/pindata/generate$", "GeneratePinData" },
   { "POST", "^/pindata/verify$", "VerifyPinData" }, { "POST", "^/pindata/translate$", "TranslatePinData" },
@@ -49,6 +49,17 @@ M.DATA_PLANE = {
   { "POST", "^/keymaterial/translate$", "TranslateKeyMaterial" }, { "POST", "^/as2805kekvalidation/generate$",
     "GenerateAs2805KekValidation" },
 }
+
+--- The path as the SDKs send it (payment-cryptography-data-2022-02-03: the only label is
+-- {KeyIdentifier} in /keys/{KeyIdentifier}/encrypt|decrypt|reencrypt, one segment, so a
+-- "/" inside it, as in a key ARN, went as %2F).
+function M.wire_path(path)
+  local label, op = path:match("^/keys/(.+)/(%l+)$")
+  if label and (op == "encrypt" or op == "decrypt" or op == "reencrypt") then
+    return "/keys/" .. sigv4.uri_encode(label) .. "/" .. op
+  end
+  return sigv4.uri_encode(path, true)
+end
 
 local OPERATIONS = {}
 for _, name in ipairs { "CreateKey", "GetKey", "ListKeys", "DeleteKey", "RestoreKey", "StartKeyUsage",
@@ -138,7 +149,8 @@ function M.new(cfg)
   local clock = cfg.clock or os.time
   local self = setmetatable({
     region = cfg.region, account = cfg.account, clock = clock, log = cfg.log, store = store,
-    verifier = sigv4.verifier(cfg.credentials, cfg.region, M.SERVICE, { skew = tonumber(cfg.clock_skew) or 300 }),
+    verifier = sigv4.verifier(cfg.credentials, cfg.region, M.SERVICE, { skew = tonumber(cfg.clock_skew) or 300,
+      wire_path = M.wire_path }),
     throttle = cfg.throttle, buckets = {},
   }, Service)
   self.keys = keystore.new { store = store, lmk = local_master_key(cfg, store), region = cfg.region,

@@ -133,10 +133,14 @@ local Verifier = {}
 Verifier.__index = Verifier
 
 --- A verifier for the configured credentials {[access_key_id] = secret}, region and
--- service. opts.skew: the clock-skew window in seconds (default 300).
+-- service. opts.skew: the clock-skew window in seconds (default 300); opts.wire_path:
+-- function(decoded path) -> the path as the client sent it, percent-encoded (the HTTP
+-- layer decodes %2F to "/", so only the service's URI templates know which "/" were
+-- inside a label); default: every segment encoded, "/" kept.
 function M.verifier(credentials, region, service, opts)
   opts = opts or {}
   return setmetatable({ creds = credentials, region = region, service = service, skew = opts.skew or 300,
+    wire_path = opts.wire_path or function(p) return M.uri_encode(p, true) end,
     keys = {}, nkeys = 0, names_of = {}, n_names = 0 }, Verifier)
 end
 
@@ -248,9 +252,8 @@ function Verifier:verify(req, now)
   if given_payload and given_payload ~= payload and given_payload ~= "UNSIGNED-PAYLOAD" then
     return nil, refuse("InvalidSignatureException", "The provided 'x-amz-content-sha256' header does not match what was computed.")
   end
-  -- the wire path is the decoded path encoded once; SigV4 encodes it again (every
-  -- service but S3)
-  local uri = M.uri_encode(M.uri_encode(req.path or "/", true), true)
+  -- SigV4 encodes the path as sent once more (every service but S3)
+  local uri = M.uri_encode(self.wire_path(req.path or "/"), true)
   local creq = M.canonical_request(req.method or "GET", uri, M.canonical_query(req.query), h, names,
     given_payload == "UNSIGNED-PAYLOAD" and given_payload or payload)
   local sts = M.string_to_sign(amz, ("%s/%s/%s/aws4_request"):format(cdate, cregion, cservice), creq)

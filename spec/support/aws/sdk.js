@@ -3,6 +3,7 @@
 // pointed at the server by endpoint override. Reads a JSON array of steps on stdin:
 //   {sdk: "v2" | "v3", op: "CreateKey", input: {...},
 //    creds: {accessKeyId, secretAccessKey} (default: the first step's or the env),
+//    service: "data" (v2 only: AWS.PaymentCryptographyData, the data plane's REST paths),
 //    clockOffsetMs: n (the client's clock skew), attempts: n (v3 retries, default 1),
 //    alterBody: true ("key/" becomes "KEY/" in the body after signing)}
 // and writes one JSON array of results: {ok: true, output} or
@@ -41,7 +42,8 @@ function plain(x) { return JSON.parse(JSON.stringify(x, (k, v) => (k === '$metad
 
 async function runV2(step, input) {
   const creds = step.creds || defaultCreds;
-  const client = new AWS.PaymentCryptography({
+  const Service = step.service === 'data' ? AWS.PaymentCryptographyData : AWS.PaymentCryptography;
+  const client = new Service({
     endpoint, region, accessKeyId: creds.accessKeyId, secretAccessKey: creds.secretAccessKey,
     maxRetries: 0, correctClockSkew: false, systemClockOffset: step.clockOffsetMs || 0,
     sslEnabled: endpoint.startsWith('https'),
