@@ -66,6 +66,7 @@ bench: all
 bench-http: all
 	@$(LUA) bench/gateway_http.lua
 	@$(LUA) bench/pos_http.lua
+	@$(LUA) bench/aws_http.lua
 
 # The API reference generated from the source comments.
 docs:

@@ -333,3 +333,38 @@ describe("payhsm.aws.shapes.validate", function()
     end
   end)
 end)
+
+describe("serve aws, two processes on one redis store", function()
+  it("share keys, aliases, tags, states and the certificate authority", function()
+    local url, stop_redis = require("spec.support.redis").start()
+    local cfg = ([[{listen = "127.0.0.1:0", region = "us-east-1", account = "111122223333",
+      credentials = {AKIDR = "r-secret"}, store = {backend = "redis", url = %q},
+      storage_key = {algorithm = "AES_256", hex = %q}}]]):format(url, ("3C"):rep(32))
+    local a, b = serve.start("aws", cfg), serve.start("aws", cfg)
+    local function client(srv)
+      return require("payhsm.aws").new { endpoint = "http://127.0.0.1:" .. srv.port, region = "us-east-1",
+        access_key = "AKIDR", secret_key = "r-secret" }
+    end
+    local ca, cb = client(a), client(b)
+    local ok, err = pcall(function()
+      local key = assert(ca:CreateKey { Exportable = true, Tags = { { Key = "made-by", Value = "a" } },
+        KeyAttributes = { KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY",
+          KeyAlgorithm = "AES_256", KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } } }).Key
+      assert(cb:CreateAlias { AliasName = "alias/shared", KeyArn = key.KeyArn })
+      assert(cb:StopKeyUsage { KeyIdentifier = "alias/shared" })
+      local seen = assert(ca:GetKey { KeyIdentifier = "alias/shared" }).Key
+      assert.equal(key.KeyCheckValue, seen.KeyCheckValue)
+      assert.is_false(seen.Enabled)
+      assert.same({ { Key = "made-by", Value = "a" } }, assert(cb:ListTagsForResource { ResourceArn = key.KeyArn }).Tags)
+      local pa = assert(ca:GetParametersForImport { KeyMaterialType = "KEY_CRYPTOGRAM", WrappingKeyAlgorithm = "RSA_2048" })
+      local pb = assert(cb:GetParametersForImport { KeyMaterialType = "KEY_CRYPTOGRAM", WrappingKeyAlgorithm = "RSA_2048" })
+      assert.equal(pa.WrappingKeyCertificateChain, pb.WrappingKeyCertificateChain) -- one CA for both
+    end)
+    ca:close()
+    cb:close()
+    a.stop() a.cleanup()
+    b.stop() b.cleanup()
+    stop_redis()
+    assert(ok, err)
+  end)
+end)
