@@ -62,7 +62,8 @@ demo: all
 bench: all
 	@$(MAKE) -s -C bench
 
-# The simulators over HTTPS (their own server process, wrk and the Lua client).
+# The simulators over HTTP(S) (their own server process, wrk and the Lua client): gateway and
+# POS over TLS, AWS Payment Cryptography over plain HTTP with SigV4.
 bench-http: all
 	@$(LUA) bench/gateway_http.lua
 	@$(LUA) bench/pos_http.lua

@@ -229,10 +229,10 @@ function Verifier:verify(req, now)
       :format(self.service))
   end
   if t < now - self.skew then
-    return nil, refuse("InvalidSignatureException", ("Signature expired: %s is now earlier than %s (%s - %d min.)")
+    return nil, refuse("InvalidSignatureException", ("Signature expired: %s is now earlier than %s (%s - %g min.)")
       :format(amz, M.amz_date(now - self.skew), M.amz_date(now), self.skew / 60))
   elseif t > now + self.skew then
-    return nil, refuse("InvalidSignatureException", ("Signature not yet current: %s is still later than %s (%s + %d min.)")
+    return nil, refuse("InvalidSignatureException", ("Signature not yet current: %s is still later than %s (%s + %g min.)")
       :format(amz, M.amz_date(now + self.skew), M.amz_date(now), self.skew / 60))
   end
   local names = self.names_of[f.SignedHeaders]
