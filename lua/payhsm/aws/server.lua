@@ -153,6 +153,10 @@ function M.new(cfg)
       wire_path = M.wire_path }),
     throttle = cfg.throttle, buckets = {},
   }, Service)
+  if cfg.throttle then
+    local ok, http = pcall(require, "payhsm.http")
+    self.monotonic = ok and http.clock or os.time -- hosts without payhsm.http: whole seconds
+  end
   self.keys = keystore.new { store = store, lmk = local_master_key(cfg, store), region = cfg.region,
     account = cfg.account, clock = clock }
   return self
@@ -162,7 +166,7 @@ end
 function Service:_throttled(akid)
   local t = self.throttle
   if not t then return false end
-  local now = require("payhsm.http").clock()
+  local now = self.monotonic()
   local b = self.buckets[akid]
   local burst = tonumber(t.burst) or tonumber(t.rate)
   if not b then b = { tokens = burst, at = now } self.buckets[akid] = b end
