@@ -277,11 +277,26 @@ describe("payhsm.aws over HTTPS (tls as for the other servers)", function()
       access_key = "AKIDTLS", secret_key = "tls-secret", tls = { cafile = keys.path("ca.pem") } }
     local out, err = pc:ListKeys {}
     pc:close()
+    -- a certificate that chains but names another host, and one that does not chain
+    local named = require("payhsm.aws").new { endpoint = "https://127.0.0.1:" .. srv.port, region = "us-east-1",
+      access_key = "AKIDTLS", secret_key = "tls-secret", tls = { cafile = keys.path("ca.pem"), servername = "bank.example" } }
+    local out2, err2 = named:ListKeys {}
+    named:close()
+    local stranger = require("payhsm.aws").new { endpoint = "https://127.0.0.1:" .. srv.port, region = "us-east-1",
+      access_key = "AKIDTLS", secret_key = "tls-secret", tls = { cafile = keys.path("stranger-ca.pem") } }
+    local out3, err3 = stranger:ListKeys {}
+    stranger:close()
     srv.stop()
     srv.cleanup()
     os.execute("rm -rf " .. keys.dir)
     assert.is_nil(err)
     assert.same({}, out.Keys)
+    assert.is_nil(out2)
+    assert.same({ "transport", "tls: the server certificate does not name bank.example (it names: localhost)" },
+      { err2.type, err2.message })
+    assert.is_nil(out3)
+    assert.equal("transport", err3.type)
+    assert.matches("^tls handshake: ", err3.message)
   end)
 end)
 

@@ -13,7 +13,8 @@
 --
 -- Every operation takes and returns tables with AWS's member names. Options:
 -- session_token, timeout (seconds), tls = {cafile =} for https endpoints other than
--- AWS's own, clock (function returning seconds; a test hook).
+-- AWS's own (the certificate must chain to cafile, default the system's CA bundle, and
+-- name the endpoint's host: SNI is sent), clock (function returning seconds; a test hook).
 local cjson = require "cjson.safe"
 local sigv4 = require "payhsm.aws.sigv4"
 
@@ -50,8 +51,11 @@ function M.new(opts)
     "aws.new: access_key and secret_key are required")
   local endpoint = opts.endpoint or ("https://controlplane.payment-cryptography.%s.amazonaws.com"):format(opts.region)
   local scheme, host, port = M.parse_endpoint(endpoint)
-  local tls = opts.tls
-  if scheme == "https" and not tls then tls = { cafile = "/etc/ssl/certs/ca-certificates.crt" } end
+  local tls
+  if scheme == "https" then -- the server certificate must chain to cafile and name the host
+    tls = { cafile = (opts.tls or {}).cafile or "/etc/ssl/certs/ca-certificates.crt", servername = host }
+    for k, v in pairs(opts.tls or {}) do tls[k] = v end
+  end
   local http = require("payhsm.http_client").new { host = host, port = port, timeout = opts.timeout or 10,
     tls = scheme == "https" and tls or nil }
   return setmetatable({ opts = opts, http = http, host = host, port = port }, Client)
