@@ -6,7 +6,8 @@ CC       ?= cc
 PKGS     := lua5.4 liblua5.4-dev libssl-dev lua-busted lua-cjson make gcc pkg-config \
             libmicrohttpd-dev libgnutls28-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec lua-socket curl wrk luarocks rlwrap tmux \
             lighttpd lighttpd-modules-lua valgrind \
-            nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache luajit2 libluajit2-5.1-dev
+            nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache luajit2 libluajit2-5.1-dev \
+            nodejs npm
 WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual -Wstrict-prototypes \
             -Wmissing-prototypes -Wconversion -Wno-sign-conversion
 CFLAGS   ?= -O2 -g
@@ -28,8 +29,13 @@ all: deps
 
 core: $(CORE) $(MODULES)
 
+# tools/node: the official AWS SDKs for JavaScript (aws-sdk v2 and
+# @aws-sdk/client-payment-cryptography v3) at the versions package-lock.json pins, for
+# spec/aws_sdk_spec.lua (from npm's registry, at install time only).
 deps:
 	@sh tools/deps.sh $(PKGS)
+	@[ -d tools/node/node_modules/aws-sdk ] && [ -d tools/node/node_modules/@aws-sdk/client-payment-cryptography ] \
+	  || (cd tools/node && npm ci --no-audit --no-fund --loglevel=error)
 
 $(B)/obj/%.o: csrc/%.c $(wildcard csrc/*.h) | $(B)/obj
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -56,10 +62,12 @@ demo: all
 bench: all
 	@$(MAKE) -s -C bench
 
-# The simulators over HTTPS (their own server process, wrk and the Lua client).
+# The simulators over HTTP(S) (their own server process, wrk and the Lua client): gateway and
+# POS over TLS, AWS Payment Cryptography over plain HTTP with SigV4.
 bench-http: all
 	@$(LUA) bench/gateway_http.lua
 	@$(LUA) bench/pos_http.lua
+	@$(LUA) bench/aws_http.lua
 
 # The API reference generated from the source comments.
 docs:

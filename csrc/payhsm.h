@@ -193,6 +193,8 @@ void payhsm_dukpt_open(lua_State *L);
 void payhsm_tr34_open(lua_State *L);
 void payhsm_file_open(lua_State *L);
 void payhsm_signal_open(lua_State *L);
+void payhsm_sigv4_open(lua_State *L);
+void payhsm_pki_open(lua_State *L);
 
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */

@@ -608,6 +608,119 @@ describe("secrets", function()
     end)
   end)
 
+  -- ---- AWS Payment Cryptography (serve aws) ----------------------------------------------
+  describe("payhsm serve aws", function()
+    local AWS_LMK = marked.hex(32, "B0", "aws storage key")
+    local AWS_KEK = marked.hex(32, "B1", "aws KEK imported by key cryptogram")
+    local AWS_WK = marked.hex(16, "B2", "aws working key imported by TR-31")
+    local AWS_LONG = marked.hex(24, "B3", "aws key of the wrong length in a cryptogram")
+    local AWS_K512 = marked.hex(16, "B4", "aws key imported by OAEP SHA-512 cryptogram")
+    local AWS_SECRET = "aws-secret-" .. marked.hex(16, "B5", "aws secret access key")
+    local function aws_config(store)
+      return ([[{listen = "127.0.0.1:0", region = "us-east-1", account = "111122223333",
+        credentials = {AKIDSECRETS = %q}, store = %s, storage_key = {algorithm = "AES_256", hex = %q}}]])
+        :format(AWS_SECRET, store, AWS_LMK)
+    end
+
+    -- Imports the marked keys (cryptograms under the service's wrapping certificate,
+    -- TR-31 under the imported KEK), exports one, and provokes refusals that handle key
+    -- material: returns the text of every answer.
+    local function aws_flow(port)
+      local core = require "payhsm.core"
+      local util = require "payhsm.util"
+      local pc = require("payhsm.aws").new { endpoint = "http://127.0.0.1:" .. port, region = "us-east-1",
+        access_key = "AKIDSECRETS", secret_key = AWS_SECRET }
+      local answers = {}
+      local function call(op, input)
+        local out, err = pc:call(op, input)
+        answers[#answers + 1] = cjson.encode(out or err)
+        return out, err
+      end
+      local params = assert(call("GetParametersForImport", { KeyMaterialType = "KEY_CRYPTOGRAM",
+        WrappingKeyAlgorithm = "RSA_2048" }))
+      local wrapping = core.pki.parse(util.b64decode(params.WrappingKeyCertificate)).public_key
+      local function cryptogram(hex, alg, digest)
+        return core.pki.oaep_wrap(wrapping, hsm.key.import(alg, hex), digest)
+      end
+      local CIPHER = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true }
+      local function attrs(usage, alg)
+        return { KeyUsage = usage, KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = alg, KeyModesOfUse = CIPHER }
+      end
+      local kek = assert(call("ImportKey", { KeyMaterial = { KeyCryptogram = {
+        KeyAttributes = attrs("TR31_K0_KEY_ENCRYPTION_KEY", "AES_256"), Exportable = true,
+        WrappedKeyCryptogram = cryptogram(AWS_KEK, "AES_256", "SHA_256"), ImportToken = params.ImportToken } } }))
+      assert(call("ImportKey", { KeyMaterial = { KeyCryptogram = {
+        KeyAttributes = attrs("TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY", "AES_128"), Exportable = false,
+        WrappingSpec = "RSA_OAEP_SHA_512", WrappedKeyCryptogram = cryptogram(AWS_K512, "AES_128", "SHA_512"),
+        ImportToken = params.ImportToken } } }))
+      local kek_key = hsm.key.import("AES_256", AWS_KEK)
+      local block = hsm.tr31.wrap(kek_key, hsm.key.import("AES_128", AWS_WK,
+        { usage = "D0", mode = "B", exportability = "E" }), { version = "D" })
+      local wk = assert(call("ImportKey", { KeyMaterial = { Tr31KeyBlock = {
+        WrappingKeyIdentifier = kek.Key.KeyArn, WrappedKeyBlock = block } } }))
+      assert(call("ExportKey", { ExportKeyIdentifier = wk.Key.KeyArn, KeyMaterial = { Tr31KeyBlock = {
+        WrappingKeyIdentifier = kek.Key.KeyArn } } }))
+      -- refusals: a flipped MAC byte, a key of the wrong length, a wrong token, a wrong KEK
+      local flipped = block:sub(1, -2) .. (block:sub(-1) == "0" and "1" or "0")
+      local _, e1 = call("ImportKey", { KeyMaterial = { Tr31KeyBlock = {
+        WrappingKeyIdentifier = kek.Key.KeyArn, WrappedKeyBlock = flipped } } })
+      local _, e2 = call("ImportKey", { KeyMaterial = { KeyCryptogram = {
+        KeyAttributes = attrs("TR31_K0_KEY_ENCRYPTION_KEY", "AES_128"), Exportable = true,
+        WrappedKeyCryptogram = cryptogram(AWS_LONG, "AES_192", "SHA_256"), ImportToken = params.ImportToken } } })
+      local _, e3 = call("ImportKey", { KeyMaterial = { KeyCryptogram = {
+        KeyAttributes = attrs("TR31_K0_KEY_ENCRYPTION_KEY", "AES_256"), Exportable = true,
+        WrappedKeyCryptogram = cryptogram(AWS_KEK, "AES_256", "SHA_256"),
+        ImportToken = "import-token-aaaaaaaaaaaaaaaa" } } })
+      local other = assert(call("CreateKey", { Exportable = true,
+        KeyAttributes = attrs("TR31_K0_KEY_ENCRYPTION_KEY", "AES_256") }))
+      local _, e4 = call("ImportKey", { KeyMaterial = { Tr31KeyBlock = {
+        WrappingKeyIdentifier = other.Key.KeyArn, WrappedKeyBlock = block } } })
+      for _, e in ipairs { e1, e2, e3, e4 } do assert.equal("ValidationException", e.type) end
+      assert.equal("WrappedKeyCryptogram: the cryptogram holds 24 bytes, not a AES_128 key", e2.message)
+      pc:close()
+      return table.concat(answers, "\n")
+    end
+
+    local function check(store_cfg, dump, cleanup)
+      local later = require("spec.support.defer")(finally)
+      later(cleanup)
+      local srv = serve.start("aws", aws_config(store_cfg))
+      later(function() srv.stop() srv.cleanup() end)
+      local secrets = { [AWS_LMK] = "LMK", [AWS_KEK] = "KEK", [AWS_WK] = "working key", [AWS_LONG] = "long key",
+        [AWS_K512] = "SHA-512 key", [AWS_SECRET:sub(12)] = "secret access key" }
+      local scan = scanner(secrets)
+      assert.is_string(marked.leak(read(srv.config), { [AWS_LMK] = "LMK" })) -- positive control
+      scan("answers", aws_flow(srv.port))
+      local log = serve.read(srv.log)
+      assert.matches("POST / 200", log)
+      assert.matches("POST / 400", log)
+      scan("log", log)
+      scan("stdout", read(srv.base .. ".out"))
+      scan("store (running)", dump())
+      wait_stopped(srv)
+      scan("log after stop", serve.read(srv.log))
+      scan("store (stopped)", dump())
+    end
+
+    it("logs, answers and stores (sqlite) no clear key, no storage key and no secret access key", function()
+      local db = os.tmpname()
+      check(("{ backend = \"sqlite\", path = %q }"):format(db), function()
+        local text = sqlite_files(db)
+        assert.is_true(#text > 0)
+        return text
+      end, function() remove_sqlite(db) end)
+    end)
+
+    it("stores (redis) no clear key, no storage key and no secret access key", function()
+      local url, stop_redis, port = require("spec.support.redis").start()
+      check(("{ backend = \"redis\", url = %q, prefix = \"aws:\" }"):format(url), function()
+        local text, n = redis_dump(port)
+        assert.is_true(n > 3)
+        return text
+      end, stop_redis)
+    end)
+  end)
+
   -- ---- redis ---------------------------------------------------------------------------
   describe("redis stores", function()
     local GW_PAN, GW_PIN = marked.hex(32, "90", "redis gateway ZMK_PAN"), marked.hex(32, "92", "redis gateway ZMK_PIN")

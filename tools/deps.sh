@@ -3,6 +3,8 @@
 # As root: apt-get installs them. Otherwise: prints the exact command and fails.
 missing=""
 for p in "$@"; do
+  # npm ships inside some nodejs builds (e.g. NodeSource's, which conflicts with Debian's npm)
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0

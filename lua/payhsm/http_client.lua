@@ -3,7 +3,8 @@
 -- the benchmarks use it to talk to `payhsm serve`.
 --
 --   local c = require("payhsm.http_client").new{host = "127.0.0.1", port = 8443,
---       tls = {cafile = "ca.pem", certificate = "client.pem", key = "client.key"}, -- optional
+--       tls = {cafile = "ca.pem", certificate = "client.pem", key = "client.key", -- optional
+--              servername = "host.example"},  -- optional: SNI, and the certificate must name it
 --       timeout = 5}
 --   local resp, err = c:request{method = "POST", path = "/x", headers = {...}, body = "..."}
 --   -- resp = {status = 200, headers = {lower-case name = value}, body = "..."}
@@ -40,8 +41,19 @@ function Client:_connect()
     })
     if not conn then sock:close() return nil, "tls: " .. tostring(werr) end
     conn:settimeout(o.timeout or 5)
+    local name = o.tls.servername
+    if name and not name:match("^%d+%.%d+%.%d+%.%d+$") then conn:sni(name) end -- RFC 6066: DNS names only
     local hok, herr = conn:dohandshake()
     if not hok then conn:close() return nil, "tls handshake: " .. tostring(herr) end
+    if name then -- RFC 6125: the certificate must name the host, not just chain to cafile
+      local cert = conn:getpeercertificate()
+      local named, names = false, "no certificate"
+      if cert then named, names = require("payhsm.mupk.webhook").cert_names_host(cert, name) end
+      if not named then
+        conn:close()
+        return nil, ("tls: the server certificate does not name %s (it names: %s)"):format(name, tostring(names))
+      end
+    end
     sock = conn
   end
   self.conn = sock

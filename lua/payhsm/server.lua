@@ -11,7 +11,7 @@ local util = require "payhsm.util"
 
 local M = {}
 
-M.systems = { gateway = "payhsm.gateway", pos = "payhsm.pos.server", mupk = "payhsm.mupk" }
+M.systems = { gateway = "payhsm.gateway", pos = "payhsm.pos.server", mupk = "payhsm.mupk", aws = "payhsm.aws.server" }
 
 local function readfile(path, what)
   local f, err = io.open(path, "rb")

@@ -1,0 +1,295 @@
+--- Key import and export as AWS Payment Cryptography does them (user guide, "Import
+-- and export keys"; API reference ImportKey, ExportKey, GetParametersForImport,
+-- GetParametersForExport, GetPublicKeyCertificate): public key certificates (root and
+-- trusted), TR-31 key blocks under a key-encryption key (ANSI X9.143-2022), and key
+-- cryptograms (RSAES-OAEP with SHA-256 or SHA-512 over the clear key bytes, RFC 8017
+-- 7.1). Certificates travel as base64 of the PEM text, as AWS's API does.
+local hsm = require "payhsm"
+local core = require "payhsm.core"
+local errors = require "payhsm.aws.errors"
+local rules = require "payhsm.aws.rules"
+local control = require "payhsm.aws.control"
+local util = require "payhsm.util"
+
+local M = {}
+
+local raise = errors.raise
+
+M.PARAMETERS_VALID = 7 * 86400 -- seconds an import or export token stays valid
+
+local function not_yet(what)
+  raise("ValidationException", what .. " is not supported yet by this implementation")
+end
+
+-- base64 PEM in, PEM out (ValidationException naming the member otherwise)
+local function pem_of(b64, member)
+  local pem = util.b64decode(b64)
+  if not pem or not pem:find("-----BEGIN CERTIFICATE-----", 1, true) then
+    raise("ValidationException", member .. " must be a base64-encoded PEM X.509 certificate")
+  end
+  local cert, msg = core.pki.parse(pem)
+  if not cert then raise("ValidationException", member .. ": " .. tostring(msg)) end
+  return pem, cert
+end
+
+local function token(prefix)
+  local t = {}
+  local bytes = util.hex_to_bin(hsm.random(16))
+  local chars = "abcdefghijklmnopqrstuvwxyz234567"
+  for i = 1, 16 do
+    local v = bytes:byte(i) % 32 + 1
+    t[i] = chars:sub(v, v)
+  end
+  return prefix .. table.concat(t)
+end
+
+-- ---- parameters ------------------------------------------------------------------------
+
+local function parameters(svc, kind, material, alg)
+  local bits = control.RSA_BITS[alg]
+  local pair = hsm.rsa.generate(bits)
+  local cert = svc.keys:certify(pair, "payhsm " .. kind .. " key", kind == "import" and "encipher" or "sign")
+  local _, ca_cert = svc.keys:ca()
+  local tok = token(kind .. "-token-")
+  local expires = svc.clock() + M.PARAMETERS_VALID
+  svc.keys:put_token(tok, { kind = kind, material = material, key = svc.keys:wrap_rsa(pair), cert = cert,
+    algorithm = alg }, expires)
+  pair:close()
+  return util.b64encode(cert), util.b64encode(ca_cert), tok, expires
+end
+
+--- GetParametersForImport: a fresh RSA wrapping key pair (certificate from the service's CA, base64 PEM, with the CA as chain) and an import token valid 7 days, for KEY_CRYPTOGRAM (and TR34_KEY_BLOCK) imports.
+function M.GetParametersForImport(svc, input)
+  local mt = input.KeyMaterialType
+  if mt ~= "KEY_CRYPTOGRAM" and mt ~= "TR34_KEY_BLOCK" then
+    raise("ValidationException", "KeyMaterialType must be KEY_CRYPTOGRAM or TR34_KEY_BLOCK for import parameters")
+  end
+  local cert, chain, tok, expires = parameters(svc, "import", mt, input.WrappingKeyAlgorithm)
+  return { WrappingKeyCertificate = cert, WrappingKeyCertificateChain = chain,
+    WrappingKeyAlgorithm = input.WrappingKeyAlgorithm, ImportToken = tok, ParametersValidUntilTimestamp = expires }
+end
+
+--- GetParametersForExport: a signing key pair (certificate, chain) and an export token, for TR34_KEY_BLOCK exports.
+function M.GetParametersForExport(svc, input)
+  if input.KeyMaterialType ~= "TR34_KEY_BLOCK" then
+    raise("ValidationException", "KeyMaterialType must be TR34_KEY_BLOCK for export parameters")
+  end
+  local cert, chain, tok, expires = parameters(svc, "export", input.KeyMaterialType, input.SigningKeyAlgorithm)
+  return { SigningKeyCertificate = cert, SigningKeyCertificateChain = chain,
+    SigningKeyAlgorithm = input.SigningKeyAlgorithm, ExportToken = tok, ParametersValidUntilTimestamp = expires }
+end
+
+--- GetPublicKeyCertificate: the certificate (base64 PEM) of an asymmetric key and its chain.
+function M.GetPublicKeyCertificate(svc, input)
+  local rec = svc.keys:resolve(input.KeyIdentifier)
+  if not rec.cert then
+    raise("ValidationException", "Key " .. svc.keys:arn(rec.id) .. " is not an asymmetric key: it has no certificate")
+  end
+  local chain = rec.chain
+  if not chain then
+    local _, ca_cert = svc.keys:ca()
+    chain = rec.origin == "EXTERNAL" and rec.cert or ca_cert
+  end
+  return { KeyCertificate = util.b64encode(rec.cert), KeyCertificateChain = util.b64encode(chain) }
+end
+
+-- ---- import ------------------------------------------------------------------------------
+
+-- A root or trusted public key certificate: an RSA public key kept with its certificate.
+local function import_certificate(svc, input, m, trusted)
+  local attrs = m.KeyAttributes
+  if attrs.KeyClass ~= "PUBLIC_KEY" then raise("ValidationException", "KeyClass must be PUBLIC_KEY for a certificate") end
+  control.check_attributes(attrs, "ImportKey")
+  if not control.RSA_BITS[attrs.KeyAlgorithm] then
+    raise("ValidationException", "KeyAlgorithm must be RSA_2048, RSA_3072 or RSA_4096 for a certificate")
+  end
+  local pem, cert = pem_of(m.PublicKeyCertificate, "PublicKeyCertificate")
+  if cert.public_key:bits() ~= control.RSA_BITS[attrs.KeyAlgorithm] then
+    raise("ValidationException", ("PublicKeyCertificate holds an RSA-%d key, not %s"):format(cert.public_key:bits(),
+      attrs.KeyAlgorithm))
+  end
+  local chain
+  if trusted then
+    local ca = svc.keys:resolve(m.CertificateAuthorityPublicKeyIdentifier)
+    if not ca.cert or not ca.root then
+      raise("ValidationException", "CertificateAuthorityPublicKeyIdentifier must name an imported root certificate")
+    end
+    control.usable(svc, ca, "Certificate authority")
+    local ca_cert = core.pki.parse(ca.cert)
+    if not core.pki.verify(pem, ca_cert.public_key) then
+      raise("ValidationException", "PublicKeyCertificate is not signed by the certificate authority")
+    end
+    chain = ca.cert
+  else
+    if attrs.KeyUsage ~= "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE" then
+      raise("ValidationException", "A root certificate's KeyUsage must be TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE")
+    end
+    if not cert.ca or not core.pki.verify(pem, cert.public_key) then
+      raise("ValidationException", "PublicKeyCertificate must be a self-signed CA certificate")
+    end
+  end
+  local now = svc.clock()
+  if now < cert.not_before or now > cert.not_after then
+    raise("ValidationException", "PublicKeyCertificate is not valid now")
+  end
+  local rec = control.new_record(svc, attrs, { exportable = true, enabled = input.Enabled, tags = input.Tags,
+    origin = "EXTERNAL" })
+  rec.cert, rec.chain, rec.root = pem, chain, not trusted or nil
+  return rec
+end
+
+-- The key-encryption key a TR-31 block or export names: K0/K1, usable, fit for `dir`.
+local function kek(svc, ident, dir)
+  local rec = svc.keys:resolve(ident)
+  local usage = rec.attrs.KeyUsage
+  if usage ~= "TR31_K0_KEY_ENCRYPTION_KEY" and usage ~= "TR31_K1_KEY_BLOCK_PROTECTION_KEY" then
+    raise("ValidationException", "The wrapping key must be a TR31_K0_KEY_ENCRYPTION_KEY or TR31_K1_KEY_BLOCK_PROTECTION_KEY")
+  end
+  control.usable(svc, rec, "Wrapping key")
+  local m = rec.attrs.KeyModesOfUse
+  if not (m.NoRestrictions or m[dir]) then
+    raise("ValidationException", "The wrapping key's modes of use do not allow " .. dir)
+  end
+  return rec, svc.keys:unwrap(rec)
+end
+
+local function import_tr31(svc, input, m)
+  local kek_rec, kbpk = kek(svc, m.WrappingKeyIdentifier, "Unwrap")
+  local key, header = hsm.tr31.unwrap(kbpk, m.WrappedKeyBlock)
+  kbpk:close()
+  if not key then
+    raise("ValidationException", "WrappedKeyBlock does not unwrap under the wrapping key: " ..
+      tostring(header):gsub("^[%w%._]+: ", ""))
+  end
+  local usage = rules.usage_name(header.usage)
+  local attrs = { KeyUsage = usage or header.usage, KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = key.algorithm,
+    KeyModesOfUse = rules.modes_of(header.mode) }
+  local ok, err = pcall(control.check_attributes, attrs, "ImportKey")
+  if not ok then
+    key:close()
+    error(err, 0)
+  end
+  local exportable = header.exportability == "E"
+  local kcv_alg = control.kcv_algorithm(key.algorithm, input.KeyCheckValueAlgorithm)
+  local rec = control.new_record(svc, attrs, { exportable = exportable, enabled = input.Enabled, tags = input.Tags,
+    origin = "EXTERNAL", kcv = hsm.kcv(key, kcv_alg), kcv_alg = kcv_alg })
+  rec.block = svc.keys:wrap(key)
+  rec.wrapped_by = kek_rec.id
+  key:close()
+  return rec
+end
+
+local function import_cryptogram(svc, input, m)
+  local attrs = m.KeyAttributes
+  control.check_attributes(attrs, "ImportKey")
+  if control.RSA_BITS[attrs.KeyAlgorithm] then
+    raise("ValidationException", "A key cryptogram carries a symmetric key")
+  end
+  local t = svc.keys:token(m.ImportToken)
+  if not t or t.kind ~= "import" or t.material ~= "KEY_CRYPTOGRAM" then
+    raise("ValidationException", "ImportToken is not valid (unknown, expired, or not from GetParametersForImport "
+      .. "with KeyMaterialType KEY_CRYPTOGRAM)")
+  end
+  local priv = svc.keys:unwrap_rsa(t.key)
+  local spec = (m.WrappingSpec or "RSA_OAEP_SHA_256"):match("SHA_%d+$")
+  local key, msg = core.pki.oaep_unwrap(priv, m.WrappedKeyCryptogram, spec, attrs.KeyAlgorithm,
+    control.tr31_attrs(attrs, m.Exportable))
+  priv:close()
+  if not key then
+    raise("ValidationException", "WrappedKeyCryptogram: " .. tostring(msg):gsub("^[%w%._]+: ", ""))
+  end
+  local kcv_alg = control.kcv_algorithm(attrs.KeyAlgorithm, input.KeyCheckValueAlgorithm)
+  local rec = control.new_record(svc, attrs, { exportable = m.Exportable, enabled = input.Enabled, tags = input.Tags,
+    origin = "EXTERNAL", kcv = hsm.kcv(key, kcv_alg), kcv_alg = kcv_alg })
+  rec.block = svc.keys:wrap(key)
+  key:close()
+  return rec
+end
+
+--- ImportKey: RootCertificatePublicKey, TrustedCertificatePublicKey, Tr31KeyBlock (under a K0/K1 key of the service) or KeyCryptogram (RSA-OAEP under GetParametersForImport's key); Tr34KeyBlock and DiffieHellmanTr31KeyBlock are refused as not supported yet.
+function M.ImportKey(svc, input)
+  local m = input.KeyMaterial
+  local rec
+  if m.RootCertificatePublicKey then rec = import_certificate(svc, input, m.RootCertificatePublicKey, false)
+  elseif m.TrustedCertificatePublicKey then rec = import_certificate(svc, input, m.TrustedCertificatePublicKey, true)
+  elseif m.Tr31KeyBlock then rec = import_tr31(svc, input, m.Tr31KeyBlock)
+  elseif m.KeyCryptogram then rec = import_cryptogram(svc, input, m.KeyCryptogram)
+  elseif m.Tr34KeyBlock then not_yet("KeyMaterial Tr34KeyBlock (TR-34 import)")
+  else not_yet("KeyMaterial DiffieHellmanTr31KeyBlock (ECDH key agreement)") end
+  svc.keys:create(rec)
+  return { Key = svc.keys:describe(rec) }
+end
+
+-- ---- export ------------------------------------------------------------------------------
+
+local EXPORTABILITY = { EXPORTABLE = "E", NON_EXPORTABLE = "N", SENSITIVE = "S" }
+
+local function export_tr31(svc, rec, key, m)
+  local kek_rec, kbpk = kek(svc, m.WrappingKeyIdentifier, "Wrap")
+  local header = { version = kbpk.algorithm:match("^AES") and "D" or "B" }
+  local h = m.KeyBlockHeaders
+  if h then
+    if h.KeyModesOfUse then
+      local mode = rules.mode_char(h.KeyModesOfUse)
+      if not mode then raise("ValidationException", "KeyBlockHeaders.KeyModesOfUse is not a TR-31 mode of use") end
+      header.mode = mode
+    end
+    header.exportability = h.KeyExportability and EXPORTABILITY[h.KeyExportability]
+    header.key_version = h.KeyVersion
+    if h.OptionalBlocks then
+      local ids = {}
+      for id in pairs(h.OptionalBlocks) do ids[#ids + 1] = id end
+      table.sort(ids)
+      header.blocks = {}
+      for _, id in ipairs(ids) do header.blocks[#header.blocks + 1] = { id = id, data = h.OptionalBlocks[id] } end
+    end
+  end
+  local block, msg = hsm.tr31.wrap(kbpk, key, header)
+  kbpk:close()
+  if not block then raise("ValidationException", "The key cannot be exported in this key block: " ..
+    tostring(msg):gsub("^[%w%._]+: ", "")) end
+  return { WrappingKeyArn = svc.keys:arn(kek_rec.id), WrappedKeyMaterialFormat = "TR31_KEY_BLOCK",
+    KeyMaterial = block }
+end
+
+local function export_cryptogram(svc, key, m)
+  local ca = svc.keys:resolve(m.CertificateAuthorityPublicKeyIdentifier)
+  if not ca.cert or not ca.root then
+    raise("ValidationException", "CertificateAuthorityPublicKeyIdentifier must name an imported root certificate")
+  end
+  control.usable(svc, ca, "Certificate authority")
+  local pem, cert = pem_of(m.WrappingKeyCertificate, "WrappingKeyCertificate")
+  if not core.pki.verify(pem, core.pki.parse(ca.cert).public_key) then
+    raise("ValidationException", "WrappingKeyCertificate is not signed by the certificate authority")
+  end
+  local spec = (m.WrappingSpec or "RSA_OAEP_SHA_256"):match("SHA_%d+$")
+  local hex, msg = core.pki.oaep_wrap(cert.public_key, key, spec)
+  if not hex then raise("ValidationException", tostring(msg):gsub("^[%w%._]+: ", "")) end
+  return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "KEY_CRYPTOGRAM", KeyMaterial = hex }
+end
+
+--- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; Tr34KeyBlock, DiffieHellmanTr31KeyBlock and ExportDukptInitialKey are refused as not supported yet.
+function M.ExportKey(svc, input)
+  local m = input.KeyMaterial
+  if m.Tr34KeyBlock then not_yet("KeyMaterial Tr34KeyBlock (TR-34 export)") end
+  if m.DiffieHellmanTr31KeyBlock then not_yet("KeyMaterial DiffieHellmanTr31KeyBlock (ECDH key agreement)") end
+  local attrs = input.ExportAttributes or {}
+  if attrs.ExportDukptInitialKey then not_yet("ExportAttributes.ExportDukptInitialKey") end
+  local rec = svc.keys:resolve(input.ExportKeyIdentifier)
+  control.usable(svc, rec)
+  if not rec.block then raise("ValidationException", "Only symmetric keys can be exported") end
+  if not rec.exportable then raise("ValidationException", "Key " .. svc.keys:arn(rec.id) .. " is not exportable") end
+  local key = svc.keys:unwrap(rec)
+  local ok, out
+  if m.Tr31KeyBlock then ok, out = pcall(export_tr31, svc, rec, key, m.Tr31KeyBlock)
+  else ok, out = pcall(export_cryptogram, svc, key, m.KeyCryptogram) end
+  if ok then
+    local kcv_alg = control.kcv_algorithm(key.algorithm, attrs.KeyCheckValueAlgorithm or rec.kcv_alg)
+    out.KeyCheckValue, out.KeyCheckValueAlgorithm = hsm.kcv(key, kcv_alg), kcv_alg
+  end
+  key:close()
+  if not ok then error(out, 0) end
+  return { WrappedKey = out }
+end
+
+return M

