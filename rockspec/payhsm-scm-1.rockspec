@@ -22,13 +22,13 @@ build = {
   modules = {
     ["payhsm.core"] = {
       sources = {
-        "csrc/core.c", "csrc/key.c", "csrc/cipher.c", "csrc/mac.c", "csrc/kcv.c",
-        "csrc/tr31.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/as2805.c", "csrc/zka.c",
+        "csrc/core.c", "csrc/util.c", "csrc/block.c", "csrc/key.c", "csrc/cipher.c",
+        "csrc/mac.c", "csrc/kcv.c", "csrc/tr31.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/as2805.c", "csrc/zka.c",
         "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c",
       },
       incdirs = { "$(OPENSSL_INCDIR)", "csrc" },
       libdirs = { "$(OPENSSL_LIBDIR)" },
-      libraries = { "crypto" },
+      libraries = { "crypto", "pthread" },
     },
     ["payhsm.http"] = {
       sources = { "csrc/http.c" },
