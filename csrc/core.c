@@ -34,8 +34,9 @@ static int core_equal(lua_State *L) {
 
 /*
  * luaopen_payhsm_core: the C module. Returns a table whose fields are the areas
- * (key, cipher, mac, kcv, tr31, pin, emv, as2805, zka, envelope, rotation); the
- * friendly API in lua/payhsm/init.lua re-exports them.
+ * (key, cipher, mac, kcv, tr31, pin, emv, as2805, zka, envelope, rotation, rsa) and
+ * the functions kcv, policy, hmac, hmac_verify, random and equal; the friendly API
+ * in lua/payhsm/init.lua re-exports them.
  */
 int luaopen_payhsm_core(lua_State *L);
 int luaopen_payhsm_core(lua_State *L) {
@@ -51,6 +52,7 @@ int luaopen_payhsm_core(lua_State *L) {
   payhsm_as2805_open(L);
   payhsm_zka_open(L);
   payhsm_envelope_open(L);
+  payhsm_hmac_open(L);
   payhsm_rotation_open(L);
   payhsm_rsa_open(L);
   lua_pushcfunction(L, core_random);

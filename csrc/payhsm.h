@@ -195,6 +195,7 @@ void payhsm_emv_open(lua_State *L);
 void payhsm_as2805_open(lua_State *L);
 void payhsm_zka_open(lua_State *L);
 void payhsm_envelope_open(lua_State *L);
+void payhsm_hmac_open(lua_State *L); /* core.hmac, core.hmac_verify (mac.c) */
 void payhsm_rotation_open(lua_State *L);
 void payhsm_rsa_open(lua_State *L);
 
@@ -218,5 +219,8 @@ int payhsm_mac_alg1(lua_State *L, payhsm_key *k, const unsigned char *padded, si
                     unsigned char *out);
 int payhsm_mac_alg3(lua_State *L, payhsm_key *k, const unsigned char *padded, size_t len,
                     unsigned char *out);
+/* HMAC signing key check (mac.c): usage M7 with one of modes, HMAC family; on refusal
+ * pushes nil, message, KEY_USAGE or KEY_TYPE and returns 3, else 0. */
+int payhsm_hmac_key_check(lua_State *L, const payhsm_key *mk, const char *fn, const char *modes);
 
 #endif
