@@ -50,6 +50,7 @@ build = {
     ["payhsm.compat"] = "lua/payhsm/compat.lua",
     ["payhsm.server"] = "lua/payhsm/server.lua",
     ["payhsm.http_client"] = "lua/payhsm/http_client.lua",
+    ["payhsm.service"] = "lua/payhsm/service.lua",
     ["payhsm.store.memory"] = "lua/payhsm/store/memory.lua",
     ["payhsm.store.sqlite"] = "lua/payhsm/store/sqlite.lua",
     ["payhsm.store.redis"] = "lua/payhsm/store/redis.lua",

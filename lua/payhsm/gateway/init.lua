@@ -37,6 +37,7 @@
 -- a store agree): nothing the integrator holds derives them.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
+local service = require "payhsm.service"
 local cjson = require "cjson.safe"
 
 local M = {}
@@ -84,9 +85,7 @@ local USAGE = { PIN = "P0", PAN = "D0" }
 local Gateway = {}
 Gateway.__index = Gateway
 
-local function refusal(name, detail)
-  error({ refusal = name, detail = detail }, 0)
-end
+local refusal = service.refusal
 
 local function master_key_entry(mk, i)
   assert(type(mk) == "table" and type(mk.label) == "string" and type(mk.hex) == "string",
@@ -222,24 +221,32 @@ end
 
 -- ---- responses ---------------------------------------------------------------------
 
-local function respond(ctx, status, body)
-  return {
-    status = status,
-    headers = { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
-                ["Api-Trace-Id"] = ctx.trace },
-    body = util.json(body),
-  }
-end
+-- Every request needs HTTP Basic; Client-Request-Id is echoed (or a fresh UUID given).
+local S = service.new {
+  name = "gateway",
+  errors = M.ERRORS,
+  auth = "required",
+  request_id = true,
+  headers = function(ctx)
+    return { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
+             ["Api-Trace-Id"] = ctx.trace }
+  end,
+  error_body = function(ctx, e, _, detail)
+    return util.object {
+      "type", "errorResponse",
+      "clientRequestId", ctx.crid,
+      "apiTraceId", ctx.trace,
+      "error", util.object { "code", e[2], "message", e[3], "details", detail },
+    }
+  end,
+  challenges = { UNAUTHORIZED = 'Basic realm="payhsm-gateway"' },
+}
+M.service = S
+
+local function respond(ctx, status, body) return S:respond(ctx, status, body) end
 
 local function error_response(ctx, name, detail)
-  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
-  local resp = respond(ctx, e[1], util.object {
-    "type", "errorResponse",
-    "clientRequestId", ctx.crid,
-    "apiTraceId", ctx.trace,
-    "error", util.object { "code", e[2], "message", e[3], "details", detail },
-  })
-  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="payhsm-gateway"' end
+  local resp = S:error(ctx, name, detail)
   if name == "TOO_SOON" and ctx.retry_after then resp.headers["Retry-After"] = tostring(ctx.retry_after) end
   return resp
 end
@@ -341,7 +348,7 @@ function Gateway:import(ctx, body)
 
   local ok, key, cmac, x924 = pcall(self._check_session_key, self, req)
   if not ok then
-    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
+    if service.is_refusal(key) then return error_response(ctx, key.refusal, key.detail) end
     error(key, 0)
   end
   local block = hsm.tr31.wrap(self.lmk, key, { version = "D", usage = USAGE[req.keyType], mode = key.mode or "B",
@@ -388,7 +395,7 @@ function Gateway:import(ctx, body)
     end
   end
   if not ok2 then
-    if type(id) == "table" and id.refusal then return error_response(ctx, id.refusal, id.detail) end
+    if service.is_refusal(id) then return error_response(ctx, id.refusal, id.detail) end
     self.last_store_error = tostring(id)
     return error_response(ctx, "NO_RESPONSE")
   end
@@ -488,7 +495,7 @@ function Gateway:pan_reencryption(ctx, body)
   end
   local ok, key, version, active = pcall(self._session_key, self, req, "PAN")
   if not ok then
-    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
+    if service.is_refusal(key) then return error_response(ctx, key.refusal, key.detail) end
     error(key, 0)
   end
   local clear = hsm.cipher.decrypt(key, "CBC", req.encryptedPan, iv)
@@ -538,7 +545,7 @@ function Gateway:pin_translation(ctx, body)
   end
   local ok, key, version, active = pcall(self._session_key, self, req, "PIN")
   if not ok then
-    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
+    if service.is_refusal(key) then return error_response(ctx, key.refusal, key.detail) end
     error(key, 0)
   end
   local out, msg, code = hsm.pin.translate(key, in_fmt, req.pinBlock, self.gw_pin, out_fmt, req.pan)
@@ -574,7 +581,7 @@ function Gateway:_route(ctx, req)
     if method ~= "POST" then return error_response(ctx, "METHOD") end
     local ok, resp = pcall(path == M.PATHS.pan and self.pan_reencryption or self.pin_translation, self, ctx, req.body)
     if ok then return resp end
-    if type(resp) == "table" and resp.refusal then return error_response(ctx, resp.refusal, resp.detail) end
+    if service.is_refusal(resp) then return error_response(ctx, resp.refusal, resp.detail) end
     error(resp, 0)
   elseif path:sub(1, #M.PATHS.keys) == M.PATHS.keys then
     if method ~= "GET" then return error_response(ctx, "METHOD") end
@@ -592,18 +599,7 @@ end
 -- as "X%41" is taken literally (the client percent-encodes labels and IDs in its paths). Every request needs Basic authorization; an unexpected
 -- failure is answered 500 / 1001 (its text goes to self.last_error, never to the client).
 function Gateway:handle(req)
-  local headers = req.headers or {}
-  local crid = headers["client-request-id"]
-  local ok_crid = type(crid) == "string" and #crid <= 128 and crid:match("^[\32-\126]+$")
-  local ctx = { crid = ok_crid and crid or util.uuid(),
-    trace = util.trace_id() }
-  if not util.basic_auth_ok(headers.authorization, self.users) then
-    return error_response(ctx, "UNAUTHORIZED")
-  end
-  local ok, resp = pcall(self._route, self, ctx, req)
-  if ok then return resp end
-  self:_log_failure(resp)
-  return error_response(ctx, "INTERNAL")
+  return S:handle(self, req)
 end
 
 -- An unexpected failure: its text goes to the operator's log (cfg.log) and to

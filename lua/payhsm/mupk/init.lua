@@ -39,6 +39,7 @@
 local hsm = require "payhsm"
 local core = require "payhsm.core"
 local util = require "payhsm.util"
+local service = require "payhsm.service"
 local cjson = require "cjson.safe"
 local webhook = require "payhsm.mupk.webhook"
 
@@ -78,7 +79,7 @@ local MAX_KEY_ID = 64 -- the seed: keyId, maximum length 64
 local Service = {}
 Service.__index = Service
 
-local function refusal(name, detail) error({ refusal = name, detail = detail }, 0) end
+local refusal = service.refusal
 
 -- ---- time ------------------------------------------------------------------------------
 
@@ -243,26 +244,33 @@ local function processing_details(ctx)
   }
 end
 
-local function respond(ctx, status, body)
-  return {
-    status = status,
-    headers = { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
-                ["Api-Trace-Id"] = ctx.trace },
-    body = util.json(body),
-  }
-end
+-- HTTP Basic when basic_auth is configured; Client-Request-Id echoed (or a fresh UUID),
+-- a hex apiTraceId; the error body is a declined gatewayResponse with an error list.
+local S = service.new {
+  name = "mupk",
+  errors = M.ERRORS,
+  auth = "optional",
+  request_id = true,
+  trace = "hex",
+  headers = function(ctx)
+    return { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
+             ["Api-Trace-Id"] = ctx.trace }
+  end,
+  error_body = function(ctx, e, _, detail)
+    return util.object {
+      "gatewayResponse", util.object { "transactionType", ctx.ttype, "transactionState", "DECLINED",
+        "transactionProcessingDetails", processing_details(ctx) },
+      "error", util.array { util.object { "type", "GATEWAY", "code", e[2], "field", ctx.field,
+        "message", e[3], "details", detail } },
+    }
+  end,
+  challenges = { UNAUTHORIZED = 'Basic realm="payhsm-mupk"' },
+}
+M.service = S
 
-function Service:_error(ctx, name, detail)
-  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
-  local resp = respond(ctx, e[1], util.object {
-    "gatewayResponse", util.object { "transactionType", ctx.ttype, "transactionState", "DECLINED",
-      "transactionProcessingDetails", processing_details(ctx) },
-    "error", util.array { util.object { "type", "GATEWAY", "code", e[2], "field", ctx.field,
-      "message", e[3], "details", detail } },
-  })
-  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="payhsm-mupk"' end
-  return resp
-end
+local function respond(ctx, status, body) return S:respond(ctx, status, body) end
+
+function Service:_error(ctx, name, detail) return S:error(ctx, name, detail) end
 
 function Service:key_details(rec, t)
   return util.object {
@@ -461,21 +469,7 @@ function Service:_route(ctx, req)
 end
 
 function Service:handle(req)
-  local h = req.headers or {}
-  local ctx = {
-    now = self.clock(),
-    crid = h["client-request-id"] or h["Client-Request-Id"] or tostring(math.random(1000000, 9999999)),
-    trace = core.random(16):lower(),
-    txid = tostring(self:_next_seq() + 84356531337),
-  }
-  if self.users and not util.basic_auth_ok(h.authorization or h.Authorization, self.users) then
-    return self:_error(ctx, "UNAUTHORIZED")
-  end
-  local ok, resp = pcall(self._route, self, ctx, req)
-  if ok then return resp end
-  if type(resp) == "table" and resp.refusal then return self:_error(ctx, resp.refusal, resp.detail) end
-  if self.log then self.log("mupk: " .. tostring(resp)) end
-  return self:_error(ctx, "INTERNAL")
+  return S:handle(self, req, { now = self.clock(), txid = tostring(self:_next_seq() + 84356531337) })
 end
 
 -- ---- expiry notifications ------------------------------------------------------------------------

@@ -25,6 +25,7 @@
 -- in this process (C memory, never Lua strings), for at most 2 * cache_size devices.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
+local service = require "payhsm.service"
 local cjson = require "cjson.safe"
 local P = require "payhsm.pos.protocol"
 
@@ -127,9 +128,7 @@ function Cache:count()
   return n
 end
 
-local function refusal(name, detail)
-  error({ refusal = name, detail = detail }, 0)
-end
+local refusal = service.refusal
 
 local function import_key(hex, alg, attrs, what)
   local key, msg = hsm.key.import(alg, hex, attrs)
@@ -246,21 +245,23 @@ end
 
 -- ---- responses -------------------------------------------------------------------------
 
-local function respond(ctx, status, body, headers)
-  local h = { ["Content-Type"] = "application/json", ["X-Trace-Id"] = ctx.trace }
-  for k, v in pairs(headers or {}) do h[k] = v end
-  return { status = status, headers = h, body = type(body) == "string" and body or util.json(body) }
-end
+-- The seed's error body {"error": {"code", "message", "trace_id"}}; X-Trace-Id on every answer.
+local S = service.new {
+  name = "pos",
+  errors = M.ERRORS,
+  headers = function(ctx) return { ["Content-Type"] = "application/json", ["X-Trace-Id"] = ctx.trace } end,
+  error_body = function(ctx, e, _, detail)
+    return util.object {
+      "error", util.object { "code", e[2], "message", e[3], "trace_id", ctx.trace, "details", detail },
+    }
+  end,
+  challenges = { ATTESTATION_TOKEN = 'Attestation realm="pos"', UNAUTHORIZED = 'Basic realm="pos"' },
+}
+M.service = S
 
-local function error_response(ctx, name, detail)
-  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
-  local resp = respond(ctx, e[1], util.object {
-    "error", util.object { "code", e[2], "message", e[3], "trace_id", ctx.trace, "details", detail },
-  })
-  if name == "ATTESTATION_TOKEN" then resp.headers["WWW-Authenticate"] = 'Attestation realm="pos"' end
-  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="pos"' end
-  return resp
-end
+local function respond(ctx, status, body, headers) return S:respond(ctx, status, body, headers) end
+
+local function error_response(ctx, name, detail) return S:error(ctx, name, detail) end
 M.error_response = error_response
 
 local function decode_body(body)
@@ -910,12 +911,7 @@ end
 -- to self.last_error, never to the client).
 function Server:handle(req)
   req.headers = req.headers or {}
-  local ctx = { trace = util.trace_id() }
-  local ok, resp = pcall(self._route, self, ctx, req)
-  if ok then return resp end
-  if type(resp) == "table" and resp.refusal then return error_response(ctx, resp.refusal, resp.detail) end
-  self.last_error = tostring(resp)
-  return error_response(ctx, "INTERNAL")
+  return S:handle(self, req)
 end
 
 --- A charge record (for scenarios and operators), or nil.
