@@ -69,6 +69,7 @@ build = {
     ["payhsm.mupk"] = "lua/payhsm/mupk/init.lua",
     ["payhsm.mupk.merchant"] = "lua/payhsm/mupk/merchant.lua",
     ["payhsm.mupk.webhook"] = "lua/payhsm/mupk/webhook.lua",
+    ["payhsm.mupk.expiry"] = "lua/payhsm/mupk/expiry.lua",
   },
   install = { bin = { "bin/payhsm" } },
 }
