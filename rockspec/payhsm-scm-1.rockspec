@@ -57,6 +57,7 @@ build = {
     ["payhsm.store.redis"] = "lua/payhsm/store/redis.lua",
     ["payhsm.gateway"] = "lua/payhsm/gateway/init.lua",
     ["payhsm.gateway.client"] = "lua/payhsm/gateway/client.lua",
+    ["payhsm.gateway.transactions"] = "lua/payhsm/gateway/transactions.lua",
     ["payhsm.embed"] = "lua/payhsm/embed/init.lua",
     ["payhsm.embed.lighttpd"] = "lua/payhsm/embed/lighttpd.lua",
     ["payhsm.embed.nginx"] = "lua/payhsm/embed/nginx.lua",
