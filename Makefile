@@ -13,7 +13,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual -Wstrict-
 CFLAGS   ?= -O2 -g
 LUA_INC  ?= /usr/include/lua5.4
 ALL_CFLAGS = $(CFLAGS) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -I$(LUA_INC) -Icsrc
-LDLIBS   := -lcrypto
+LDLIBS   := -lcrypto -pthread
 # payhsm.core is every csrc/*.c but the two modules that link other libraries:
 # payhsm.http (csrc/http.c, GNU libmicrohttpd) and payhsm.redis (csrc/redis.c, hiredis).
 SRCS     := $(filter-out csrc/http.c csrc/redis.c,$(wildcard csrc/*.c))

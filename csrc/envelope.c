@@ -1,6 +1,6 @@
 /*
- * envelope.c - MSK envelopes and HMAC signing (viopay's POS key guide,
- * "MSK-protected API payloads").
+ * envelope.c - MSK envelopes (viopay's POS key guide, "MSK-protected API payloads");
+ * the HMAC that signs them is core.hmac (mac.c).
  *
  * An envelope carries a JSON body encrypted under the device's Master Session Key:
  *   {"format": "TR31-DATA", "ciphertext": "<hex>", "initialization_vector": "<hex>",
@@ -22,7 +22,6 @@
  *        -> plaintext | nil, msg, code    (with mac_key, the HMAC over the JSON text
  *           is verified in constant time before anything is decrypted)
  *      core.envelope.encode(envelope_table) -> JSON text (fixed field order)
- *      core.hmac(mac_key, message) -> hex;  core.hmac_verify(mac_key, message, hex) -> bool
  * Keys: the MSK is an AES_256 key, usage D0 (or none), mode E/B/N to seal and
  * D/B/N to open; the MAC key an HMAC key, usage M7 (or none).
  * Codes: BAD_HEX, IV_LENGTH, BAD_LENGTH, ENVELOPE_FORMAT, ENVELOPE_PADDING (the
@@ -128,7 +127,14 @@ static int envelope_seal(lua_State *L) {
   return 1;
 }
 
-/* ---- a small strict JSON reader for the envelope object ------------------ */
+/* ---- a small strict JSON reader for the envelope object ------------------
+ * The signature covers the JSON text exactly as received, so open() takes that text,
+ * verifies its HMAC and only then reads it, in one C call. The reader is here rather
+ * than in Lua because payhsm.core links libcrypto alone and must run where no JSON
+ * module is loaded (nginx and lighttpd workers, the fuzz harness); and it reads only
+ * the four plain-string fields and chunk_size, refusing escapes instead of decoding
+ * them, so an envelope cannot mean one thing to the HMAC and another to the decoder.
+ * Hosts with lua-cjson may decode themselves and pass the table. */
 
 typedef struct {
   const char *fmt, *ct, *iv, *mode;
@@ -245,8 +251,6 @@ static void table_fields(lua_State *L, int idx, env_fields *f) {
 
 /* ---- open ---------------------------------------------------------------- */
 
-static int hmac_check(lua_State *L, payhsm_key *mk, const char *fn, const char *modes);
-
 /* core.envelope.open(msk, envelope [, {mac_key=, hmac=}]) -> plaintext | nil, msg, code */
 static int envelope_open(lua_State *L) {
   static const char fn[] = "envelope.open";
@@ -271,7 +275,7 @@ static int envelope_open(lua_State *L) {
       return luaL_error(L, "%s: a signature covers the JSON text; pass the body as received", fn);
     lua_getfield(L, 3, "mac_key");
     mk = payhsm_checkkey(L, -1);
-    if ((r = hmac_check(L, mk, fn, "CVN"))) return r;
+    if ((r = payhsm_hmac_key_check(L, mk, fn, "CVN"))) return r;
     if (!(given = payhsm_optfield_str(L, 3, "hmac", &gn)))
       return luaL_error(L, "%s: opts.hmac is required with opts.mac_key", fn);
     body = lua_tolstring(L, 2, &bn);
@@ -387,54 +391,9 @@ static int envelope_encode(lua_State *L) {
   return 1;
 }
 
-/* ---- HMAC ------------------------------------------------------------------ */
-
-static int hmac_check(lua_State *L, payhsm_key *mk, const char *fn, const char *modes) {
-  int r;
-  if ((r = payhsm_key_usage(L, mk, fn, "M7", modes))) return r;
-  if (payhsm_alg_family(mk->alg) != PAYHSM_FAM_HMAC)
-    return payhsm_fail(L, fn, "KEY_TYPE", "HMAC signing needs an HMAC key, got %s", payhsm_alg_name(mk->alg));
-  return 0;
-}
-
-/* core.hmac(mac_key, message) -> hex (FIPS 198-1 with the key's digest) */
-static int hmac_sign(lua_State *L) {
-  payhsm_key *k = payhsm_checkkey(L, 1);
-  size_t n, ml;
-  const char *msg = luaL_checklstring(L, 2, &n);
-  unsigned char mac[64];
-  int r;
-  if ((r = hmac_check(L, k, "hmac", "CGN"))) return r;
-  if (!payhsm_key_hmac(L, k, (const unsigned char *)msg, n, mac, &ml)) return payhsm_raise_ossl(L, "hmac");
-  payhsm_pushhex(L, mac, ml);
-  return 1;
-}
-
-/* core.hmac_verify(mac_key, message, hex) -> true | false, msg, code (constant time) */
-static int hmac_verify(lua_State *L) {
-  static const char fn[] = "hmac_verify";
-  payhsm_key *k = payhsm_checkkey(L, 1);
-  size_t n, ml, gn;
-  const char *msg = luaL_checklstring(L, 2, &n);
-  unsigned char mac[64], given[64];
-  int r;
-  if ((r = hmac_check(L, k, fn, "CVN"))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }
-  gn = payhsm_hexarg(L, 3, fn, "HMAC", given, sizeof given);
-  if (gn == (size_t)-1) { lua_pushboolean(L, 0); lua_replace(L, -4); return 3; }
-  if (!payhsm_key_hmac(L, k, (const unsigned char *)msg, n, mac, &ml)) return payhsm_raise_ossl(L, fn);
-  if (gn != ml) return payhsm_false(L, fn, "MAC_LENGTH", "HMAC must be %d bytes, got %d", (int)ml, (int)gn);
-  if (CRYPTO_memcmp(mac, given, ml) != 0) return payhsm_false(L, fn, "MAC_MISMATCH", "HMAC does not verify");
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 void payhsm_envelope_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"seal", envelope_seal}, {"open", envelope_open}, {"encode", envelope_encode}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "envelope");
-  lua_pushcfunction(L, hmac_sign);
-  lua_setfield(L, -2, "hmac");
-  lua_pushcfunction(L, hmac_verify);
-  lua_setfield(L, -2, "hmac_verify");
 }

@@ -13,7 +13,8 @@
  *                           tls = {cert = PEM, key = PEM, client_ca = PEM},   -- texts, optional
  *                           max_body = bytes (default 1 MiB), timeout = seconds (default 30),
  *                           quiet = true (drop libmicrohttpd's own diagnostics),
- *                           on_refused = function(method, path, status, reason)}
+ *                           on_refused = function(method, path, status, reason),
+ *                           bodies = {[403] = json, [413] = json, [500] = json}}
  *      srv:port() -> the bound port;  srv:run_once([ms]) -> true;  srv:close()
  *      http.clock() -> seconds (a float) on a monotonic wall clock (CLOCK_MONOTONIC),
  *                      for timing requests
@@ -29,7 +30,9 @@
  * opts.on_error(message) when given. Bodies over max_body get 413. Every answer the C
  * layer gives itself (403 without a verified client certificate, 413, the 500 of a
  * failed handler) is reported to opts.on_refused(method, path, status, reason) when
- * given, so the server can log one line for it too.
+ * given, so the server can log one line for it too. Their JSON bodies are the serving
+ * system's (opts.bodies, one per status); a status without one gets a generic
+ * {"error":{"code":"<status>","message":...}}.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,7 +67,15 @@ typedef struct {
   int quiet;         /* no diagnostics on stderr */
   size_t max_body;
   char *cert, *key, *ca; /* PEM copies: MHD keeps pointers to them */
+  char *bodies[3];       /* the JSON bodies of the 403, 413 and 500 the C layer gives */
 } server;
+
+/* The statuses the C layer answers by itself, and their generic bodies. */
+static const unsigned own_status[3] = {403, 413, 500};
+static const char *const own_body[3] = {
+  "{\"error\":{\"code\":\"403\",\"message\":\"client certificate required\"}}",
+  "{\"error\":{\"code\":\"413\",\"message\":\"body too large\"}}",
+  "{\"error\":{\"code\":\"500\",\"message\":\"Internal Server Error\"}}"};
 
 typedef struct {
   char *body;
@@ -93,9 +104,12 @@ static enum MHD_Result add_query(void *cls, enum MHD_ValueKind kind, const char 
   return MHD_YES;
 }
 
-static enum MHD_Result send_plain(struct MHD_Connection *c, unsigned status, const char *json) {
+/* Answers one of the C layer's own statuses (own_status[which]) with the system's body. */
+static enum MHD_Result send_plain(const server *sv, struct MHD_Connection *c, int which) {
+  const char *json = sv->bodies[which] ? sv->bodies[which] : own_body[which];
   struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), (void *)(uintptr_t)json,
-                                                           MHD_RESPMEM_PERSISTENT);
+                                                           MHD_RESPMEM_MUST_COPY);
+  unsigned status = own_status[which];
   enum MHD_Result ret;
   if (!r) return MHD_NO;
   MHD_add_response_header(r, "Content-Type", "application/json");
@@ -278,7 +292,7 @@ static enum MHD_Result respond(server *sv, struct MHD_Connection *c, const char 
   char buf[512];
   if (sv->mutual && !(subject = client_verified(c, buf, sizeof buf))) {
     report_refusal(sv, method, url, 403, "no client certificate that chains to client_ca");
-    return send_plain(c, 403, "{\"error\":{\"code\":\"403\",\"message\":\"client certificate required\"}}");
+    return send_plain(sv, c, 0);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, sv->handler_ref);
   lua_createtable(L, 0, 7);
@@ -310,12 +324,12 @@ static enum MHD_Result respond(server *sv, struct MHD_Connection *c, const char 
     }
     lua_settop(L, top);
     report_refusal(sv, method, url, 500, "the handler raised an error");
-    return send_plain(c, 500, "{\"error\":{\"code\":\"1001\",\"message\":\"Internal Server Error\"}}");
+    return send_plain(sv, c, 2);
   }
   if (!lua_istable(L, -1)) {
     lua_settop(L, top);
     report_refusal(sv, method, url, 500, "the handler returned no response table");
-    return send_plain(c, 500, "{\"error\":{\"code\":\"1001\",\"message\":\"Internal Server Error\"}}");
+    return send_plain(sv, c, 2);
   }
   if (lua_getfield(L, -1, "status") == LUA_TNUMBER) status = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);
@@ -374,7 +388,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
   }
   if (rc->too_big) {
     report_refusal(sv, method, url, 413, "body over max_body");
-    return send_plain(c, 413, "{\"error\":{\"code\":\"413\",\"message\":\"body too large\"}}");
+    return send_plain(sv, c, 1);
   }
   return respond(sv, c, method, url, rc);
 }
@@ -436,6 +450,7 @@ static char *dup_field(lua_State *L, int idx, const char *name, int required) {
 }
 
 static void free_server(server *sv) {
+  int i;
   if (sv->d) MHD_stop_daemon(sv->d);
   sv->d = NULL;
   if (sv->key) { /* the private key: wipe before freeing */
@@ -444,6 +459,10 @@ static void free_server(server *sv) {
   }
   free(sv->cert); free(sv->key); free(sv->ca);
   sv->cert = sv->key = sv->ca = NULL;
+  for (i = 0; i < 3; i++) {
+    free(sv->bodies[i]);
+    sv->bodies[i] = NULL;
+  }
 }
 
 /* http.new(opts) -> server; raises on bad options or when the port cannot be bound. */
@@ -479,6 +498,21 @@ static int http_new(lua_State *L) {
   else lua_pop(L, 1);
   if (lua_getfield(L, 1, "on_refused") == LUA_TFUNCTION) sv->on_refused_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   else lua_pop(L, 1);
+  if (lua_getfield(L, 1, "bodies") != LUA_TNIL) {
+    int i;
+    luaL_checktype(L, -1, LUA_TTABLE);
+    for (i = 0; i < 3; i++) {
+      lua_rawgeti(L, -1, (lua_Integer)own_status[i]);
+      if (!lua_isnil(L, -1)) {
+        size_t len;
+        const char *s = luaL_checklstring(L, -1, &len);
+        if (!(sv->bodies[i] = malloc(len + 1))) return luaL_error(L, "out of memory");
+        memcpy(sv->bodies[i], s, len + 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
   memset(&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
   addr.sin_port = htons((uint16_t)port);

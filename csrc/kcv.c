@@ -43,7 +43,8 @@ int payhsm_kcv_compute(lua_State *L, payhsm_key *k, int kcv_alg, unsigned char o
   return ok;
 }
 
-static int kcv(lua_State *L) {
+/* core.kcv(key [, kcv_algorithm]) -> hex; also the key:kcv() method (key.c). */
+int payhsm_kcv(lua_State *L) {
   static const char *const names[] = {"ANSI_X9_24", "CMAC", "HMAC", NULL};
   payhsm_key *k = payhsm_checkkey(L, 1);
   unsigned char out[3];
@@ -55,6 +56,6 @@ static int kcv(lua_State *L) {
 }
 
 void payhsm_kcv_open(lua_State *L) {
-  lua_pushcfunction(L, kcv);
+  lua_pushcfunction(L, payhsm_kcv);
   lua_setfield(L, -2, "kcv");
 }

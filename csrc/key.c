@@ -21,50 +21,16 @@
 
 #include "payhsm.h"
 
-int payhsm_policy_clear_export = 1;
+/* The host's policy lives in each Lua state's registry (as lua-cjson keeps its
+ * configuration per instance), so two states in one process do not share it. */
+#define POLICY_CLEAR_EXPORT "payhsm.policy.clear_export"
 
-static const struct {
-  const char *name;
-  payhsm_family fam;
-  size_t len;
-} algs[PAYHSM_ALG_COUNT] = {
-  {"DES", PAYHSM_FAM_DES, 8},          {"TDES_2KEY", PAYHSM_FAM_DES, 16},
-  {"TDES_3KEY", PAYHSM_FAM_DES, 24},   {"AES_128", PAYHSM_FAM_AES, 16},
-  {"AES_192", PAYHSM_FAM_AES, 24},     {"AES_256", PAYHSM_FAM_AES, 32},
-  {"HMAC_SHA256", PAYHSM_FAM_HMAC, 0}, {"HMAC_SHA384", PAYHSM_FAM_HMAC, 0},
-  {"HMAC_SHA512", PAYHSM_FAM_HMAC, 0},
-};
-
-const char *payhsm_alg_name(payhsm_alg alg) { return algs[alg].name; }
-payhsm_family payhsm_alg_family(payhsm_alg alg) { return algs[alg].fam; }
-size_t payhsm_alg_keylen(payhsm_alg alg) { return algs[alg].len; }
-
-int payhsm_alg_from_name(const char *name) {
-  int i;
-  for (i = 0; i < PAYHSM_ALG_COUNT; i++)
-    if (strcmp(algs[i].name, name) == 0) return i;
-  return -1;
-}
-
-size_t payhsm_key_blocksize(const payhsm_key *k) {
-  switch (algs[k->alg].fam) {
-    case PAYHSM_FAM_DES: return 8;
-    case PAYHSM_FAM_AES: return 16;
-    default: return 0;
-  }
-}
-
-int payhsm_key_family_ok(const payhsm_key *k, unsigned mask) {
-  return (mask & (1u << algs[k->alg].fam)) != 0;
-}
-
-void payhsm_des_parity(unsigned char *b, size_t len) {
-  size_t i;
-  for (i = 0; i < len; i++) {
-    unsigned v = b[i] & 0xFEu, p = v;
-    p ^= p >> 4; p ^= p >> 2; p ^= p >> 1;
-    b[i] = (unsigned char)(v | (~p & 1u));
-  }
+int payhsm_clear_export_allowed(lua_State *L) {
+  int allowed;
+  lua_getfield(L, LUA_REGISTRYINDEX, POLICY_CLEAR_EXPORT);
+  allowed = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return allowed;
 }
 
 /* ---- TR-31 attribute vocabulary (X9.143-2022 Tables 6, 8, 10) -------- */
@@ -136,16 +102,6 @@ int payhsm_key_init(payhsm_key *k, payhsm_alg alg, const unsigned char *bytes, s
   return 1;
 }
 
-payhsm_key *payhsm_testkey(lua_State *L, int idx) {
-  return (payhsm_key *)luaL_testudata(L, idx, PAYHSM_KEY_MT);
-}
-
-payhsm_key *payhsm_checkkey(lua_State *L, int idx) {
-  payhsm_key *k = (payhsm_key *)luaL_checkudata(L, idx, PAYHSM_KEY_MT);
-  if (!k->bytes) luaL_error(L, "key has been closed");
-  return k;
-}
-
 payhsm_key *payhsm_pushkey(lua_State *L, payhsm_alg alg, const unsigned char *bytes, size_t len) {
   payhsm_key *k = lua_newuserdatauv(L, sizeof *k, 0);
   memset(k, 0, sizeof *k);
@@ -159,216 +115,6 @@ payhsm_key *payhsm_pushkey(lua_State *L, payhsm_alg alg, const unsigned char *by
   memcpy(k->bytes, bytes, len);
   k->len = len;
   return k;
-}
-
-/* Expands a DES-family key to the 24 bytes DES-EDE3 takes. */
-static void des_expand(const payhsm_key *k, unsigned char out[24]) {
-  if (k->len == 8) {
-    memcpy(out, k->bytes, 8); memcpy(out + 8, k->bytes, 8); memcpy(out + 16, k->bytes, 8);
-  } else if (k->len == 16) {
-    memcpy(out, k->bytes, 16); memcpy(out + 16, k->bytes, 8);
-  } else {
-    memcpy(out, k->bytes, 24);
-  }
-}
-
-static EVP_CIPHER_CTX *make_ctx(lua_State *L, const EVP_CIPHER *c, const unsigned char *key,
-                                int enc) {
-  static const unsigned char zero_iv[16] = {0};
-  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-  if (!ctx || !EVP_CipherInit_ex2(ctx, c, key, zero_iv, enc, NULL) ||
-      !EVP_CIPHER_CTX_set_padding(ctx, 0)) {
-    EVP_CIPHER_CTX_free(ctx);
-    payhsm_raise_ossl(L, "key");
-    return NULL;
-  }
-  return ctx;
-}
-
-static EVP_CIPHER_CTX *build(lua_State *L, payhsm_key *k, int cbc, int enc) {
-  unsigned char tmp[24];
-  EVP_CIPHER_CTX *ctx;
-  const EVP_CIPHER *c = payhsm_cipher_for(k->alg, cbc);
-  if (!c) luaL_error(L, "%s keys are not block cipher keys", algs[k->alg].name);
-  if (algs[k->alg].fam == PAYHSM_FAM_DES) {
-    des_expand(k, tmp);
-    ctx = make_ctx(L, c, tmp, enc);
-    OPENSSL_cleanse(tmp, sizeof tmp);
-  } else {
-    ctx = make_ctx(L, c, k->bytes, enc);
-  }
-  return ctx;
-}
-
-EVP_CIPHER_CTX *payhsm_key_ecb(lua_State *L, payhsm_key *k, int enc) {
-  EVP_CIPHER_CTX **slot = enc ? &k->ecb_enc : &k->ecb_dec;
-  if (!*slot) *slot = build(L, k, 0, enc);
-  return *slot;
-}
-
-EVP_CIPHER_CTX *payhsm_key_cbc(lua_State *L, payhsm_key *k, int enc) {
-  EVP_CIPHER_CTX **slot = enc ? &k->cbc_enc : &k->cbc_dec;
-  if (!*slot) *slot = build(L, k, 1, enc);
-  return *slot;
-}
-
-EVP_CIPHER_CTX *payhsm_key_k1cbc(lua_State *L, payhsm_key *k) {
-  if (!k->des_k1) {
-    unsigned char tmp[24];
-    if (algs[k->alg].fam != PAYHSM_FAM_DES) luaL_error(L, "not a DES-family key");
-    memcpy(tmp, k->bytes, 8); memcpy(tmp + 8, k->bytes, 8); memcpy(tmp + 16, k->bytes, 8);
-    k->des_k1 = make_ctx(L, payhsm_cipher_for(PAYHSM_ALG_DES, 1), tmp, 1);
-    OPENSSL_cleanse(tmp, sizeof tmp);
-  }
-  return k->des_k1;
-}
-
-/* Short CBC runs on the key's ECB context: resetting a CBC context's IV with
- * EVP_CipherInit_ex2 costs more in OpenSSL 3 than several block calls. */
-#define SHORT_CBC_ENC 128  /* bytes: chained block by block on the ECB context */
-#define SHORT_CBC_DEC 4096 /* bytes: one ECB call, then the xor with the previous block */
-
-int payhsm_key_crypt(lua_State *L, payhsm_key *k, int enc, const unsigned char *iv,
-                     const unsigned char *in, unsigned char *out, size_t len) {
-  EVP_CIPHER_CTX *ctx;
-  int outl;
-  size_t bs = payhsm_key_blocksize(k), i, j;
-  if (len == 0) return 1;
-  if (len > (size_t)0x7fffffff) return 0;
-  if (iv && enc && len <= SHORT_CBC_ENC) {
-    unsigned char x[16];
-    const unsigned char *prev = iv;
-    ctx = payhsm_key_ecb(L, k, 1);
-    for (i = 0; i < len; i += bs) {
-      for (j = 0; j < bs; j++) x[j] = (unsigned char)(in[i + j] ^ prev[j]);
-      if (!EVP_CipherUpdate(ctx, out + i, &outl, x, (int)bs)) return 0;
-      prev = out + i;
-    }
-    OPENSSL_cleanse(x, sizeof x);
-    return 1;
-  }
-  if (iv && !enc && len <= SHORT_CBC_DEC) {
-    unsigned char ct[SHORT_CBC_DEC];
-    memcpy(ct, in, len);
-    ctx = payhsm_key_ecb(L, k, 0);
-    if (!EVP_CipherUpdate(ctx, out, &outl, ct, (int)len) || (size_t)outl != len) return 0;
-    for (j = 0; j < bs; j++) out[j] ^= iv[j];
-    for (i = bs; i < len; i++) out[i] ^= ct[i - bs];
-    return 1;
-  }
-  if (iv) {
-    ctx = payhsm_key_cbc(L, k, enc);
-    if (!EVP_CipherInit_ex2(ctx, NULL, NULL, iv, -1, NULL)) return 0;
-  } else {
-    ctx = payhsm_key_ecb(L, k, enc);
-  }
-  return EVP_CipherUpdate(ctx, out, &outl, in, (int)len) && (size_t)outl == len;
-}
-
-int payhsm_cbc_chain(EVP_CIPHER_CTX *ctx, const unsigned char *in, size_t len, size_t bs,
-                     unsigned char *last) {
-  static const unsigned char zero_iv[16] = {0};
-  unsigned char buf[1024];
-  int outl;
-  if (!EVP_CipherInit_ex2(ctx, NULL, NULL, zero_iv, -1, NULL)) return 0;
-  while (len > 0) {
-    size_t n = len > sizeof buf ? sizeof buf : len;
-    if (!EVP_CipherUpdate(ctx, buf, &outl, in, (int)n) || (size_t)outl != n) return 0;
-    in += n;
-    len -= n;
-    if (len == 0) memcpy(last, buf + n - bs, bs);
-  }
-  OPENSSL_cleanse(buf, sizeof buf);
-  return 1;
-}
-
-int payhsm_key_hmac(lua_State *L, payhsm_key *k, const unsigned char *msg, size_t len,
-                    unsigned char *out, size_t *outlen) {
-  static EVP_MAC *hmac_alg;
-  if (algs[k->alg].fam != PAYHSM_FAM_HMAC) luaL_error(L, "HMAC needs an HMAC key");
-  if (!k->hmac) {
-    OSSL_PARAM params[2];
-    if (!hmac_alg && !(hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL))) return 0;
-    params[0] = OSSL_PARAM_construct_utf8_string(
-        "digest", (char *)(uintptr_t)EVP_MD_get0_name(payhsm_md_for(k->alg)), 0);
-    params[1] = OSSL_PARAM_construct_end();
-    k->hmac = EVP_MAC_CTX_new(hmac_alg);
-    if (!k->hmac || !EVP_MAC_init(k->hmac, k->bytes, k->len, params)) {
-      EVP_MAC_CTX_free(k->hmac);
-      k->hmac = NULL;
-      return 0;
-    }
-  } else if (!EVP_MAC_init(k->hmac, NULL, 0, NULL)) {
-    return 0;
-  }
-  return EVP_MAC_update(k->hmac, msg, len) && EVP_MAC_final(k->hmac, out, outlen, 64);
-}
-
-/* CMAC subkey generation, NIST SP 800-38B section 6.1. */
-static void dbl(const unsigned char *in, unsigned char *out, size_t bs) {
-  size_t i;
-  unsigned char carry = (unsigned char)(in[0] >> 7);
-  for (i = 0; i + 1 < bs; i++) out[i] = (unsigned char)((in[i] << 1) | (in[i + 1] >> 7));
-  out[bs - 1] = (unsigned char)(in[bs - 1] << 1);
-  out[bs - 1] ^= (unsigned char)(carry * (bs == 16 ? 0x87 : 0x1B));
-}
-
-int payhsm_key_cmac(lua_State *L, payhsm_key *k, const unsigned char *msg, size_t len,
-                    unsigned char *out) {
-  size_t bs = payhsm_key_blocksize(k), n, rem, i;
-  unsigned char last[16];
-  int outl;
-  EVP_CIPHER_CTX *cbc;
-  if (!bs) luaL_error(L, "CMAC needs a block cipher key");
-  cbc = payhsm_key_cbc(L, k, 1);
-  if (!k->cmac_ready) {
-    static const unsigned char zero[16] = {0};
-    unsigned char l[16];
-    if (!payhsm_key_crypt(L, k, 1, NULL, zero, l, bs)) return 0;
-    dbl(l, k->cmac_k1, bs);
-    dbl(k->cmac_k1, k->cmac_k2, bs);
-    OPENSSL_cleanse(l, sizeof l);
-    k->cmac_ready = 1;
-  }
-  /* M_1 .. M_{n-1} are CBC-chained; M_n is completed with K1 or K2. */
-  n = len == 0 ? 1 : (len + bs - 1) / bs;
-  rem = len - (n - 1) * bs;
-  if (n <= 8) { /* short messages: block by block on the ECB context (no IV reset) */
-    unsigned char c[16] = {0};
-    EVP_CIPHER_CTX *ecb = payhsm_key_ecb(L, k, 1);
-    size_t b, j;
-    for (b = 0; b + 1 < n; b++) {
-      for (j = 0; j < bs; j++) c[j] ^= msg[b * bs + j];
-      if (!EVP_CipherUpdate(ecb, c, &outl, c, (int)bs)) return 0;
-    }
-    for (j = 0; j < bs; j++) {
-      unsigned char m = rem == bs ? (unsigned char)(msg[(n - 1) * bs + j] ^ k->cmac_k1[j])
-                        : (unsigned char)((j < rem ? msg[(n - 1) * bs + j] : (j == rem ? 0x80 : 0)) ^ k->cmac_k2[j]);
-      c[j] ^= m;
-    }
-    if (!EVP_CipherUpdate(ecb, out, &outl, c, (int)bs)) return 0;
-    OPENSSL_cleanse(c, sizeof c);
-    return 1;
-  }
-  if (n > 1) {
-    if (!payhsm_cbc_chain(cbc, msg, (n - 1) * bs, bs, last)) return 0;
-    /* Continue the chain: the context's IV is now the last ciphertext block. */
-    if (!EVP_CipherInit_ex2(cbc, NULL, NULL, last, -1, NULL)) return 0;
-  } else {
-    static const unsigned char zero_iv[16] = {0};
-    if (!EVP_CipherInit_ex2(cbc, NULL, NULL, zero_iv, -1, NULL)) return 0;
-  }
-  if (rem == bs) {
-    for (i = 0; i < bs; i++) last[i] = (unsigned char)(msg[(n - 1) * bs + i] ^ k->cmac_k1[i]);
-  } else {
-    for (i = 0; i < bs; i++) {
-      unsigned char b = i < rem ? msg[(n - 1) * bs + i] : (i == rem ? 0x80 : 0);
-      last[i] = (unsigned char)(b ^ k->cmac_k2[i]);
-    }
-  }
-  if (!EVP_CipherUpdate(cbc, out, &outl, last, (int)bs)) return 0;
-  OPENSSL_cleanse(last, sizeof last);
-  return 1;
 }
 
 int payhsm_key_usage(lua_State *L, const payhsm_key *k, const char *fn, const char *usages_ok,
@@ -403,9 +149,9 @@ void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx) {
   if ((s = payhsm_optfield_str(L, idx, "usage", &n))) {
     if (n != 2 || !(modes = payhsm_usage_modes(s)))
       luaL_error(L, "unknown TR-31 key usage '%s'", s);
-    if (algs[k->alg].fam == PAYHSM_FAM_HMAC ? (s[0] != 'M' || s[1] != '7') && modes[0]
+    if (payhsm_alg_family(k->alg) == PAYHSM_FAM_HMAC ? (s[0] != 'M' || s[1] != '7') && modes[0]
                                             : (s[0] == 'M' && s[1] == '7'))
-      luaL_error(L, "key usage %s does not fit a %s key", s, algs[k->alg].name);
+      luaL_error(L, "key usage %s does not fit a %s key", s, payhsm_alg_name(k->alg));
     memcpy(k->usage, s, 3);
   }
   if ((s = payhsm_optfield_str(L, idx, "mode", &n))) {
@@ -458,10 +204,10 @@ static int key_import(lua_State *L) {
   size_t n = payhsm_hexarg(L, 2, "key.import", "key", buf, sizeof buf);
   payhsm_key *k;
   if (n == (size_t)-1) return 3;
-  if (algs[alg].len ? n != algs[alg].len : n < 1) {
+  if (payhsm_alg_keylen(alg) ? n != payhsm_alg_keylen(alg) : n < 1) {
     OPENSSL_cleanse(buf, sizeof buf);
-    return payhsm_fail(L, "key.import", "KEY_LENGTH", "%s needs %d bytes, got %d", algs[alg].name,
-                       (int)(algs[alg].len ? algs[alg].len : 1), (int)n);
+    return payhsm_fail(L, "key.import", "KEY_LENGTH", "%s needs %d bytes, got %d", payhsm_alg_name(alg),
+                       (int)(payhsm_alg_keylen(alg) ? payhsm_alg_keylen(alg) : 1), (int)n);
   }
   k = payhsm_pushkey(L, alg, buf, n);
   OPENSSL_cleanse(buf, sizeof buf);
@@ -477,13 +223,13 @@ static int key_import(lua_State *L) {
 static int key_generate(lua_State *L) {
   payhsm_alg alg = check_alg(L, 1);
   unsigned char buf[64];
-  size_t n = algs[alg].len;
+  size_t n = payhsm_alg_keylen(alg);
   payhsm_key *k;
   lua_settop(L, 2);
   if (!n) n = (size_t)EVP_MD_get_size(payhsm_md_for(alg));
   for (;;) {
     if (RAND_priv_bytes(buf, (int)n) != 1) return payhsm_raise_ossl(L, "key.generate");
-    if (algs[alg].fam != PAYHSM_FAM_DES) break;
+    if (payhsm_alg_family(alg) != PAYHSM_FAM_DES) break;
     payhsm_des_parity(buf, n);
     if (n == 8) break;
     if (CRYPTO_memcmp(buf, buf + 8, 8) != 0 &&
@@ -508,44 +254,24 @@ static int key_generate(lua_State *L) {
 static int key_derive(lua_State *L) {
   payhsm_key *kdk = payhsm_checkkey(L, 1);
   payhsm_alg alg = check_alg(L, 2);
-  size_t llen, clen, n = algs[alg].len;
+  size_t llen, clen, n = payhsm_alg_keylen(alg);
   const char *label = luaL_checklstring(L, 3, &llen);
   const char *context = luaL_checklstring(L, 4, &clen);
   unsigned char buf[64];
-  OSSL_PARAM params[7], *p = params;
-  EVP_KDF *kdf;
-  EVP_KDF_CTX *ctx;
   payhsm_key *k;
   int ok;
   lua_settop(L, 5);
   if (payhsm_key_usage(L, kdk, "key.derive", "B0", NULL)) return 3;
   if (!n) n = (size_t)EVP_MD_get_size(payhsm_md_for(alg));
-  *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MODE, (char *)(uintptr_t)"counter", 0);
-  if (algs[kdk->alg].fam == PAYHSM_FAM_AES) {
-    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MAC, (char *)(uintptr_t)"CMAC", 0);
-    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_CIPHER,
-        (char *)(uintptr_t)EVP_CIPHER_get0_name(payhsm_cipher_for(kdk->alg, 1)), 0);
-  } else if (algs[kdk->alg].fam == PAYHSM_FAM_HMAC) {
-    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_MAC, (char *)(uintptr_t)"HMAC", 0);
-    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
-        (char *)(uintptr_t)EVP_MD_get0_name(payhsm_md_for(kdk->alg)), 0);
-  } else {
+  if (payhsm_alg_family(kdk->alg) == PAYHSM_FAM_DES)
     return luaL_argerror(L, 1, "key.derive: the key-derivation key must be AES or HMAC");
-  }
-  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, kdk->bytes, kdk->len);
-  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)(uintptr_t)label, llen);
-  *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)(uintptr_t)context, clen);
-  *p = OSSL_PARAM_construct_end();
-  kdf = EVP_KDF_fetch(NULL, "KBKDF", NULL);
-  ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-  EVP_KDF_free(kdf);
-  ok = ctx && EVP_KDF_derive(ctx, buf, n, params) == 1;
-  EVP_KDF_CTX_free(ctx);
+  ok = payhsm_kbkdf(kdk, (const unsigned char *)label, llen, (const unsigned char *)context, clen,
+                    buf, n);
   if (!ok) {
     OPENSSL_cleanse(buf, sizeof buf);
     return payhsm_raise_ossl(L, "key.derive");
   }
-  if (algs[alg].fam == PAYHSM_FAM_DES) payhsm_des_parity(buf, n);
+  if (payhsm_alg_family(alg) == PAYHSM_FAM_DES) payhsm_des_parity(buf, n);
   k = payhsm_pushkey(L, alg, buf, n);
   OPENSSL_cleanse(buf, sizeof buf);
   payhsm_key_setattrs(L, k, 5);
@@ -556,7 +282,7 @@ static int key_derive(lua_State *L) {
  * policy turned clear export off. */
 static int key_export(lua_State *L) {
   payhsm_key *k = payhsm_checkkey(L, 1);
-  if (!payhsm_policy_clear_export) return luaL_error(L, "key:export: clear export is disabled by policy");
+  if (!payhsm_clear_export_allowed(L)) return luaL_error(L, "key:export: clear export is disabled by policy");
   payhsm_pushhex(L, k->bytes, k->len);
   return 1;
 }
@@ -573,14 +299,14 @@ static int key_tostring(lua_State *L) {
   unsigned char kcv[3];
   char hex[7];
   if (!k->bytes) {
-    lua_pushfstring(L, "payhsm.Key(%s, closed)", algs[k->alg].name);
+    lua_pushfstring(L, "payhsm.Key(%s, closed)", payhsm_alg_name(k->alg));
     return 1;
   }
-  if (!payhsm_kcv_compute(L, k, algs[k->alg].fam == PAYHSM_FAM_HMAC ? 2 : 0, kcv))
+  if (!payhsm_kcv_compute(L, k, payhsm_alg_family(k->alg) == PAYHSM_FAM_HMAC ? 2 : 0, kcv))
     return payhsm_raise_ossl(L, "key");
   payhsm_hex_encode(kcv, 3, hex);
   hex[6] = 0;
-  lua_pushfstring(L, "payhsm.Key(%s, usage %s, KCV %s)", algs[k->alg].name,
+  lua_pushfstring(L, "payhsm.Key(%s, usage %s, KCV %s)", payhsm_alg_name(k->alg),
                   k->usage[0] ? k->usage : "any", hex);
   return 1;
 }
@@ -594,7 +320,7 @@ static int key_index(lua_State *L) {
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   k = (payhsm_key *)luaL_checkudata(L, 1, PAYHSM_KEY_MT);
   f = luaL_checkstring(L, 2);
-  if (strcmp(f, "algorithm") == 0) lua_pushstring(L, algs[k->alg].name);
+  if (strcmp(f, "algorithm") == 0) lua_pushstring(L, payhsm_alg_name(k->alg));
   else if (strcmp(f, "bits") == 0) lua_pushinteger(L, (lua_Integer)(k->len * 8));
   else if (strcmp(f, "usage") == 0) { if (k->usage[0]) lua_pushstring(L, k->usage); else lua_pushnil(L); }
   else if (strcmp(f, "mode") == 0) { if (k->mode) lua_pushlstring(L, &k->mode, 1); else lua_pushnil(L); }
@@ -618,12 +344,13 @@ static int policy(lua_State *L) {
     payhsm_checkfields(L, 1, "policy", fields);
     if (lua_getfield(L, 1, "clear_export") != LUA_TNIL) {
       luaL_checktype(L, -1, LUA_TBOOLEAN);
-      payhsm_policy_clear_export = lua_toboolean(L, -1);
+      lua_pushboolean(L, lua_toboolean(L, -1));
+      lua_setfield(L, LUA_REGISTRYINDEX, POLICY_CLEAR_EXPORT);
     }
     lua_pop(L, 1);
   }
   lua_createtable(L, 0, 1);
-  lua_pushboolean(L, payhsm_policy_clear_export);
+  lua_pushboolean(L, payhsm_clear_export_allowed(L));
   lua_setfield(L, -2, "clear_export");
   return 1;
 }
@@ -646,7 +373,7 @@ void payhsm_key_open(lua_State *L) {
   luaL_newmetatable(L, PAYHSM_KEY_MT);
   luaL_setfuncs(L, meta, 0);
   luaL_newlib(L, methods);
-  lua_getfield(L, -3, "kcv"); /* core.kcv, set by payhsm_kcv_open before us */
+  lua_pushcfunction(L, payhsm_kcv);
   lua_setfield(L, -2, "kcv");
   lua_pushcclosure(L, key_index, 1);
   lua_setfield(L, -2, "__index");

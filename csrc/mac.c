@@ -22,6 +22,7 @@
  * Generate needs mode of use C, G or N; verify C, V or N. verify compares in
  * constant time the leftmost bytes of the MAC as long as mac_hex (or opts.length).
  * Codes: BAD_HEX, KEY_TYPE, KEY_USAGE, MAC_LENGTH, MAC_MISMATCH.
+ *      core.hmac(mac_key, message) -> hex;  core.hmac_verify(mac_key, message, hex) -> bool
  */
 #include <string.h>
 
@@ -176,4 +177,54 @@ void payhsm_mac_open(lua_State *L) {
   static const luaL_Reg funcs[] = {{"generate", mac_generate}, {"verify", mac_verify}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "mac");
+}
+
+/* ---- HMAC (FIPS 198-1) ------------------------------------------------------
+ * core.hmac and core.hmac_verify sign and check any message with an HMAC key
+ * (usage M7); MSK envelopes are signed with them (envelope.c). */
+
+int payhsm_hmac_key_check(lua_State *L, const payhsm_key *mk, const char *fn, const char *modes) {
+  int r;
+  if ((r = payhsm_key_usage(L, mk, fn, "M7", modes))) return r;
+  if (payhsm_alg_family(mk->alg) != PAYHSM_FAM_HMAC)
+    return payhsm_fail(L, fn, "KEY_TYPE", "HMAC signing needs an HMAC key, got %s", payhsm_alg_name(mk->alg));
+  return 0;
+}
+
+/* core.hmac(mac_key, message) -> hex (FIPS 198-1 with the key's digest) */
+static int hmac_sign(lua_State *L) {
+  payhsm_key *k = payhsm_checkkey(L, 1);
+  size_t n, ml;
+  const char *msg = luaL_checklstring(L, 2, &n);
+  unsigned char mac[64];
+  int r;
+  if ((r = payhsm_hmac_key_check(L, k, "hmac", "CGN"))) return r;
+  if (!payhsm_key_hmac(L, k, (const unsigned char *)msg, n, mac, &ml)) return payhsm_raise_ossl(L, "hmac");
+  payhsm_pushhex(L, mac, ml);
+  return 1;
+}
+
+/* core.hmac_verify(mac_key, message, hex) -> true | false, msg, code (constant time) */
+static int hmac_verify(lua_State *L) {
+  static const char fn[] = "hmac_verify";
+  payhsm_key *k = payhsm_checkkey(L, 1);
+  size_t n, ml, gn;
+  const char *msg = luaL_checklstring(L, 2, &n);
+  unsigned char mac[64], given[64];
+  int r;
+  if ((r = payhsm_hmac_key_check(L, k, fn, "CVN"))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }
+  gn = payhsm_hexarg(L, 3, fn, "HMAC", given, sizeof given);
+  if (gn == (size_t)-1) { lua_pushboolean(L, 0); lua_replace(L, -4); return 3; }
+  if (!payhsm_key_hmac(L, k, (const unsigned char *)msg, n, mac, &ml)) return payhsm_raise_ossl(L, fn);
+  if (gn != ml) return payhsm_false(L, fn, "MAC_LENGTH", "HMAC must be %d bytes, got %d", (int)ml, (int)gn);
+  if (CRYPTO_memcmp(mac, given, ml) != 0) return payhsm_false(L, fn, "MAC_MISMATCH", "HMAC does not verify");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+void payhsm_hmac_open(lua_State *L) {
+  lua_pushcfunction(L, hmac_sign);
+  lua_setfield(L, -2, "hmac");
+  lua_pushcfunction(L, hmac_verify);
+  lua_setfield(L, -2, "hmac_verify");
 }

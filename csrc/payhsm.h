@@ -66,18 +66,20 @@ typedef struct payhsm_key {
   void (*tr31_cache_free)(void *);
 } payhsm_key;
 
-/* ---- algorithm table (key.c) ---------------------------------------- */
+/* ---- algorithm table (util.c) --------------------------------------- */
 const char *payhsm_alg_name(payhsm_alg alg);
 int payhsm_alg_from_name(const char *name); /* -1 if unknown */
 payhsm_family payhsm_alg_family(payhsm_alg alg);
 size_t payhsm_alg_keylen(payhsm_alg alg);   /* 0 for HMAC (variable) */
 size_t payhsm_key_blocksize(const payhsm_key *k); /* 8, 16, or 0 for HMAC */
 
-/* ---- key objects (key.c) -------------------------------------------- */
+/* ---- key arguments (util.c) ----------------------------------------- */
 /* Checks argument idx is an open key; raises otherwise. */
 payhsm_key *payhsm_checkkey(lua_State *L, int idx);
 /* Tests argument idx: the key, or NULL if it is not a key userdata. */
 payhsm_key *payhsm_testkey(lua_State *L, int idx);
+
+/* ---- key objects (key.c) -------------------------------------------- */
 /* Pushes a new key holding a copy of bytes; attributes unset. Raises on bad length. */
 payhsm_key *payhsm_pushkey(lua_State *L, payhsm_alg alg, const unsigned char *bytes, size_t len);
 /* Fills a key struct that C owns (not a Lua object), e.g. keys derived and cached
@@ -85,6 +87,7 @@ payhsm_key *payhsm_pushkey(lua_State *L, payhsm_alg alg, const unsigned char *by
 int payhsm_key_init(payhsm_key *k, payhsm_alg alg, const unsigned char *bytes, size_t len);
 /* Frees the contexts and cleanses the bytes of a key (what close and __gc do). */
 void payhsm_key_clear(payhsm_key *k);
+/* ---- block primitives on a key's cached contexts (block.c) ------------ */
 /* Builds (once) and returns the key's ECB/CBC contexts. Raise on failure. */
 EVP_CIPHER_CTX *payhsm_key_ecb(lua_State *L, payhsm_key *k, int enc);
 EVP_CIPHER_CTX *payhsm_key_cbc(lua_State *L, payhsm_key *k, int enc);
@@ -95,6 +98,10 @@ int payhsm_key_crypt(lua_State *L, payhsm_key *k, int enc, const unsigned char *
 /* CMAC (NIST SP 800-38B) of msg under a DES-family or AES key; out gets blocksize bytes. */
 int payhsm_key_cmac(lua_State *L, payhsm_key *k, const unsigned char *msg, size_t len,
                     unsigned char *out);
+/* NIST SP 800-108r1 KBKDF in counter mode: n bytes into out under an AES (CMAC PRF)
+ * or HMAC key-derivation key. Returns 1 on success, 0 for another family or failure. */
+int payhsm_kbkdf(const payhsm_key *kdk, const unsigned char *label, size_t llen,
+                 const unsigned char *context, size_t clen, unsigned char *out, size_t n);
 /*
  * Usage check. usages is a space separated list of TR-31 key usages ("M1 M0"), or
  * NULL for any; modes the TR-31 modes of use acceptable for the operation ("CG"),
@@ -116,12 +123,12 @@ int payhsm_mode_known(char m);
 int payhsm_key_family_ok(const payhsm_key *k, unsigned mask);
 /* Sets the TR-31 attributes from a Lua table at idx (raises on malformed codes). */
 void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx);
-/* Whether the host allows key:export() (hsm.policy{clear_export=}). */
-extern int payhsm_policy_clear_export;
+/* Whether the host allows key:export() in this Lua state (hsm.policy{clear_export=}). */
+int payhsm_clear_export_allowed(lua_State *L);
 /* Sets odd parity on every byte (DES keys). */
 void payhsm_des_parity(unsigned char *b, size_t len);
 
-/* ---- hex and errors (core.c) ---------------------------------------- */
+/* ---- hex and errors (util.c) ---------------------------------------- */
 /*
  * Decodes the hex string at idx into buf (capacity cap). Accepts either case.
  * Returns the byte count, or (size_t)-1 on bad hex / odd length / too long, after
@@ -141,6 +148,8 @@ size_t payhsm_hexarg_alloc(lua_State *L, int idx, const char *fn, const char *wh
 size_t payhsm_hexarg_scratch(lua_State *L, int idx, const char *fn, const char *what,
                              size_t extra, unsigned char *stackbuf, size_t cap,
                              unsigned char **out);
+/* Value of one hex digit (either case), or -1. */
+int payhsm_hex_digit(char c);
 /* Decodes hex (len chars) into out; returns byte count or (size_t)-1. */
 size_t payhsm_hex_decode(const char *restrict hex, size_t len, unsigned char *restrict out, size_t cap);
 /* Encodes len bytes as upper-case hex into out (2*len chars, no NUL). */
@@ -167,6 +176,9 @@ int payhsm_checkfields(lua_State *L, int idx, const char *fn, const char *const 
 lua_Integer payhsm_optfield_int(lua_State *L, int idx, const char *field, lua_Integer def);
 /* Reads an optional string field of the table at idx (NULL when absent). */
 const char *payhsm_optfield_str(lua_State *L, int idx, const char *field, size_t *len);
+/* Fetches the cached algorithm objects once per process (pthread_once); 1 when all
+ * are there. luaopen_payhsm_core calls it before any area runs. */
+int payhsm_algorithms_load(void);
 /* Cached EVP_CIPHER objects, fetched once per process. */
 const EVP_CIPHER *payhsm_cipher_for(payhsm_alg alg, int cbc);
 /* Cached EVP_MD objects for HMAC keys. */
@@ -184,6 +196,7 @@ void payhsm_emvsm_open(lua_State *L); /* adds secure messaging to the emv table 
 void payhsm_as2805_open(lua_State *L);
 void payhsm_zka_open(lua_State *L);
 void payhsm_envelope_open(lua_State *L);
+void payhsm_hmac_open(lua_State *L); /* core.hmac, core.hmac_verify (mac.c) */
 void payhsm_rotation_open(lua_State *L);
 void payhsm_rsa_open(lua_State *L);
 void payhsm_components_open(lua_State *L); /* adds to the key table: after key */
@@ -199,6 +212,8 @@ void payhsm_pki_open(lua_State *L);
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
 int payhsm_kcv_compute(lua_State *L, payhsm_key *k, int kcv_alg, unsigned char out[3]);
+/* core.kcv(key [, kcv_algorithm]) (kcv.c), also the key:kcv() method. */
+int payhsm_kcv(lua_State *L);
 /* ISO 9797-1 padding (mac.c): method 1, 2 or 3 of len bytes of in into out (which may
  * alias in); out has room for len + 2 * bs bytes. Returns the padded length. */
 size_t payhsm_iso9797_pad(const unsigned char *in, size_t len, size_t bs, int method,
@@ -235,5 +250,8 @@ int payhsm_pin_decrypt_block(lua_State *L, const char *fn, payhsm_key *pek, int 
 /* RSA keys (rsa.c): the EVP_PKEY of the open payhsm.RsaKey at idx, NULL if idx is not
  * one (raises if it is closed). The key stays owned by the userdata. */
 EVP_PKEY *payhsm_rsa_pkey(lua_State *L, int idx);
+/* HMAC signing key check (mac.c): usage M7 with one of modes, HMAC family; on refusal
+ * pushes nil, message, KEY_USAGE or KEY_TYPE and returns 3, else 0. */
+int payhsm_hmac_key_check(lua_State *L, const payhsm_key *mk, const char *fn, const char *modes);
 
 #endif

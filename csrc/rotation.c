@@ -72,9 +72,8 @@ static void push_entry(lua_State *L, int i) {
   lua_remove(L, -2);
 }
 
-static void check_id(lua_State *L, const char *id, size_t n) {
+static void check_id_length(lua_State *L, size_t n) {
   if (n == 0 || n > MAX_ID_LEN) luaL_error(L, "rotation: key IDs must be 1 to %d characters", MAX_ID_LEN);
-  (void)id;
 }
 
 /* core.rotation.new({ids = {...}}) -> state. Raises on a malformed ID list. */
@@ -95,7 +94,7 @@ static int rotation_new(lua_State *L) {
     lua_rawgeti(L, -2, i + 1);
     if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "rotation.new: key IDs must be strings");
     id = lua_tolstring(L, -1, &len);
-    check_id(L, id, len);
+    check_id_length(L, len);
     for (j = 0; j < i; j++)
       if (strcmp(s->ids[j], id) == 0) return luaL_error(L, "rotation.new: duplicate key ID '%s'", id);
     memcpy(s->ids[i], id, len + 1);

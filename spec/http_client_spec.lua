@@ -58,10 +58,63 @@ describe("http_client", function()
     assert.matches("tls", err3)
   end)
 
+  -- RFC 9112 section 9.3.1: a request on a kept-alive connection that the server closes
+  -- before answering is sent again only when its method is idempotent.
+  it("repeats a GET on a new connection when a kept-alive one closes unanswered, never a POST", function()
+    local socket = require "socket"
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    srv:settimeout(0)
+    local port = select(2, srv:getsockname())
+    local conns, got = {}, {}
+    -- answers the first request of each connection, closes it at the second unanswered
+    local function pump()
+      local s = srv:accept()
+      if s then s:settimeout(0) conns[#conns + 1] = { sock = s, buf = "", n = 0 } end
+      for _, cn in ipairs(conns) do
+        if not cn.closed then
+          local data, _, partial = cn.sock:receive(8192)
+          cn.buf = cn.buf .. (data or partial or "")
+          local head_end = cn.buf:find("\r\n\r\n", 1, true)
+          local len = head_end and tonumber(cn.buf:sub(1, head_end):match("Content%-Length: *(%d+)"))
+          if head_end and #cn.buf >= head_end + 3 + len then
+            got[#got + 1] = cn.buf:match("^(%u+ %S+)")
+            cn.buf = cn.buf:sub(head_end + 4 + len)
+            cn.n = cn.n + 1
+            if cn.n == 1 then
+              cn.sock:send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            else
+              cn.sock:close()
+              cn.closed = true
+            end
+          end
+        end
+      end
+      socket.sleep(0.001)
+    end
+    finally(function()
+      for _, cn in ipairs(conns) do if not cn.closed then cn.sock:close() end end
+      srv:close()
+    end)
+    local c = client.new { host = "127.0.0.1", port = port, timeout = 2, pump = pump }
+    assert.equal(200, assert(c:request { method = "POST", path = "/a", body = "x" }).status)
+    local r, err, kind = c:request { method = "POST", path = "/b", body = "y" }
+    assert.is_nil(r)
+    assert.matches("closed", err)
+    assert.equal("ambiguous", kind)
+    assert.same({ "POST /a", "POST /b" }, got) -- /b arrived once and was not repeated
+    assert.equal(200, assert(c:request { method = "GET", path = "/c" }).status)
+    r = assert(c:request { method = "GET", path = "/d" })
+    assert.equal(200, r.status)
+    assert.equal("ok", r.body)
+    assert.same({ "POST /a", "POST /b", "GET /c", "GET /d", "GET /d" }, got)
+    c:close()
+  end)
+
   it("reports a refused connection", function()
     local c = client.new { host = "127.0.0.1", port = 1, timeout = 1 }
     local r, err = c:request { path = "/" }
     assert.is_nil(r)
     assert.matches("connect", err)
+    assert.equal("not_sent", select(3, c:request { path = "/" }))
   end)
 end)

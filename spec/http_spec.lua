@@ -25,12 +25,30 @@ describe("http", function()
 
     it("answers 500 with a generic body when the handler raises, and reports the error", function()
       local seen
-      local srv = http.new { quiet = true, port = 0, handler = function() error("boom") end, on_error = function(e) seen = e end }
+      -- the body is the serving system's (here the gateway's internal error)
+      local srv = http.new { quiet = true, port = 0, handler = function() error("boom") end, on_error = function(e) seen = e end,
+        bodies = require("payhsm.gateway").service:bodies() }
       local out = pki.curl(srv, ("-i http://127.0.0.1:%d/"):format(srv:port()))
       srv:close()
       assert.matches("^HTTP/1.1 500", out)
       assert.matches('"code":"1001"', out, 1, true)
       assert.matches("boom", seen)
+    end)
+
+    it("answers its own 413 and 500 with the bodies given, and generic ones without", function()
+      local bodies = { [413] = '{"big":true}', [500] = '{"failed":true}' }
+      local srv = http.new { quiet = true, port = 0, handler = function() error("boom") end, max_body = 10,
+        bodies = bodies }
+      local out = pki.curl(srv, ("-i http://127.0.0.1:%d/"):format(srv:port()))
+      assert.matches('\r\n\r\n{"failed":true}$', out)
+      out = pki.curl(srv, ("-i -d '%s' http://127.0.0.1:%d/"):format(("x"):rep(100), srv:port()))
+      srv:close()
+      assert.matches('\r\n\r\n{"big":true}$', out)
+      srv = http.new { quiet = true, port = 0, handler = function() error("boom") end }
+      out = pki.curl(srv, ("-i http://127.0.0.1:%d/"):format(srv:port()))
+      srv:close()
+      assert.matches('\r\n\r\n{"error":{"code":"500","message":"Internal Server Error"}}$', out)
+      assert.has_error(function() http.new { quiet = true, port = 0, handler = echo, bodies = "x" } end)
     end)
 
     it("refuses bodies over max_body with 413, and reports it to on_refused", function()

@@ -53,7 +53,7 @@ function M.new(opts)
   local scheme, host, port = M.parse_endpoint(endpoint)
   local tls
   if scheme == "https" then -- the server certificate must chain to cafile and name the host
-    tls = { cafile = (opts.tls or {}).cafile or "/etc/ssl/certs/ca-certificates.crt", servername = host }
+    tls = { cafile = (opts.tls or {}).cafile or "/etc/ssl/certs/ca-certificates.crt" }
     for k, v in pairs(opts.tls or {}) do tls[k] = v end
   end
   local http = require("payhsm.http_client").new { host = host, port = port, timeout = opts.timeout or 10,

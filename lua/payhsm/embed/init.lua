@@ -27,30 +27,29 @@ function M.app(system, config_path, opts)
   local key = tostring(system) .. "\0" .. tostring(config_path)
   if not apps[key] then
     local server = require "payhsm.server"
-    local modname = server.systems[system]
-    if not modname then error("embed: unknown system '" .. tostring(system) .. "' (gateway, pos, mupk)", 0) end
+    server.system(system, "embed")
     local cfg = server.load_config(config_path)
     local backend = (cfg.store or {}).backend or "sqlite"
     if opts.shared and backend == "memory" then
       error("embed: a memory store is private to each host process; give the config a sqlite "
         .. "(or redis) store that the host's processes share", 0)
     end
-    local app_cfg = {}
-    for k, v in pairs(cfg) do app_cfg[k] = v end
-    app_cfg.store = server.open_store(cfg.store, "sqlite", cfg.clock)
-    app_cfg.log = opts.log or function(line) io.stderr:write(line, "\n") end
-    apps[key] = require(modname).new(app_cfg)
+    apps[key] = server.app(system, cfg, "sqlite", opts.log, "embed")
   end
   return apps[key]
 end
 
 --- The answer to a request the host could not serve: the reason goes to log (default
--- stderr), the client gets 500 with the generic JSON body payhsm.http gives.
-function M.failure(reason, log)
+-- stderr), the client gets 500 with the JSON body payhsm.http gives for system (its
+-- service's internal error; a generic one when system is unknown).
+function M.failure(reason, log, system)
   log = log or function(line) io.stderr:write(line, "\n") end
   log("payhsm: " .. tostring(reason))
-  return { status = 500, headers = { ["Content-Type"] = "application/json" },
-    body = '{"error":{"code":"1001","message":"Internal Server Error"}}' }
+  local server = require "payhsm.server"
+  local ok, mod = pcall(server.system, system)
+  local body = ok and mod.service and mod.service:bodies()[500]
+    or '{"error":{"code":"500","message":"Internal Server Error"}}'
+  return { status = 500, headers = { ["Content-Type"] = "application/json" }, body = body }
 end
 
 --- Hands one request to the application; returns its response. A failure (a bad config
@@ -60,7 +59,7 @@ function M.handle(system, config_path, req, opts)
   opts = opts or {}
   local ok, resp = pcall(function() return M.app(system, config_path, opts):handle(req) end)
   if ok and type(resp) == "table" then return resp end
-  return M.failure(ok and "the handler returned no response" or resp, opts.log_error or opts.log)
+  return M.failure(ok and "the handler returned no response" or resp, opts.log_error or opts.log, system)
 end
 
 return M

@@ -76,7 +76,7 @@ function M.serve(system, config_path)
   if ok then
     resp = embed.handle(system, config_path, req, opts)
   else
-    resp = embed.failure(req, log_error)
+    resp = embed.failure(req, log_error, system)
   end
   local out = resp.body or ""
   ngx.status = resp.status or 200

@@ -37,6 +37,8 @@
 -- a store agree): nothing the integrator holds derives them.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
+local service = require "payhsm.service"
+local transactions = require "payhsm.gateway.transactions"
 local cjson = require "cjson.safe"
 
 local M = {}
@@ -84,9 +86,7 @@ local USAGE = { PIN = "P0", PAN = "D0" }
 local Gateway = {}
 Gateway.__index = Gateway
 
-local function refusal(name, detail)
-  error({ refusal = name, detail = detail }, 0)
-end
+local refusal = service.refusal
 
 local function master_key_entry(mk, i)
   assert(type(mk) == "table" and type(mk.label) == "string" and type(mk.hex) == "string",
@@ -224,24 +224,32 @@ end
 
 -- ---- responses ---------------------------------------------------------------------
 
-local function respond(ctx, status, body)
-  return {
-    status = status,
-    headers = { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
-                ["Api-Trace-Id"] = ctx.trace },
-    body = util.json(body),
-  }
-end
+-- Every request needs HTTP Basic; Client-Request-Id is echoed (or a fresh UUID given).
+local S = service.new {
+  name = "gateway",
+  errors = M.ERRORS,
+  auth = "required",
+  request_id = true,
+  headers = function(ctx)
+    return { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
+             ["Api-Trace-Id"] = ctx.trace }
+  end,
+  error_body = function(ctx, e, _, detail)
+    return util.object {
+      "type", "errorResponse",
+      "clientRequestId", ctx.crid,
+      "apiTraceId", ctx.trace,
+      "error", util.object { "code", e[2], "message", e[3], "details", detail },
+    }
+  end,
+  challenges = { UNAUTHORIZED = 'Basic realm="payhsm-gateway"' },
+}
+M.service = S
+
+local function respond(ctx, status, body) return S:respond(ctx, status, body) end
 
 local function error_response(ctx, name, detail)
-  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
-  local resp = respond(ctx, e[1], util.object {
-    "type", "errorResponse",
-    "clientRequestId", ctx.crid,
-    "apiTraceId", ctx.trace,
-    "error", util.object { "code", e[2], "message", e[3], "details", detail },
-  })
-  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="payhsm-gateway"' end
+  local resp = S:error(ctx, name, detail)
   if name == "TOO_SOON" and ctx.retry_after then resp.headers["Retry-After"] = tostring(ctx.retry_after) end
   return resp
 end
@@ -343,7 +351,7 @@ function Gateway:import(ctx, body)
 
   local ok, key, cmac, x924 = pcall(self._check_session_key, self, req)
   if not ok then
-    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
+    if service.is_refusal(key) then return error_response(ctx, key.refusal, key.detail) end
     error(key, 0)
   end
   local block = hsm.tr31.wrap(self.lmk, key, { version = "D", usage = USAGE[req.keyType], mode = key.mode or "B",
@@ -390,7 +398,7 @@ function Gateway:import(ctx, body)
     end
   end
   if not ok2 then
-    if type(id) == "table" and id.refusal then return error_response(ctx, id.refusal, id.detail) end
+    if service.is_refusal(id) then return error_response(ctx, id.refusal, id.detail) end
     self.last_store_error = tostring(id)
     return error_response(ctx, "NO_RESPONSE")
   end
@@ -446,121 +454,9 @@ function Gateway:get_keys(ctx, label)
   })
 end
 
--- ---- transactions with the session keys ------------------------------------------------
+-- ---- transactions with the session keys (payhsm.gateway.transactions) ----------------
 
--- Unwraps the session key a transaction names. The three IDs of a label are static and
--- are refilled on every rotation, so an ID alone does not say which key the integrator
--- used: the request must also carry that key's sessionKeyCheckValue (6 hex digits, its CMAC
--- or its ANSI X9.24 KCV, either case), and a key no longer held under the ID is refused
--- (3930) instead of the ID's newer key being used silently.
-function Gateway:_session_key(req, key_type)
-  if type(req.sessionKeyId) ~= "string" then refusal("BAD_REQUEST", "missing field sessionKeyId") end
-  local given = req.sessionKeyCheckValue
-  if type(given) ~= "string" or not given:match("^%x%x%x%x%x%x$") then
-    refusal("BAD_REQUEST", "sessionKeyCheckValue (6 hex digits) is required: it names the key held under sessionKeyId")
-  end
-  local rec, state, entry, version = self:find(req.sessionKeyId)
-  if not rec then refusal("KEY_NOT_FOUND") end
-  if rec.keyType ~= key_type then refusal("WRONG_KEY_TYPE", "session key " .. req.sessionKeyId .. " is a " ..
-    rec.keyType .. " key") end
-  given = given:upper()
-  local m1, m2 = hsm.equal(given, entry.cmac), hsm.equal(given, entry.x924)
-  if not (m1 or m2) then
-    refusal("ROTATED_OUT", "session key " .. req.sessionKeyId .. " now holds another key (version " .. version .. ")")
-  end
-  local key = hsm.tr31.unwrap(self.lmk, entry.block)
-  if not key then error("gateway: stored session key " .. req.sessionKeyId .. " does not unwrap", 0) end
-  local active = state:active()
-  return key, version, active == req.sessionKeyId
-end
-
-local function pan_block(pan)
-  return (pan .. ("F"):rep(32 - #pan))
-end
-
-function Gateway:pan_reencryption(ctx, body)
-  local req = cjson.decode(body or "")
-  if type(req) ~= "table" then return error_response(ctx, "BAD_REQUEST", "body is not a JSON object") end
-  if type(req.encryptedPan) ~= "string" or not req.encryptedPan:match("^%x+$") or #req.encryptedPan % 32 ~= 0 then
-    return error_response(ctx, "BAD_REQUEST", "encryptedPan must be hex, a multiple of 16 bytes")
-  end
-  local iv = req.iv or ("0"):rep(32)
-  if type(iv) ~= "string" or not iv:match("^" .. ("%x"):rep(32) .. "$") then
-    return error_response(ctx, "BAD_REQUEST", "iv must be 16 bytes of hex")
-  end
-  local ok, key, version, active = pcall(self._session_key, self, req, "PAN")
-  if not ok then
-    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
-    error(key, 0)
-  end
-  local clear = hsm.cipher.decrypt(key, "CBC", req.encryptedPan, iv)
-  key:close()
-  local pan = clear and clear:match("^(%d%d%d%d%d%d%d%d%d%d%d%d+)F*$")
-  if not pan or #pan > 19 or #clear ~= 32 then
-    return error_response(ctx, "TRANSACTION_DATA", "encryptedPan does not decrypt to a PAN block under this key")
-  end
-  local out_iv = hsm.random(16)
-  local out = hsm.cipher.encrypt(self.gw_pan, "CBC", pan_block(pan), out_iv)
-  return respond(ctx, 200, util.object {
-    "type", "panReencryptionResponse",
-    "clientRequestId", ctx.crid,
-    "apiTraceId", ctx.trace,
-    "sessionKeyId", req.sessionKeyId,
-    "version", version,
-    "active", active,
-    "encryptedPan", out,
-    "iv", out_iv,
-    "gatewayKeyCheckValue", self.gw_pan:kcv("CMAC"),
-  })
-end
-
-local PIN_FORMATS = { ISO_FORMAT_0 = true, ISO_FORMAT_1 = true, ISO_FORMAT_3 = true, ISO_FORMAT_4 = true }
--- PIN block formats that fit a key (ISO 9564-1: format 4 for AES, 0, 1 and 3 for TDES).
-local function format_fits(fmt, key)
-  return (fmt == "ISO_FORMAT_4") == (key.algorithm:sub(1, 3) == "AES")
-end
-
-function Gateway:pin_translation(ctx, body)
-  local req = cjson.decode(body or "")
-  if type(req) ~= "table" then return error_response(ctx, "BAD_REQUEST", "body is not a JSON object") end
-  local in_fmt = req.pinBlockFormat or "ISO_FORMAT_4"
-  local out_fmt = req.outputPinBlockFormat or "ISO_FORMAT_4"
-  if not PIN_FORMATS[in_fmt] or not PIN_FORMATS[out_fmt] then
-    return error_response(ctx, "BAD_REQUEST", "pin block formats: ISO_FORMAT_0, 1, 3 or 4")
-  end
-  if type(req.pinBlock) ~= "string" or type(req.pan) ~= "string" then
-    return error_response(ctx, "BAD_REQUEST", "pinBlock and pan are required")
-  end
-  if not format_fits(out_fmt, self.gw_pin) then
-    return error_response(ctx, "BAD_REQUEST", "outputPinBlockFormat does not fit the gateway PIN key (" ..
-      self.gw_pin.algorithm .. ")")
-  end
-  if in_fmt ~= "ISO_FORMAT_4" then
-    return error_response(ctx, "BAD_REQUEST", "pinBlockFormat must be ISO_FORMAT_4 (the session keys are AES-128)")
-  end
-  local ok, key, version, active = pcall(self._session_key, self, req, "PIN")
-  if not ok then
-    if type(key) == "table" and key.refusal then return error_response(ctx, key.refusal, key.detail) end
-    error(key, 0)
-  end
-  local out, msg, code = hsm.pin.translate(key, in_fmt, req.pinBlock, self.gw_pin, out_fmt, req.pan)
-  key:close()
-  if not out then
-    return error_response(ctx, "TRANSACTION_DATA", ("pinBlock: %s (%s)"):format(
-      tostring(msg):gsub("^[%w%.]+: ", ""), tostring(code)))
-  end
-  return respond(ctx, 200, util.object {
-    "type", "pinTranslationResponse",
-    "clientRequestId", ctx.crid,
-    "apiTraceId", ctx.trace,
-    "sessionKeyId", req.sessionKeyId,
-    "version", version,
-    "active", active,
-    "pinBlock", out,
-    "pinBlockFormat", out_fmt,
-    "gatewayKeyCheckValue", self.gw_pin:kcv("CMAC"),
-  })
-end
+transactions.install(Gateway, { respond = respond, error_response = error_response })
 
 -- ---- dispatch ----------------------------------------------------------------------------
 
@@ -576,7 +472,7 @@ function Gateway:_route(ctx, req)
     if method ~= "POST" then return error_response(ctx, "METHOD") end
     local ok, resp = pcall(path == M.PATHS.pan and self.pan_reencryption or self.pin_translation, self, ctx, req.body)
     if ok then return resp end
-    if type(resp) == "table" and resp.refusal then return error_response(ctx, resp.refusal, resp.detail) end
+    if service.is_refusal(resp) then return error_response(ctx, resp.refusal, resp.detail) end
     error(resp, 0)
   elseif path:sub(1, #M.PATHS.keys) == M.PATHS.keys then
     if method ~= "GET" then return error_response(ctx, "METHOD") end
@@ -594,18 +490,7 @@ end
 -- as "X%41" is taken literally (the client percent-encodes labels and IDs in its paths). Every request needs Basic authorization; an unexpected
 -- failure is answered 500 / 1001 (its text goes to self.last_error, never to the client).
 function Gateway:handle(req)
-  local headers = req.headers or {}
-  local crid = headers["client-request-id"]
-  local ok_crid = type(crid) == "string" and #crid <= 128 and crid:match("^[\32-\126]+$")
-  local ctx = { crid = ok_crid and crid or util.uuid(),
-    trace = util.trace_id() }
-  if not util.basic_auth_ok(headers.authorization, self.users) then
-    return error_response(ctx, "UNAUTHORIZED")
-  end
-  local ok, resp = pcall(self._route, self, ctx, req)
-  if ok then return resp end
-  self:_log_failure(resp)
-  return error_response(ctx, "INTERNAL")
+  return S:handle(self, req)
 end
 
 -- An unexpected failure: its text goes to the operator's log (cfg.log) and to

@@ -39,8 +39,10 @@
 local hsm = require "payhsm"
 local core = require "payhsm.core"
 local util = require "payhsm.util"
+local service = require "payhsm.service"
 local cjson = require "cjson.safe"
 local webhook = require "payhsm.mupk.webhook"
+local expiry = require "payhsm.mupk.expiry"
 
 local rsa = core.rsa
 
@@ -78,7 +80,7 @@ local MAX_KEY_ID = 64 -- Commerce Hub: keyId, maximum length 64
 local Service = {}
 Service.__index = Service
 
-local function refusal(name, detail) error({ refusal = name, detail = detail }, 0) end
+local refusal = service.refusal
 
 -- ---- time ------------------------------------------------------------------------------
 
@@ -128,30 +130,13 @@ function M.new(cfg)
   return self
 end
 
---- Validates webhook_hours and returns a copy sorted largest first (notification 1 is
--- the earliest, e.g. 47 h before expiry). Raises on an empty list, a non-positive or
--- non-number entry, or a repeated one (a configuration mistake, not bad data).
-function M.check_hours(list)
-  assert(type(list) == "table" and #list > 0, "mupk: webhook_hours must be a non-empty list of hours")
-  local out, seen = {}, {}
-  for i, h in ipairs(list) do
-    assert(type(h) == "number" and h > 0 and h < 24 * 366,
-      ("mupk: webhook_hours[%d] must be a positive number of hours"):format(i))
-    assert(not seen[h], ("mupk: webhook_hours repeats %s"):format(tostring(h)))
-    seen[h], out[#out + 1] = true, h
-  end
-  table.sort(out, function(a, b) return a > b end)
-  return out
-end
+--- Validates webhook_hours and returns a copy sorted largest first (payhsm.mupk.expiry).
+M.check_hours = expiry.check_hours
 
 -- ---- store records -------------------------------------------------------------------------
 
 local function key_key(id) return "mupk:key:" .. id end
 local function merchant_key(mid) return "mupk:merchant:" .. mid end
-local function hook_key(id, h) return ("mupk:hook:%s:%s"):format(id, util.json(h)) end
--- The keys whose expiry notifications are not finished: a JSON object keyId ->
--- {validTo, merchantId}, so tick reads one value instead of every key record.
-local PENDING = "mupk:pending"
 
 function Service:record(id)
   local text = self.store:get(key_key(id))
@@ -246,26 +231,33 @@ local function processing_details(ctx)
   }
 end
 
-local function respond(ctx, status, body)
-  return {
-    status = status,
-    headers = { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
-                ["Api-Trace-Id"] = ctx.trace },
-    body = util.json(body),
-  }
-end
+-- HTTP Basic when basic_auth is configured; Client-Request-Id echoed (or a fresh UUID),
+-- a hex apiTraceId; the error body is a declined gatewayResponse with an error list.
+local S = service.new {
+  name = "mupk",
+  errors = M.ERRORS,
+  auth = "optional",
+  request_id = true,
+  trace = "hex",
+  headers = function(ctx)
+    return { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
+             ["Api-Trace-Id"] = ctx.trace }
+  end,
+  error_body = function(ctx, e, _, detail)
+    return util.object {
+      "gatewayResponse", util.object { "transactionType", ctx.ttype, "transactionState", "DECLINED",
+        "transactionProcessingDetails", processing_details(ctx) },
+      "error", util.array { util.object { "type", "GATEWAY", "code", e[2], "field", ctx.field,
+        "message", e[3], "details", detail } },
+    }
+  end,
+  challenges = { UNAUTHORIZED = 'Basic realm="payhsm-mupk"' },
+}
+M.service = S
 
-function Service:_error(ctx, name, detail)
-  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
-  local resp = respond(ctx, e[1], util.object {
-    "gatewayResponse", util.object { "transactionType", ctx.ttype, "transactionState", "DECLINED",
-      "transactionProcessingDetails", processing_details(ctx) },
-    "error", util.array { util.object { "type", "GATEWAY", "code", e[2], "field", ctx.field,
-      "message", e[3], "details", detail } },
-  })
-  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="payhsm-mupk"' end
-  return resp
-end
+local function respond(ctx, status, body) return S:respond(ctx, status, body) end
+
+function Service:_error(ctx, name, detail) return S:error(ctx, name, detail) end
 
 function Service:key_details(rec, t)
   return util.object {
@@ -464,183 +456,11 @@ function Service:_route(ctx, req)
 end
 
 function Service:handle(req)
-  local h = req.headers or {}
-  local ctx = {
-    now = self.clock(),
-    crid = h["client-request-id"] or h["Client-Request-Id"] or tostring(math.random(1000000, 9999999)),
-    trace = core.random(16):lower(),
-    txid = tostring(self:_next_seq() + 84356531337),
-  }
-  if self.users and not util.basic_auth_ok(h.authorization or h.Authorization, self.users) then
-    return self:_error(ctx, "UNAUTHORIZED")
-  end
-  local ok, resp = pcall(self._route, self, ctx, req)
-  if ok then return resp end
-  if type(resp) == "table" and resp.refusal then return self:_error(ctx, resp.refusal, resp.detail) end
-  if self.log then self.log("mupk: " .. tostring(resp)) end
-  return self:_error(ctx, "INTERNAL")
+  return S:handle(self, req, { now = self.clock(), txid = tostring(self:_next_seq() + 84356531337) })
 end
 
--- ---- expiry notifications ------------------------------------------------------------------------
+-- ---- expiry notifications (payhsm.mupk.expiry) ------------------------------------------------
 
-function Service:_webhook_url(mid)
-  local m = self.merchants[mid]
-  return (m and m.webhook_url) or self.webhook_url
-end
-
--- ---- the pending index ------------------------------------------------------------------------
--- PENDING maps keyId -> {validTo =, merchantId =} for every key whose notifications are
--- not finished. generate adds, revoke removes, tick removes a key once it is revoked,
--- expired, superseded by a newer key or notified at every mark. Updates are atomic
--- (store:update), so several processes on one store share it.
-
-function Service:_index_add(rec)
-  self.store:update(PENDING, function(old)
-    local t = cjson.decode(old or "{}") or {}
-    t[rec.keyId] = { validTo = rec.validTo, merchantId = rec.merchantId }
-    return cjson.encode(t)
-  end)
-end
-
-function Service:_index_remove(id)
-  self.store:update(PENDING, function(old)
-    local t = cjson.decode(old or "{}") or {}
-    if t[id] == nil then return old end
-    t[id] = nil
-    return cjson.encode(t)
-  end)
-  self.wake[id] = nil
-end
-
--- A store written before the index existed (or by a service that crashed while making
--- it): build it once from the key records.
-function Service:_build_index()
-  if self.store:get(PENDING) then return end
-  local now = self.clock()
-  local t = {}
-  for _, k in ipairs(self.store:keys("mupk:key:")) do
-    local rec = self:record(k:sub(#"mupk:key:" + 1))
-    if rec and not rec.revokedAt and now <= rec.validTo then
-      t[rec.keyId] = { validTo = rec.validTo, merchantId = rec.merchantId }
-    end
-  end
-  self.store:update(PENDING, function(old)
-    if old then return old end
-    return next(t) and cjson.encode(t) or "{}"
-  end)
-end
-
---- Sends the expiry notifications that are due at the clock's instant: for every key
--- that is neither revoked nor expired and whose merchant has no newer key, one POST
--- per configured hour mark (47, 44, 41 hours before validTo) once the mark has passed.
--- Each notification is claimed in the store before it is sent and marked delivered
--- on a 2xx answer, so it is sent at most once; a failed attempt is retried after
--- webhook_retry seconds, until the key expires. Also closes the cached private keys of
--- keys that have expired. Returns the number delivered.
---
--- Cost per tick: one read of the pending index (decoded only when its text changed)
--- and, per pending key, a comparison with its wake time; a key's record is read only
--- when one of its marks (or a retry) is due.
-function Service:tick()
-  local now = self.clock()
-  local delivered = 0
-  self:evict_expired(now)
-  local text = self.store:get(PENDING) or "{}"
-  if text ~= self.index_text then
-    self.index_text, self.index = text, cjson.decode(text) or {}
-  end
-  local first = self.hours[1] * 3600
-  local done = {}
-  for id, e in pairs(self.index) do
-    if now > e.validTo then
-      done[#done + 1] = id
-    elseif now >= e.validTo - first and now >= (self.wake[id] or -math.huge) then
-      local n, finished, wake = self:_due(id, now)
-      delivered = delivered + n
-      if finished then done[#done + 1] = id else self.wake[id] = wake end
-    end
-  end
-  for _, id in ipairs(done) do self:_index_remove(id) end
-  return delivered
-end
-
--- Works on one pending key at now. Returns the number delivered, whether the key is
--- finished, and the next instant anything can be due for it.
-function Service:_due(id, now)
-  local rec = self:record(id)
-  if not rec or rec.revokedAt or now > rec.validTo then return 0, true end
-  if self:has_newer(rec) then return 0, true end
-  local url = self:_webhook_url(rec.merchantId)
-  if not url then return 0, false, rec.validTo - self.hours[#self.hours] * 3600 end
-  local delivered, finished, wake = 0, true, math.huge
-  for n, h in ipairs(self.hours) do
-    local mark = rec.validTo - h * 3600
-    if now >= mark then
-      delivered = delivered + (self:_notify(rec, n, h, url, now) and 1 or 0)
-    end
-    local st = self.store:get(hook_key(rec.keyId, h))
-    st = st and cjson.decode(st)
-    local state = st and st.state
-    if state ~= "delivered" and state ~= "sending" then
-      finished = false
-      local at = mark
-      if st and st.next_attempt and st.next_attempt > at then at = st.next_attempt end
-      if at < wake then wake = at end
-    end
-  end
-  return delivered, finished, wake
-end
-
-function Service:_notify(rec, n, h, url, now)
-  local hk = hook_key(rec.keyId, h)
-  local claimed = self.store:update(hk, function(old)
-    local st = old and cjson.decode(old) or { attempts = 0 }
-    if st.state == "delivered" or st.state == "sending" then return old, false end
-    if st.next_attempt and now < st.next_attempt then return old, false end
-    st.state, st.attempts = "sending", st.attempts + 1
-    return cjson.encode(st), st
-  end)
-  if not claimed then return false end
-  local event_id = rec.keyId .. "-" .. util.json(h)
-  local body = util.json(util.object {
-    "eventType", "KEY_EXPIRY_NOTIFICATION",
-    "eventId", event_id,
-    "eventTimestamp", M.format_time(now),
-    "merchantDetails", util.object { "merchantId", rec.merchantId },
-    "asymmetricKeyDetails", util.object { "keyId", rec.keyId, "validTo", M.format_time(rec.validTo),
-      "status", self:status(rec, now) },
-    "notification", util.object { "number", n, "of", #self.hours, "hoursBeforeExpiry", h },
-  })
-  local ok, status, err, kind = pcall(self.post, url, body, { ["Webhook-Id"] = event_id })
-  if not ok then status, err, kind = nil, status, "ambiguous" end
-  local good = type(status) == "number" and status >= 200 and status < 300
-  local why = good and "" or (type(status) == "number" and ("HTTP " .. status) or tostring(err))
-  self.store:update(hk, function(old)
-    local st = cjson.decode(old)
-    if good then
-      st.state, st.delivered_at = "delivered", math.floor(now)
-    else
-      st.state, st.next_attempt, st.last_error = "failed", now + self.retry, why
-      -- ambiguous: the request went out and no complete answer came back, so the
-      -- merchant may have it; the retry repeats the eventId for it to drop
-      st.ambiguous = (type(status) ~= "number" and kind ~= "not_sent") or nil
-    end
-    return cjson.encode(st)
-  end)
-  if not good and self.log then
-    self.log(("mupk: webhook %s for key %s failed: %s"):format(tostring(h), rec.keyId, why))
-  end
-  return good
-end
-
---- The notification state of a key: {[hours] = {state =, attempts =, delivered_at =}}.
-function Service:notifications(id)
-  local out = {}
-  for _, h in ipairs(self.hours) do
-    local s = self.store:get(hook_key(id, h))
-    out[h] = s and cjson.decode(s) or nil
-  end
-  return out
-end
+expiry.install(Service)
 
 return M

@@ -34,7 +34,7 @@ Merchant.__index = Merchant
 
 local DAY = 86400
 
-local function parse_time(s) return require("payhsm.mupk").parse_time(s) end
+local function parse_time(s) return util.parse_time(s, { fraction = true }) end
 
 function M.new(opts)
   util.checkfields(opts, "merchant.new", { "merchant_id", "service", "clock", "valid", "auto_rotate",
@@ -187,7 +187,7 @@ function Merchant:capture(t)
   self.seq = self.seq + 1
   local tx = {
     merchantTransactionId = t.id or (self.id .. "-tx-" .. self.seq),
-    captureTime = require("payhsm.mupk").format_time(now),
+    captureTime = util.format_time(now),
     amount = amount, currency = currency, keyId = k.keyId,
     encryptionData = { keyId = k.keyId, encryptionType = "RSA", encryptedKey = sealed.encrypted_key,
       iv = sealed.iv, encryptionBlock = sealed.ciphertext, authenticationTag = sealed.tag },

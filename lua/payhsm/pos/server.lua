@@ -25,8 +25,12 @@
 -- in this process (C memory, never Lua strings), for at most 2 * cache_size devices.
 local hsm = require "payhsm"
 local util = require "payhsm.util"
+local service = require "payhsm.service"
 local cjson = require "cjson.safe"
 local P = require "payhsm.pos.protocol"
+local payments = require "payhsm.pos.payments"
+local attestation = require "payhsm.pos.attestation"
+local cache = require "payhsm.cache"
 
 local M = {}
 
@@ -88,48 +92,7 @@ M.KEY_SPECS = KEY_SPECS
 local Server = {}
 Server.__index = Server
 
--- A per-process cache bounded to 2 * size entries: two generations, a hit in the older
--- one moves to the newer; when the newer holds `size` entries the older one is dropped
--- (drop(value) is called for each of its values, e.g. to close key objects).
-local Cache = {}
-Cache.__index = Cache
-
-local function new_cache(size, drop)
-  assert(size >= 1, "pos: cache_size must be at least 1")
-  return setmetatable({ size = size, drop = drop, new = {}, old = {}, n = 0 }, Cache)
-end
-
-function Cache:get(k)
-  local v = self.new[k]
-  if v ~= nil then return v end
-  v = self.old[k]
-  if v ~= nil then
-    self.old[k] = nil
-    self:put(k, v)
-  end
-  return v
-end
-
-function Cache:put(k, v)
-  self.old[k] = nil
-  if self.new[k] == nil then self.n = self.n + 1 end
-  self.new[k] = v
-  if self.n >= self.size then
-    if self.drop then for _, old in pairs(self.old) do self.drop(old) end end
-    self.old, self.new, self.n = self.new, {}, 0
-  end
-end
-
---- The number of cached entries (at most 2 * size).
-function Cache:count()
-  local n = self.n
-  for _ in pairs(self.old) do n = n + 1 end
-  return n
-end
-
-local function refusal(name, detail)
-  error({ refusal = name, detail = detail }, 0)
-end
+local refusal = service.refusal
 
 local function import_key(hex, alg, attrs, what)
   local key, msg = hsm.key.import(alg, hex, attrs)
@@ -162,8 +125,9 @@ function M.new(cfg)
   -- accepted (its X-Timestamp within the skew on either side).
   assert(self.request_id_ttl >= 2 * P.CLOCK_SKEW + 1, "pos: request_id_ttl must be at least 2 * CLOCK_SKEW + 1")
   local cache_size = tonumber(cfg.cache_size) or 1024
-  self.cache = new_cache(cache_size, function(c) for _, k in pairs(c.ks.k) do k:close() end end)
-  self.parameters_cache = new_cache(cache_size)
+  assert(cache_size >= 1, "pos: cache_size must be at least 1")
+  self.cache = cache.new(cache_size, function(c) for _, k in pairs(c.ks.k) do k:close() end end)
+  self.parameters_cache = cache.new(cache_size)
   if cfg.registration_kbpk then
     self.registration_kbpk = import_key(cfg.registration_kbpk.hex, "AES_256", { usage = "K1", mode = "B" },
       "registration_kbpk")
@@ -218,7 +182,7 @@ end
 
 local function device_key(id) return "pos:dev:" .. id end
 local function key_set_key(id) return "pos:ks:" .. id end
-local function charge_key(id) return "pos:charge:" .. id end
+local charge_key = payments.charge_key
 
 --- Registers a device (step 2 of the activation flow): its id and the two keys injected
 -- at manufacturing, the ZMK (AES-256, K1) and the device attestation key (HMAC-SHA-256,
@@ -251,21 +215,23 @@ end
 
 -- ---- responses -------------------------------------------------------------------------
 
-local function respond(ctx, status, body, headers)
-  local h = { ["Content-Type"] = "application/json", ["X-Trace-Id"] = ctx.trace }
-  for k, v in pairs(headers or {}) do h[k] = v end
-  return { status = status, headers = h, body = type(body) == "string" and body or util.json(body) }
-end
+-- The seed's error body {"error": {"code", "message", "trace_id"}}; X-Trace-Id on every answer.
+local S = service.new {
+  name = "pos",
+  errors = M.ERRORS,
+  headers = function(ctx) return { ["Content-Type"] = "application/json", ["X-Trace-Id"] = ctx.trace } end,
+  error_body = function(ctx, e, _, detail)
+    return util.object {
+      "error", util.object { "code", e[2], "message", e[3], "trace_id", ctx.trace, "details", detail },
+    }
+  end,
+  challenges = { ATTESTATION_TOKEN = 'Attestation realm="pos"', UNAUTHORIZED = 'Basic realm="pos"' },
+}
+M.service = S
 
-local function error_response(ctx, name, detail)
-  local e = M.ERRORS[name] or M.ERRORS.INTERNAL
-  local resp = respond(ctx, e[1], util.object {
-    "error", util.object { "code", e[2], "message", e[3], "trace_id", ctx.trace, "details", detail },
-  })
-  if name == "ATTESTATION_TOKEN" then resp.headers["WWW-Authenticate"] = 'Attestation realm="pos"' end
-  if name == "UNAUTHORIZED" then resp.headers["WWW-Authenticate"] = 'Basic realm="pos"' end
-  return resp
-end
+local function respond(ctx, status, body, headers) return S:respond(ctx, status, body, headers) end
+
+local function error_response(ctx, name, detail) return S:error(ctx, name, detail) end
 M.error_response = error_response
 
 local function decode_body(body)
@@ -293,91 +259,9 @@ function Server:register_http(ctx, req)
   return respond(ctx, 201, util.object { "device_id", doc.device_id, "status", "registered" })
 end
 
--- ---- steps 4 and 5: attestation ----------------------------------------------------------
+-- ---- steps 4 and 5: attestation (payhsm.pos.attestation) -------------------------------
 
-local function random_token(prefix)
-  return prefix .. hsm.random(16):lower()
-end
-
--- POST /pos/attest/challenge {"device_id"} -> {"device_id", "challenge", "expires_in"}
-function Server:challenge(ctx, req)
-  local doc = decode_body(req.body)
-  local device_id = doc.device_id
-  if not P.valid_device_id(device_id) or device_id ~= req.headers[P.H.device] then
-    return error_response(ctx, "BAD_REQUEST", "device_id must match X-Device-Id, POS- and 8 hex characters")
-  end
-  if not self:device(device_id) then return error_response(ctx, "ATTESTATION_FAILED", "unknown device") end
-  local challenge = hsm.random(16)
-  local now = self.clock()
-  -- one outstanding challenge per device: a new one replaces the last, so a flood of
-  -- challenge requests keeps one entry, not one per request
-  self.store:put("pos:chal:" .. device_id, challenge .. " " .. tostring(now + P.CHALLENGE_LIFETIME),
-    P.CHALLENGE_LIFETIME)
-  return respond(ctx, 200, util.object {
-    "device_id", device_id,
-    "challenge", challenge,
-    "expires_in", P.CHALLENGE_LIFETIME,
-  })
-end
-
--- POST /pos/attest {"device_id", "challenge", "firmware_version", "proof"}
---   -> {"attestation_token": "att_...", "token_type": "Attestation", "expires_in": 300,
---       "expires_at", "device_id"}
-function Server:attest(ctx, req)
-  local doc = decode_body(req.body)
-  local device_id = doc.device_id
-  if not P.valid_device_id(device_id) or device_id ~= req.headers[P.H.device] then
-    return error_response(ctx, "BAD_REQUEST", "device_id must match X-Device-Id, POS- and 8 hex characters")
-  end
-  for _, f in ipairs { "challenge", "proof" } do
-    if type(doc[f]) ~= "string" then return error_response(ctx, "BAD_REQUEST", "missing field " .. f) end
-  end
-  if doc.firmware_version ~= nil and type(doc.firmware_version) ~= "string" then
-    return error_response(ctx, "BAD_REQUEST", "firmware_version must be a string")
-  end
-  local dev = self:device(device_id)
-  if not dev then return error_response(ctx, "ATTESTATION_FAILED", "unknown device") end
-  local now = self.clock()
-  -- the challenge is used up whatever the outcome
-  local stored = self.store:update("pos:chal:" .. device_id, function(old) return nil, old end)
-  local challenge, until_ = (stored or ""):match("^(%x+) (%S+)$")
-  if not challenge or not hsm.equal(challenge, doc.challenge:upper()) or tonumber(until_) <= now then
-    return error_response(ctx, "ATTESTATION_FAILED", "unknown, used or expired challenge")
-  end
-  local dak = self:_unwrap_local(dev.dak, "attestation key")
-  local ok = hsm.hmac_verify(dak, P.attestation_string(device_id, doc.challenge:upper(), doc.firmware_version),
-    doc.proof)
-  dak:close()
-  if not ok then return error_response(ctx, "ATTESTATION_FAILED", "proof does not verify") end
-  local token = random_token("att_")
-  local expires = now + P.TOKEN_LIFETIME
-  self.store:put("pos:att:" .. hsm.hmac(self.index_key, token), cjson.encode { device_id = device_id,
-    expires = expires }, P.TOKEN_LIFETIME)
-  return respond(ctx, 200, util.object {
-    "attestation_token", token,
-    "token_type", "Attestation",
-    "expires_in", P.TOKEN_LIFETIME,
-    "expires_at", P.iso8601(expires),
-    "device_id", device_id,
-  })
-end
-
--- Checks Authorization: Attestation <token> and X-Device-Id; returns the device id or
--- refuses with 4001. The scheme name is case-insensitive (RFC 7235 section 2.1:
--- "attestation att_..." is accepted); any other scheme (Bearer) is refused.
-function Server:_check_attestation(req)
-  local auth = req.headers.authorization
-  local scheme, token
-  if type(auth) == "string" then scheme, token = auth:match("^(%a+) +(att_[%w]+)%s*$") end
-  if not token or scheme:lower() ~= "attestation" then refusal("ATTESTATION_TOKEN") end
-  local device_id = req.headers[P.H.device]
-  if not P.valid_device_id(device_id) then refusal("ATTESTATION_TOKEN") end
-  local text = self.store:get("pos:att:" .. hsm.hmac(self.index_key, token))
-  local rec = text and cjson.decode(text)
-  if not rec or rec.expires <= self.clock() then refusal("ATTESTATION_TOKEN") end
-  if not hsm.equal(rec.device_id, device_id) then refusal("ATTESTATION_TOKEN") end
-  return device_id
-end
+attestation.install(Server, { respond = respond, error_response = error_response, decode_body = decode_body })
 
 -- ---- step 6: POST /pos/keys -----------------------------------------------------------
 
@@ -613,279 +497,9 @@ function Server:activate(ctx, req, ks, device_id, nonce)
   })
 end
 
--- ---- payments --------------------------------------------------------------------------
+-- ---- payments (payhsm.pos.payments) ---------------------------------------------------
 
-local RESPONSE_TEXT = {
-  ["00"] = "Approved", ["05"] = "Do not honour", ["14"] = "Invalid card number",
-  ["51"] = "Insufficient funds", ["55"] = "Incorrect PIN",
-}
-
--- An amount in minor units: a positive whole number (cjson reads JSON numbers as floats).
-local function amount_of(v)
-  if type(v) == "number" and v == math.floor(v) and v > 0 and v <= 99999999999 then return v end
-  return nil
-end
-
--- Checks a charge's card, PIN block and EMV fields and verifies what needs no state
--- (PAN under the TDK, PIN, ARQC). Refuses malformed input with 400 / 4000; nothing is
--- written, so a refused charge leaves no trace. Returns the facts the decision needs.
-function Server:_check_charge(ks, doc)
-  local card = doc.card
-  if type(card) ~= "table" or type(card.encrypted_pan) ~= "string" or type(card.pan_iv) ~= "string" then
-    refusal("BAD_REQUEST", "card.encrypted_pan and card.pan_iv are required")
-  end
-  local clear = hsm.cipher.decrypt(ks.k.tdk, "CBC", card.encrypted_pan, card.pan_iv)
-  local pan = clear and #clear == 32 and clear:match("^(%d+)F*$")
-  if not pan or #pan < 12 or #pan > 19 then refusal("BAD_REQUEST", "card.encrypted_pan is not a PAN under the TDK") end
-  local mode = doc.entry_mode
-  local e = doc.emv
-  if mode == "chip" or mode == "contactless" then
-    if type(e) ~= "table" or type(e.arqc) ~= "string" or type(e.atc) ~= "string" or type(e.un) ~= "string"
-       or type(e.date) ~= "string" then
-      refusal("BAD_REQUEST", "emv.arqc, emv.atc, emv.un and emv.date are required for chip")
-    end
-    if not (e.atc:match("^%x%x%x%x$") and e.un:match("^%x%x%x%x%x%x%x%x$") and e.date:match("^%d%d%d%d%d%d$")) then
-      refusal("BAD_REQUEST", "emv.atc (2 bytes), emv.un (4 bytes) or emv.date (YYMMDD) malformed")
-    end
-  end
-  local f = { pan = pan, masked = P.mask_pan(pan), card = self.issuer.cards[pan] }
-  local c = f.card
-  if not c then return f end
-  -- PIN: ISO 9564-1 format 4 under the TPK
-  if type(doc.pin_block) ~= "string" then
-    if mode ~= "contactless" or doc.amount > 5000 then f.pin_fail = "PIN required" end
-  else
-    local pin = hsm.pin.decrypt(ks.k.tpk, "ISO_FORMAT_4", doc.pin_block, pan)
-    local ok = pin and hsm.equal(hsm.hmac(self.index_key, pan .. ":" .. pin), c.pin_check)
-    if not ok then f.pin_fail = pin and "PIN does not match" or "PIN block does not decrypt" end
-  end
-  if not f.pin_fail and (mode == "chip" or mode == "contactless") then
-    local issuer = self.issuer
-    f.emv = { mode = issuer.mode, derivation = issuer.derivation, pan = pan, psn = c.psn, atc = e.atc, un = e.un,
-      data = P.emv_data { amount = doc.amount, currency = doc.currency, date = e.date, un = e.un, atc = e.atc,
-        tvr = e.tvr, aip = e.aip, country = self.merchant.country_code },
-      arqc = e.arqc }
-    f.arqc_ok = hsm.emv.verify_arqc(issuer.imk, f.emv)
-  end
-  return f
-end
-
--- Decides a checked charge: returns response code, reason and the ARPC (chip). The one
--- stateful step: the card's ATC must move forward (a replayed cryptogram is declined).
-function Server:_decide(doc, f)
-  local c = f.card
-  if not c then return "14", "unknown card" end
-  if f.pin_fail then return "55", f.pin_fail end
-  local arpc
-  if f.emv then
-    if not f.arqc_ok then return "05", "ARQC does not verify" end
-    local atc = tonumber(f.emv.atc, 16)
-    local fresh = self.store:update("pos:atc:" .. hsm.hmac(self.index_key, f.pan), function(old)
-      if old and tonumber(old) >= atc then return old, false end
-      return tostring(atc), true
-    end)
-    if not fresh then return "05", "ATC not greater than the last one seen" end
-    f.emv.method, f.emv.arc = 1, doc.amount > c.limit and "3531" or "3030"
-    arpc = hsm.emv.generate_arpc(self.issuer.imk, f.emv)
-  end
-  if doc.amount > c.limit then return "51", "amount over the card's limit", arpc end
-  return "00", nil, arpc
-end
-
-local function charge_object(ch)
-  return util.object {
-    "charge_id", ch.charge_id,
-    "status", ch.status,
-    "response_code", ch.response_code,
-    "message", RESPONSE_TEXT[ch.response_code],
-    "authorization_code", ch.authorization_code,
-    "amount", ch.amount,
-    "currency", ch.currency,
-    "entry_mode", ch.entry_mode,
-    "card", util.object { "masked_pan", ch.masked_pan },
-    "emv", ch.arpc and util.object { "arpc", ch.arpc, "arc", ch.arc } or nil,
-    "refunded_amount", ch.refunded_amount,
-    "created_at", ch.created_at,
-  }
-end
-
-local function refund_object(ch)
-  return util.object {
-    "refund_id", ch.refund_id,
-    "charge_id", ch.charge_id,
-    "status", "refunded",
-    "amount", ch.refunded_amount,
-    "currency", ch.currency,
-    "reason", ch.refund_reason,
-    "created_at", ch.refunded_at,
-  }
-end
-
--- ---- request ids ---------------------------------------------------------------------
--- A request_id is single-use per device. It is claimed by one atomic store update that
--- writes {kind, fp, charge_id[, refund_id]} only when the id is free, so of two
--- processes racing with one id exactly one goes on. It is claimed only after
--- everything that can refuse the request without state has passed; a refusal after
--- the claim (a refund the charge's state refuses, an internal error) releases it. A
--- kept claim lives request_id_ttl seconds (P.REQUEST_ID_TTL). The same request again
--- (fp: HMAC under the index key of kind, path and the envelope's plaintext) gets the
--- original answer; anything else under a used id is 409 / 4094.
-
-local function request_key(device_id, request_id) return "pos:req:" .. device_id .. ":" .. request_id end
-
-local function check_request_id(doc)
-  if type(doc.request_id) ~= "string" or #doc.request_id < 8 or #doc.request_id > 64
-     or not doc.request_id:match("^[%w%-_.:]+$") then
-    refusal("BAD_REQUEST", "request_id (8 to 64 letters, digits or -_.:) is required")
-  end
-end
-
--- Claims the id with rec (its JSON text) for request_id_ttl seconds, the TTL set in the
--- same atomic write: returns true, or nil and the record that holds it.
-function Server:_claim(device_id, request_id, text)
-  local held = self.store:update(request_key(device_id, request_id), function(old)
-    if old then return old, old end
-    return text, nil
-  end, { ttl = self.request_id_ttl })
-  if held then return nil, cjson.decode(held) or {} end
-  return true
-end
-
--- Releases a claim made with text (and only that claim).
-function Server:_release(device_id, request_id, text)
-  self.store:update(request_key(device_id, request_id), function(old)
-    if old == text then return nil end
-    return old
-  end)
-end
-
--- Runs fn under a claim: a refusal or failure inside releases it, success keeps it (it
--- expires request_id_ttl seconds after it was made).
-function Server:_claimed(device_id, request_id, text, fn)
-  local ok, a, b = pcall(fn)
-  if not ok then
-    pcall(self._release, self, device_id, request_id, text)
-    error(a, 0)
-  end
-  return a, b
-end
-
-local function fingerprint(self, kind, path, plain)
-  return hsm.hmac(self.index_key, kind .. "\n" .. path .. "\n" .. plain)
-end
-
-local REPLAYED = { ["Idempotent-Replayed"] = "true" }
-local IN_FLIGHT = "the first request with this request_id has not been answered yet"
-
--- A request whose request_id is already claimed (held: the claim's record). The same
--- request again (same kind and fingerprint) gets the charge its first sending produced,
--- once answered(charge) says it has been; anything else is DUPLICATE_REQUEST.
-function Server:_replayed(device_id, held, rec, answered)
-  if held.kind ~= rec.kind or type(held.fp) ~= "string" or not hsm.equal(held.fp, rec.fp) then
-    refusal("DUPLICATE_REQUEST")
-  end
-  local ch = self:charge_record(held.charge_id)
-  if not ch or ch.device_id ~= device_id or not answered(ch) then refusal("DUPLICATE_REQUEST", IN_FLIGHT) end
-  return ch
-end
-
-function Server:charge(ctx, req, ks, device_id, nonce)
-  local doc, plain = open_request(ks, req.body)
-  local dev = self:device(device_id)
-  if not dev.activated then refusal("NOT_ACTIVATED") end
-  check_request_id(doc)
-  doc.amount = amount_of(doc.amount)
-  if not doc.amount then refusal("BAD_REQUEST", "amount must be a positive integer (minor units)") end
-  if not P.CURRENCIES[doc.currency] then refusal("BAD_REQUEST", "unknown currency") end
-  if doc.entry_mode ~= "chip" and doc.entry_mode ~= "contactless" and doc.entry_mode ~= "magstripe" then
-    refusal("BAD_REQUEST", "entry_mode must be chip, contactless or magstripe")
-  end
-  local f = self:_check_charge(ks, doc)
-  local rec = { kind = "charge", fp = fingerprint(self, "charge", req.path, plain),
-    charge_id = "ch_" .. hsm.random(12):lower() }
-  local text = cjson.encode(rec)
-  local claimed, held = self:_claim(device_id, doc.request_id, text)
-  if not claimed then
-    local ch = self:_replayed(device_id, held, rec, function() return true end)
-    return sealed(ctx, ks, nonce, charge_object(ch), nil, REPLAYED)
-  end
-  local ch = self:_claimed(device_id, doc.request_id, text, function()
-    local code, reason, arpc = self:_decide(doc, f)
-    local ch = {
-      charge_id = rec.charge_id, device_id = device_id, status = code == "00" and "approved" or "declined",
-      response_code = code, decline_reason = reason, amount = doc.amount, currency = doc.currency,
-      entry_mode = doc.entry_mode, masked_pan = f.masked, arpc = arpc, arc = arpc and (code == "00" and "3030" or "3531"),
-      authorization_code = code == "00" and hsm.random(3) or nil, created_at = P.iso8601(self.clock()),
-    }
-    self.store:put(charge_key(ch.charge_id), cjson.encode(ch))
-    return ch
-  end)
-  return sealed(ctx, ks, nonce, charge_object(ch))
-end
-
--- Loads a charge of this device under an atomic update; fn(ch) changes it or refuses.
-function Server:_change_charge(device_id, id, fn)
-  return self.store:update(charge_key(id), function(old)
-    local ch = old and cjson.decode(old)
-    if not ch or ch.device_id ~= device_id then refusal("CHARGE_NOT_FOUND") end
-    local extra = fn(ch)
-    return cjson.encode(ch), ch, extra
-  end)
-end
-
-local function charge_id_ok(id)
-  if not id:match("^ch_%x+$") then refusal("CHARGE_NOT_FOUND") end
-end
-
-function Server:refund(ctx, req, ks, device_id, nonce, id)
-  local doc, plain = open_request(ks, req.body)
-  charge_id_ok(id)
-  if doc.amount ~= nil then
-    doc.amount = amount_of(doc.amount)
-    if not doc.amount then refusal("REFUND_AMOUNT") end
-  end
-  check_request_id(doc)
-  local rec = { kind = "refund", fp = fingerprint(self, "refund", req.path, plain), charge_id = id,
-    refund_id = "re_" .. hsm.random(12):lower() }
-  local text = cjson.encode(rec)
-  local claimed, held = self:_claim(device_id, doc.request_id, text)
-  if not claimed then
-    local ch = self:_replayed(device_id, held, rec, function(c) return c.refund_id == held.refund_id end)
-    return sealed(ctx, ks, nonce, refund_object(ch), nil, REPLAYED)
-  end
-  local now = P.iso8601(self.clock())
-  local ch = self:_claimed(device_id, doc.request_id, text, function()
-    return self:_change_charge(device_id, id, function(ch)
-      if ch.status == "refunded" then refusal("ALREADY_REFUNDED") end
-      if ch.status == "cancelled" then refusal("ALREADY_CANCELLED") end
-      if ch.status ~= "approved" then refusal("NOT_APPROVED") end
-      local amount = doc.amount or ch.amount
-      if amount > ch.amount then refusal("REFUND_AMOUNT") end
-      ch.status, ch.refunded_amount, ch.refunded_at = "refunded", amount, now
-      ch.refund_id, ch.refund_reason = rec.refund_id, type(doc.reason) == "string" and doc.reason or nil
-    end)
-  end)
-  return sealed(ctx, ks, nonce, refund_object(ch))
-end
-
-function Server:cancel(ctx, req, ks, device_id, nonce, id)
-  if req.body and req.body ~= "" then refusal("BAD_REQUEST", "cancel takes no body") end
-  charge_id_ok(id)
-  local now = P.iso8601(self.clock())
-  local ch = self:_change_charge(device_id, id, function(ch)
-    if ch.status == "cancelled" then refusal("ALREADY_CANCELLED") end
-    if ch.status == "refunded" then refusal("ALREADY_REFUNDED") end
-    if ch.status ~= "approved" then refusal("NOT_APPROVED") end
-    ch.status, ch.cancelled_at = "cancelled", now
-  end)
-  return sealed(ctx, ks, nonce, util.object {
-    "charge_id", ch.charge_id,
-    "status", "cancelled",
-    "amount", ch.amount,
-    "currency", ch.currency,
-    "cancelled_at", now,
-  })
-end
+payments.install(Server, { sealed = sealed, open_request = open_request })
 
 -- ---- dispatch ----------------------------------------------------------------------------
 
@@ -920,12 +534,7 @@ end
 -- to self.last_error, never to the client).
 function Server:handle(req)
   req.headers = req.headers or {}
-  local ctx = { trace = util.trace_id() }
-  local ok, resp = pcall(self._route, self, ctx, req)
-  if ok then return resp end
-  if type(resp) == "table" and resp.refusal then return error_response(ctx, resp.refusal, resp.detail) end
-  self.last_error = tostring(resp)
-  return error_response(ctx, "INTERNAL")
+  return S:handle(self, req)
 end
 
 --- A charge record (for scenarios and operators), or nil.
