@@ -182,7 +182,7 @@ static payhsm_alg check_alg(lua_State *L, int idx) {
     luaL_buffinit(L, &b);
     for (i = 0; i < PAYHSM_ALG_COUNT; i++) {
       if (i) luaL_addstring(&b, ", ");
-      luaL_addstring(&b, algs[i].name);
+      luaL_addstring(&b, payhsm_alg_name((payhsm_alg)i));
     }
     luaL_pushresult(&b);
     luaL_argerror(L, idx, lua_pushfstring(L, "unknown key algorithm '%s' (expected one of: %s)", name,
