@@ -6,7 +6,7 @@ local cliutil = require "payhsm.cliutil"
 local usage = [[
 usage: payhsm run FILE [ARGS...]              run a Lua script with payhsm on the path
        payhsm repl                            interactive session with `hsm` preloaded
-       payhsm serve SYSTEM --config FILE      serve a simulator (gateway, pos, mupk) over HTTP(S)
+       payhsm serve SYSTEM --config FILE      serve a simulator (gateway, pos, mupk, aws) over HTTP(S)
 ]] .. commands.usage_lines() .. "\n       payhsm COMMAND --help                  the options of a command"
 
 local HELP = {

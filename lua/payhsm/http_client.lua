@@ -3,7 +3,8 @@
 -- expiry webhooks (payhsm.mupk.webhook) and the benchmarks all talk through it.
 --
 --   local c = require("payhsm.http_client").new{host = "127.0.0.1", port = 8443,
---       tls = {cafile = "ca.pem", certificate = "client.pem", key = "client.key"}, -- optional
+--       tls = {cafile = "ca.pem", certificate = "client.pem", key = "client.key", -- optional
+--              servername = "host.example"},  -- optional: SNI and the name checked, when not host
 --       timeout = 5,              -- seconds per request (connect, send and answer)
 --       pump = fn,                -- optional: called whenever the socket would block
 --       resolve = {[host] = ip},  -- optional: connect there instead of asking the resolver
@@ -267,17 +268,20 @@ function Client:_connect(deadline)
       cafile = o.tls.cafile, certificate = o.tls.certificate, key = o.tls.key,
     })
     if not conn then sock:close() return nil, "tls: " .. tostring(werr) end
-    if not is_ip(host) then conn:sni(host) end -- RFC 6066: SNI carries DNS names only
+    -- the name the server must prove: tls.servername when given (a host reached by
+    -- address), else the host
+    local name = o.tls.servername or host
+    if not is_ip(name) then conn:sni(name) end -- RFC 6066: SNI carries DNS names only
     conn:settimeout(0)
     local hok, herr = io_loop(function() return conn:dohandshake() end, pump, deadline)
     if not hok then conn:close() return nil, "tls handshake: " .. tostring(herr) end
-    if verify ~= "none" then
+    if verify ~= "none" then -- RFC 6125: the certificate must name it, not only chain to cafile
       local cert = conn:getpeercertificate()
       local named, names = false, "no certificate"
-      if cert then named, names = M.cert_names_host(cert, host) end
+      if cert then named, names = M.cert_names_host(cert, name) end
       if not named then
         conn:close()
-        return nil, ("tls: the certificate does not name %s (it names: %s)"):format(host, tostring(names))
+        return nil, ("tls: the server certificate does not name %s (it names: %s)"):format(name, tostring(names))
       end
     end
     sock = conn

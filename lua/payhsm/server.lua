@@ -99,26 +99,26 @@ local function log_path(p)
   return (tostring(p):gsub("[^\33-\126]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
---- The module of SYSTEM (gateway, pos, mupk); raises "<who>: unknown system" otherwise.
+--- The module of SYSTEM (gateway, pos, mupk, aws); raises "<who>: unknown system" otherwise.
 function M.system(system, who)
   local modname = M.systems[system]
   if not modname then
-    error(("%s: unknown system '%s' (gateway, pos, mupk)"):format(who or "serve", tostring(system)), 0)
+    error(("%s: unknown system '%s' (gateway, pos, mupk, aws)"):format(who or "serve", tostring(system)), 0)
   end
   return require(modname)
 end
 
 --- Builds SYSTEM's application from a config table (`bin/payhsm serve` and every embedding
 -- host assemble it here): the config's fields, its store opened (default backend
--- default_store) and log = function(line) (default: stderr). Returns the application and
--- the system's module.
+-- default_store) and log = function(line) (default: stderr). Returns the application, the
+-- system's module and the opened store.
 function M.app(system, cfg, default_store, log, who)
   local mod = M.system(system, who)
   local app_cfg = {}
   for k, v in pairs(cfg) do app_cfg[k] = v end
   app_cfg.store = M.open_store(cfg.store, default_store, cfg.clock)
   app_cfg.log = log or function(line) io.stderr:write(line, "\n") end
-  return mod.new(app_cfg), mod
+  return mod.new(app_cfg), mod, app_cfg.store
 end
 
 --- Starts SYSTEM with the config table; returns the http server and the application.
@@ -127,7 +127,7 @@ function M.start(system, cfg, opts)
   util.checkfields(opts, "server.start", { "default_store", "log", "quiet" })
   opts = opts or {}
   local log = opts.log or function(line) io.stderr:write(line, "\n") end
-  local app, mod = M.app(system, cfg, opts.default_store, log)
+  local app, mod, store = M.app(system, cfg, opts.default_store, log)
   local function handler(req)
     local t0 = now_ms()
     local resp = app:handle(req)
@@ -148,7 +148,7 @@ function M.start(system, cfg, opts)
   local srv = http.new { host = host, port = port, tls = tls, handler = handler, quiet = opts.quiet,
     on_error = function(e) log("handler error: " .. tostring(e)) end, on_refused = refused,
     bodies = mod.service and mod.service:bodies() }
-  return srv, app, app_cfg.store
+  return srv, app, store
 end
 
 --- Serves until SIGINT or SIGTERM: then finishes the request in hand, stops listening,

@@ -215,7 +215,7 @@ end
 
 -- ---- responses -------------------------------------------------------------------------
 
--- The seed's error body {"error": {"code", "message", "trace_id"}}; X-Trace-Id on every answer.
+-- viopay's error body {"error": {"code", "message", "trace_id"}}; X-Trace-Id on every answer.
 local S = service.new {
   name = "pos",
   errors = M.ERRORS,
