@@ -97,7 +97,6 @@ return {
   { "sigv4.signing_key(secret, date, region, service) -> key (AWS SigV4 task 4)", "" },
   { "tr31.unwrap(kbpk, block) -> key, header | nil, msg, code", "The MAC is verified (CRYPTO_memcmp) before anything else is read from the key field." },
   { "tr31.parse(block) -> header | nil, msg, code (no key needed; MAC not checked).", "" },
-  { "tr31.wrap(kbpk, key, header [, opts]) -> block | nil, msg, code", "header: a table {version=, usage=, algorithm=, mode=, key_version=, exportability=, context=, blocks={{id=, data=}, ...}} (absent fields come from the key's attributes; version defaults to D for an AES KBPK, B for TDES) or a header string of at least 16 characters (its length field and PB block are recomputed)." },
   { "tr34.wrap(kek, opts) -> hex | nil, msg, code", "The KDH side: a TR-34 key token carrying kek (TDES_2KEY, TDES_3KEY or AES) for the KRD." },
   { "tr34.unwrap(krd_key, block, opts) -> key, info | nil, msg, code", "The KRD side: opens a TR-34 key token (hex) of any of the three forms with krd_key (payhsm.RsaKey or PEM)." },
   { "zka.derive_session_key(mk, purpose, rnd_hex) -> key | nil, msg, code", "" },
