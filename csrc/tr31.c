@@ -288,7 +288,7 @@ int payhsm_tr31_block_mac(lua_State *L, key_pair *p, char v, const unsigned char
 static int tr31_unwrap(lua_State *L) {
   static const char fn[] = "tr31.unwrap";
   payhsm_key *kbpk = payhsm_checkkey(L, 1), *out;
-  size_t n, bs, ml, plen, klen, bits, i;
+  size_t n, ml, plen, klen, bits, i;
   const char *s = luaL_checklstring(L, 2, &n);
   tr31_hdr h;
   tr31_err e;
@@ -304,7 +304,6 @@ static int tr31_unwrap(lua_State *L) {
     return payhsm_fail(L, fn, "TR31_KBPK_MISMATCH", "version %c blocks need a%s KBPK, got %s",
                        h.version, h.version == 'D' ? "n AES" : " TDES_2KEY or TDES_3KEY",
                        payhsm_alg_name(kbpk->alg));
-  bs = cipher_block(h.version);
   ml = mac_len(h.version);
   plen = (n - h.hlen - 2 * ml) / 2;
   if (h.hlen + plen > sizeof stackbuf) {
@@ -333,7 +332,6 @@ static int tr31_unwrap(lua_State *L) {
     return payhsm_fail(L, fn, "TR31_MAC_MISMATCH", "key block MAC does not verify (wrong KBPK or "
                        "altered block)");
   }
-  (void)bs;
   bits = ((size_t)buf[h.hlen] << 8) | buf[h.hlen + 1];
   klen = bits / 8;
   alg = PAYHSM_ALG_COUNT;
