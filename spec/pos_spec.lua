@@ -32,7 +32,7 @@ local function new_world(extra)
   for k, v in pairs(extra or {}) do cfg[k] = v end
   cfg.store = cfg.store or memory.new { clock = clock }
   local srv = pos.new(cfg)
-  local w = { srv = srv, store = cfg.store, clock = clock }
+  local w = { srv = srv, store = cfg.store, clock = clock, scheme = cfg.request_signature or "body" }
   function w.advance(dt) now = now + dt end
   function w.device(id, zmk, dak)
     return device_mod.new {
@@ -79,8 +79,8 @@ local function signed(w, d, path, body, o)
   local ts = o.timestamp or P.iso8601(w.clock())
   local nonce = o.nonce or hsm.random(16)
   local h = { [P.H.device] = o.device or d.device_id, [P.H.key_set] = ks_id, [P.H.timestamp] = ts, [P.H.nonce] = nonce }
-  h[P.H.signature] = o.signature or hsm.hmac(d.keys.mac, P.request_signing_string(o.method or "POST", path,
-    h[P.H.device], ks_id, ts, nonce, body))
+  h[P.H.signature] = o.signature or hsm.hmac(d.keys.mac, w.scheme == "bound" and P.request_signing_string(
+    o.method or "POST", path, h[P.H.device], ks_id, ts, nonce, body) or P.body_signing_string(body))
   for _, k in ipairs(o.drop or {}) do h[k] = nil end
   return w.srv:handle { method = o.method or "POST", path = path, headers = h, body = body }
 end
@@ -423,7 +423,7 @@ describe("pos", function()
     end)
 
     it("refuses missing headers, bad signatures, replays, stale timestamps and unknown key sets", function()
-      local w = new_world()
+      local w = new_world { request_signature = "bound" }
       local d = w.device()
       d:attest() d:download_keys()
       assert.same({ 401, "4005" }, { err_of(signed(w, d, P.PATHS.config, nil, { drop = { P.H.device } })) })
@@ -453,7 +453,7 @@ describe("pos", function()
     end)
 
     it("refuses a tampered envelope (4003 when the HMAC covers it, 4220 when it is signed)", function()
-      local w = new_world()
+      local w = new_world { request_signature = "bound" }
       local d = w.device()
       assert(d:activate_all())
       local body = seal(d, { request_id = util.uuid(), readiness = {} })
@@ -740,7 +740,7 @@ describe("pos", function()
     end)
 
     it("signs the cancel over an empty body and refuses a cancel with a body or a replayed one", function()
-      local w = new_world()
+      local w = new_world { request_signature = "bound" }
       local d = active_device(w)
       local ch = assert(d:charge { amount = 700, card = card(), pin = "1234" })
       local path = "/pos/charge/" .. ch.charge_id .. "/cancel"
@@ -813,8 +813,8 @@ describe("pos", function()
 
     it("lets only one of two processes sharing a store accept a request_id", function()
       local store = memory.new { clock = function() return T0 end }
-      local w = new_world { store = store, storage_key = { hex = ("77"):rep(32) } }
-      local other = pos.new { store = store, storage_key = { hex = ("77"):rep(32) }, clock = w.clock }
+      local w = new_world { store = store, request_signature = "bound", storage_key = { hex = ("77"):rep(32) } }
+      local other = pos.new { store = store, request_signature = "bound", storage_key = { hex = ("77"):rep(32) }, clock = w.clock }
       local d = active_device(w)
       -- while this process is between its claim and its answer, the other one gets the same request
       local c = card()
