@@ -18,4 +18,8 @@ return {
   },
   key_set_lifetime = 7 * 86400,   -- a device's key set lasts a week
   renew_before_seconds = 86400,   -- and is renewed in its last day
+  -- X-Signature: "body" is viopay's guide ("HMAC signs the envelope body"); "bound" also signs
+  -- method, path, device, key set, X-Timestamp and X-Nonce (closes replays: docs/pos-activation.md)
+  request_signature = "body",
+  pan_key = "msk",                -- card.encrypted_pan under the MSK (the guide's step 4); "tdk": legacy
 }

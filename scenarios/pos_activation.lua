@@ -2,7 +2,9 @@
 -- attestation key injected at manufacturing attests, downloads its key set (TMK under the
 -- ZMK, KEK under the TMK, MSK / TPK / TDK / MAC under the KEK), installs it in viopay's
 -- order checking every KCV, fetches its config and terminal parameters, activates, and
--- takes a chip payment that it then refunds, and another that it cancels. Then the
+-- takes a chip payment that it then refunds, and another that it cancels -- the guide's
+-- way first (the PAN under the MSK, "HMAC signs the envelope body"), then payhsm's options
+-- (the bound signature that closes the body-only replays, the TDK as legacy PAN key). Then the
 -- failure runs: a token after 5 simulated minutes, a wrong device id, a tampered
 -- envelope, a bad HMAC, a wrong KCV, a replay. Then the key set's renewal before expiry
 -- (simulated time moves to 30 days before expires_at; the device renews before its next
@@ -37,7 +39,8 @@ local server = pos.new {
   devices = { { device_id = DEVICE_ID, zmk = zmk:export(), attestation_key = dak:export() },
               { device_id = "POS-1234ABCD", zmk = zmk2:export(), attestation_key = dak2:export() } },
   clock = clock,
-  key_set_lifetime = 365 * 86400,
+  -- the guide's ways are the defaults: key_set_years = 1 (calendar years),
+  -- request_signature = "body", pan_key = "msk"
 }
 local transport = function(req) return server:handle(req) end
 show("device", DEVICE_ID)
@@ -54,7 +57,8 @@ show("expires_at", att.expires_at)
 step("Step 6: POST /pos/keys (Authorization: Attestation att_…, X-Device-Id)")
 local ks, doc = assert(dev:download_keys())
 show("key_set_id", ks.key_set_id)
-show("issued_at / expires_at", doc.key_set.issued_at .. " / " .. doc.key_set.expires_at)
+show("issued_at / expires_at", doc.key_set.issued_at .. " / " .. doc.key_set.expires_at .. " (one calendar year)")
+show("X-Signature-Scheme", dev.signature .. " (the guide's: HMAC signs the envelope body)")
 show("transport", ("%s %s under %s"):format(doc.transport.format, doc.transport.encryption,
   doc.transport.wrapped_under))
 for _, s in ipairs(device_mod.INSTALL_ORDER) do
@@ -78,7 +82,7 @@ step("Step 9: POST /pos/activate (readiness JSON in, result out, both MSK envelo
 local act = assert(dev:activate())
 show("status", act.status .. " since " .. act.activated_at .. ", terminal " .. act.terminal_id)
 
-step("Payments: chip charge with PIN (ISO format 4 under the TPK) and ARQC")
+step("Payments, the guide's way: PAN under the MSK (step 4), PIN ISO format 4 under the TPK, ARQC")
 local issuer = pos.TEST_ISSUER
 local imk = hsm.key.import("TDES_2KEY", issuer.imk, { usage = "E0" })
 local card = device_mod.card { pan = issuer.cards[1].pan, psn = issuer.cards[1].psn, imk = imk }
@@ -87,6 +91,11 @@ show("charge " .. ch.charge_id, ("%s %s (%s) auth %s"):format(ch.status, ch.resp
   ch.authorization_code))
 show("card / ARPC", ("%s / %s (card accepts: %s)"):format(ch.card.masked_pan, ch.emv.arpc, ch.arpc_ok))
 assert(ch.status == "approved" and ch.arpc_ok)
+local sent = dev.last_request
+show("X-Signature = HMAC(MAC, body)", tostring(hsm.equal(sent.headers[P.H.signature], hsm.hmac(dev.keys.mac, sent.body))))
+local inner = cjson.decode(hsm.envelope.open(dev.keys.msk, sent.body))
+show("card.encrypted_pan under the MSK", hsm.cipher.decrypt(dev.keys.msk, "CBC", inner.card.encrypted_pan,
+  inner.card.pan_iv):gsub("^(%d%d%d%d%d%d)%d+(%d%d%d%d)F*$", "%1******%2"))
 local rf = assert(dev:refund(ch.charge_id, 1250, "customer return"))
 show("refund " .. rf.refund_id, ("%s %d %s"):format(rf.status, rf.amount, rf.currency))
 refused("second refund", "4091", dev:refund(ch.charge_id, 1250))
@@ -98,6 +107,39 @@ refused("cancel again", "4092", dev:cancel(ch2.charge_id))
 local bad = assert(dev:charge { amount = 500, currency = "EUR", entry_mode = "chip", card = card, pin = "0000" })
 show("wrong PIN", ("%s %s (%s)"):format(bad.status, bad.response_code, bad.message))
 assert(bad.response_code == "55")
+
+step("The replay the guide's body-only HMAC allows, and payhsm's bound signature")
+-- Every cancel signs the empty body, so one cancel's X-Signature cancels any charge.
+local victim = assert(dev:charge { amount = 650, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
+local seen_sig = hsm.hmac(dev.keys.mac, "") -- what an eavesdropper saw on the earlier cancel
+local forged = transport { method = "POST", path = "/pos/charge/" .. victim.charge_id .. "/cancel", body = "",
+  headers = { ["x-device-id"] = DEVICE_ID, ["x-key-set-id"] = dev.key_set.key_set_id, ["x-signature"] = seen_sig } }
+show("body: old cancel signature, new charge", forged.status .. " (cancelled without the MAC key)")
+assert(forged.status == 200)
+local bound_srv = pos.new {
+  devices = { { device_id = DEVICE_ID, zmk = zmk:export(), attestation_key = dak:export() } },
+  clock = clock, request_signature = "bound",
+}
+local bdev = device_mod.new { device_id = DEVICE_ID, zmk = zmk, attestation_key = dak, clock = clock,
+  transport = function(req) return bound_srv:handle(req) end }
+assert(bdev:activate_all())
+show("bound: X-Signature-Scheme", bdev.signature .. " (method, path, device, key set, X-Timestamp, X-Nonce, body)")
+local bch = assert(bdev:charge { amount = 650, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
+local bch2 = assert(bdev:charge { amount = 700, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
+assert(bdev:cancel(bch.charge_id))
+local captured = bdev.last_request.headers -- the signed cancel an eavesdropper saw
+local moved = bound_srv:handle { method = "POST", path = "/pos/charge/" .. bch2.charge_id .. "/cancel", body = "",
+  headers = captured }
+refused("bound: that cancel moved to another charge", "4003", nil, cjson.decode(moved.body).error.message,
+  cjson.decode(moved.body).error.code)
+refused("bound: the same cancel replayed", "4004", bdev:replay_last())
+
+step("payhsm's option: the TDK as legacy PAN key (the guide's 'Legacy/auxiliary data encryption key')")
+dev.pan_key = "tdk"
+local legacy = assert(dev:charge { amount = 300, currency = "EUR", entry_mode = "chip", card = card, pin = "1234" })
+show("charge with card.pan_key = \"tdk\"", legacy.status .. " " .. legacy.response_code)
+assert(legacy.status == "approved")
+dev.pan_key = "msk"
 
 step("Failure runs")
 -- a token after 5 simulated minutes

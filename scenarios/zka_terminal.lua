@@ -48,4 +48,19 @@ local stranger = hsm.zka.derive_session_key(hsm.key.generate("TDES_2KEY"), "MAC"
 ok, _, code = hsm.zka.verify_mac(bank.mac, message, hsm.zka.mac(stranger, message, { length = 4 }))
 show("terminal with another master key", ("%s (%s)"):format(ok and "accepted" or "rejected", code))
 assert(not ok)
+
+step("payhsm's AES construction (not ZKA's: no public specification defines AES ZKA)")
+-- The ZKA session key description: "AES for newer implementations", "CMAC-based derivation";
+-- payhsm offers KBKDF-CMAC (NIST SP 800-108r1 counter mode) with label = purpose, context = RND.
+local amk = hsm.key.generate("AES_256", { usage = "B0" })
+local a_pac = hsm.zka.derive_session_key(amk, "PAC", rnd)
+local a_mac = hsm.zka.derive_session_key(amk, "MAC", rnd)
+show("AES SK-pac / SK-mac", ("%s %s / %s %s"):format(a_pac.algorithm, a_pac.usage, a_mac.algorithm, a_mac.usage))
+local a_pb = hsm.pin.encrypt(a_pac, "ISO_FORMAT_4", "2468", pan)
+local a_cmac = hsm.zka.mac(a_mac, message)
+show("PIN block (ISO format 4, AES)", a_pb)
+show("CMAC (SK-mac, 8 bytes)", a_cmac)
+assert(hsm.pin.decrypt(hsm.zka.derive_session_key(amk, "PAC", rnd), "ISO_FORMAT_4", a_pb, pan) == "2468")
+assert(hsm.zka.verify_mac(hsm.zka.derive_session_key(amk, "MAC", rnd), message, a_cmac))
+show("bank side", "same keys from the same MK and RND: PIN and CMAC verified")
 print("zka terminal scenario complete")

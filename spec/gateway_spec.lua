@@ -341,6 +341,37 @@ describe("gateway", function()
       assert.equal(200, (import(gw, { sessionKeyLabel = "NEW_LABEL" })).status)
     end)
 
+    -- Fiserv's host-to-host MSK API: "409 | 3067 -Unable to retrieve response while importing
+    -- session key". The answer names no cause (nor may it), so the operator's log must.
+    it("'3067 - Unable to retrieve response while importing session key': logs the store's cause, never key bytes", function()
+      local lines = {}
+      local store = memory.new()
+      local gw = new_gateway { store = store, log = function(l) lines[#lines + 1] = l end }
+      import(gw)
+      local update = store.update
+      local before = #lines
+      store.update = function() error("disk on fire writing 0123456789ABCDEF0123456789ABCDEF") end
+      local resp, doc = import(gw)
+      store.update = update
+      assert_error(resp, doc, 409, "3067")
+      assert.equal(before + 1, #lines)
+      local line = lines[#lines]
+      assert.matches("3067", line, 1, true)
+      assert.matches('"DEK_XX_XXYY"', line, 1, true)
+      assert.matches("disk on fire writing <32 hex digits>", line, 1, true)
+      assert.not_matches("0123456789ABCDEF", line)
+      assert.not_matches("fire", resp.body)
+      -- the same when the IDs of a new label cannot be reserved
+      store.update = function(self, k, fn)
+        if k == "gw:seq" then error("sequence lost") end
+        return update(self, k, fn)
+      end
+      resp, doc = import(gw, { sessionKeyLabel = "NEW_LABEL" })
+      store.update = update
+      assert_error(resp, doc, 409, "3067")
+      assert.matches('"NEW_LABEL".*sequence lost', lines[#lines])
+    end)
+
     it("answers 409 / 3901 when an import fails unexpectedly, and logs the cause", function()
       local lines = {}
       local gw = new_gateway { log = function(l) lines[#lines + 1] = l end }

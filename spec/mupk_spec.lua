@@ -399,8 +399,7 @@ describe("mupk", function()
     it("sends each at most once, also from a second service on the same store", function()
       local e = env()
       local _, to = setup_key(e)
-      e.now = to - 40 * H
-      e.svc:tick()
+      for _, h in ipairs { 47, 44, 41 } do e.now = to - h * H e.svc:tick() e.svc:tick() end
       assert.equal(3, #e.posts)
       for _ = 1, 5 do e.now = e.now + H e.svc:tick() end
       local e2 = env { store = e.store }
@@ -476,9 +475,11 @@ describe("mupk", function()
       e.svc.post = require("payhsm.mupk").new { storage_key = LMK, store = e.store,
         webhook_pump = function() srv:run_once(5) end }.post -- the real transport, not the spy
       local _, to = setup_key(e)
-      e.now = to - 41 * H
-      assert.equal(3, e.svc:tick())
-      assert.equal(3, #got)
+      e.now = to - 47 * H
+      assert.equal(1, e.svc:tick())
+      e.now = to - 44 * H
+      assert.equal(1, e.svc:tick())
+      assert.equal(2, #got)
       assert.equal("POST", got[1].method)
       assert.equal("/wh", got[1].path)
       assert.equal(47, cjson.decode(got[1].body).notification.hoursBeforeExpiry)
@@ -490,7 +491,7 @@ describe("mupk", function()
       assert.equal(0, e2.svc:tick())
       assert.equal("failed", e2.svc:notifications(id2)[47].state)
     end)
-    it("sorts webhook_hours (any order sends all three) and refuses a bad list", function()
+    it("sorts webhook_hours (any order) and refuses a bad list", function()
       local e = env { webhook_hours = { 41, 44, 47 } }
       assert.same({ 47, 44, 41 }, e.svc.hours)
       local _, to = setup_key(e)
@@ -498,9 +499,10 @@ describe("mupk", function()
       assert.equal(1, e.svc:tick()) -- at 47 h, the first mark of the sorted list
       assert.equal(47, e.posts[1].doc.notification.hoursBeforeExpiry)
       assert.equal(1, e.posts[1].doc.notification.number)
-      e.now = to - 41 * H
-      assert.equal(2, e.svc:tick())
+      e.now = to - 44 * H
+      assert.equal(1, e.svc:tick())
       assert.equal(44, e.posts[2].doc.notification.hoursBeforeExpiry)
+      assert.equal(2, e.posts[2].doc.notification.number)
       for _, bad in ipairs { {}, { 47, -1 }, { 47, 47 }, { "47" }, { 0 } } do
         assert.has_error(function() env { webhook_hours = bad } end)
       end
@@ -525,6 +527,82 @@ describe("mupk", function()
       e2.now = e.now + 3 * H
       assert.equal(12, e2.svc:tick()) -- the 44-hour ones
     end)
+    -- Commerce Hub's multi-use public keys: "If merchant does not initiate the new key exchange
+    -- as per the best practices, Commerce Hub will send three notifications via webhook at 47,
+    -- 44 and 41 hours before the key expires." Whether the merchant has initiated one is
+    -- decided at each mark: a successor revoked later no longer counts.
+    it("'if merchant does not initiate the new key exchange': a successor revoked after the 47-hour mark brings the 44 and 41 back", function()
+      local e = env()
+      local id, to = setup_key(e)
+      e.now = to - 48 * H
+      local _, g = generate(e) -- the best practice: a new key 2 days before
+      e.now = to - 47 * H
+      assert.equal(0, e.svc:tick())
+      assert.equal("suppressed", e.svc:notifications(id)[47].state)
+      e.now = to - 46 * H
+      revoke(e, g.asymmetricKeyDetails.keyId) -- the new key is withdrawn
+      e.svc:tick()
+      assert.equal(0, #e.posts) -- the 47-hour mark was decided at 47 hours
+      e.now = to - 44 * H
+      assert.equal(1, e.svc:tick())
+      e.now = to - 41 * H
+      assert.equal(1, e.svc:tick())
+      assert.equal(2, #e.posts)
+      assert.same({ 44, 2, 3 }, { e.posts[1].doc.notification.hoursBeforeExpiry, e.posts[1].doc.notification.number,
+        e.posts[1].doc.notification.of })
+      assert.equal(41, e.posts[2].doc.notification.hoursBeforeExpiry)
+      assert.equal("delivered", e.svc:notifications(id)[41].state)
+      -- and a successor made between marks suppresses only the marks after it
+      local e2 = env()
+      local id2, to2 = setup_key(e2)
+      e2.now = to2 - 47 * H
+      assert.equal(1, e2.svc:tick())
+      generate(e2)
+      for _ = 1, 10 do e2.now = e2.now + H e2.svc:tick() end
+      assert.equal(1, #e2.posts)
+      assert.same({ "delivered", "suppressed", "suppressed" }, { e2.svc:notifications(id2)[47].state,
+        e2.svc:notifications(id2)[44].state, e2.svc:notifications(id2)[41].state })
+    end)
+
+    -- "three notifications via webhook at 47, 44 and 41 hours before the key expires": a notice
+    -- names its hours, so one sent later would name hours that are no longer true. Only the
+    -- latest mark that has passed is sent; earlier ones are skipped, never sent in a burst.
+    it("'at 47, 44 and 41 hours before the key expires': a key living under 47 hours, or a service down across marks, sends only the latest due", function()
+      local e = env { key_lifetime = 43 * H }
+      local id = setup_key(e)
+      assert.equal(1, e.svc:tick())
+      assert.equal(1, #e.posts)
+      assert.same({ 44, 2, 3 }, { e.posts[1].doc.notification.hoursBeforeExpiry, e.posts[1].doc.notification.number,
+        e.posts[1].doc.notification.of })
+      assert.equal("skipped", e.svc:notifications(id)[47].state)
+      e.now = e.now + 2 * H
+      assert.equal(1, e.svc:tick())
+      assert.equal(41, e.posts[2].doc.notification.hoursBeforeExpiry)
+      -- a service that was down from before 47 h until 40 h sends the 41-hour notice alone
+      local e2 = env()
+      local id2, to2 = setup_key(e2)
+      e2.now = to2 - 40 * H
+      assert.equal(1, e2.svc:tick())
+      assert.equal(1, #e2.posts)
+      assert.equal(41, e2.posts[1].doc.notification.hoursBeforeExpiry)
+      assert.same({ "skipped", "skipped", "delivered" }, { e2.svc:notifications(id2)[47].state,
+        e2.svc:notifications(id2)[44].state, e2.svc:notifications(id2)[41].state })
+      for _ = 1, 5 do e2.now = e2.now + H e2.svc:tick() end
+      assert.equal(1, #e2.posts)
+      -- a 47-hour notice still failing when the 44-hour mark comes is given up for the 44
+      local e3 = env { webhook_retry = 3600 }
+      local id3, to3 = setup_key(e3)
+      e3.answer = 503
+      e3.now = to3 - 47 * H
+      e3.svc:tick()
+      e3.answer = 200
+      e3.now = to3 - 44 * H
+      assert.equal(1, e3.svc:tick())
+      assert.same({ 47, 44 }, { e3.posts[1].doc.notification.hoursBeforeExpiry, e3.posts[2].doc.notification.hoursBeforeExpiry })
+      assert.equal("skipped", e3.svc:notifications(id3)[47].state)
+      assert.equal(2, #e3.posts)
+    end)
+
     it("closes a cached private key once its key expires (not only on revoke)", function()
       local e = env()
       local _, g = generate(e)

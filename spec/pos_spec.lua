@@ -32,16 +32,18 @@ local function new_world(extra)
   for k, v in pairs(extra or {}) do cfg[k] = v end
   cfg.store = cfg.store or memory.new { clock = clock }
   local srv = pos.new(cfg)
-  local w = { srv = srv, store = cfg.store, clock = clock }
+  local w = { srv = srv, store = cfg.store, clock = clock, scheme = cfg.request_signature or "body" }
   function w.advance(dt) now = now + dt end
-  function w.device(id, zmk, dak)
-    return device_mod.new {
+  function w.device(id, zmk, dak, more)
+    local o = {
       device_id = id or DEV,
       zmk = hsm.key.import("AES_256", zmk or ZMK, { usage = "K1", mode = "B" }),
       attestation_key = hsm.key.import("HMAC_SHA256", dak or DAK, { usage = "M7", mode = "C" }),
       transport = function(req) return srv:handle(req) end,
       clock = clock,
     }
+    for k, v in pairs(more or {}) do o[k] = v end
+    return device_mod.new(o)
   end
   return w
 end
@@ -79,8 +81,8 @@ local function signed(w, d, path, body, o)
   local ts = o.timestamp or P.iso8601(w.clock())
   local nonce = o.nonce or hsm.random(16)
   local h = { [P.H.device] = o.device or d.device_id, [P.H.key_set] = ks_id, [P.H.timestamp] = ts, [P.H.nonce] = nonce }
-  h[P.H.signature] = o.signature or hsm.hmac(d.keys.mac, P.request_signing_string(o.method or "POST", path,
-    h[P.H.device], ks_id, ts, nonce, body))
+  h[P.H.signature] = o.signature or hsm.hmac(d.keys.mac, w.scheme == "bound" and P.request_signing_string(
+    o.method or "POST", path, h[P.H.device], ks_id, ts, nonce, body) or P.body_signing_string(body))
   for _, k in ipairs(o.drop or {}) do h[k] = nil end
   return w.srv:handle { method = o.method or "POST", path = path, headers = h, body = body }
 end
@@ -423,7 +425,7 @@ describe("pos", function()
     end)
 
     it("refuses missing headers, bad signatures, replays, stale timestamps and unknown key sets", function()
-      local w = new_world()
+      local w = new_world { request_signature = "bound" }
       local d = w.device()
       d:attest() d:download_keys()
       assert.same({ 401, "4005" }, { err_of(signed(w, d, P.PATHS.config, nil, { drop = { P.H.device } })) })
@@ -453,7 +455,7 @@ describe("pos", function()
     end)
 
     it("refuses a tampered envelope (4003 when the HMAC covers it, 4220 when it is signed)", function()
-      local w = new_world()
+      local w = new_world { request_signature = "bound" }
       local d = w.device()
       assert(d:activate_all())
       local body = seal(d, { request_id = util.uuid(), readiness = {} })
@@ -740,7 +742,7 @@ describe("pos", function()
     end)
 
     it("signs the cancel over an empty body and refuses a cancel with a body or a replayed one", function()
-      local w = new_world()
+      local w = new_world { request_signature = "bound" }
       local d = active_device(w)
       local ch = assert(d:charge { amount = 700, card = card(), pin = "1234" })
       local path = "/pos/charge/" .. ch.charge_id .. "/cancel"
@@ -813,8 +815,8 @@ describe("pos", function()
 
     it("lets only one of two processes sharing a store accept a request_id", function()
       local store = memory.new { clock = function() return T0 end }
-      local w = new_world { store = store, storage_key = { hex = ("77"):rep(32) } }
-      local other = pos.new { store = store, storage_key = { hex = ("77"):rep(32) }, clock = w.clock }
+      local w = new_world { store = store, request_signature = "bound", storage_key = { hex = ("77"):rep(32) } }
+      local other = pos.new { store = store, request_signature = "bound", storage_key = { hex = ("77"):rep(32) }, clock = w.clock }
       local d = active_device(w)
       -- while this process is between its claim and its answer, the other one gets the same request
       local c = card()
@@ -997,6 +999,121 @@ describe("pos", function()
       local ok, msg = gzip.decompress(bad)
       assert.is_nil(ok)
       assert.matches("CRC", msg)
+    end)
+  end)
+
+  -- viopay's POS key provisioning guide, word for word: what an integrator who follows it
+  -- sends must be accepted by default; payhsm's stronger options come after.
+  describe("the guide's own way", function()
+    -- A magstripe charge built as the guide describes, field-level data under `key`.
+    local function charge_doc(d, key, extra)
+      local iv = hsm.random(16)
+      local c = { request_id = util.uuid(), amount = 250, currency = "EUR", entry_mode = "magstripe",
+        card = { encrypted_pan = hsm.cipher.encrypt(key, "CBC", P.pan_block("5413330089010434"), iv), pan_iv = iv },
+        pin_block = hsm.pin.encrypt(d.keys.tpk, "ISO_FORMAT_4", "4321", "5413330089010434"),
+        pin_block_format = "ISO_FORMAT_4" }
+      for k, v in pairs(extra or {}) do c.card[k] = v end
+      return seal(d, c)
+    end
+    -- Only the headers that name the device and key set, and X-Signature = HMAC of the body.
+    local function guide_request(w, d, path, body)
+      return post(w, path, { [P.H.device] = DEV, [P.H.key_set] = d.key_set.key_set_id,
+        [P.H.signature] = hsm.hmac(d.keys.mac, body) }, body)
+    end
+
+    it("'Use MSK for field-level data encrypt (send ciphertext to API)': the PAN under the MSK is accepted", function()
+      local w = new_world()
+      local d = active_device(w)
+      local resp = signed(w, d, P.PATHS.charge, charge_doc(d, d.keys.msk))
+      assert.equal(200, resp.status)
+      local out = cjson.decode(hsm.envelope.open(d.keys.msk, resp.body))
+      assert.same({ "approved", "00", "541333******0434" }, { out.status, out.response_code, out.card.masked_pan })
+      -- the TDK ("Legacy/auxiliary data encryption key") stays, named by card.pan_key
+      resp = signed(w, d, P.PATHS.charge, charge_doc(d, d.keys.tdk, { pan_key = "tdk" }))
+      assert.equal(200, resp.status)
+      -- a PAN under the TDK that does not say so is not a PAN under the MSK
+      resp = signed(w, d, P.PATHS.charge, charge_doc(d, d.keys.tdk))
+      assert.same({ 400, "4000" }, { err_of(resp) })
+      assert.matches("not a PAN under the MSK", cjson.decode(resp.body).error.details, 1, true)
+      assert.same({ 400, "4000" }, { err_of(signed(w, d, P.PATHS.charge, charge_doc(d, d.keys.msk, { pan_key = "zmk" }))) })
+      -- a server configured for the legacy path reads an unnamed PAN under the TDK
+      local w2 = new_world { pan_key = "tdk" }
+      local d2 = active_device(w2)
+      assert.equal(200, signed(w2, d2, P.PATHS.charge, charge_doc(d2, d2.keys.tdk)).status)
+      assert.same({ 400, "4000" }, { err_of(signed(w2, d2, P.PATHS.charge, charge_doc(d2, d2.keys.msk))) })
+      -- the device puts the PAN under the MSK by default, under the TDK when told
+      local req = d:charge_request { amount = 100, card = card(2), pin = "4321" }
+      local fields = {}
+      for i = 1, #req.kv, 2 do fields[req.kv[i]] = req.kv[i + 1] end
+      local cf = {}
+      for i = 1, #fields.card.kv, 2 do cf[fields.card.kv[i]] = fields.card.kv[i + 1] end
+      assert.equal(P.pan_block("5413330089010434"), hsm.cipher.decrypt(d.keys.msk, "CBC", cf.encrypted_pan, cf.pan_iv))
+      assert.is_nil(cf.pan_key)
+      local legacy = active_device(w, DEV2, ZMK2, DAK2)
+      legacy.pan_key = "tdk"
+      assert.equal("approved", (assert(legacy:charge { amount = 100, card = card(2), pin = "4321" })).status)
+    end)
+
+    it("'HMAC signs the envelope body' and 'Empty HMAC body': a request signed so is served by default", function()
+      local w = new_world()
+      local d = active_device(w)
+      local resp = guide_request(w, d, P.PATHS.charge, charge_doc(d, d.keys.msk))
+      assert.equal(200, resp.status)
+      -- the response is signed the same way: an HMAC of its body
+      assert.is_true(hsm.hmac_verify(d.keys.mac, resp.body, resp.headers["X-Signature"]))
+      assert.equal("body", resp.headers["X-Signature-Scheme"])
+      local ch = cjson.decode(hsm.envelope.open(d.keys.msk, resp.body))
+      -- cancel: "Empty HMAC body"
+      resp = guide_request(w, d, "/pos/charge/" .. ch.charge_id .. "/cancel", "")
+      assert.equal(200, resp.status)
+      assert.equal("cancelled", cjson.decode(hsm.envelope.open(d.keys.msk, resp.body)).status)
+      assert.same({ 401, "4003" }, { err_of(post(w, P.PATHS.config, { [P.H.device] = DEV,
+        [P.H.key_set] = d.key_set.key_set_id, [P.H.signature] = hsm.hmac(d.keys.mac, "x") }, "")) })
+      -- X-Timestamp and X-Nonce, when sent, are still checked
+      assert.same({ 401, "4004" }, { err_of(signed(w, d, P.PATHS.config, nil, { timestamp = P.iso8601(w.clock() - 301) })) })
+      -- the device follows: /pos/keys names the scheme, the device signs and checks with it
+      assert.equal("body", d.signature)
+      assert(d:fetch_config())
+      assert.equal(hsm.hmac(d.keys.mac, ""), d.last_request.headers[P.H.signature])
+    end)
+
+    it("offers payhsm's bound signature as request_signature = \"bound\"; the device follows the server", function()
+      local w = new_world { request_signature = "bound" }
+      local d = active_device(w)
+      assert.equal("bound", d.signature)
+      assert.equal("approved", (assert(d:charge { amount = 100, card = card(2), pin = "4321" })).status)
+      -- the guide's body-only signature is refused there
+      assert.same({ 401, "4003" }, { err_of(guide_request(w, d, P.PATHS.charge, charge_doc(d, d.keys.msk))) })
+      -- a device pinned to one scheme refuses a server that names the other
+      local pinned = w.device(DEV2, ZMK2, DAK2, { request_signature = "body" })
+      assert(pinned:attest())
+      local ok, _, code = pinned:download_keys()
+      assert.is_nil(ok)
+      assert.equal("SIGNATURE_SCHEME", code)
+      assert.has_error(function() new_world { request_signature = "hmac" } end)
+      assert.has_error(function() new_world { pan_key = "tpk" } end)
+    end)
+
+    -- The guide's example runs from "issued_at": "2025-12-13T14:25:30Z" to "expires_at":
+    -- "2026-12-13T14:25:30Z": one calendar year, which 365 * 86,400 s is not across 29 February.
+    it("'expires_at' one calendar year after 'issued_at' (2027-11-13 -> 2028-11-13, across 29 February)", function()
+      for _, c in ipairs {
+        { "2025-12-13T14:25:30Z", "2026-12-13T14:25:30Z" },
+        { "2027-11-13T09:00:00Z", "2028-11-13T09:00:00Z" },
+        { "2028-02-29T12:00:00Z", "2029-02-28T12:00:00Z" },
+      } do
+        local w = new_world()
+        w.advance(P.parse_iso8601(c[1]) - T0)
+        local d = w.device()
+        assert(d:attest())
+        local ks = assert(d:download_keys())
+        assert.equal(c[2], P.iso8601(ks.expires_at))
+      end
+      local w = new_world { key_set_years = 2 }
+      local d = w.device()
+      d:attest()
+      assert.equal("2027-12-13T14:25:30Z", P.iso8601((assert(d:download_keys())).expires_at))
+      assert.has_error(function() new_world { key_set_years = 1, key_set_lifetime = 3600 } end)
     end)
   end)
 end)

@@ -425,8 +425,9 @@ describe("secrets", function()
         local env = cjson.decode(req.body)
         env.ciphertext = (env.ciphertext:sub(1, 1) == "0" and "1" or "0") .. env.ciphertext:sub(2)
         req.body = cjson.encode(env)
-        h[P.H.signature] = hsm.hmac(d.keys.mac, P.request_signing_string(req.method, req.path, h[P.H.device],
-          h[P.H.key_set], h[P.H.timestamp], h[P.H.nonce], req.body))
+        h[P.H.signature] = hsm.hmac(d.keys.mac, d.signature == "bound" and P.request_signing_string(req.method,
+          req.path, h[P.H.device], h[P.H.key_set], h[P.H.timestamp], h[P.H.nonce], req.body)
+          or P.body_signing_string(req.body))
       elseif tamper == "signature" then
         h[P.H.signature] = ("00"):rep(32)
       end

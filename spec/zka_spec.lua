@@ -38,7 +38,8 @@ describe("zka", function()
     it("refuses bad inputs", function()
       assert.equal("ZKA_RND_LENGTH", select(3, hsm.zka.derive_session_key(mk(), "PAC", "00")))
       assert.equal("BAD_HEX", select(3, hsm.zka.derive_session_key(mk(), "PAC", ("ZZ"):rep(16))))
-      assert.equal("KEY_TYPE", select(3, hsm.zka.derive_session_key(hsm.key.generate("AES_128"), "PAC", RND)))
+      assert.equal("KEY_TYPE", select(3, hsm.zka.derive_session_key(hsm.key.generate("TDES_3KEY"), "PAC", RND)))
+      assert.equal("KEY_TYPE", select(3, hsm.zka.derive_session_key(hsm.key.generate("HMAC_SHA256"), "PAC", RND)))
       assert.equal("KEY_USAGE", select(3, hsm.zka.derive_session_key(mk { usage = "P0" }, "PAC", RND)))
       assert.has_error(function() hsm.zka.derive_session_key(mk(), "CVV", RND) end)
       local _, msg = hsm.zka.derive_session_key(mk(), "PAC", "00")
@@ -78,6 +79,65 @@ describe("zka", function()
       assert.is_false(ok)
       assert.equal("BAD_HEX", code)
       assert.has_error(function() hsm.zka.mac(sk, msg, { length = 6 }) end)
+    end)
+  end)
+
+  -- "AES for newer implementations" and "CMAC-based derivation for stronger security" (the ZKA
+  -- session key description) name no construction, and no public ZKA specification defines
+  -- one. payhsm's own construction: NIST SP 800-108r1 KBKDF, counter mode, AES-CMAC PRF,
+  -- label = purpose (ASCII), context = RND, session key as long as the master key; the MAC is
+  -- CMAC. Expected values computed independently with pyca/cryptography 48
+  -- (cryptography.hazmat.primitives.kdf.kbkdf.KBKDFCMAC, rlen = 4, llen = 4,
+  -- CounterLocation.BeforeFixed; cryptography.hazmat.primitives.cmac.CMAC) [pyca-kbkdf];
+  -- tools/crosscheck/zka_aes_pyca.py repeats it on random keys.
+  describe("'AES for newer implementations' with 'CMAC-based derivation' (payhsm's construction)", function()
+    local AMK128 = "000102030405060708090A0B0C0D0E0F"
+    local AMK256 = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F"
+    local msg = "0200F23C449108E0800016"
+    for _, c in ipairs {
+      { "AES_128", AMK128, "PAC", "C238FF722EB7CD7988FED6550E4F6F53", "P0", "B" },
+      { "AES_128", AMK128, "MAC", "3D2C986A2B7AE13335EBF102F252788D", "M6", "C" },
+      { "AES_128", AMK128, "ENC", "67818B0493E7EB15AE6201FDD4820927", "D0", "B" },
+      { "AES_256", AMK256, "PAC", "AE84F10479FAEAF72AE1D07D80763BB7F01FB7C690A412389187D8EC11B115B0", "P0", "B" },
+      { "AES_256", AMK256, "MAC", "0E029A6B1E228362185FE92D74A7957F9F02CBC5518FDABED0296EEA716D5227", "M6", "C" },
+      { "AES_256", AMK256, "ENC", "C3021FF13334A9D4819B8531A6F6AC0805BC08EA327D42038D21E984446AD05D", "D0", "B" },
+    } do
+      it(("derives an %s SK-%s by KBKDF-CMAC(MK, label %s, context RND) [pyca-kbkdf]"):format(c[1], c[3]:lower(), c[3]), function()
+        local sk = hsm.zka.derive_session_key(hsm.key.import(c[1], c[2], { usage = "B0" }), c[3], RND)
+        assert.equal(c[4], sk:export())
+        assert.equal(c[1], sk.algorithm)
+        assert.equal(c[5], sk.usage)
+        assert.equal(c[6], sk.mode)
+      end)
+    end
+
+    it("MACs with CMAC under an AES SK-mac, 4, 8 or 16 bytes [pyca-kbkdf]", function()
+      local sk = hsm.zka.derive_session_key(hsm.key.import("AES_128", AMK128), "MAC", RND)
+      assert.equal("AC27A5DCF1D5999299587DA21E168ED0", hsm.zka.mac(sk, msg, { length = 16 }))
+      assert.equal("AC27A5DCF1D59992", hsm.zka.mac(sk, msg))
+      assert.equal("AC27A5DC", hsm.zka.mac(sk, msg, { length = 4 }))
+      local sk256 = hsm.zka.derive_session_key(hsm.key.import("AES_256", AMK256), "MAC", RND)
+      assert.equal("88ECD627E4CE036032FF7F78E9A5F0EB", hsm.zka.mac(sk256, msg, { length = 16 }))
+      assert.is_true(hsm.zka.verify_mac(sk, msg, "AC27A5DCF1D5999299587DA21E168ED0"))
+      assert.is_true(hsm.zka.verify_mac(sk, msg, "AC27A5DCF1D59992"))
+      assert.is_true(hsm.zka.verify_mac(sk, msg, "AC27A5DC"))
+      local ok, _, code = hsm.zka.verify_mac(sk, msg, "AC27A5DCF1D5999299587DA21E168ED1")
+      assert.is_false(ok)
+      assert.equal("MAC_MISMATCH", code)
+    end)
+
+    it("refuses what it cannot honour instead of ignoring it", function()
+      local amk = hsm.key.import("AES_128", AMK128)
+      local sk = hsm.zka.derive_session_key(amk, "MAC", RND)
+      local pac = hsm.zka.derive_session_key(amk, "PAC", RND)
+      assert.has_error(function() hsm.zka.mac(sk, msg, { padding = 2 }) end)
+      assert.has_error(function() hsm.zka.mac(sk, msg, { length = 12 }) end)
+      assert.equal("KEY_USAGE", select(3, hsm.zka.mac(pac, msg)))
+      assert.equal("ZKA_RND_LENGTH", select(3, hsm.zka.derive_session_key(amk, "PAC", "00")))
+      assert.equal("KEY_USAGE", select(3, hsm.zka.derive_session_key(hsm.key.import("AES_128", AMK128, { usage = "D0" }), "PAC", RND)))
+      -- 16-byte MACs exist only for AES CMAC
+      local tsk = hsm.zka.derive_session_key(mk(), "MAC", RND)
+      assert.has_error(function() hsm.zka.mac(tsk, msg, { length = 16 }) end)
     end)
   end)
 end)

@@ -99,7 +99,7 @@ return {
   { "tr31.parse(block) -> header | nil, msg, code (no key needed; MAC not checked).", "" },
   { "tr34.wrap(kek, opts) -> hex | nil, msg, code", "The KDH side: a TR-34 key token carrying kek (TDES_2KEY, TDES_3KEY or AES) for the KRD." },
   { "tr34.unwrap(krd_key, block, opts) -> key, info | nil, msg, code", "The KRD side: opens a TR-34 key token (hex) of any of the three forms with krd_key (payhsm.RsaKey or PEM)." },
-  { "zka.derive_session_key(mk, purpose, rnd_hex) -> key | nil, msg, code", "" },
+  { "zka.derive_session_key(mk, purpose, rnd_hex) -> key | nil, msg, code", "A TDES_2KEY master key takes ZKA's derivation; an AES one payhsm's KBKDF-CMAC construction." },
   { "zka.mac(sk_mac, data_hex [, opts]) -> mac_hex | nil, msg, code", "" },
   { "zka.verify_mac(sk_mac, data_hex, mac_hex [, opts]) -> true | false, msg, code", "" },
 }

@@ -41,7 +41,8 @@ SYSTEM gateway (Fiserv's host-to-host MSK API):
   gateway_keys      {pan = {...}, pin = {...}}: the gateway's own keys (default: generated once)
   min_import_interval  seconds between two imports of one label
 SYSTEM pos (viopay's POS key guide):
-  registration_kbpk, devices, merchant, issuer, key_set_lifetime, renew_before_seconds,
+  registration_kbpk, devices, merchant, issuer, key_set_years (or key_set_lifetime in s),
+  request_signature ("body" | "bound"), pan_key ("msk" | "tdk"), renew_before_seconds,
   request_id_ttl, chunk_size, cache_size
 SYSTEM mupk (Commerce Hub's multi-use public keys):
   merchants, key_lifetime, max_key_lifetime, max_offline_amount, webhook_url,

@@ -229,7 +229,8 @@ M.rows = {
   -- ---- zka --------------------------------------------------------------------------
   { "zka", "random value not 16 bytes", [[hsm.zka.derive_session_key(k.zka_mk, "PAC", ("00"):rep(8))]], "ZKA_RND_LENGTH" },
   { "zka", "random value bad hex", [[hsm.zka.derive_session_key(k.zka_mk, "PAC", ("ZZ"):rep(16))]], "BAD_HEX" },
-  { "zka", "wrong key type (AES master key)", [[hsm.zka.derive_session_key(k.aes_any, "PAC", RND)]], "KEY_TYPE" },
+  { "zka", "wrong key type (HMAC master key)", [[hsm.zka.derive_session_key(k.hmac_any, "PAC", RND)]], "KEY_TYPE" },
+  { "zka", "wrong key type (TDES_3KEY master key)", [[hsm.zka.derive_session_key(k.tdes3_any, "PAC", RND)]], "KEY_TYPE" },
   { "zka", "wrong key usage (PIN key as master key)", [[hsm.zka.derive_session_key(k.pek_tdes, "PAC", RND)]], "KEY_USAGE" },
   { "zka", "MAC with the PAC session key", [[hsm.zka.mac(k.zka_pac, "00")]], "KEY_USAGE" },
   { "zka", "MAC data bad hex", [[hsm.zka.mac(k.zka_mac, "ZZ")]], "BAD_HEX" },
@@ -654,7 +655,9 @@ function M.env()
     local ks = pd.key_set.key_set_id
     local ts = P.iso8601(pnow - (o.old and 600 or 0))
     local nonce = o.replay and (seen_nonce or hsm.random(16)) or hsm.random(16)
-    local sig = hsm.hmac(pd.keys.mac, P.request_signing_string("POST", path, pd.device_id, ks, ts, nonce, body))
+    -- signed as the server asks: the body alone (viopay's guide, the default) or bound
+    local sig = hsm.hmac(pd.keys.mac, psrv.signature == "bound"
+      and P.request_signing_string("POST", path, pd.device_id, ks, ts, nonce, body) or P.body_signing_string(body))
     if o.signature then sig = (sig:sub(1, 1) == "0" and "1" or "0") .. sig:sub(2) end
     if o.body_changed then body = body:gsub("CBC", "cbc", 1) end
     local h = { [P.H.device] = pd.device_id, [P.H.key_set] = ks, [P.H.timestamp] = ts, [P.H.nonce] = nonce,

@@ -399,7 +399,7 @@ function Gateway:import(ctx, body)
   end
   if not ok2 then
     if service.is_refusal(id) then return error_response(ctx, id.refusal, id.detail) end
-    self.last_store_error = tostring(id)
+    self:_log_store_failure(label, id)
     return error_response(ctx, "NO_RESPONSE")
   end
   return respond(ctx, 200, util.object {
@@ -498,6 +498,20 @@ end
 function Gateway:_log_failure(err)
   self.last_error = tostring(err)
   if self.log then self.log("gateway: internal error: " .. self.last_error) end
+end
+
+-- A store failure answered 409 / 3067: the access log shows only the status, so the cause
+-- goes to the operator's log (cfg.log) and self.last_store_error. Store messages may quote
+-- what was being written, so every run of 16 or more hex digits is replaced by its length:
+-- no key bytes (nor wrapped ones) reach the log.
+function Gateway:_log_store_failure(label, err)
+  local cause = tostring(err):gsub("%x+", function(run)
+    if #run >= 16 then return "<" .. #run .. " hex digits>" end
+  end)
+  self.last_store_error = cause
+  if self.log then
+    self.log(("gateway: import of sessionKeyLabel %q answered 409 / 3067: the store failed: %s"):format(label, cause))
+  end
 end
 
 --- The slot table of a label (for scenarios and operators): array of

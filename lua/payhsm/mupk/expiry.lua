@@ -39,7 +39,7 @@ end
 -- ---- the pending index ------------------------------------------------------------------------
 -- PENDING maps keyId -> {validTo =, merchantId =} for every key whose notifications are
 -- not finished. generate adds, revoke removes, tick removes a key once it is revoked,
--- expired, superseded by a newer key or notified at every mark. Updates are atomic
+-- expired, or every mark of it is decided (delivered, suppressed or skipped). Updates are atomic
 -- (store:update), so several processes on one store share it.
 
 function Expiry:_index_add(rec)
@@ -78,13 +78,22 @@ function Expiry:_build_index()
   end)
 end
 
---- Sends the expiry notifications that are due at the clock's instant: for every key
--- that is neither revoked nor expired and whose merchant has no newer key, one POST
--- per configured hour mark (47, 44, 41 hours before validTo) once the mark has passed.
--- Each notification is claimed in the store before it is sent and marked delivered
--- on a 2xx answer, so it is sent at most once; a failed attempt is retried after
--- webhook_retry seconds, until the key expires. Also closes the cached private keys of
--- keys that have expired. Returns the number delivered.
+--- Sends the expiry notifications that are due at the clock's instant. Commerce Hub's
+-- multi-use public keys: "If merchant does not initiate the new key exchange as per the
+-- best practices, Commerce Hub will send three notifications via webhook at 47, 44 and 41
+-- hours before the key expires." Per key that is neither revoked nor expired, each hour
+-- mark (webhook_hours) is decided once, at the first tick at or after it:
+--   * suppression is re-evaluated at every mark: if the merchant has a newer key then,
+--     that mark is "suppressed"; if that newer key is revoked later, the next mark is
+--     sent again;
+--   * only the latest mark that has passed is sent: earlier marks not yet sent (a key
+--     that lives less than 47 hours, a service that was down across marks, a failed
+--     notice still being retried when the next mark arrives) are "skipped", never sent
+--     late, so no tick sends a burst and no notice names hours that are no longer true.
+-- Each notification is claimed in the store before it is sent and marked delivered on a
+-- 2xx answer, so it is sent at most once; a failed attempt is retried after
+-- webhook_retry seconds until the next mark supersedes it or the key expires. Also
+-- closes the cached private keys of keys that have expired. Returns the number delivered.
 --
 -- Cost per tick: one read of the pending index (decoded only when its text changed)
 -- and, per pending key, a comparison with its wake time; a key's record is read only
@@ -112,28 +121,54 @@ function Expiry:tick()
   return delivered
 end
 
+-- States a notification ends in: delivered (2xx), sending (claimed by a process that
+-- has not recorded an answer: at most once), suppressed (the merchant had a newer key at
+-- its mark), skipped (a later mark had passed before it was sent).
+local FINAL = { delivered = true, sending = true, suppressed = true, skipped = true }
+
+-- Sets a notification's state to `state` unless it is already final (atomic).
+function Expiry:_settle(rec, h, state, now)
+  self.store:update(hook_key(rec.keyId, h), function(old)
+    local st = old and cjson.decode(old) or { attempts = 0 }
+    if FINAL[st.state] then return old end
+    st.state, st.settled_at, st.next_attempt = state, math.floor(now), nil
+    return cjson.encode(st)
+  end)
+end
+
 -- Works on one pending key at now. Returns the number delivered, whether the key is
 -- finished, and the next instant anything can be due for it.
 function Expiry:_due(id, now)
   local rec = self:record(id)
   if not rec or rec.revokedAt or now > rec.validTo then return 0, true end
-  if self:has_newer(rec) then return 0, true end
   local url = self:_webhook_url(rec.merchantId)
   if not url then return 0, false, rec.validTo - self.hours[#self.hours] * 3600 end
-  local delivered, finished, wake = 0, true, math.huge
+  local latest = 0 -- the latest mark that has passed (hours are sorted largest first)
   for n, h in ipairs(self.hours) do
-    local mark = rec.validTo - h * 3600
-    if now >= mark then
-      delivered = delivered + (self:_notify(rec, n, h, url, now) and 1 or 0)
+    if now >= rec.validTo - h * 3600 then latest = n end
+  end
+  for n = 1, latest - 1 do self:_settle(rec, self.hours[n], "skipped", now) end
+  local delivered = 0
+  if latest > 0 then
+    local h = self.hours[latest]
+    if self:has_newer(rec) then
+      self:_settle(rec, h, "suppressed", now)
+    else
+      delivered = self:_notify(rec, latest, h, url, now) and 1 or 0
     end
-    local st = self.store:get(hook_key(rec.keyId, h))
-    st = st and cjson.decode(st)
-    local state = st and st.state
-    if state ~= "delivered" and state ~= "sending" then
-      finished = false
-      local at = mark
-      if st and st.next_attempt and st.next_attempt > at then at = st.next_attempt end
-      if at < wake then wake = at end
+  end
+  local finished, wake = true, math.huge
+  for n = latest, #self.hours do
+    if n > 0 then
+      local h = self.hours[n]
+      local st = self.store:get(hook_key(rec.keyId, h))
+      st = st and cjson.decode(st)
+      if not (st and FINAL[st.state]) then
+        finished = false
+        local at = rec.validTo - h * 3600
+        if st and st.next_attempt and st.next_attempt > at then at = st.next_attempt end
+        if at < wake then wake = at end
+      end
     end
   end
   return delivered, finished, wake
@@ -181,7 +216,8 @@ function Expiry:_notify(rec, n, h, url, now)
   return good
 end
 
---- The notification state of a key: {[hours] = {state =, attempts =, delivered_at =}}.
+--- The notification state of a key: {[hours] = {state =, attempts =, delivered_at =,
+-- settled_at =}}; state is delivered, sending, failed (retried), suppressed or skipped.
 function Expiry:notifications(id)
   local out = {}
   for _, h in ipairs(self.hours) do

@@ -12,6 +12,10 @@
 --     clock = os.time, firmware_version = "1.4.2",
 --     renew_before_seconds = 30 * 86400, -- until /pos/config has said (key_set.renew_before_seconds)
 --     auto_renew = true,                 -- renew a set near expiry before an MSK-protected call
+--     request_signature = nil,           -- pin "body" or "bound"; default: the scheme the server
+--                                        -- names in X-Signature-Scheme on POST /pos/keys
+--                                        -- ("body", viopay's guide, when it names none)
+--     pan_key = "msk",                   -- the PAN under the MSK (the guide's step 4) or "tdk"
 --   }
 --   dev:activate_all()                 -- attest, keys, config, terminal parameters, activate
 --   local ch = dev:charge{amount = 1250, currency = "EUR", entry_mode = "chip",
@@ -47,7 +51,7 @@ M.INSTALL_ORDER = {
 
 function M.new(opts)
   util.checkfields(opts, "pos.device.new", { "device_id", "zmk", "attestation_key", "http", "transport", "clock",
-    "log", "firmware_version", "auto_renew", "renew_before_seconds" })
+    "log", "firmware_version", "auto_renew", "renew_before_seconds", "request_signature", "pan_key" })
   assert(type(opts) == "table", "pos.device.new{...}")
   assert(P.valid_device_id(opts.device_id), "device_id must be POS- and 8 hex characters")
   assert(hsm.key.is_key(opts.zmk), "zmk: the pre-provisioned zone master key")
@@ -61,7 +65,13 @@ function M.new(opts)
     renew_before = tonumber(opts.renew_before_seconds) or P.RENEW_BEFORE_SECONDS,
     auto_renew = opts.auto_renew ~= false,
     renewals = 0,
+    pinned_signature = opts.request_signature,
+    signature = opts.request_signature or P.DEFAULT_SIGNATURE,
+    pan_key = opts.pan_key or "msk",
   }, Device)
+  assert(opts.request_signature == nil or P.SIGNATURE_SCHEMES[opts.request_signature],
+    "request_signature must be \"body\" or \"bound\"")
+  assert(self.pan_key == "msk" or self.pan_key == "tdk", "pan_key must be \"msk\" or \"tdk\"")
   if opts.transport then
     self.transport = opts.transport
   else
@@ -201,8 +211,19 @@ function Device:download_keys()
   if not resp then return nil, msg, code end
   local doc, m2, c2 = json_of(resp)
   if not doc then return nil, m2, c2 end
+  -- The scheme the server signs with: named in X-Signature-Scheme ("body" when absent).
+  -- A device pinned to a scheme refuses a server naming another.
+  local scheme = header(resp, P.H.scheme) or P.DEFAULT_SIGNATURE
+  if not P.SIGNATURE_SCHEMES[scheme] then
+    return nil, "the server names an unknown signature scheme", "SIGNATURE_SCHEME"
+  end
+  if self.pinned_signature and scheme ~= self.pinned_signature then
+    return nil, ("the server signs with scheme %q, the device is pinned to %q"):format(scheme,
+      self.pinned_signature), "SIGNATURE_SCHEME"
+  end
   local ks, m3, c3 = self:install(doc)
   if not ks then return nil, m3, c3, doc end
+  self.signature = scheme
   return ks, doc
 end
 
@@ -267,13 +288,14 @@ function Device:_protected(path, payload, no_renew)
   end
   self.last_call = { path = path, json = json }
   local ts, nonce = P.iso8601(self.clock()), hsm.random(16)
+  local bound = self.signature == "bound"
   local headers = {
     [P.H.device] = self.device_id,
     [P.H.key_set] = self.key_set.key_set_id,
     [P.H.timestamp] = ts,
     [P.H.nonce] = nonce,
-    [P.H.signature] = hsm.hmac(self.keys.mac, P.request_signing_string("POST", path, self.device_id,
-      self.key_set.key_set_id, ts, nonce, body)),
+    [P.H.signature] = hsm.hmac(self.keys.mac, bound and P.request_signing_string("POST", path, self.device_id,
+      self.key_set.key_set_id, ts, nonce, body) or P.body_signing_string(body)),
     ["content-type"] = body ~= "" and "application/json" or nil,
   }
   self.last_request = { path = path, headers = headers, body = body }
@@ -285,8 +307,8 @@ function Device:_protected(path, payload, no_renew)
     return nil, msg, code, failed
   end
   local sig = header(resp, "x-signature")
-  if type(sig) ~= "string" or not hsm.hmac_verify(self.keys.mac, P.response_signing_string(resp.status, nonce,
-      resp.body), sig) then
+  local signed = bound and P.response_signing_string(resp.status, nonce, resp.body) or P.body_signing_string(resp.body)
+  if type(sig) ~= "string" or not hsm.hmac_verify(self.keys.mac, signed, sig) then
     return nil, "response signature does not verify", "SIGNATURE", resp
   end
   local plain, m2, c2 = hsm.envelope.open(self.keys.msk, resp.body)
@@ -388,7 +410,9 @@ function M.card(c)
   return card
 end
 
---- The charge request the device sends (before sealing): PAN under the TDK, PIN block
+--- The charge request the device sends (before sealing): PAN under the MSK (viopay's
+-- step 4, "Use MSK for field-level data encrypt"; under the TDK with pan_key = "tdk",
+-- the card then saying pan_key = "tdk"), PIN block
 -- ISO format 4 under the TPK, and for chip / contactless the card's ARQC. Returns the
 -- request and the EMV values, or nil, message, code (CARD_ATC_EXHAUSTED).
 function Device:charge_request(p)
@@ -402,9 +426,10 @@ function Device:charge_request(p)
   add("currency", p.currency or "EUR")
   add("entry_mode", p.entry_mode or "chip")
   add("card", util.object {
-    "encrypted_pan", hsm.cipher.encrypt(self.keys.tdk, "CBC", P.pan_block(card.pan), pan_iv),
+    "encrypted_pan", hsm.cipher.encrypt(self.keys[self.pan_key], "CBC", P.pan_block(card.pan), pan_iv),
     "pan_iv", pan_iv,
     "psn", card.psn,
+    "pan_key", self.pan_key ~= "msk" and self.pan_key or nil,
   })
   if p.pin then
     add("pin_block", hsm.pin.encrypt(self.keys.tpk, "ISO_FORMAT_4", p.pin, card.pan))
@@ -426,7 +451,7 @@ end
 --- POST /pos/charge. Returns the charge result (status approved or declined, response
 -- code, ARPC for chip, checked against the card) or nil, message, code.
 function Device:charge(p)
-  self:_renew_if_due() -- before the PAN and PIN are put under the TDK and TPK
+  self:_renew_if_due() -- before the PAN and PIN are put under the MSK (or TDK) and TPK
   if not self.keys then return nil, "no key set installed", "NO_KEYS" end
   local req, emv, c = self:charge_request(p)
   if not req then return nil, emv, c end
@@ -444,8 +469,8 @@ function Device:refund(charge_id, amount, reason)
     "request_id", util.uuid(), "amount", amount, "reason", reason }))
 end
 
---- POST /pos/charge/:id/cancel (no body: the HMAC covers the request line and headers
--- with an empty body).
+--- POST /pos/charge/:id/cancel (no body: viopay's "Empty HMAC body"; under the "bound"
+-- scheme the HMAC still covers the path, headers and the empty body).
 function Device:cancel(charge_id)
   return decoded(self:_protected(P.PATHS.charge .. "/" .. charge_id .. "/cancel"))
 end

@@ -32,16 +32,24 @@ local function amount_of(v)
 end
 
 -- Checks a charge's card, PIN block and EMV fields and verifies what needs no state
--- (PAN under the TDK, PIN, ARQC). Refuses malformed input with 400 / 4000; nothing is
--- written, so a refused charge leaves no trace. Returns the facts the decision needs.
+-- (PAN, PIN, ARQC). Refuses malformed input with 400 / 4000; nothing is written, so a
+-- refused charge leaves no trace. Returns the facts the decision needs.
+-- The PAN is field-level data under the MSK, step 4 of viopay's guide ("Use MSK for
+-- field-level data encrypt"); card.pan_key = "tdk" names the legacy path (the guide's
+-- TDK, "Legacy/auxiliary data encryption key"). Without card.pan_key the server's
+-- pan_key config decides ("msk" unless configured).
 function Payments:_check_charge(ks, doc)
   local card = doc.card
   if type(card) ~= "table" or type(card.encrypted_pan) ~= "string" or type(card.pan_iv) ~= "string" then
     refusal("BAD_REQUEST", "card.encrypted_pan and card.pan_iv are required")
   end
-  local clear = hsm.cipher.decrypt(ks.k.tdk, "CBC", card.encrypted_pan, card.pan_iv)
+  local which = card.pan_key or self.pan_key or "msk"
+  if which ~= "msk" and which ~= "tdk" then refusal("BAD_REQUEST", "card.pan_key must be \"msk\" or \"tdk\"") end
+  local clear = hsm.cipher.decrypt(ks.k[which], "CBC", card.encrypted_pan, card.pan_iv)
   local pan = clear and #clear == 32 and clear:match("^(%d+)F*$")
-  if not pan or #pan < 12 or #pan > 19 then refusal("BAD_REQUEST", "card.encrypted_pan is not a PAN under the TDK") end
+  if not pan or #pan < 12 or #pan > 19 then
+    refusal("BAD_REQUEST", "card.encrypted_pan is not a PAN under the " .. which:upper())
+  end
   local mode = doc.entry_mode
   local e = doc.emv
   if mode == "chip" or mode == "contactless" then

@@ -25,7 +25,19 @@ M.H = {
   timestamp = "x-timestamp",
   nonce = "x-nonce",
   signature = "x-signature",
+  scheme = "x-signature-scheme",
 }
+
+--- The request signature schemes (pos server config request_signature; the server names
+-- its scheme in the X-Signature-Scheme header of POST /pos/keys and of every signed
+-- response, and the device follows it):
+--   "body"  viopay's guide: "HMAC signs the envelope body" ("Empty HMAC body" for cancel):
+--           X-Signature = HMAC-SHA-256(MAC key, body as sent); the default.
+--   "bound" payhsm's: the HMAC also binds method, path, device, key set, X-Timestamp and
+--           X-Nonce (request_signing_string), so a captured request cannot be replayed
+--           or sent to another path.
+M.SIGNATURE_SCHEMES = { body = true, bound = true }
+M.DEFAULT_SIGNATURE = "body"
 
 M.TOKEN_LIFETIME = 300          -- seconds an attestation token lives (viopay's guide: 5 minutes)
 M.CHALLENGE_LIFETIME = 60       -- seconds an attestation challenge lives
@@ -55,14 +67,20 @@ function M.parse_iso8601(s) return util.parse_time(s, { leap = true }) end
 
 -- ---- signatures ------------------------------------------------------------------
 
---- The text X-Signature signs on a request: seven lines joined by "\n", the last
+--- The text X-Signature signs under the "body" scheme, request or response: the body
+-- exactly as sent (the envelope JSON; "" when there is none).
+function M.body_signing_string(body)
+  return body or ""
+end
+
+--- The text X-Signature signs on a request under the "bound" scheme: seven lines joined by "\n", the last
 -- being the body exactly as sent (the envelope JSON; empty for config, terminal
 -- parameters and cancel: viopay's "empty HMAC body").
 function M.request_signing_string(method, path, device_id, key_set_id, timestamp, nonce, body)
   return table.concat({ method, path, device_id, key_set_id, timestamp, nonce, body or "" }, "\n")
 end
 
---- The text X-Signature signs on a response: the status, the request's nonce and the
+--- The text X-Signature signs on a response under the "bound" scheme: the status, the request's nonce and the
 -- body, so a response cannot be replayed for another request.
 function M.response_signing_string(status, nonce, body)
   return table.concat({ tostring(status), nonce or "", body or "" }, "\n")
@@ -71,6 +89,24 @@ end
 --- The text an attestation proof (HMAC-SHA-256 under the device attestation key) signs.
 function M.attestation_string(device_id, challenge, firmware_version)
   return table.concat({ "payhsm-pos-attest-v1", device_id, challenge, firmware_version or "" }, "\n")
+end
+
+-- ---- calendar years -----------------------------------------------------------------
+
+local function leap(y) return (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0 end
+
+--- t plus n calendar years (UTC): the same month, day and time of day n years later;
+-- 29 February becomes 28 February in a common year. viopay's example key set runs from
+-- 2025-12-13T14:25:30Z to 2026-12-13T14:25:30Z.
+function M.add_years(t, n)
+  t = math.floor(t)
+  local y, mo, d = os.date("!%Y-%m-%d", t):match("^(%d+)-(%d+)-(%d+)$")
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  local ty = y + n
+  local td = (mo == 2 and d == 29 and not leap(ty)) and 28 or d
+  local sod = t % 86400
+  local same = M.parse_iso8601(("%04d-%02d-%02dT00:00:00Z"):format(ty, mo, td))
+  return same + sod
 end
 
 -- ---- EMV ------------------------------------------------------------------------

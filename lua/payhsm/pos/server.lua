@@ -8,7 +8,13 @@
 --     storage_key = {hex = ...},      -- AES-256 local master key (LMK); random when absent
 --     store = require("payhsm.store.memory").new(),   -- or sqlite / redis
 --     clock = os.time,                -- seconds; scenarios and specs pass a simulated one
---     key_set_lifetime = 365 * 86400, -- seconds from issued_at to expires_at
+--     key_set_years = 1,              -- calendar years from issued_at to expires_at (default)
+--     key_set_lifetime = nil,         -- or a lifetime in seconds (replaces key_set_years)
+--     request_signature = "body",     -- X-Signature: "body" (viopay's guide: HMAC over the
+--                                     -- envelope body) or "bound" (payhsm's: also method,
+--                                     -- path, device, key set, X-Timestamp, X-Nonce)
+--     pan_key = "msk",                -- key card.encrypted_pan is under when the card names
+--                                     -- none: "msk" (the guide's step 4) or "tdk" (legacy)
 --     renew_before_seconds = 30 * 86400, -- sent in /pos/config; at most half the lifetime
 --     request_id_ttl = 86400,         -- seconds a request_id is remembered (P.REQUEST_ID_TTL)
 --     cache_size = 1024,              -- devices whose unwrapped keys / parameters stay cached
@@ -103,24 +109,33 @@ end
 --- Builds the server from its config (see the header). Raises on a broken config.
 function M.new(cfg)
   util.checkfields(cfg, "pos config", { "storage_key", "registration_kbpk", "devices", "merchant", "issuer",
-    "key_set_lifetime", "renew_before_seconds", "request_id_ttl", "chunk_size", "cache_size", "basic_auth", "listen",
+    "key_set_lifetime", "key_set_years", "request_signature", "pan_key", "renew_before_seconds", "request_id_ttl", "chunk_size", "cache_size", "basic_auth", "listen",
     "tls", "tick_interval", "store", "log", "clock" })
   cfg = cfg or {}
   local clock = cfg.clock or os.time
   local self = setmetatable({
     store = cfg.store or require("payhsm.store.memory").new { clock = clock },
     clock = function() return math.floor(clock()) end,
-    lifetime = tonumber(cfg.key_set_lifetime) or 365 * 86400,
+    lifetime = tonumber(cfg.key_set_lifetime),
+    years = tonumber(cfg.key_set_years) or 1,
+    signature = cfg.request_signature or P.DEFAULT_SIGNATURE,
+    pan_key = cfg.pan_key or "msk",
     merchant = cfg.merchant or M.DEFAULT_MERCHANT,
     users = cfg.basic_auth,
     chunk_size = tonumber(cfg.chunk_size) or 16384,
     request_id_ttl = tonumber(cfg.request_id_ttl) or P.REQUEST_ID_TTL,
   }, Server)
-  assert(self.lifetime >= 2, "pos: key_set_lifetime must be at least 2 seconds")
+  assert(not (cfg.key_set_lifetime and cfg.key_set_years), "pos: key_set_lifetime and key_set_years exclude each other")
+  assert(self.years >= 1 and self.years == math.floor(self.years), "pos: key_set_years must be a whole number >= 1")
+  assert(P.SIGNATURE_SCHEMES[self.signature], "pos: request_signature must be \"body\" or \"bound\"")
+  assert(self.pan_key == "msk" or self.pan_key == "tdk", "pos: pan_key must be \"msk\" or \"tdk\"")
+  -- the shortest the lifetime can be (a calendar year is at least 365 days)
+  local shortest = self.lifetime or self.years * 365 * 86400
+  assert(shortest >= 2, "pos: key_set_lifetime must be at least 2 seconds")
   -- The margin the device renews within: never more than half the lifetime, or a fresh
   -- set would be due for renewal at once.
   self.renew_before = math.min(tonumber(cfg.renew_before_seconds) or P.RENEW_BEFORE_SECONDS,
-    math.floor(self.lifetime / 2))
+    math.floor(shortest / 2))
   -- A request_id must be remembered at least as long as a request carrying it can be
   -- accepted (its X-Timestamp within the skew on either side).
   assert(self.request_id_ttl >= 2 * P.CLOCK_SKEW + 1, "pos: request_id_ttl must be at least 2 * CLOCK_SKEW + 1")
@@ -298,7 +313,8 @@ function Server:issue_key_set(device_id)
     stored[name] = self:_wrap_local(keys[name])
   end
   local rec = {
-    key_set_id = "ks-" .. suffix, device_id = device_id, issued_at = now, expires_at = now + self.lifetime,
+    key_set_id = "ks-" .. suffix, device_id = device_id, issued_at = now,
+    expires_at = self.lifetime and now + self.lifetime or P.add_years(now, self.years),
     keys = stored, kcv = kcv,
   }
   self.store:put(key_set_key(device_id), cjson.encode(rec))
@@ -329,7 +345,8 @@ end
 
 function Server:keys(ctx, req)
   local device_id = self:_check_attestation(req)
-  return respond(ctx, 200, self:issue_key_set(device_id), { ["Cache-Control"] = "no-store" })
+  return respond(ctx, 200, self:issue_key_set(device_id), { ["Cache-Control"] = "no-store",
+    ["X-Signature-Scheme"] = self.signature })
 end
 
 -- ---- the MSK-protected endpoints ---------------------------------------------------------
@@ -355,29 +372,44 @@ function Server:_key_set(device_id)
 end
 
 -- Verifies the headers and X-Signature of an MSK-protected request; returns the key set.
+-- Scheme "body" (viopay's guide, the default): X-Signature is the HMAC of the body alone;
+-- X-Timestamp and X-Nonce are optional and, when sent, checked (window, reuse) -- but
+-- they are not signed, so they stop a duplicate send, not an attacker. Scheme "bound":
+-- both are required and signed with method, path, device and key set.
 function Server:_authenticate(req)
   local h = req.headers
   local device_id, ks_id, ts, nonce, sig = h[P.H.device], h[P.H.key_set], h[P.H.timestamp], h[P.H.nonce],
     h[P.H.signature]
+  local bound = self.signature == "bound"
   if not P.valid_device_id(device_id) or type(ks_id) ~= "string" then
     refusal("KEY_SET_UNKNOWN", "X-Device-Id and X-Key-Set-Id are required")
   end
-  if type(sig) ~= "string" or type(ts) ~= "string" or type(nonce) ~= "string" or not nonce:match("^%x+$")
-     or #nonce ~= 32 then
+  if type(sig) ~= "string" then refusal("SIGNATURE", "X-Signature is required") end
+  if bound and (type(ts) ~= "string" or type(nonce) ~= "string") then
     refusal("SIGNATURE", "X-Timestamp, X-Nonce (16 bytes hex) and X-Signature are required")
+  end
+  if nonce ~= nil and (type(nonce) ~= "string" or not nonce:match("^%x+$") or #nonce ~= 32) then
+    refusal("SIGNATURE", "X-Nonce must be 16 bytes hex")
   end
   local ks = self:_key_set(device_id)
   if not ks or not hsm.equal(ks.key_set_id, ks_id) then
     refusal("KEY_SET_UNKNOWN", "no key set " .. ks_id:sub(1, 40) .. " is current for this device")
   end
-  local msg = P.request_signing_string(req.method, req.path, device_id, ks_id, ts, nonce, req.body)
-  if not hsm.hmac_verify(ks.k.mac, msg, sig) then refusal("SIGNATURE") end
+  local msg = bound and P.request_signing_string(req.method, req.path, device_id, ks_id, ts, nonce, req.body)
+    or P.body_signing_string(req.body)
+  if not hsm.hmac_verify(ks.k.mac, msg, sig) then
+    refusal("SIGNATURE", bound and "X-Signature does not verify (scheme \"bound\": method, path, device, key set, "
+      .. "X-Timestamp, X-Nonce and body)" or "X-Signature does not verify (scheme \"body\": HMAC of the body)")
+  end
   local now = self.clock()
   if ks.expires_at <= now then
     refusal("KEY_SET_EXPIRED", "key set " .. ks.key_set_id .. " expired at " .. P.iso8601(ks.expires_at))
   end
+  if ts == nil and nonce == nil then return ks, device_id, nil end
+  if type(ts) ~= "string" then refusal("REPLAY", "X-Nonce needs X-Timestamp") end
   local t = P.parse_iso8601(ts)
   if not t or math.abs(t - now) > P.CLOCK_SKEW then refusal("REPLAY", "X-Timestamp is outside the accepted window") end
+  if nonce == nil then return ks, device_id, nil end
   local nk = "pos:nonce:" .. device_id .. ":" .. nonce:upper()
   -- The nonce is remembered until its X-Timestamp leaves the window: t + CLOCK_SKEW is
   -- the last second the timestamp is accepted, so the entry lives one second past it
@@ -391,12 +423,16 @@ function Server:_authenticate(req)
 end
 
 -- An MSK envelope response, signed for the request's nonce.
+-- Signed as the request was: the body alone ("body"), or status, nonce and body ("bound").
 local function sealed(ctx, ks, nonce, payload, opts, headers)
   local env = hsm.envelope.seal(ks.k.msk, type(payload) == "string" and payload or util.json(payload), opts)
   local body = hsm.envelope.encode(env)
+  local bound = ctx.signature == "bound"
   local h = {
     ["X-Key-Set-Id"] = ks.key_set_id,
-    ["X-Signature"] = hsm.hmac(ks.k.mac, P.response_signing_string(200, nonce, body)),
+    ["X-Signature"] = hsm.hmac(ks.k.mac, bound and P.response_signing_string(200, nonce, body)
+      or P.body_signing_string(body)),
+    ["X-Signature-Scheme"] = ctx.signature,
   }
   for k, v in pairs(headers or {}) do h[k] = v end
   return respond(ctx, 200, body, h)
@@ -519,6 +555,7 @@ function Server:_route(ctx, req)
   end
   if name then
     if method ~= "POST" then return error_response(ctx, "METHOD") end
+    ctx.signature = self.signature
     local ks, device_id, nonce = self:_authenticate(req)
     return self[name](self, ctx, req, ks, device_id, nonce, id)
   end
