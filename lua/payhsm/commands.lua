@@ -225,18 +225,27 @@ C.pin = {
 }
 
 C.zka = {
-  summary = "ZKA session keys: derive | mac",
-  subs = { derive = true, mac = true },
+  summary = "ZKA session keys: derive | mac | verify",
+  subs = { derive = true, mac = true, verify = true },
   options = { { "key-identifier", "the ZKA master key (file:, env: or -)" }, KEYALG,
     { "purpose", "derive: PAC, MAC or ENC", subs = { derive = true } }, { "random-number", "RND, 32 hex" },
-    { "message-data", "mac: hex", subs = { mac = true } },
+    { "message-data", "mac, verify: hex", subs = { mac = true, verify = true } },
+    { "mac-length", "mac, verify: 4 or 8 bytes (default 8)", subs = { mac = true, verify = true } },
+    { "mac", "verify: the MAC to check (hex)", subs = { verify = true } },
     { "out", "derive: write the session key to this file (mode 0600)", subs = { derive = true } },
     { "force", "derive: replace an existing --out file (flag)", flag = true, subs = { derive = true } } },
   run = function(o, sub)
     local mk = load_key(o, "key-identifier", "key-algorithm")
-    local purpose = sub == "mac" and "MAC" or required(o, "purpose")
+    local purpose = sub == "derive" and required(o, "purpose") or "MAC"
+    local len = o["mac-length"]
+    if len ~= nil and len ~= "4" and len ~= "8" then fail("CLI_USAGE", "--mac-length: 4 or 8") end
     local sk = call(hsm.zka.derive_session_key, mk, purpose, required(o, "random-number"))
-    if sub == "mac" then return util.object { "Mac", call(hsm.zka.mac, sk, required(o, "message-data")) } end
+    local popts = { length = tonumber(len) }
+    if sub == "mac" then return util.object { "Mac", call(hsm.zka.mac, sk, required(o, "message-data"), popts) } end
+    if sub == "verify" then
+      verified(mk, "MAC_MISMATCH", hsm.zka.verify_mac, sk, required(o, "message-data"), required(o, "mac"), popts)
+      return util.object { "KeyCheckValue", kcv_of(mk), "Valid", true }
+    end
     local file = save_key(o, sk)
     return obj("Purpose", purpose, "KeyCheckValue", kcv_of(sk), "KeyCheckValueAlgorithm", kcv_alg(sk), "KeyFile", file)
   end,
