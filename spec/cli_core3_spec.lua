@@ -416,6 +416,7 @@ describe("the AWS forms of ARQC and AS2805 as AWS's user guide writes them", fun
     bad_input(base .. "--transaction-data " .. data, "BAD_LENGTH")
     -- padded by the other method: another cryptogram
     assert.equal("ARQC_MISMATCH", bad_input(base .. "--transaction-data " .. data .. "000000", "ARQC_MISMATCH").Code)
+    usage_error(base .. "--transaction-data " .. padded .. " --padding 3", "%-%-padding: 0 %(none%), 1 or 2")
     -- generate gives what verify takes
     local g = ok((base:gsub("verify", "generate"):gsub("%-%-auth%-request%-cryptogram %x+ ", ""))
       .. "--transaction-data " .. padded)

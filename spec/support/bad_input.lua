@@ -193,6 +193,9 @@ M.rows = {
   { "emv", "EMV2000 IV not 16 bytes", [[hsm.emv.derive_session_key(k.icc_mk, "EMV2000", {atc = "0001", iv = "00"})]], "EMV_TREE" },
   { "emv", "transaction data bad hex", [[hsm.emv.generate_arqc(k.imk, {pan = PAN, atc = "0001", data = "ZZ"})]], "BAD_HEX" },
   { "emv", "data said padded (padding 0) but not whole blocks", [[hsm.emv.generate_arqc(k.imk, {pan = PAN, atc = "0001", data = "0102", padding = 0})]], "BAD_LENGTH" },
+  { "emv", "ARQC under a secure messaging IMK (usage E1; cryptograms take E0)", [[hsm.emv.generate_arqc(k.imk_smc, {pan = PAN, atc = "0001", data = EMV_DATA})]], "KEY_USAGE" },
+  { "emv", "ARPC under a dynamic numbers card key (usage E4)", [[hsm.emv.compute_arpc(k.icc_dn, {arqc = ARQC, arc = "3030"})]], "KEY_USAGE" },
+  { "card", "dCVV under a secure messaging card key (usage E2)", [[hsm.card.dcvv(k.icc_smi, DCVV{})]], "KEY_USAGE" },
   { "emv", "ARQC not 8 bytes", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0001", data = EMV_DATA, arqc = "1234"})]], "ARQC_LENGTH" },
   { "emv", "tampered ARQC", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0001", data = EMV_DATA, arqc = flip(ARQC)})]], "ARQC_MISMATCH" },
   { "emv", "replayed ARQC (other ATC)", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0002", data = EMV_DATA, arqc = ARQC})]], "ARQC_MISMATCH" },
@@ -472,6 +475,7 @@ function M.env()
   k.session_e0 = assert(hsm.emv.derive_session_key(k.icc_mk, "EMV_COMMON", { atc = "0001" }))
   k.imk_smc = imp("TDES_2KEY", 16, "43", { usage = "E1" })
   k.imk_smi = imp("TDES_2KEY", 16, "44", { usage = "E2" })
+  k.icc_smi = assert(hsm.emv.derive_icc_master_key(k.imk_smi, PAN, "00"))
   k.sk_smc = assert(hsm.emv.derive_sm_session_key(assert(hsm.emv.derive_icc_master_key(k.imk_smc, PAN, "00")),
     "EMV_COMMON", { arqc = "1234567890ABCDEF" }))
   k.sk_smi = assert(hsm.emv.derive_sm_session_key(assert(hsm.emv.derive_icc_master_key(k.imk_smi, PAN, "00")),

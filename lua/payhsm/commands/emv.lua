@@ -30,6 +30,9 @@ local SKD = { EmvCommon = "EMV_COMMON", Mastercard = "MASTERCARD", Emv2000 = "EM
 local function emv_params(o)
   local p = { mode = o["major-key-derivation-mode"] or "EMV_OPTION_A", data = o["transaction-data"],
     padding = tonumber(o.padding), arqc = o["auth-request-cryptogram"] }
+  if o.padding ~= nil and not (o.padding == "0" or o.padding == "1" or o.padding == "2") then
+    fail("CLI_USAGE", "--padding: 0 (none), 1 or 2 (ISO 9797-1 padding method)")
+  end
   local v = structure(o, "session-key-derivation-attributes", SHAPE.SessionKeyDerivation)
   if v then
     exclusive(o, "session-key-derivation-attributes", SKD_FLAT)
