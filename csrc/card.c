@@ -18,7 +18,7 @@
  *
  * Lua: core.card.cvv / verify_cvv, dcvv / verify_dcvv, cvc3 / verify_cvc3.
  * Keys: TDES_2KEY. CVK usage C0 (or none), mode C/G/N to generate, C/V/N to verify;
- * card keys (dCVV, CVC3) usage E0, E6 or C0 (or none). Codes: PAN_LENGTH, PAN_DIGITS,
+ * card keys (dCVV, CVC3) usage E0, E4, E6 or C0 (or none). Codes: PAN_LENGTH, PAN_DIGITS,
  * CARD_EXPIRY, CARD_SERVICE_CODE, CARD_ATC, CARD_UN, CARD_PSN, CARD_TRACK_DATA,
  * CARD_VALUE, BAD_HEX, KEY_TYPE, KEY_USAGE, VERIFICATION_FAILED. Every verify_...
  * returns true, or false with a message and code (also for malformed input, as
@@ -29,6 +29,13 @@
 #include <openssl/crypto.h>
 
 #include "payhsm.h"
+
+/* The usages of a card key for dCVV and CVC3: AWS Payment Cryptography derives it from
+ * an IMK of TR31_E4_EMV_MKEY_DYNAMIC_NUMBERS (its user guide, Mastercard DCVC3), the
+ * derived ICC key keeping that usage (emv.derive_icc_master_key); E6 (other EMV master
+ * key) and C0 as well. E0 stays: it is what an ICC key derived from an IMK without
+ * usage carries. Secure messaging and personalization keys (E1, E2, E3, E5) are refused. */
+#define CARD_KEY_USAGES "E0 E4 E6 C0"
 
 static int hexdigit(int c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -193,7 +200,7 @@ static int dcvv_of(lua_State *L, const char *fn, int verify, char out[3]) {
   sc = field(L, 2, fn, "service_code", &sn);
   atc = field(L, 2, fn, "atc", &an);
   psn = payhsm_optfield_str(L, 2, "psn", &qn);
-  if ((rc = key_fits(L, k, fn, "E0 E6 C0", verify ? "CVNX" : "CGNX"))) {
+  if ((rc = key_fits(L, k, fn, CARD_KEY_USAGES, verify ? "CVNX" : "CGNX"))) {
     if (verify) { lua_pushboolean(L, 0); lua_replace(L, -4); }
     return rc;
   }
@@ -218,7 +225,7 @@ static int dcvv_of(lua_State *L, const char *fn, int verify, char out[3]) {
  * card.dcvv(icc_key, {pan=, psn=, expiry=, service_code=, atc=}) -> "NNN": Visa dCVV,
  * the CVV algorithm under the card's key (hsm.emv.derive_icc_master_key of the PAN and
  * PSN) with the ATC (4 hex digits) in place of the PAN's first four digits. psn is
- * optional (2 digits; it enters through the key). Key TDES_2KEY, usage E0, E6, C0 or
+ * optional (2 digits; it enters through the key). Key TDES_2KEY, usage E0, E4, E6, C0 or
  * none. Codes: PAN_LENGTH, PAN_DIGITS, CARD_EXPIRY, CARD_SERVICE_CODE, CARD_PSN,
  * CARD_ATC, BAD_HEX, KEY_TYPE, KEY_USAGE.
  */
@@ -264,7 +271,7 @@ static int cvc3_of(lua_State *L, const char *fn, int verify, char out[5]) {
   t = field(L, 2, fn, "track_data", &tn);
   a = field(L, 2, fn, "atc", &an);
   u = field(L, 2, fn, "un", &un);
-  if ((rc = key_fits(L, k, fn, "E0 E6 C0", verify ? "CVNX" : "CGNX"))) {
+  if ((rc = key_fits(L, k, fn, CARD_KEY_USAGES, verify ? "CVNX" : "CGNX"))) {
     if (verify) { lua_pushboolean(L, 0); lua_replace(L, -4); }
     return rc;
   }
@@ -291,7 +298,7 @@ static int cvc3_of(lua_State *L, const char *fn, int verify, char out[5]) {
  * card.cvc3(icc_cvc3_key, {track_data=, atc=, un=}) -> "NNNNN": Mastercard CVC3 over
  * the track 1 or track 2 data the card's IVCVC3 covers (hex, up to 160 bytes), the ATC
  * (2 bytes hex) and the unpredictable number (4 bytes hex); 5 digits with leading
- * zeros. Key TDES_2KEY, usage E0, E6, C0 or none. Codes: CARD_TRACK_DATA, CARD_ATC,
+ * zeros. Key TDES_2KEY, usage E0, E4, E6, C0 or none. Codes: CARD_TRACK_DATA, CARD_ATC,
  * CARD_UN, BAD_HEX, KEY_TYPE, KEY_USAGE.
  */
 static int card_cvc3(lua_State *L) {

@@ -31,7 +31,8 @@
  *      core.emv.derive_session_key(icc_mk, derivation, p) -> key
  *      core.emv.generate_arqc(imk, p) -> hex;  core.emv.verify_arqc(imk, p) -> bool
  *      core.emv.generate_arpc(imk, p) -> hex;  core.emv.compute_arpc(key, p) -> hex
- * Keys: IMK TDES_2KEY, usage E0 to E6 (or none), mode X or N; derived ICC master
+ * Keys: IMK TDES_2KEY, mode X or N; usage E0 (or none) for the cryptograms and their
+ * session keys, E0 to E6 to derive an ICC master key; derived ICC master
  * keys carry mode X, session keys mode N, both the IMK's usage (E0 when it has none).
  * Secure messaging (issuer scripts, PIN change) is in emvsm.c.
  * Codes: PAN_LENGTH, PAN_DIGITS, EMV_PSN, EMV_ATC, EMV_UN, EMV_TREE, BAD_HEX,
@@ -341,9 +342,16 @@ static int session_key(lua_State *L, payhsm_key *owner, const unsigned char mk[1
 static const char *const p_fields[] = {"mode", "pan", "psn", "derivation", "atc", "un", "iv", "height",
   "branch_factor", "padding", "data", "arqc", "method", "arc", "csu", "proprietary", NULL};
 
-static int check_imk(lua_State *L, payhsm_key *k, const char *fn, const char *modes_ok) {
+/* usages: the TR-31 usages the function takes. Application cryptograms (ARQC, ARPC and
+ * their session keys) take E0 alone, as AWS Payment Cryptography's key attribute table
+ * has TR31_E0_EMV_MKEY_APP_CRYPTOGRAMS for them; deriving an ICC master key takes every
+ * EMV master key (E1/E2 secure messaging, E4 dynamic numbers, E5 personalization, E6
+ * other), the derived key keeping the usage. */
+#define AC_USAGES "E0"
+#define ANY_EMV_USAGES "E0 E1 E2 E3 E4 E5 E6"
+static int check_imk(lua_State *L, payhsm_key *k, const char *fn, const char *usages, const char *modes_ok) {
   int r;
-  if ((r = payhsm_key_usage(L, k, fn, "E0 E1 E2 E3 E4 E5 E6", modes_ok))) return r;
+  if ((r = payhsm_key_usage(L, k, fn, usages, modes_ok))) return r;
   if (k->alg != PAYHSM_ALG_TDES_2KEY)
     return payhsm_fail(L, fn, "KEY_TYPE", "EMV keys are TDES_2KEY, got %s", payhsm_alg_name(k->alg));
   return 0;
@@ -367,7 +375,7 @@ static int emv_derive_icc(lua_State *L) {
   int mode = lua_isnoneornil(L, 4) ? 0 : payhsm_checkname(L, 4, "ICC master key derivation mode", modes), r;
   unsigned char mk[16];
   emv_err e;
-  if ((r = check_imk(L, imk, fn, "XN"))) return r;
+  if ((r = check_imk(L, imk, fn, ANY_EMV_USAGES, "XN"))) return r;
   if (!icc_mk(L, imk, mode, pan, pn, psn, sn, mk, &e)) return efail(L, fn, &e);
   push_derived(L, imk, mk, 'X');
   OPENSSL_cleanse(mk, sizeof mk);
@@ -382,7 +390,7 @@ static int emv_derive_sk(lua_State *L) {
   emv_err e;
   unsigned char sk[16];
   int r;
-  if ((r = check_imk(L, mk, fn, "XN"))) return r;
+  if ((r = check_imk(L, mk, fn, AC_USAGES, "XN"))) return r;
   r = payhsm_checkname(L, 2, "session key derivation", derivations);
   payhsm_checkfields(L, 3, fn, p_fields);
   if (r == D_VISA || r == D_AMEX)
@@ -435,7 +443,7 @@ static int emv_generate_arqc(lua_State *L) {
   unsigned char sk[16], ac[8];
   int r;
   payhsm_checkfields(L, 2, fn, p_fields);
-  if ((r = check_imk(L, imk, fn, "XN"))) return r;
+  if ((r = check_imk(L, imk, fn, AC_USAGES, "XN"))) return r;
   r = ac_key(L, imk, 2, &q, sk, &e) && arqc_compute(L, imk, sk, 2, q.padding, ac, &e);
   OPENSSL_cleanse(sk, sizeof sk);
   if (!r) return efail(L, fn, &e);
@@ -452,7 +460,7 @@ static int emv_verify_arqc(lua_State *L) {
   unsigned char sk[16], ac[8], given[8];
   int r, present;
   payhsm_checkfields(L, 2, fn, p_fields);
-  if ((r = check_imk(L, imk, fn, "XN"))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }
+  if ((r = check_imk(L, imk, fn, AC_USAGES, "XN"))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   if (lua_getfield(L, 2, "arqc") == LUA_TNIL) luaL_error(L, "%s: p.arqc is required", fn);
@@ -518,7 +526,7 @@ static int emv_generate_arpc(lua_State *L) {
   size_t n;
   int r;
   payhsm_checkfields(L, 2, fn, p_fields);
-  if ((r = check_imk(L, imk, fn, "XN"))) return r;
+  if ((r = check_imk(L, imk, fn, AC_USAGES, "XN"))) return r;
   r = ac_key(L, imk, 2, &q, sk, &e) && arpc_compute(L, imk, sk, 2, out, &n, &e);
   OPENSSL_cleanse(sk, sizeof sk);
   if (!r) return efail(L, fn, &e);
@@ -534,7 +542,7 @@ static int emv_compute_arpc(lua_State *L) {
   unsigned char out[8];
   size_t n;
   int r;
-  if ((r = check_imk(L, k, fn, NULL))) return r;
+  if ((r = check_imk(L, k, fn, AC_USAGES, NULL))) return r;
   luaL_checktype(L, 2, LUA_TTABLE);
   payhsm_checkfields(L, 2, fn, p_fields);
   if (!arpc_compute(L, k, k->bytes, 2, out, &n, &e)) return efail(L, fn, &e);

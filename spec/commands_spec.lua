@@ -316,7 +316,9 @@ describe("bin/payhsm commands", function()
     local imk_hex = "9E15204313F7318ACB79B90BD986AD29"
     local imk = hsm.key.import("TDES_2KEY", imk_hex)
     local k = file("aimk", "TDES_2KEY:" .. imk_hex)
-    local pan, data = "5413330089600010", "0000000010000000000000000840008000800008401605170000000000"
+    -- AWS's form takes the transaction data as given (AWS's user guide: pad before sending):
+    -- here padded by ISO 9797-1 method 2 to whole blocks
+    local pan, data = "5413330089600010", "0000000010000000000000000840008000800008401605170000000000" .. "800000"
     local cases = {
       { "EmvCommon", { derivation = "EMV_COMMON", atc = "0001" },
         "EmvCommon={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01,ApplicationTransactionCounter=0001}" },
@@ -331,9 +333,10 @@ describe("bin/payhsm commands", function()
     }
     for _, c in ipairs(cases) do
       local p = c[2]
-      p.mode, p.pan, p.psn, p.data = "EMV_OPTION_A", pan, "01", data
+      p.mode, p.pan, p.psn, p.data, p.padding = "EMV_OPTION_A", pan, "01", data, 0
       local want = hsm.emv.generate_arqc(imk, p)
-      local args = ("--key-identifier file:%s --session-key-derivation-attributes %s --transaction-data %s")
+      local args = ("--key-identifier file:%s --session-key-derivation-attributes %s --major-key-derivation-mode "
+        .. "EMV_OPTION_A --transaction-data %s")
         :format(k, q(c[3]), data)
       local out, rc, err = sh("bin/payhsm arqc generate " .. args)
       assert.equal(0, rc, c[1] .. err)
@@ -361,14 +364,14 @@ describe("bin/payhsm commands", function()
       assert.equal(1, rc2)
       assert.matches("%[ARQC_MISMATCH%]\n$", err2)
     end
-    -- the older flattened form gives the same VISA cryptogram without an ATC
+    -- the older flattened form gives the same VISA cryptogram without an ATC (it pads by default)
     local out = sh(("bin/payhsm arqc generate --key-identifier file:%s --session-key-derivation VISA "
       .. "--primary-account-number %s --pan-sequence-number 01 --transaction-data %s"):format(k, pan, data))
     assert.equal(hsm.emv.generate_arqc(imk, { mode = "EMV_OPTION_A", derivation = "VISA", pan = pan, psn = "01", data = data }),
       cjson.decode(out).AuthRequestCryptogram)
     -- error paths
     local base = "bin/payhsm arqc generate --key-identifier file:" .. k .. " --transaction-data " .. data
-      .. " --session-key-derivation-attributes "
+      .. " --major-key-derivation-mode EMV_OPTION_A --session-key-derivation-attributes "
     usage_error(base .. q("EmvCommon={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01}"),
       "EmvCommon: ApplicationTransactionCounter is required")
     usage_error(base .. q("Mastercard={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01,ApplicationTransactionCounter=0001}"),
@@ -385,7 +388,8 @@ describe("bin/payhsm commands", function()
       "two forms of the same input")
     usage_error(base .. q("Visa={PrimaryAccountNumber=" .. pan .. ",PanSequenceNumber=01}")
       .. " --auth-response-attributes 'ArpcMethod1={AuthResponseCode=3030}'", "is for arqc verify")
-    local arpc = ("bin/payhsm arpc --key-identifier file:%s --session-key-derivation-attributes %s "
+    local arpc = ("bin/payhsm arpc --key-identifier file:%s --major-key-derivation-mode EMV_OPTION_A "
+      .. "--session-key-derivation-attributes %s "
       .. "--auth-request-cryptogram 0011223344556677 --auth-response-attributes "):format(k, q(cases[1][3]))
     usage_error(arpc .. "'ArpcMethod1={AuthResponseCode=3030}' --auth-response-code 3030", "two forms of the same input")
     usage_error(arpc .. "'ArpcMethod1={AuthResponseCode=3030},ArpcMethod2={CardStatusUpdate=00820000}'", "give exactly one of")
@@ -477,22 +481,24 @@ describe("bin/payhsm commands", function()
     assert.not_equal(r.random_key_receive, cjson.decode(out).RandomKeyReceive)
     -- error paths
     local base = "bin/payhsm as2805 %s --key-identifier file:" .. kf .. " "
+    -- AWS marks RandomKeySendVariantMask required: the AWS form does not default it
+    local basem = base .. "--random-key-send-variant-mask VARIANT_MASK_82C0 "
     usage_error(base:format("generate"), "kek%-validation%-type is required")
-    usage_error(base:format("request") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=" .. r.random_key_send
+    usage_error(basem:format("request") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=" .. r.random_key_send
       .. "}'", "is a KekValidationResponse: use as2805 response or as2805 generate")
-    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY}' "
+    usage_error(basem:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY}' "
       .. "--derive-key-algorithm TDES_2KEY", "two forms of the same input")
-    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={}'",
+    usage_error(basem:format("generate") .. "--kek-validation-type 'KekValidationRequest={}'",
       "KekValidationRequest: DeriveKeyAlgorithm is required")
-    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY},"
+    usage_error(basem:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY},"
       .. "KekValidationResponse={RandomKeySend=" .. r.random_key_send .. "}'", "give exactly one of")
     usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationRequest={DeriveKeyAlgorithm=TDES_2KEY}' "
       .. "--variant-mask VARIANT_MASK_82 --random-key-send-variant-mask VARIANT_MASK_82", "two forms of the same input")
-    usage_error(base:format("generate") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=" .. r.random_key_send
+    usage_error(basem:format("generate") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=" .. r.random_key_send
       .. "}' --random-key-max-length BYTES_8", "random%-key%-max%-length is for a request")
     usage_error(base:format("request") .. "--random-key-send-variant-mask VARIANT_MASK_99", "")
     -- bad data (a short KRs) is still bad input, exit 1
-    local _, rc, err = sh(base:format("generate") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=0011}'")
+    local _, rc, err = sh(basem:format("generate") .. "--kek-validation-type 'KekValidationResponse={RandomKeySend=0011}'")
     assert.equal(1, rc)
     assert.matches("^payhsm as2805 generate: [^\n]*%[[%u%d_]+%]\n$", err)
   end)

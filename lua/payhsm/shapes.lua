@@ -20,6 +20,20 @@ end
 local function req(name, t) return { name, t or "string", required = true } end
 
 local PAN, PSN, ATC = req "PrimaryAccountNumber", req "PanSequenceNumber", req "ApplicationTransactionCounter"
+-- Card validation data (API_CardGenerationAttributes): Amex's CSC has no public
+-- definition, so payhsm does not offer it.
+local EXP, SC, UN = req "CardExpiryDate", req "ServiceCode", req "UnpredictableNumber"
+local CARD = { { "CardVerificationValue1", S { EXP, SC } }, { "CardVerificationValue2", S { EXP } },
+  { "DynamicCardVerificationValue", S { PSN, EXP, SC, ATC } },
+  { "DynamicCardVerificationCode", S { UN, PSN, ATC, req "TrackData" } } }
+local NO_AMEX = "payhsm does not offer Amex CSC: it has no public definition"
+local CARD_NO = { AmexCardSecurityCodeVersion1 = NO_AMEX, AmexCardSecurityCodeVersion2 = NO_AMEX,
+  CardHolderVerificationValue = "no public definition of AWS's CHV" }
+local CARD_NO_VERIFY = { DiscoverDynamicCardVerificationCode = "no public definition" }
+for k, v in pairs(CARD_NO) do CARD_NO_VERIFY[k] = v end
+-- IBM 3624 members (API_Ibm3624PinOffset ...)
+local DEC, PAD, PVD = req "DecimalizationTable", req "PinValidationDataPadCharacter", req "PinValidationData"
+local NO_RANDOM = "payhsm generates no random PINs"
 local SHAPE = {
   -- API_MacAttributes: a union; payhsm implements the Algorithm member
   MacAttributes = S({ { "Algorithm", "string" } }, true,
@@ -34,9 +48,21 @@ local SHAPE = {
   -- API_TranslationIsoFormats: IsoFormat0/3/4 (TranslationPinDataIsoFormat034), IsoFormat1
   TranslationIsoFormats = S({ { "IsoFormat0", S { PAN } }, { "IsoFormat1", S {} }, { "IsoFormat3", S { PAN } },
     { "IsoFormat4", S { PAN } } }, true),
-  -- API_As2805KekValidationType: KekValidationRequest / KekValidationResponse
-  As2805KekValidationType = S({ { "KekValidationRequest", S { req "DeriveKeyAlgorithm" } },
+  -- API_As2805KekValidationType: KekValidationRequest {DeriveKeyAlgorithm, RandomKeyMaxLength} /
+  -- KekValidationResponse {RandomKeySend}
+  As2805KekValidationType = S({ { "KekValidationRequest", S { req "DeriveKeyAlgorithm", { "RandomKeyMaxLength", "string" } } },
     { "KekValidationResponse", S { req "RandomKeySend" } } }, true),
+  -- API_CardGenerationAttributes / API_CardVerificationAttributes (unions)
+  CardGenerationAttributes = S(CARD, true, CARD_NO),
+  CardVerificationAttributes = S(CARD, true, CARD_NO_VERIFY),
+  -- API_PinGenerationAttributes (union)
+  PinGenerationAttributes = S({ { "VisaPinVerificationValue", S { req "EncryptedPinBlock", req("PinVerificationKeyIndex", "integer") } },
+    { "Ibm3624PinOffset", S { req "EncryptedPinBlock", DEC, PAD, PVD } }, { "Ibm3624NaturalPin", S { DEC, PAD, PVD } } }, true,
+    { VisaPin = NO_RANDOM, Ibm3624RandomPin = NO_RANDOM,
+      Ibm3624PinFromOffset = "payhsm makes no clear PIN from an offset" }),
+  -- API_PinVerificationAttributes (union)
+  PinVerificationAttributes = S({ { "VisaPin", S { req("PinVerificationKeyIndex", "integer"), req "VerificationValue" } },
+    { "Ibm3624Pin", S { DEC, PAD, PVD, req "PinOffset" } } }, true),
 }
 M.shapes = SHAPE
 
@@ -115,7 +141,11 @@ local function conform(v, shape, path)
   for k, x in pairs(v) do
     local m = type(k) == "string" and shape.by[k]
     if not m then
-      if shape.unsupported[k] then fail("CLI_USAGE", "%s: %s is an AWS member payhsm does not implement", path, said(k)) end
+      local why = shape.unsupported[k]
+      if why then
+        fail("CLI_USAGE", "%s: %s is an AWS member payhsm does not implement%s", path, said(k),
+          type(why) == "string" and (" (" .. why .. ")") or "")
+      end
       local names = {}
       for _, mm in ipairs(shape.members) do names[#names + 1] = mm[1] end
       fail("CLI_USAGE", "%s: unknown member %s (%s)", path, said(k),
@@ -123,6 +153,13 @@ local function conform(v, shape, path)
     end
     if m[2] == "string" then
       if type(x) ~= "string" then fail("CLI_USAGE", "%s: %s must be a string", path, k) end
+    elseif m[2] == "integer" then
+      -- a JSON number or, in the shorthand, digits; kept as the digit string
+      if type(x) == "number" and x >= 0 and x == math.floor(x) and x < 1e9 then x = ("%d"):format(x) end
+      if type(x) ~= "string" or not x:match("^%d+$") or #x > 9 then
+        fail("CLI_USAGE", "%s: %s must be a whole number", path, k)
+      end
+      v[k] = x
     else
       conform(x, m[2], path .. " " .. k)
     end

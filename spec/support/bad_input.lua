@@ -162,20 +162,20 @@ M.rows = {
   { "card", "CVV: CVK of usage P0", [[hsm.card.cvv(k.pek_tdes, PAN, "2512", "101")]], "KEY_USAGE" },
   { "card", "CVV: generate-only CVK verifying", [[hsm.card.verify_cvv(k.cvk_generate_only, PAN, "2512", "101", CVV)]], "KEY_USAGE" },
   { "card", "CVV: TDES_3KEY CVK", [[hsm.card.cvv(hsm.key.import("TDES_3KEY", TDES3), PAN, "2512", "101")]], "KEY_TYPE" },
-  { "card", "dCVV: ATC of 3 hex digits", [[hsm.card.dcvv(k.icc_mk, DCVV{atc = "001"})]], "CARD_ATC" },
-  { "card", "dCVV: ATC not hex", [[hsm.card.dcvv(k.icc_mk, DCVV{atc = "00G1"})]], "BAD_HEX" },
-  { "card", "dCVV: PSN of 1 digit", [[hsm.card.dcvv(k.icc_mk, DCVV{psn = "0"})]], "CARD_PSN" },
-  { "card", "dCVV: wrong value", [[hsm.card.verify_dcvv(k.icc_mk, DCVV{}, other_digits(hsm.card.dcvv(k.icc_mk, DCVV{})))]], "VERIFICATION_FAILED" },
+  { "card", "dCVV: ATC of 3 hex digits", [[hsm.card.dcvv(k.icc_dn, DCVV{atc = "001"})]], "CARD_ATC" },
+  { "card", "dCVV: ATC not hex", [[hsm.card.dcvv(k.icc_dn, DCVV{atc = "00G1"})]], "BAD_HEX" },
+  { "card", "dCVV: PSN of 1 digit", [[hsm.card.dcvv(k.icc_dn, DCVV{psn = "0"})]], "CARD_PSN" },
+  { "card", "dCVV: wrong value", [[hsm.card.verify_dcvv(k.icc_dn, DCVV{}, other_digits(hsm.card.dcvv(k.icc_dn, DCVV{})))]], "VERIFICATION_FAILED" },
   { "card", "dCVV: key of usage M3", [[hsm.card.dcvv(k.m3, DCVV{})]], "KEY_USAGE" },
-  { "card", "CVC3: UN of 2 bytes", [[hsm.card.cvc3(k.icc_mk, CVC3{un = "0899"})]], "CARD_UN" },
-  { "card", "CVC3: ATC of 1 byte", [[hsm.card.cvc3(k.icc_mk, CVC3{atc = "01"})]], "CARD_ATC" },
-  { "card", "CVC3: empty track data", [[hsm.card.cvc3(k.icc_mk, CVC3{track_data = ""})]], "CARD_TRACK_DATA" },
-  { "card", "CVC3: track data not whole bytes", [[hsm.card.cvc3(k.icc_mk, CVC3{track_data = "123"})]], "BAD_HEX" },
-  { "card", "CVC3: value of 6 digits", [[hsm.card.verify_cvc3(k.icc_mk, CVC3{}, "123456")]], "CARD_VALUE" },
-  { "card", "CVC3: wrong value", [[hsm.card.verify_cvc3(k.icc_mk, CVC3{}, other_digits(hsm.card.cvc3(k.icc_mk, CVC3{})))]], "VERIFICATION_FAILED" },
-  { "card", "dCVV: misspelt option", [[hsm.card.dcvv(k.icc_mk, DCVV{expiry_date = "2512"})]],
+  { "card", "CVC3: UN of 2 bytes", [[hsm.card.cvc3(k.icc_dn, CVC3{un = "0899"})]], "CARD_UN" },
+  { "card", "CVC3: ATC of 1 byte", [[hsm.card.cvc3(k.icc_dn, CVC3{atc = "01"})]], "CARD_ATC" },
+  { "card", "CVC3: empty track data", [[hsm.card.cvc3(k.icc_dn, CVC3{track_data = ""})]], "CARD_TRACK_DATA" },
+  { "card", "CVC3: track data not whole bytes", [[hsm.card.cvc3(k.icc_dn, CVC3{track_data = "123"})]], "BAD_HEX" },
+  { "card", "CVC3: value of 6 digits", [[hsm.card.verify_cvc3(k.icc_dn, CVC3{}, "123456")]], "CARD_VALUE" },
+  { "card", "CVC3: wrong value", [[hsm.card.verify_cvc3(k.icc_dn, CVC3{}, other_digits(hsm.card.cvc3(k.icc_dn, CVC3{})))]], "VERIFICATION_FAILED" },
+  { "card", "dCVV: misspelt option", [[hsm.card.dcvv(k.icc_dn, DCVV{expiry_date = "2512"})]],
     raises = "card.dcvv: unknown option 'expiry_date'" },
-  { "card", "CVC3: misspelt option", [[hsm.card.cvc3(k.icc_mk, CVC3{unpredictable_number = "00000899"})]],
+  { "card", "CVC3: misspelt option", [[hsm.card.cvc3(k.icc_dn, CVC3{unpredictable_number = "00000899"})]],
     raises = "card.cvc3: unknown option 'unpredictable_number'" },
 
   -- ---- emv --------------------------------------------------------------------------
@@ -193,6 +193,9 @@ M.rows = {
   { "emv", "EMV2000 IV not 16 bytes", [[hsm.emv.derive_session_key(k.icc_mk, "EMV2000", {atc = "0001", iv = "00"})]], "EMV_TREE" },
   { "emv", "transaction data bad hex", [[hsm.emv.generate_arqc(k.imk, {pan = PAN, atc = "0001", data = "ZZ"})]], "BAD_HEX" },
   { "emv", "data said padded (padding 0) but not whole blocks", [[hsm.emv.generate_arqc(k.imk, {pan = PAN, atc = "0001", data = "0102", padding = 0})]], "BAD_LENGTH" },
+  { "emv", "ARQC under a secure messaging IMK (usage E1; cryptograms take E0)", [[hsm.emv.generate_arqc(k.imk_smc, {pan = PAN, atc = "0001", data = EMV_DATA})]], "KEY_USAGE" },
+  { "emv", "ARPC under a dynamic numbers card key (usage E4)", [[hsm.emv.compute_arpc(k.icc_dn, {arqc = ARQC, arc = "3030"})]], "KEY_USAGE" },
+  { "card", "dCVV under a secure messaging card key (usage E2)", [[hsm.card.dcvv(k.icc_smi, DCVV{})]], "KEY_USAGE" },
   { "emv", "ARQC not 8 bytes", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0001", data = EMV_DATA, arqc = "1234"})]], "ARQC_LENGTH" },
   { "emv", "tampered ARQC", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0001", data = EMV_DATA, arqc = flip(ARQC)})]], "ARQC_MISMATCH" },
   { "emv", "replayed ARQC (other ATC)", [[hsm.emv.verify_arqc(k.imk, {pan = PAN, atc = "0002", data = EMV_DATA, arqc = ARQC})]], "ARQC_MISMATCH" },
@@ -468,9 +471,12 @@ function M.env()
   local function edit(s, pos, text) return s:sub(1, pos - 1) .. text .. s:sub(pos + #text) end
 
   k.icc_mk = assert(hsm.emv.derive_icc_master_key(k.imk, PAN, "00"))
+  -- the card key for dCVV and CVC3, from an IMK of usage E4 (dynamic numbers)
+  k.icc_dn = assert(hsm.emv.derive_icc_master_key(imp("TDES_2KEY", 16, "45", { usage = "E4" }), PAN, "00"))
   k.session_e0 = assert(hsm.emv.derive_session_key(k.icc_mk, "EMV_COMMON", { atc = "0001" }))
   k.imk_smc = imp("TDES_2KEY", 16, "43", { usage = "E1" })
   k.imk_smi = imp("TDES_2KEY", 16, "44", { usage = "E2" })
+  k.icc_smi = assert(hsm.emv.derive_icc_master_key(k.imk_smi, PAN, "00"))
   k.sk_smc = assert(hsm.emv.derive_sm_session_key(assert(hsm.emv.derive_icc_master_key(k.imk_smc, PAN, "00")),
     "EMV_COMMON", { arqc = "1234567890ABCDEF" }))
   k.sk_smi = assert(hsm.emv.derive_sm_session_key(assert(hsm.emv.derive_icc_master_key(k.imk_smi, PAN, "00")),
