@@ -15,8 +15,9 @@ LUA_INC  ?= /usr/include/lua5.4
 ALL_CFLAGS = $(CFLAGS) -fPIC -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -I$(LUA_INC) -Icsrc
 LDLIBS   := -lcrypto -pthread
 # payhsm.core is every csrc/*.c but the two modules that link other libraries:
-# payhsm.http (csrc/http.c, GNU libmicrohttpd) and payhsm.redis (csrc/redis.c, hiredis).
-SRCS     := $(filter-out csrc/http.c csrc/redis.c,$(wildcard csrc/*.c))
+# payhsm.http (csrc/http.c and csrc/http_*.c, GNU libmicrohttpd) and payhsm.redis (csrc/redis.c, hiredis).
+SRCS     := $(filter-out csrc/http.c csrc/http_%.c csrc/redis.c,$(wildcard csrc/*.c))
+HTTP_SRCS := csrc/http.c $(wildcard csrc/http_*.c)
 B        ?= build
 OBJS     := $(patsubst csrc/%.c,$(B)/obj/%.o,$(SRCS))
 CORE     := $(B)/payhsm/core.so
@@ -47,8 +48,8 @@ $(CORE): $(OBJS)
 	@mkdir -p $(B)/payhsm
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(OBJS) $(LDLIBS)
 
-$(B)/payhsm/http.so: csrc/http.c csrc/payhsm.h | $(B)/obj
-	$(CC) $(ALL_CFLAGS) -shared -o $@ $< -lmicrohttpd -lgnutls
+$(B)/payhsm/http.so: $(HTTP_SRCS) csrc/http.h csrc/compat.h | $(B)/obj
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(HTTP_SRCS) -lmicrohttpd -lgnutls
 
 $(B)/payhsm/redis.so: csrc/redis.c csrc/payhsm.h | $(B)/obj
 	$(CC) $(ALL_CFLAGS) -I/usr/include/hiredis -shared -o $@ $< -lhiredis
