@@ -78,10 +78,13 @@ docs:
 
 # Load: the gateway under 64 concurrent keep-alive TLS connections and the POS server under
 # 16 device processes, 4 rounds each; fails on any error response or on server memory
-# growth after the warm-up round.
+# growth after the warm-up round. Then hostile clients (bench/load_hostile.lua): 1,000 hung TLS
+# handshakes while a mutual-TLS client must be served within a second, and 400 bodies of
+# 1 MiB before authentication that must move the server's memory by less than 20 MB.
 load: all
 	@$(LUA) bench/load.lua
 	@$(LUA) bench/load_pos.lua
+	@$(LUA) bench/load_hostile.lua
 
 # ---- the whole spec suite under AddressSanitizer + UBSan -------------------------
 # The modules are built into build-asan/ with the sanitizers; lua5.4 itself is not, so
