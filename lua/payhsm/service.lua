@@ -141,7 +141,7 @@ function Service:answer(status, reason, headers)
   local own = OWN[status] or OWN[500]
   local name = own[1]
   local e = self.errors[name] or own[2] or self.errors.INTERNAL
-  local ctx = self:context({ headers = headers or {} })
+  local ctx = self:context({ headers = headers or {} }, { now = os.time() })
   local detail = status == 400 and reason or nil
   return util.json(self.error_body(ctx, e, name, detail)), self.headers(ctx)
 end
@@ -152,7 +152,8 @@ end
 function Service:authorize(app, method, path, headers)
   if (self.auth == "required" or (self.auth == "optional" and app.users))
      and not util.basic_auth_ok(M.header(headers, "authorization"), app.users or {}) then
-    local resp = self:error(self:context({ headers = headers }), "UNAUTHORIZED")
+    local ctx = self:context({ headers = headers }, { now = app.clock and app.clock() or os.time() })
+    local resp = self:error(ctx, "UNAUTHORIZED")
     return resp.status, resp.body, resp.headers
   end
   return true
