@@ -67,7 +67,6 @@ static const char *const own_body[HTTP_OWN] = {
   "{\"error\":{\"code\":\"413\",\"message\":\"body too large\"}}",
   "{\"error\":{\"code\":\"500\",\"message\":\"Internal Server Error\"}}"};
 enum { OWN_400, OWN_403, OWN_413, OWN_500 };
-
 static const char *const default_single[] = {"authorization", "host", "content-length", "content-type"};
 
 static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
@@ -440,14 +439,14 @@ static int http_new(lua_State *L) {
   lua_getfield(L, 1, "handler");
   luaL_checktype(L, -1, LUA_TFUNCTION);
   sv->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (lua_getfield(L, 1, "on_error") == LUA_TFUNCTION) sv->on_error_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  else lua_pop(L, 1);
-  if (lua_getfield(L, 1, "on_refused") == LUA_TFUNCTION) sv->on_refused_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  else lua_pop(L, 1);
-  if (lua_getfield(L, 1, "authorize") == LUA_TFUNCTION) sv->authorize_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  else lua_pop(L, 1);
-  if (lua_getfield(L, 1, "refusal") == LUA_TFUNCTION) sv->refusal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  else lua_pop(L, 1);
+  {
+    static const char *const fns[] = {"on_error", "on_refused", "authorize", "refusal"};
+    int *refs[4] = {&sv->on_error_ref, &sv->on_refused_ref, &sv->authorize_ref, &sv->refusal_ref}, i;
+    for (i = 0; i < 4; i++) {
+      if (lua_getfield(L, 1, fns[i]) == LUA_TFUNCTION) *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+      else lua_pop(L, 1);
+    }
+  }
   if (lua_getfield(L, 1, "single_headers") != LUA_TNIL) {
     int i, len;
     luaL_checktype(L, -1, LUA_TTABLE);
@@ -492,8 +491,8 @@ static int http_new(lua_State *L) {
   /* the per-connection context: header deadline, client certificate verdict, handshake log line */
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)payhsm_http_conn_cb, sv};
   lua_getfield(L, 1, "quiet");
-  logcls = lua_toboolean(L, -1) ? (void *)sv : NULL;
-  sv->quiet = logcls != NULL;
+  sv->quiet = lua_toboolean(L, -1);
+  logcls = sv->quiet ? (void *)sv : NULL;
   lua_pop(L, 1);
   {
     int e = payhsm_http_probe_bind(&addr);
@@ -533,8 +532,7 @@ static int http_new(lua_State *L) {
 
 static http_server *check_server(lua_State *L) {
   http_server *sv = luaL_checkudata(L, 1, SERVER_MT);
-  if (!sv->d) luaL_error(L, "http server is closed");
-  return sv;
+  return sv->d ? sv : (luaL_error(L, "http server is closed"), sv);
 }
 
 /* srv:port() -> bound port */
@@ -565,10 +563,9 @@ static int srv_run_once(lua_State *L) {
 /* srv:close(): stops the daemon, closes every connection (also __gc) */
 static int srv_close(lua_State *L) {
   http_server *sv = luaL_checkudata(L, 1, SERVER_MT);
-  int *refs[5], i;
+  int *refs[5] = {&sv->handler_ref, &sv->on_error_ref, &sv->on_refused_ref, &sv->authorize_ref, &sv->refusal_ref};
+  int i;
   free_server(sv);
-  refs[0] = &sv->handler_ref; refs[1] = &sv->on_error_ref; refs[2] = &sv->on_refused_ref;
-  refs[3] = &sv->authorize_ref; refs[4] = &sv->refusal_ref;
   for (i = 0; i < 5; i++) {
     if (*refs[i] != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
     *refs[i] = LUA_NOREF;
