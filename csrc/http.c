@@ -243,7 +243,7 @@ static enum MHD_Result on_headers(http_server *sv, struct MHD_Connection *c, con
   char buf[512], reason[96];
   lua_State *L = sv->L;
   *done = 1;
-  if (rc->bad_uri) return send_own(sv, c, OWN_400, method, url, "the path or query decodes to a control byte");
+  if (rc->raw_uri) return send_own(sv, c, OWN_400, method, rc->raw_uri, "the path or query decodes to a control byte");
   memset(&sc, 0, sizeof sc);
   sc.sv = sv;
   MHD_get_connection_values(c, MHD_HEADER_KIND, count_single, &sc);
@@ -280,14 +280,6 @@ static enum MHD_Result on_headers(http_server *sv, struct MHD_Connection *c, con
   }
   *done = 0;
   return MHD_YES;
-}
-
-/* The request line is in (before its headers): the request's context, with the raw URI checked. */
-static void *uri_cb(void *cls, const char *uri, struct MHD_Connection *c) {
-  http_request *rc = calloc(1, sizeof *rc);
-  (void)cls; (void)c;
-  if (rc) rc->bad_uri = payhsm_http_uri_bad(uri);
-  return rc;
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -343,6 +335,7 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls, en
   if (cc) cc->deadline = payhsm_http_now() + sv->header_timeout;
   if (rc) {
     free(rc->body);
+    free(rc->raw_uri);
     free(rc);
     *con_cls = NULL;
   }
@@ -487,7 +480,7 @@ static int http_new(lua_State *L) {
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)conns, NULL};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)per_ip, NULL};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, sv};
-  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_cb, sv};
+  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)payhsm_http_uri_cb, sv};
   /* the per-connection context: header deadline, client certificate verdict, handshake log line */
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)payhsm_http_conn_cb, sv};
   lua_getfield(L, 1, "quiet");

@@ -57,7 +57,7 @@ typedef struct {
   size_t len, cap;
   int too_big;
   int started;          /* the access handler has seen the headers */
-  int bad_uri;          /* the path or query decodes to a control byte */
+  char *raw_uri;        /* the URI as sent (at most 1 KiB of it) when it decodes to a control byte */
 } http_request;
 
 double payhsm_http_now(void);
@@ -68,7 +68,7 @@ void payhsm_http_conn_cb(void *cls, struct MHD_Connection *c, void **socket_cont
 http_conn *payhsm_http_conn(struct MHD_Connection *c);
 const char *payhsm_http_client_verified(struct MHD_Connection *c, char *buf, size_t cap);
 unsigned payhsm_http_sweep(http_server *sv);
-int payhsm_http_uri_bad(const char *uri);
+void *payhsm_http_uri_cb(void *cls, const char *uri, struct MHD_Connection *c);
 int payhsm_http_probe_bind(const struct sockaddr_in *addr);
 unsigned payhsm_http_fit_connections(lua_State *L, lua_Number want, int given);
 

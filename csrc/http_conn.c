@@ -207,7 +207,7 @@ static int hexval(char ch) {
 /* 1 when the raw request URI (path and query, as sent) holds or decodes to a control
  * byte (0x00-0x1F, 0x7F): libmicrohttpd would cut the path at a decoded NUL, so
  * "/import%00xyz" would reach the handler as "/import". */
-int payhsm_http_uri_bad(const char *uri) {
+static int uri_bad(const char *uri) {
   const char *p;
   for (p = uri; *p; p++) {
     int v = (unsigned char)*p;
@@ -268,3 +268,21 @@ unsigned payhsm_http_fit_connections(lua_State *L, lua_Number want, int given) {
   return (unsigned)want;
 }
 
+
+/* The request line is in (before its headers): the request's context (MHD's con_cls),
+ * with the URI as sent kept when it decodes to a control byte (refused and logged as sent). */
+void *payhsm_http_uri_cb(void *cls, const char *uri, struct MHD_Connection *c) {
+  http_request *rc = calloc(1, sizeof *rc);
+  (void)cls; (void)c;
+  if (rc && uri_bad(uri)) {
+    size_t n = strlen(uri) < 1024 ? strlen(uri) : 1024;
+    if ((rc->raw_uri = malloc(n + 1))) {
+      memcpy(rc->raw_uri, uri, n);
+      rc->raw_uri[n] = 0;
+    } else {
+      free(rc);
+      rc = NULL;
+    }
+  }
+  return rc;
+}

@@ -79,6 +79,11 @@ local function closed(socks)
   return n
 end
 
+-- Under valgrind memcheck (make test-valgrind) the server loop runs some 20 times slower:
+-- the one-second target for a legitimate client is then five seconds.
+local function maps() local f = io.open("/proc/self/maps") local m = f and f:read("*a") or "" if f then f:close() end return m end
+local LATENCY = maps():find("vgpreload", 1, true) and 5 or 1
+
 local function spin(srv, seconds)
   local t0 = http.clock()
   while http.clock() - t0 < seconds do srv:run_once(20) end
@@ -125,7 +130,7 @@ describe("http against hostile clients", function()
       local out, rc, dt = curl_client(srv)
       assert.equal(0, rc, out)
       assert.matches('"cn":"CN=client"', out, 1, true)
-      assert.is_true(dt < 1, ("%.3f s"):format(dt))
+      assert.is_true(dt < LATENCY, ("%.3f s"):format(dt))
       spin(srv, 2.5)
       assert.equal(200, closed(socks))
     end)
@@ -313,7 +318,8 @@ describe("http against hostile clients", function()
         local st, text = exchange(srv, ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"):format(p))
         assert.equal(400, st, p .. "\n" .. text)
       end
-      assert.same({ "POST", "/key-management/keys/import", 400, "the path or query decodes to a control byte" }, seen[1])
+      -- reported (and so logged) as sent, not as the path cut at the NUL
+      assert.same({ "POST", "/key-management/keys/import%00xyz", 400, "the path or query decodes to a control byte" }, seen[1])
       assert.equal(200, (exchange(srv, "GET /a%20b?x=%41 HTTP/1.1\r\nHost: x\r\n\r\n")))
     end)
   end)
