@@ -159,9 +159,9 @@ local function fixed_cases(tpl, sys_single)
   return cases
 end
 
-local function fuzz(name, srv, templates, seed, sys_single)
+local function fuzz(name, srv, templates, start, sys_single)
   assert.is_true(#templates > 0, name .. ": no templates recorded")
-  local r = rng(seed)
+  local r = rng(start)
   local seen, findings = {}, {}
   single = copy(SINGLE)
   for _, h in ipairs(sys_single or {}) do single[h] = true end
