@@ -34,7 +34,7 @@ build = {
       libraries = { "crypto", "pthread" },
     },
     ["payhsm.http"] = {
-      sources = { "csrc/http.c" },
+      sources = { "csrc/http.c", "csrc/http_conn.c" },
       incdirs = { "$(MICROHTTPD_INCDIR)", "$(GNUTLS_INCDIR)", "csrc" },
       libdirs = { "$(MICROHTTPD_LIBDIR)", "$(GNUTLS_LIBDIR)" },
       libraries = { "microhttpd", "gnutls" },

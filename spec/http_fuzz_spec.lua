@@ -14,8 +14,11 @@
 --
 -- What must hold: every request gets an HTTP answer within the timeout, none of them
 -- a 5xx (a wrong type anywhere is the client's error: 4xx with the system's code), and
--- the server is alive and answers a clean request afterwards. Bounded: a fixed number of
--- requests per system.
+-- the server is alive and answers a clean request afterwards. A path or query that
+-- decodes to a control byte (%00, %0A ...) and a second copy of a header that must be
+-- single (Authorization, Host, Content-Length, Content-Type and the system's own, e.g.
+-- X-Device-Id, Client-Request-Id) are answered 400 exactly, whether a mutation made them
+-- or the fixed cases after the mutations. Bounded: a fixed number of requests per system.
 local hsm = require "payhsm"
 local cjson = require "cjson"
 local socket = require "socket"
@@ -99,9 +102,14 @@ local function mutate_json(doc, r)
   return doc
 end
 
+-- The headers no request may repeat (payhsm.http and each system's module's single_headers).
+local SINGLE = { authorization = true, host = true, ["content-length"] = true, ["content-type"] = true }
+local single = SINGLE
+
+-- Returns the request's text and the status it must get (nil: any but 5xx).
 local function mutate(tpl, r)
   local req = { method = tpl.method, path = tpl.path, headers = copy(tpl.headers), body = tpl.body }
-  local kind, extra, clen = r(9), nil, nil
+  local kind, extra, clen, expect = r(9), nil, nil, nil
   if kind <= 3 then
     local ok, doc = pcall(cjson.decode, req.body)
     if ok and type(doc) == "table" then req.body = cjson.encode(mutate_json(doc, r))
@@ -113,13 +121,16 @@ local function mutate(tpl, r)
     req.body = req.body:sub(1, i - 1) .. string.char((req.body:byte(i) + r(255)) % 256) .. req.body:sub(i + 1)
   elseif kind == 6 then
     local tails = { "%00", "%00xyz", "%0A", "%0d%0aX-Evil:%201", "/..", "//", "/" .. ("a"):rep(3000), "?%00=1", "%ZZ" }
-    req.path = req.path .. tails[r(#tails)]
+    local tail = tails[r(#tails)]
+    req.path = req.path .. tail
+    if tail:find("%%0[0adAD]") then expect = 400 end
   elseif kind == 7 then
     local names = {}
     for k in pairs(req.headers) do names[#names + 1] = k end
     table.sort(names)
     local name = names[r(#names + 1)] or "Authorization"
     extra = { name .. ": " .. (req.headers[name] or "Basic Zm9vOmJhcg==") .. "x" }
+    if single[name:lower()] and req.headers[name] then expect = 400 end
   elseif kind == 8 then
     local methods = { "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "post" }
     req.method = methods[r(#methods)]
@@ -129,20 +140,43 @@ local function mutate(tpl, r)
     if tonumber(clen) > #req.body then clen = tostring(#req.body) end
     if tonumber(clen) < 0 then clen = "0" end
   end
-  return render(req, extra, clen)
+  return render(req, extra, clen), expect
 end
 
-local function fuzz(name, srv, templates, seed)
+-- Fixed hostile cases on a template: each must be answered 400.
+local function fixed_cases(tpl, sys_single)
+  local cases = {}
+  local function add(path, extra) cases[#cases + 1] = render({ method = tpl.method, path = path, headers = tpl.headers,
+    body = tpl.body }, extra) end
+  add(tpl.path .. "%00xyz")
+  add(tpl.path .. "%0A")
+  add(tpl.path .. "?x=%00")
+  add(tpl.path .. "%1B")
+  add(tpl.path, { "Authorization: Basic Zm9vOmJhcg==", "Authorization: Basic YmFyOmZvbw==" })
+  add(tpl.path, { "Host: 127.0.0.2" })
+  add(tpl.path, { "Content-Length: " .. #tpl.body })
+  for _, h in ipairs(sys_single or {}) do add(tpl.path, { h .. ": a", h .. ": b" }) end
+  return cases
+end
+
+local function fuzz(name, srv, templates, start, sys_single)
   assert.is_true(#templates > 0, name .. ": no templates recorded")
-  local r = rng(seed)
+  local r = rng(start)
   local seen, findings = {}, {}
-  for i = 1, PER_SYSTEM do
+  single = copy(SINGLE)
+  for _, h in ipairs(sys_single or {}) do single[h] = true end
+  local fixed = fixed_cases(templates[1], sys_single)
+  for i = 1, PER_SYSTEM + #fixed do
     local tpl = templates[(i - 1) % #templates + 1]
     if tpl.fresh then tpl = tpl.fresh(tpl) end
-    local text = mutate(tpl, r)
+    local text, expect
+    if i > PER_SYSTEM then text, expect = fixed[i - PER_SYSTEM], 400
+    else text, expect = mutate(tpl, r) end
     local status, err = send_raw(srv.port, text)
     if not status then
       findings[#findings + 1] = ("%s #%d %s %s: %s"):format(name, i, tpl.method, tpl.path, err)
+    elseif expect and status ~= expect then
+      findings[#findings + 1] = ("%s #%d: %d, not %d\n%s"):format(name, i, status, expect, text:sub(1, 400))
     elseif status >= 500 then
       findings[#findings + 1] = ("%s #%d %s %s: %d\n%s"):format(name, i, tpl.method, tpl.path, status, text:sub(1, 400))
     else
@@ -182,7 +216,7 @@ describe("hostile requests over loopback", function()
     client:reencrypt_pan(pan.sessionKeyId, pan.key, "4111111111111111")
     assert.is_truthy(enc)
     raw:close()
-    local seen = fuzz("gateway", srv, log, 4001)
+    local seen = fuzz("gateway", srv, log, 4001, require("payhsm.gateway").single_headers)
     assert.is_true((seen[400] or 0) > 0)
     -- still answers a clean request
     local again = {}
@@ -227,7 +261,7 @@ describe("hostile requests over loopback", function()
         end
       end
     end
-    fuzz("pos", srv, log, 4002)
+    fuzz("pos", srv, log, 4002, pos.single_headers)
     raw:close()
   end)
 
@@ -249,6 +283,6 @@ describe("hostile requests over loopback", function()
     -- key generation is RSA-2048: keep the generate templates out of the run
     local templates = {}
     for _, t in ipairs(log) do if not t.path:find("generate", 1, true) then templates[#templates + 1] = t end end
-    fuzz("mupk", srv, templates, 4003)
+    fuzz("mupk", srv, templates, 4003, require("payhsm.mupk").single_headers)
   end)
 end)

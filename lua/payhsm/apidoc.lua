@@ -36,7 +36,7 @@ return {
   { "write_secret_file(path, text [, opts]) -> true | nil, msg, code", "Writes text to a new file of mode 0600 (O_CREAT|O_EXCL|O_NOFOLLOW); opts.force replaces an existing file through a temporary file and rename()." },
   { "http.new(opts) -> server; raises on bad options or when the port cannot be bound.", "" },
   { "srv:port() -> bound port", "" },
-  { "srv:run_once([ms]) -> true", "waits up to ms (default 1000) for activity, serves it." },
+  { "srv:run_once([ms]) -> true", "waits for activity up to ms (default 1000; at most 1000, so overdue headers are looked for at least once a second), serves it, then closes the connections whose request headers are overdue (header_timeout)." },
   { "srv:close()", "stops the daemon, closes every connection (also __gc)" },
   { "http.clock() -> seconds on CLOCK_MONOTONIC (a float; differences are wall time)", "" },
   { "key.import(algorithm, hex [, attrs]) -> key", "Bad hex -> nil, msg, \"BAD_HEX\"; a length that does not fit the algorithm -> nil, msg, \"KEY_LENGTH\"." },

@@ -3,7 +3,7 @@
 -- builds the system's handler (a module whose new(config) returns an object with
 -- :handle(req) -> resp) and serves it with payhsm.http from this (the main) thread,
 -- logging one line per request: time, method, path, status, wall-clock milliseconds (also
--- for the 403, 413 and 500 answers payhsm.http gives itself). No key bytes,
+-- for the 400, 401, 403, 413 and 500 answers payhsm.http gives itself, before the handler). No key bytes,
 -- bodies or credentials are logged.
 local http = require "payhsm.http"
 local core = require "payhsm.core"
@@ -115,10 +115,24 @@ end
 function M.app(system, cfg, default_store, log, who)
   local mod = M.system(system, who)
   local app_cfg = {}
-  for k, v in pairs(cfg) do app_cfg[k] = v end
+  for k, v in pairs(cfg) do if k ~= "limits" then app_cfg[k] = v end end
   app_cfg.store = M.open_store(cfg.store, default_store, cfg.clock)
   app_cfg.log = log or function(line) io.stderr:write(line, "\n") end
   return mod.new(app_cfg), mod, app_cfg.store
+end
+
+--- The config's limits (docs/servers.md) as payhsm.http options: connections, per_address,
+-- header_timeout, idle_timeout, max_body (default: the system's module's max_body, else
+-- 1 MiB). Raises on an unknown key or a value that is not a positive number.
+function M.limits(cfg, mod)
+  local l = cfg.limits or {}
+  if type(l) ~= "table" then error("config: limits must be a table", 0) end
+  util.checkfields(l, "config limits", { "connections", "per_address", "header_timeout", "idle_timeout", "max_body" })
+  for k, v in pairs(l) do
+    if type(v) ~= "number" or v <= 0 then error(("config: limits.%s must be a positive number"):format(k), 0) end
+  end
+  return { connections = l.connections, per_address = l.per_address, header_timeout = l.header_timeout,
+    idle_timeout = l.idle_timeout, max_body = l.max_body or (mod and mod.max_body) or 1048576 }
 end
 
 --- Starts SYSTEM with the config table; returns the http server and the application.
@@ -135,7 +149,7 @@ function M.start(system, cfg, opts)
       resp.status or 200, now_ms() - t0))
     return resp
   end
-  -- the answers payhsm.http gives before or instead of the handler (403, 413, 500)
+  -- the answers payhsm.http gives before or instead of the handler (400, 401, 403, 413, 500)
   local function refused(method, path, status, reason)
     log(("%s %s %s %d - (%s)"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), method, log_path(path), status, reason))
   end
@@ -145,9 +159,16 @@ function M.start(system, cfg, opts)
             client_ca = cfg.tls.client_ca and readfile(cfg.tls.client_ca, "tls.client_ca") }
   end
   local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
+  local lim = M.limits(cfg, mod)
+  local S = mod.service
   local srv = http.new { host = host, port = port, tls = tls, handler = handler, quiet = opts.quiet,
     on_error = function(e) log("handler error: " .. tostring(e)) end, on_refused = refused,
-    bodies = mod.service and mod.service:bodies() }
+    bodies = S and S:bodies(), max_body = lim.max_body, connections = lim.connections,
+    per_address = lim.per_address, header_timeout = lim.header_timeout, idle_timeout = lim.idle_timeout,
+    single_headers = mod.single_headers,
+    -- HTTP Basic (and whatever else a system checks on the headers) before any body is read
+    authorize = S and S.authorize and function(method, path, headers) return S:authorize(app, method, path, headers) end,
+    refusal = S and S.answer and function(status, reason, headers) return S:answer(status, reason, headers) end }
   return srv, app, store
 end
 

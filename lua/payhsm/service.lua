@@ -18,7 +18,9 @@
 --   S.refusal("NOT_FOUND", detail)          -- raises; S:handle turns it into the error response
 --   S:handle(app, req, ctx) -> resp          -- calls app:_route(ctx, req) under pcall
 --   S:error(ctx, name, detail) -> resp;  S:respond(ctx, status, body [, headers]) -> resp
---   S:bodies() -> {[403] =, [413] =, [500] =}  -- for payhsm.http's own answers
+--   S:bodies() -> {[400] =, [403] =, [413] =, [500] =}  -- for payhsm.http's own answers
+--   S:answer(status, reason, headers) -> body, headers  -- the same, with the request's ids
+--   S:authorize(app, method, path, headers) -> true | status, body, headers  -- on the headers alone
 local util = require "payhsm.util"
 local core = require "payhsm.core"
 
@@ -123,12 +125,48 @@ function Service:handle(app, req, ctx)
   return self:error(ctx, "INTERNAL")
 end
 
+-- The rows of the answers payhsm.http gives itself, for systems whose table has none.
+local OWN = {
+  [400] = { "BAD_REQUEST", { 400, "400", "Bad request" } },
+  [403] = { "FORBIDDEN", { 403, "403", "client certificate required" } },
+  [413] = { "TOO_LARGE", { 413, "413", "body too large" } },
+  [500] = { "INTERNAL" },
+}
+
+--- The answer payhsm.http gives without the handler (400: a control byte in the path or a
+-- repeated single header; 403: no verified client certificate; 413: body over max_body;
+-- 500: the handler failed), in the system's error shape with the request's ids (its
+-- Client-Request-Id or a fresh one, a fresh trace id): body, response headers.
+function Service:answer(status, reason, headers)
+  local own = OWN[status] or OWN[500]
+  local name = own[1]
+  local e = self.errors[name] or own[2] or self.errors.INTERNAL
+  local ctx = self:context({ headers = headers or {} }, { now = os.time() })
+  local detail = status == 400 and reason or nil
+  return util.json(self.error_body(ctx, e, name, detail)), self.headers(ctx)
+end
+
+--- Checks HTTP Basic on the headers alone, before payhsm.http reads any body: true, or
+-- the UNAUTHORIZED answer (status, body, headers with the challenge). Service:handle
+-- checks again (hosts that embed the handler have no such hook).
+function Service:authorize(app, method, path, headers)
+  if (self.auth == "required" or (self.auth == "optional" and app.users))
+     and not util.basic_auth_ok(M.header(headers, "authorization"), app.users or {}) then
+    local ctx = self:context({ headers = headers }, { now = app.clock and app.clock() or os.time() })
+    local resp = self:error(ctx, "UNAUTHORIZED")
+    return resp.status, resp.body, resp.headers
+  end
+  return true
+end
+
 --- The JSON bodies of the answers payhsm.http gives without the handler: 403 (no
 -- verified client certificate), 413 (body over max_body), 500 (the handler failed),
 -- each {"error": {"code", "message"}} with the 500 taken from the system's INTERNAL row.
+-- (Hosts without a per-request hook; payhsm.http prefers Service:answer.)
 function Service:bodies()
   local e = self.errors.INTERNAL
   return {
+    [400] = util.json(util.object { "error", util.object { "code", "400", "message", "Bad request" } }),
     [403] = util.json(util.object { "error", util.object { "code", "403", "message", "client certificate required" } }),
     [413] = util.json(util.object { "error", util.object { "code", "413", "message", "body too large" } }),
     [500] = util.json(util.object { "error", util.object { "code", e[2], "message", e[3] } }),

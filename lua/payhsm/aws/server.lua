@@ -67,6 +67,11 @@ for _, name in ipairs { "CreateKey", "GetKey", "ListKeys", "DeleteKey", "Restore
   "UntagResource", "ListTagsForResource" } do OPERATIONS[name] = control[name] end
 for _, name in ipairs { "ImportKey", "ExportKey", "GetParametersForImport", "GetParametersForExport",
   "GetPublicKeyCertificate" } do OPERATIONS[name] = exchange[name] end
+-- payhsm.http's limits for this system (lua/payhsm/server.lua): the largest legitimate
+-- request is a TR-34 ImportKey (AWS Payment Cryptography API reference, ImportTr34KeyBlock:
+-- WrappedKeyBlock up to 9,984 characters, SigningKeyCertificate up to 32,768); 64 KiB.
+M.max_body = 65536
+M.single_headers = { "x-amz-target", "x-amz-date", "x-amz-content-sha256" }
 M.OPERATIONS = OPERATIONS
 
 --- Where the local master key is made and kept when the config names neither

@@ -53,6 +53,12 @@ M.PATHS = {
 
 --- Every refusal: HTTP status, error.code, error.message. The first five rows are the
 -- exception table of Fiserv's API; the rest are payhsm's (docs/msk-gateway.md, error codes).
+-- payhsm.http's limits for this system (lua/payhsm/server.lua): the largest request is an
+-- Import Key of about 310 bytes (measured over spec/gateway_serve_spec.lua); 8 KiB leaves
+-- room for long labels and details. Headers that must not repeat (400 when they do).
+M.max_body = 8192
+M.single_headers = { "client-request-id" }
+
 M.ERRORS = {
   DUPLICATE         = { 409, "301", "Session key has already been imported" },
   NO_RESPONSE       = { 409, "3067", "Unable to retrieve response while importing session key" },

@@ -55,6 +55,11 @@ M.PATHS = {
 }
 
 --- Every refusal: HTTP status, error code, message (docs/public-keys.md, "Error codes").
+-- payhsm.http's limits for this system (lua/payhsm/server.lua): the largest request is a
+-- transaction of about 1,100 bytes (measured over spec/mupk_serve_spec.lua); 16 KiB of room.
+M.max_body = 16384
+M.single_headers = { "client-request-id" }
+
 M.ERRORS = {
   BAD_REQUEST      = { 400, "400", "Bad request" },
   UNAUTHORIZED     = { 401, "401", "Unauthorized" },

@@ -42,6 +42,11 @@ local M = {}
 
 --- Every refusal: HTTP status, error.code, error.message. 4001 is viopay's; the others
 -- are payhsm's (docs/pos-activation.md, "Error codes").
+-- payhsm.http's limits for this system (lua/payhsm/server.lua): the largest request is a
+-- charge of about 1,000 bytes (measured over spec/pos_serve_spec.lua); 16 KiB of room.
+M.max_body = 16384
+M.single_headers = { "x-device-id", "x-key-set-id", "x-timestamp", "x-nonce", "x-signature" }
+
 M.ERRORS = {
   BAD_REQUEST        = { 400, "4000", "Bad request" },
   ATTESTATION_TOKEN  = { 401, "4001", "Invalid or expired attestation token" },
