@@ -13,6 +13,8 @@
  *                           tls = {cert = PEM, key = PEM, client_ca = PEM},   -- texts, optional
  *                           max_body = bytes (default 1 MiB), timeout = seconds (default 30),
  *                           quiet = true (drop libmicrohttpd's own diagnostics),
+ *                           listen_fd = fd (a listening socket to serve instead of
+ *                                       binding host:port; the workers of one port),
  *                           on_refused = function(method, path, status, reason),
  *                           bodies = {[403] = json, [413] = json, [500] = json}}
  *      srv:port() -> the bound port;  srv:run_once([ms]) -> true;  srv:close()
@@ -469,7 +471,7 @@ static void free_server(server *sv) {
 static int http_new(lua_State *L) {
   server *sv;
   const char *host;
-  lua_Integer port, timeout;
+  lua_Integer port, timeout, listen_fd;
   unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_EPOLL;
   struct sockaddr_in addr;
   struct MHD_OptionItem ops[12];
@@ -482,7 +484,9 @@ static int http_new(lua_State *L) {
   port = luaL_optinteger(L, -1, 0);
   lua_getfield(L, 1, "timeout");
   timeout = luaL_optinteger(L, -1, 30);
-  lua_pop(L, 3);
+  lua_getfield(L, 1, "listen_fd");
+  listen_fd = luaL_optinteger(L, -1, -1);
+  lua_pop(L, 4);
   if (port < 0 || port > 65535) return luaL_error(L, "http.new: bad port");
   sv = lua_newuserdatauv(L, sizeof *sv, 0);
   memset(sv, 0, sizeof *sv);
@@ -517,7 +521,8 @@ static int http_new(lua_State *L) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons((uint16_t)port);
   if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) return luaL_error(L, "http.new: host must be an IPv4 address");
-  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
+  if (listen_fd >= 0) ops[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, (intptr_t)listen_fd, NULL};
+  else ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)timeout, NULL};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed_cb, NULL};
   lua_getfield(L, 1, "quiet");
@@ -525,7 +530,7 @@ static int http_new(lua_State *L) {
   sv->quiet = logcls != NULL;
   lua_pop(L, 1);
   {
-    int e = probe_bind(&addr);
+    int e = listen_fd >= 0 ? 0 : probe_bind(&addr);
     if (e) {
       free_server(sv);
       return luaL_error(L, "http.new: cannot listen on %s:%d: %s%s", host, (int)port, strerror(e),
