@@ -117,7 +117,8 @@ function M.app(system, cfg, default_store, log, who)
   local app_cfg = {}
   for k, v in pairs(cfg) do app_cfg[k] = v end
   app_cfg.store = M.open_store(cfg.store, default_store, cfg.clock)
-  app_cfg.log = log or function(line) io.stderr:write(line, "\n") end
+  -- one write per line: the workers of one port append to one log without tearing lines
+  app_cfg.log = log or function(line) io.stderr:write(line .. "\n") end
   return mod.new(app_cfg), mod, app_cfg.store
 end
 
@@ -129,7 +130,7 @@ end
 function M.start(system, cfg, opts)
   util.checkfields(opts, "server.start", { "default_store", "log", "quiet", "listen_fd", "worker" })
   opts = opts or {}
-  local log = opts.log or function(line) io.stderr:write(line, "\n") end
+  local log = opts.log or function(line) io.stderr:write(line .. "\n") end
   local app, mod, store = M.app(system, cfg, opts.default_store, log)
   local tag = opts.worker and (" worker=" .. opts.worker) or ""
   local function handler(req)
