@@ -268,7 +268,7 @@ end
 
 --- Serves until SIGINT or SIGTERM: then finishes the request in hand, stops listening,
 -- closes the store, logs a line saying so and returns (bin/payhsm then exits 0).
--- opts.workers = N: N processes serve the one port (see supervise above); the store must
+-- opts.workers = N: N processes serve the one port (docs/servers.md, "Several processes"); the store must
 -- be one they share (sqlite or redis).
 function M.serve(system, config_path, opts)
   util.checkfields(opts, "server.serve", { "workers" })
