@@ -56,7 +56,7 @@ end
 local CLK_TCK = tonumber(io.popen("getconf CLK_TCK"):read("*l")) or 100
 local function workers_cpu(parent)
   local sum = 0
-  local p = io.popen("pgrep -P " .. parent)
+  local p = io.popen("env -u LD_PRELOAD pgrep -P " .. parent)
   for pid in p:read("*a"):gmatch("%d+") do
     local f = io.open("/proc/" .. pid .. "/stat")
     if f then

@@ -38,7 +38,7 @@ local function start(system, config_text, workers)
     if h.port or h.rc() then break end
     sleep(0.02)
   end
-  if h.port then h.pid = io.popen("pgrep -P " .. read(pidf):match("%d+")):read("*a"):match("%d+") end
+  if h.port then h.pid = io.popen("env -u LD_PRELOAD pgrep -P " .. read(pidf):match("%d+")):read("*a"):match("%d+") end
   -- the workers' pids, as the log names them ("worker PID serving"), in order of start
   function h.workers()
     local out = {}
@@ -128,8 +128,8 @@ local function gateway_config(store)
   }]]):format(store, ZMK_PAN)
 end
 
-local function exercise(store)
-  local later = defer(finally)
+-- later: the test's clean-ups (spec.support.defer: busted keeps one finally() per test)
+local function exercise(store, later)
   local srv = start("gateway", gateway_config(store), 2)
   later(function() srv.stop() srv.cleanup() end)
   assert.is_number(srv.port, read(srv.log))
@@ -198,15 +198,17 @@ end
 
 describe("payhsm serve --workers", function()
   it("two workers on one sqlite store: shared keys, a killed worker restarted, SIGTERM stops all", function()
+    local later = defer(finally)
     local db = os.tmpname()
-    finally(function() os.remove(db) os.remove(db .. "-wal") os.remove(db .. "-shm") end)
-    exercise(("{ backend = %q, path = %q }"):format("sqlite", db))
+    later(function() os.remove(db) os.remove(db .. "-wal") os.remove(db .. "-shm") end)
+    exercise(("{ backend = %q, path = %q }"):format("sqlite", db), later)
   end)
 
   it("two workers on one redis store: the same", function()
+    local later = defer(finally)
     local url, stop_redis = require("spec.support.redis").start()
-    finally(stop_redis)
-    exercise(("{ backend = %q, url = %q }"):format("redis", url))
+    later(stop_redis)
+    exercise(("{ backend = %q, url = %q }"):format("redis", url), later)
   end)
 
   it("refuses a memory store with more than one worker, before binding the port", function()
