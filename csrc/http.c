@@ -20,6 +20,7 @@
  *     authorize = function(method, path, headers) -> true | status, body [, headers],
  *     refusal = function(status, reason, headers) -> body [, headers],
  *     quiet = true (no libmicrohttpd diagnostics), on_refused = function(method, path, status, reason),
+ *     listen_fd = fd (a listening socket to serve instead of binding host:port: the workers of one port),
  *     on_error = function(message), bodies = {[400] =, [403] =, [413] =, [500] = json}}
  *   srv:port() -> the bound port;  srv:run_once([ms]) -> true;  srv:close()
  *   http.clock() -> seconds (a float) on a monotonic wall clock (CLOCK_MONOTONIC)
@@ -378,7 +379,7 @@ static void free_server(http_server *sv) {
 static void check_options(lua_State *L) {
   static const char *const allowed[] = {"host", "port", "tls", "handler", "max_body", "timeout", "idle_timeout",
     "header_timeout", "connections", "per_address", "single_headers", "authorize", "refusal", "quiet",
-    "on_refused", "on_error", "bodies", NULL};
+    "on_refused", "on_error", "bodies", "listen_fd", NULL};
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     int i, ok = 0;
@@ -403,7 +404,7 @@ static lua_Number num_opt(lua_State *L, const char *name, lua_Number def, lua_Nu
 static int http_new(lua_State *L) {
   http_server *sv;
   const char *host;
-  lua_Integer port;
+  lua_Integer port, listen_fd;
   unsigned flags = MHD_USE_ERROR_LOG | MHD_USE_EPOLL, conns, per_ip, idle;
   struct sockaddr_in addr;
   struct MHD_OptionItem ops[16];
@@ -418,6 +419,9 @@ static int http_new(lua_State *L) {
   lua_getfield(L, 1, "timeout");
   idle = (unsigned)num_opt(L, "idle_timeout", lua_isnil(L, -1) ? 30 : lua_tonumber(L, -1), 1, 86400);
   lua_pop(L, 3);
+  lua_getfield(L, 1, "listen_fd");
+  listen_fd = luaL_optinteger(L, -1, -1);
+  lua_pop(L, 1);
   if (port < 0 || port > 65535) return luaL_error(L, "http.new: bad port");
   lua_getfield(L, 1, "connections");
   conns = payhsm_http_fit_connections(L, num_opt(L, "connections", 4000, 1, 1000000), !lua_isnil(L, -1));
@@ -475,7 +479,8 @@ static int http_new(lua_State *L) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons((uint16_t)port);
   if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) return luaL_error(L, "http.new: host must be an IPv4 address");
-  ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
+  if (listen_fd >= 0) ops[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, (intptr_t)listen_fd, NULL};
+  else ops[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)idle, NULL};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)conns, NULL};
   ops[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)per_ip, NULL};
@@ -488,7 +493,7 @@ static int http_new(lua_State *L) {
   logcls = sv->quiet ? (void *)sv : NULL;
   lua_pop(L, 1);
   {
-    int e = payhsm_http_probe_bind(&addr);
+    int e = listen_fd >= 0 ? 0 : payhsm_http_probe_bind(&addr);
     if (e) {
       free_server(sv);
       return luaL_error(L, "http.new: cannot listen on %s:%d: %s%s", host, (int)port, strerror(e),

@@ -171,6 +171,149 @@ describe("payhsm.aws client against serve aws", function()
     assert.equal("InvalidSignatureException", err.type)
   end)
 
+  -- TR-34 as AWS Payment Cryptography's user guide ("Import keys using asymmetric
+  -- techniques (TR-34)", "Export keys using asymmetric techniques (TR-34)") and its
+  -- import_tr34 / export_tr34 samples run it: the partner's CA imported as a root first,
+  -- GetParametersForImport / GetParametersForExport with KeyMaterialType TR34_KEY_BLOCK,
+  -- then ImportKey / ExportKey with Tr34KeyBlock, KeyBlockFormat X9_TR34_2012.
+  describe("TR-34", function()
+    local hsm = require "payhsm"
+    local P, ca_arn
+    setup(function()
+      P = require("spec.support.rsa_pki").make()
+      ca_arn = assert(pc:ImportKey { KeyMaterial = { RootCertificatePublicKey = { KeyAttributes = {
+        KeyUsage = "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE", KeyClass = "PUBLIC_KEY", KeyAlgorithm = "RSA_2048",
+        KeyModesOfUse = { Verify = true } }, PublicKeyCertificate = util.b64encode(P.ca_cert) } } }).Key.KeyArn
+    end)
+    teardown(function() if P then P.remove() end end)
+
+    local function import_params()
+      return assert(pc:GetParametersForImport { KeyMaterialType = "TR34_KEY_BLOCK", WrappingKeyAlgorithm = "RSA_2048" })
+    end
+
+    it("imports a TDES and an AES-128 KEK (two-pass, RandomNonce) and reports the KCV", function()
+      for _, alg in ipairs { "TDES_3KEY", "AES_128" } do
+        local p = import_params()
+        local kek = hsm.key.generate(alg, { usage = "K0", mode = "B" })
+        local nonce = hsm.random(8)
+        local block = assert(hsm.tr34.wrap(kek, { kdh_key = P.kdh_key, kdh_cert = P.kdh_cert,
+          krd_cert = p.WrappingKeyCertificate, ca_cert = p.WrappingKeyCertificateChain, nonce = nonce }))
+        local out, err = pc:ImportKey { KeyMaterial = { Tr34KeyBlock = { CertificateAuthorityPublicKeyIdentifier = ca_arn,
+          SigningKeyCertificate = util.b64encode(P.kdh_cert), ImportToken = p.ImportToken, WrappedKeyBlock = block,
+          KeyBlockFormat = "X9_TR34_2012", RandomNonce = nonce } } }
+        assert.is_table(out, err and err.message)
+        local k = out.Key
+        local kcv_alg = alg == "AES_128" and "CMAC" or "ANSI_X9_24"
+        assert.equal(hsm.kcv(kek, kcv_alg), k.KeyCheckValue)
+        assert.equal(kcv_alg, k.KeyCheckValueAlgorithm)
+        assert.same({ "TR31_K0_KEY_ENCRYPTION_KEY", "SYMMETRIC_KEY", alg, "EXTERNAL", true },
+          { k.KeyAttributes.KeyUsage, k.KeyAttributes.KeyClass, k.KeyAttributes.KeyAlgorithm, k.KeyOrigin, k.Exportable })
+        kek:close()
+      end
+    end)
+
+    it("imports a one-pass token (signingTime, no RandomNonce)", function()
+      local p = import_params()
+      local kek = hsm.key.generate("TDES_2KEY", { usage = "K0", mode = "B" })
+      local block = assert(hsm.tr34.wrap(kek, { kdh_key = P.kdh_key, kdh_cert = P.kdh_cert,
+        krd_cert = p.WrappingKeyCertificate, ca_cert = p.WrappingKeyCertificateChain }))
+      local out = assert(pc:ImportKey { KeyMaterial = { Tr34KeyBlock = { CertificateAuthorityPublicKeyIdentifier = ca_arn,
+        SigningKeyCertificate = util.b64encode(P.kdh_cert), ImportToken = p.ImportToken, WrappedKeyBlock = block,
+        KeyBlockFormat = "X9_TR34_2012" } } })
+      assert.equal(hsm.kcv(kek, "ANSI_X9_24"), out.Key.KeyCheckValue)
+    end)
+
+    it("refuses a wrong signer, an unknown import token, an altered block and another nonce", function()
+      local p = import_params()
+      local kek = hsm.key.generate("TDES_3KEY", { usage = "K0", mode = "B" })
+      local nonce = hsm.random(8)
+      local function attempt(o)
+        local block = o.block or assert(hsm.tr34.wrap(kek, { kdh_key = o.kdh_key or P.kdh_key,
+          kdh_cert = o.kdh_cert or P.kdh_cert, krd_cert = p.WrappingKeyCertificate,
+          ca_cert = p.WrappingKeyCertificateChain, nonce = nonce }))
+        local out, err = pc:ImportKey { KeyMaterial = { Tr34KeyBlock = { CertificateAuthorityPublicKeyIdentifier = ca_arn,
+          SigningKeyCertificate = util.b64encode(o.signer or P.kdh_cert), ImportToken = o.token or p.ImportToken,
+          WrappedKeyBlock = block, KeyBlockFormat = "X9_TR34_2012", RandomNonce = o.nonce or nonce } } }
+        assert.is_nil(out)
+        assert.same({ "ValidationException", 400 }, { err.type, err.status })
+        return err.message
+      end
+      -- signed by a KDH under another CA, named as such: no path to the imported root
+      assert.matches("SigningKeyCertificate: .*%(TR34_CERT_CHAIN%)$",
+        attempt { kdh_key = P.rogue_key, kdh_cert = P.rogue_cert, signer = P.rogue_cert })
+      -- signed by the rogue KDH, our KDH's certificate named as signer
+      assert.matches("SigningKeyCertificate: .*%(TR34_SIGNER%)$", attempt { kdh_key = P.rogue_key,
+        kdh_cert = P.rogue_cert })
+      assert.matches("^ImportToken is not valid", attempt { token = "import-token-aaaaaaaaaaaaaaaa" })
+      -- a token from GetParametersForExport is no import token
+      local e = assert(pc:GetParametersForExport { KeyMaterialType = "TR34_KEY_BLOCK", SigningKeyAlgorithm = "RSA_2048" })
+      assert.matches("^ImportToken is not valid", attempt { token = e.ExportToken:gsub("^export", "import") })
+      local good = assert(hsm.tr34.wrap(kek, { kdh_key = P.kdh_key, kdh_cert = P.kdh_cert,
+        krd_cert = p.WrappingKeyCertificate, ca_cert = p.WrappingKeyCertificateChain, nonce = nonce }))
+      -- one hex digit changed in the envelope (40% in: the encrypted content), then in the
+      -- signature (90% in: the signerInfo's signature value)
+      local function altered(f)
+        local i = math.floor(#good * f)
+        return good:sub(1, i - 1) .. (good:sub(i, i) == "0" and "1" or "0") .. good:sub(i + 1)
+      end
+      assert.matches("^WrappedKeyBlock: .*%(TR34_ENVELOPE%)$", attempt { block = altered(0.4) })
+      assert.matches("^WrappedKeyBlock: .*%(TR34_SIGNATURE%)$", attempt { block = altered(0.9) })
+      -- a stale nonce: the block carries another one than the request names
+      assert.matches("^RandomNonce: .*%(TR34_NONCE%)$", attempt { block = good, nonce = hsm.random(8) })
+      kek:close()
+    end)
+
+    it("exports a key under a TR-34 block that the partner's KRD opens (hsm.tr34.unwrap)", function()
+      local kek = hsm.key.generate("AES_128", { usage = "K0", mode = "B" })
+      local p = import_params()
+      local nonce = hsm.random(8)
+      local imported = assert(pc:ImportKey { KeyMaterial = { Tr34KeyBlock = { CertificateAuthorityPublicKeyIdentifier =
+        ca_arn, SigningKeyCertificate = util.b64encode(P.kdh_cert), ImportToken = p.ImportToken,
+        WrappedKeyBlock = assert(hsm.tr34.wrap(kek, { kdh_key = P.kdh_key, kdh_cert = P.kdh_cert,
+          krd_cert = p.WrappingKeyCertificate, ca_cert = p.WrappingKeyCertificateChain, nonce = nonce })),
+        KeyBlockFormat = "X9_TR34_2012", RandomNonce = nonce } } }).Key
+      local e = assert(pc:GetParametersForExport { KeyMaterialType = "TR34_KEY_BLOCK", SigningKeyAlgorithm = "RSA_2048" })
+      local n2 = hsm.random(8)
+      local out, err = pc:ExportKey { ExportKeyIdentifier = imported.KeyArn, KeyMaterial = { Tr34KeyBlock = {
+        CertificateAuthorityPublicKeyIdentifier = ca_arn, WrappingKeyCertificate = util.b64encode(P.krd_cert),
+        ExportToken = e.ExportToken, KeyBlockFormat = "X9_TR34_2012", RandomNonce = n2,
+        KeyBlockHeaders = { KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true },
+          KeyExportability = "SENSITIVE", KeyVersion = "07" } } } }
+      assert.is_table(out, err and err.message)
+      local w = out.WrappedKey
+      assert.same({ "TR34_KEY_BLOCK", ca_arn, hsm.kcv(kek, "CMAC"), "CMAC" },
+        { w.WrappedKeyMaterialFormat, w.WrappingKeyArn, w.KeyCheckValue, w.KeyCheckValueAlgorithm })
+      local key, info = hsm.tr34.unwrap(P.krd_key, w.KeyMaterial, { kdh_cert = e.SigningKeyCertificate,
+        ca_cert = e.SigningKeyCertificateChain, krd_cert = P.krd_cert, nonce = n2 })
+      assert.is_userdata(key, info)
+      assert.equal(hsm.kcv(kek, "CMAC"), hsm.kcv(key, "CMAC"))
+      assert.same({ "X9_TR34_2012", "K0", "B", "07", "S", n2 },
+        { info.form, info.usage, info.mode, info.version, info.exportability, info.nonce })
+      key:close()
+      -- refused: a wrapping certificate from another CA, an unknown export token, an
+      -- import token in its place
+      local function refused(m)
+        local o, er = pc:ExportKey { ExportKeyIdentifier = imported.KeyArn, KeyMaterial = { Tr34KeyBlock = m } }
+        assert.is_nil(o)
+        assert.equal("ValidationException", er.type)
+        return er.message
+      end
+      local base = { CertificateAuthorityPublicKeyIdentifier = ca_arn, WrappingKeyCertificate = util.b64encode(P.krd_cert),
+        ExportToken = e.ExportToken, KeyBlockFormat = "X9_TR34_2012" }
+      local function with(k, v)
+        local t = {}
+        for a, b in pairs(base) do t[a] = b end
+        t[k] = v
+        return t
+      end
+      assert.equal("WrappingKeyCertificate is not signed by the certificate authority",
+        refused(with("WrappingKeyCertificate", util.b64encode(P.rogue_krd_cert))))
+      assert.matches("^ExportToken is not valid", refused(with("ExportToken", "export-token-aaaaaaaaaaaaaaaa")))
+      assert.matches("^ExportToken is not valid", refused(with("ExportToken", p.ImportToken:gsub("^import", "export"))))
+      kek:close()
+    end)
+  end)
+
   it("refuses unknown options", function()
     assert.has_error(function() aws.new { region = "us-east-1", access_key = "a", secret_key = "b", endpiont = "x" } end,
       "aws.new: unknown option 'endpiont'")

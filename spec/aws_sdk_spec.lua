@@ -361,13 +361,85 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
     assert.matches("is not exportable", r[9].message)
     assert.equal("ValidationException", r[10].name)
     assert.matches("ImportToken is not valid", r[10].message)
+    -- a KEY_CRYPTOGRAM import token is no TR-34 one; an unknown export token is refused
     assert.equal("ValidationException", r[11].name)
-    assert.equal("KeyMaterial Tr34KeyBlock (TR-34 import) is not supported yet by this implementation", r[11].message)
+    assert.equal("ImportToken is not valid (unknown, expired, or not from GetParametersForImport with "
+      .. "KeyMaterialType TR34_KEY_BLOCK)", r[11].message)
     assert.equal("ValidationException", r[12].name)
-    assert.equal("KeyMaterial Tr34KeyBlock (TR-34 export) is not supported yet by this implementation", r[12].message)
+    assert.equal("ExportToken is not valid (unknown, expired, or not from GetParametersForExport)", r[12].message)
     assert.is_true(r[13].ok)
     assert.equal(read(dir .. "/wrap.pem"), require("payhsm.util").b64decode(r[13].output.KeyCertificate))
     assert.equal(read(dir .. "/root.pem"), require("payhsm.util").b64decode(r[13].output.KeyCertificateChain))
+  end)
+
+  -- The flows of AWS Payment Cryptography's user guide ("Import keys using asymmetric
+  -- techniques (TR-34)", "Export keys ... (TR-34)") and of its import_tr34 / export_tr34
+  -- samples, through both SDKs: the partner's CA imported as RootCertificatePublicKey,
+  -- GetParametersForImport (TR34_KEY_BLOCK, RSA_2048), the token built by the partner
+  -- (payhsm's hsm.tr34.wrap as KDH, two-pass with the partner's RandomNonce), ImportKey;
+  -- then GetParametersForExport and ExportKey to the partner's KRD certificate, opened
+  -- with hsm.tr34.unwrap.
+  it("imports and exports a KEK by TR-34 (X9_TR34_2012), the KCV matching both ways", function()
+    local hsm = require "payhsm"
+    local b64 = require("payhsm.util").b64encode
+    local P = require("spec.support.rsa_pki").make()
+    finally(P.remove)
+    local r = sdk(srv.port, {
+      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { RootCertificatePublicKey = { KeyAttributes = {
+        KeyUsage = "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE", KeyClass = "PUBLIC_KEY", KeyAlgorithm = "RSA_2048",
+        KeyModesOfUse = { Verify = true } }, PublicKeyCertificate = b64(P.ca_cert) } } } },                  -- 0
+      { sdk = "v2", op = "GetParametersForImport", input = { KeyMaterialType = "TR34_KEY_BLOCK",
+        WrappingKeyAlgorithm = "RSA_2048" } },                                                             -- 1
+    })
+    assert.is_true(r[1].ok and r[2].ok, cjson.encode(r))
+    local ca_arn, params = r[1].output.Key.KeyArn, r[2].output
+    -- TR-34-2019 B.2.2.2.1's TDES KEK (0123456789ABCDEFFEDCBA9876543210 repeated to 3 keys)
+    local KEK = "0123456789ABCDEFFEDCBA98765432100123456789ABCDEF"
+    local kek = hsm.key.import("TDES_3KEY", KEK, { usage = "K0", mode = "B" })
+    local nonce = hsm.random(8)
+    local block = assert(hsm.tr34.wrap(kek, { kdh_key = P.kdh_key, kdh_cert = P.kdh_cert,
+      krd_cert = params.WrappingKeyCertificate, ca_cert = params.WrappingKeyCertificateChain, nonce = nonce }))
+    local i = math.floor(#block * 0.4)
+    local altered = block:sub(1, i - 1) .. (block:sub(i, i) == "0" and "1" or "0") .. block:sub(i + 1)
+    local function tr34(wrapped, signer, n)
+      return { KeyMaterial = { Tr34KeyBlock = { CertificateAuthorityPublicKeyIdentifier = ca_arn,
+        SigningKeyCertificate = b64(signer or P.kdh_cert), ImportToken = params.ImportToken, WrappedKeyBlock = wrapped,
+        KeyBlockFormat = "X9_TR34_2012", RandomNonce = n or nonce } } }
+    end
+    local n2 = hsm.random(8)
+    r = sdk(srv.port, {
+      { sdk = "v3", op = "ImportKey", input = tr34(block) },                                               -- 0
+      { sdk = "v2", op = "GetParametersForExport", input = { KeyMaterialType = "TR34_KEY_BLOCK",
+        SigningKeyAlgorithm = "RSA_2048" } },                                                              -- 1
+      { sdk = "v3", op = "ExportKey", input = { ExportKeyIdentifier = "$0.Key.KeyArn", KeyMaterial = {
+        Tr34KeyBlock = { CertificateAuthorityPublicKeyIdentifier = ca_arn, WrappingKeyCertificate = b64(P.krd_cert),
+        ExportToken = "$1.ExportToken", KeyBlockFormat = "X9_TR34_2012", RandomNonce = n2 } } } },        -- 2
+      { sdk = "v2", op = "ImportKey", input = tr34(altered) },                                             -- 3
+      { sdk = "v3", op = "ImportKey", input = tr34(block, P.rogue_cert) },                                 -- 4
+      { sdk = "v2", op = "ImportKey", input = tr34(block, nil, hsm.random(8)) },                           -- 5
+    })
+    for j = 1, 3 do assert.is_true(r[j].ok, ("step %d: %s"):format(j - 1, cjson.encode(r[j]))) end
+    -- the KCV AWS reports for a TDES key: ANSI X9.24 (encrypt zeros, 3 bytes)
+    local kcv = hsm.kcv(kek, "ANSI_X9_24")
+    assert.same({ kcv, "ANSI_X9_24", "TR31_K0_KEY_ENCRYPTION_KEY", "TDES_3KEY", "EXTERNAL" },
+      { r[1].output.Key.KeyCheckValue, r[1].output.Key.KeyCheckValueAlgorithm, r[1].output.Key.KeyAttributes.KeyUsage,
+        r[1].output.Key.KeyAttributes.KeyAlgorithm, r[1].output.Key.KeyOrigin })
+    local wk = r[3].output.WrappedKey
+    assert.same({ "TR34_KEY_BLOCK", kcv }, { wk.WrappedKeyMaterialFormat, wk.KeyCheckValue })
+    local key, info = hsm.tr34.unwrap(P.krd_key, wk.KeyMaterial, { kdh_cert = r[2].output.SigningKeyCertificate,
+      ca_cert = r[2].output.SigningKeyCertificateChain, krd_cert = P.krd_cert, nonce = n2 })
+    assert.is_userdata(key, info)
+    assert.equal(kcv, hsm.kcv(key, "ANSI_X9_24"))
+    assert.same({ "X9_TR34_2012", "TDES", "K0", "B", "E" }, { info.form, info.cipher, info.usage, info.mode,
+      info.exportability })
+    key:close()
+    kek:close()
+    -- refused as AWS refuses them: an altered block, a signer that is not the one that
+    -- signed, a stale nonce
+    for j, code in pairs { [4] = "TR34_ENVELOPE", [5] = "TR34_SIGNER", [6] = "TR34_NONCE" } do
+      assert.equal("ValidationException", r[j].name, cjson.encode(r[j]))
+      assert.matches("%(" .. code .. "%)$", r[j].message)
+    end
   end)
 
   it("keeps keys, aliases, tags and states across a restart (sqlite)", function()

@@ -25,10 +25,13 @@ value (`= expr` too); tables print as sorted literals, keys by their check value
   Ctrl-D            leaves
 Lines holding 16 or more hex digits are never written to the history file.]],
   serve = [[
-usage: payhsm serve SYSTEM --config FILE
+usage: payhsm serve SYSTEM --config FILE [--workers N]
 Serves a simulator over HTTP (HTTPS with tls) until SIGINT or SIGTERM, which stop it
 cleanly (requests in flight finish, the store closes, exit 0). FILE is a Lua chunk
 returning a table; paths in it (tls files, sqlite store) are relative to FILE.
+--workers N: N processes serve the one port, each with its own event loop and store
+connection (the store must be sqlite or redis); a worker that dies is started again,
+and SIGTERM to the first process stops them all.
 Every system reads:
   listen            "IPv4:port" (default "127.0.0.1:8443")
   tls               {cert = PEM file, key = PEM file, client_ca = PEM file (mutual TLS)}
@@ -249,13 +252,20 @@ elseif cmd == "repl" then
 elseif cmd == "completions" then
   io.stdout:write(completions(), "\n")
 elseif cmd == "serve" then
-  local system, flag, file = select(2, ...)
-  if not system or flag ~= "--config" or not file or select("#", ...) > 4 then
+  local args = { select(2, ...) }
+  local system, file, workers, bad = args[1], nil, nil, #args < 3
+  for i = 2, #args, 2 do
+    if args[i] == "--config" and args[i + 1] and not file then file = args[i + 1]
+    elseif args[i] == "--workers" and not workers and tostring(args[i + 1]):match("^%d+$")
+      and tonumber(args[i + 1]) >= 1 and tonumber(args[i + 1]) <= 64 then workers = tonumber(args[i + 1])
+    else bad = true end
+  end
+  if not system or not file or bad then
     io.stderr:write(HELP.serve, "\n")
     os.exit(2)
   end
   local server = require "payhsm.server"
-  local ok, err = pcall(server.serve, system, file)
+  local ok, err = pcall(server.serve, system, file, { workers = workers })
   -- a config error may quote key values (an unknown option named after one): redacted
   if not ok then io.stderr:write("payhsm: ", server.redact(err), "\n") os.exit(1) end
   os.exit(0)

@@ -117,7 +117,8 @@ function M.app(system, cfg, default_store, log, who)
   local app_cfg = {}
   for k, v in pairs(cfg) do if k ~= "limits" then app_cfg[k] = v end end
   app_cfg.store = M.open_store(cfg.store, default_store, cfg.clock)
-  app_cfg.log = log or function(line) io.stderr:write(line, "\n") end
+  -- one write per line: the workers of one port append to one log without tearing lines
+  app_cfg.log = log or function(line) io.stderr:write(line .. "\n") end
   return mod.new(app_cfg), mod, app_cfg.store
 end
 
@@ -136,22 +137,30 @@ function M.limits(cfg, mod)
 end
 
 --- Starts SYSTEM with the config table; returns the http server and the application.
--- opts: default_store ("sqlite" for serve, "memory" otherwise), log = function(line), quiet.
+-- opts: default_store ("sqlite" for serve, "memory" otherwise), log = function(line), quiet,
+-- listen_fd (a listening socket from core.listen_socket to serve instead of cfg.listen),
+-- worker (a worker's pid: each log line ends with "worker=PID" and each answer carries
+-- the header X-Payhsm-Worker: PID).
 function M.start(system, cfg, opts)
-  util.checkfields(opts, "server.start", { "default_store", "log", "quiet" })
+  util.checkfields(opts, "server.start", { "default_store", "log", "quiet", "listen_fd", "worker" })
   opts = opts or {}
-  local log = opts.log or function(line) io.stderr:write(line, "\n") end
+  local log = opts.log or function(line) io.stderr:write(line .. "\n") end
   local app, mod, store = M.app(system, cfg, opts.default_store, log)
+  local tag = opts.worker and (" worker=" .. opts.worker) or ""
   local function handler(req)
     local t0 = now_ms()
     local resp = app:handle(req)
-    log(("%s %s %s %d %.2fms"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), req.method, log_path(req.path),
-      resp.status or 200, now_ms() - t0))
+    log(("%s %s %s %d %.2fms%s"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), req.method, log_path(req.path),
+      resp.status or 200, now_ms() - t0, tag))
+    if opts.worker then
+      resp.headers = resp.headers or {}
+      resp.headers["X-Payhsm-Worker"] = tostring(opts.worker)
+    end
     return resp
   end
   -- the answers payhsm.http gives before or instead of the handler (400, 401, 403, 413, 500)
   local function refused(method, path, status, reason)
-    log(("%s %s %s %d - (%s)"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), method, log_path(path), status, reason))
+    log(("%s %s %s %d - (%s)%s"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), method, log_path(path), status, reason, tag))
   end
   local tls
   if cfg.tls then
@@ -161,7 +170,7 @@ function M.start(system, cfg, opts)
   local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
   local lim = M.limits(cfg, mod)
   local S = mod.service
-  local srv = http.new { host = host, port = port, tls = tls, handler = handler, quiet = opts.quiet,
+  local srv = http.new { host = host, port = port, listen_fd = opts.listen_fd, tls = tls, handler = handler, quiet = opts.quiet,
     on_error = function(e) log("handler error: " .. tostring(e)) end, on_refused = refused,
     bodies = S and S:bodies(), max_body = lim.max_body, connections = lim.connections,
     per_address = lim.per_address, header_timeout = lim.header_timeout, idle_timeout = lim.idle_timeout,
@@ -172,17 +181,10 @@ function M.start(system, cfg, opts)
   return srv, app, store
 end
 
---- Serves until SIGINT or SIGTERM: then finishes the request in hand, stops listening,
--- closes the store, logs a line saying so and returns (bin/payhsm then exits 0).
-function M.serve(system, config_path)
-  local cfg = M.load_config(config_path)
-  local srv, app, store = M.start(system, cfg, { default_store = "sqlite" })
-  core.catch_signals { "INT", "TERM" }
-  io.stderr:write(("payhsm %s listening on %s://%s:%d\n"):format(system, cfg.tls and "https" or "http",
-    (M.parse_listen(cfg.listen or "127.0.0.1:8443")), srv:port()))
-  io.stderr:flush()
-  -- Applications with timed work (the mupk service's expiry webhooks) expose app:tick(),
-  -- called between requests about once per cfg.tick_interval seconds (default 1).
+-- Serves srv until SIGINT or SIGTERM, then stops it and closes the store. Applications
+-- with timed work (the mupk service's expiry webhooks) expose app:tick(), called between
+-- requests about once per cfg.tick_interval seconds (default 1). Returns the signal's name.
+local function loop(cfg, srv, app, store)
   local interval, last = tonumber(cfg.tick_interval) or 1, 0
   while true do
     srv:run_once(app.tick and math.floor(interval * 1000) or 1000)
@@ -190,9 +192,7 @@ function M.serve(system, config_path)
     if sig then
       srv:close()
       if store and store.close then pcall(store.close, store) end
-      io.stderr:write(("%s payhsm %s stopped on SIG%s\n"):format(os.date("!%Y-%m-%dT%H:%M:%SZ"), system, sig))
-      io.stderr:flush()
-      return
+      return sig
     end
     if app.tick and os.time() - last >= interval then
       last = os.time()
@@ -200,6 +200,113 @@ function M.serve(system, config_path)
       if not ok then io.stderr:write("tick error: ", tostring(err), "\n") io.stderr:flush() end
     end
   end
+end
+
+local function stamp() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
+
+-- A worker process: its own store connection and event loop on the inherited socket.
+-- Exits 0 on SIGTERM/SIGINT, 3 when it cannot start (the parent then gives up).
+local function worker(system, cfg, fd)
+  local pid = core.getpid()
+  core.catch_signals { "INT", "TERM" }
+  local ok, srv, app, store = pcall(M.start, system, cfg, { default_store = "sqlite", listen_fd = fd, worker = pid })
+  if not ok then
+    io.stderr:write(("%s payhsm %s worker %d cannot start: %s\n"):format(stamp(), system, pid, M.redact(srv)))
+    io.stderr:flush()
+    os.exit(3)
+  end
+  io.stderr:write(("%s payhsm %s worker %d serving\n"):format(stamp(), system, pid))
+  io.stderr:flush()
+  loop(cfg, srv, app, store)
+  os.exit(0)
+end
+
+-- The parent of `serve --workers N`: binds the port once, assembles the application once
+-- (config errors and a first start's generated keys happen here, before any worker
+-- exists), closes that store, then forks N workers that inherit the listening socket and
+-- open their own store connections. A worker that dies is forked again (at most once a
+-- second per slot); SIGTERM or SIGINT is passed to every worker, and the parent returns
+-- once all have exited (SIGKILL for one still running after 30 seconds).
+local function supervise(system, cfg, n)
+  local backend = type(cfg.store) == "table" and cfg.store.backend or "sqlite"
+  if n > 1 and backend == "memory" then
+    error(("serve: --workers %d needs a store the workers share (sqlite or redis); a memory store lives in one process"):format(n), 0)
+  end
+  local _, _, store = M.app(system, cfg, "sqlite", function() end)
+  if store and store.close then store:close() end
+  store = nil
+  collectgarbage()
+  local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
+  local fd, bound = core.listen_socket(host, port)
+  if not fd then error("serve: " .. bound, 0) end
+  core.catch_signals { "INT", "TERM" }
+  local slots, born, last_fork = {}, {}, {}
+  local function spawn(i)
+    local wait = 1 - (http.clock() - (last_fork[i] or -1))
+    if wait > 0 then os.execute("sleep " .. ("%.2f"):format(wait)) end
+    last_fork[i] = http.clock()
+    local pid = core.fork()
+    if pid == 0 then worker(system, cfg, fd) end
+    slots[pid], born[i] = i, pid
+  end
+  for i = 1, n do spawn(i) end
+  io.stderr:write(("payhsm %s listening on %s://%s:%d with %d workers\n"):format(system, cfg.tls and "https" or "http",
+    host, bound, n))
+  io.stderr:flush()
+  local sig, failed
+  while not sig do
+    local pid, how, code = core.wait_child(1000)
+    sig = core.caught_signal()
+    if pid and slots[pid] then
+      local i = slots[pid]
+      slots[pid] = nil
+      io.stderr:write(("%s payhsm %s worker %d ended (%s %s)%s\n"):format(stamp(), system, pid, how, tostring(code),
+        (how == "exit" and code == 3) and "" or (sig and "" or "; starting another")))
+      io.stderr:flush()
+      if how == "exit" and code == 3 then
+        failed, sig = true, "TERM"
+      elseif not sig then
+        spawn(i)
+      end
+    end
+  end
+  for pid in pairs(slots) do core.kill(pid, "TERM") end
+  local deadline = http.clock() + 30
+  while next(slots) do
+    local pid = core.wait_child(100)
+    if pid then slots[pid] = nil end
+    core.caught_signal()
+    if http.clock() > deadline then
+      for p in pairs(slots) do core.kill(p, "KILL") end
+      deadline = math.huge
+    end
+  end
+  core.close_fd(fd)
+  if failed then error("serve: a worker could not start (its reason is logged above)", 0) end
+  io.stderr:write(("%s payhsm %s stopped on SIG%s (%d workers)\n"):format(stamp(), system, sig, n))
+  io.stderr:flush()
+end
+
+--- Serves until SIGINT or SIGTERM: then finishes the request in hand, stops listening,
+-- closes the store, logs a line saying so and returns (bin/payhsm then exits 0).
+-- opts.workers = N: N processes serve the one port (docs/servers.md, "Several processes"); the store must
+-- be one they share (sqlite or redis).
+function M.serve(system, config_path, opts)
+  util.checkfields(opts, "server.serve", { "workers" })
+  local cfg = M.load_config(config_path)
+  local n = opts and opts.workers
+  if n then
+    M.system(system)
+    return supervise(system, cfg, n)
+  end
+  local srv, app, store = M.start(system, cfg, { default_store = "sqlite" })
+  core.catch_signals { "INT", "TERM" }
+  io.stderr:write(("payhsm %s listening on %s://%s:%d\n"):format(system, cfg.tls and "https" or "http",
+    (M.parse_listen(cfg.listen or "127.0.0.1:8443")), srv:port()))
+  io.stderr:flush()
+  local sig = loop(cfg, srv, app, store)
+  io.stderr:write(("%s payhsm %s stopped on SIG%s\n"):format(stamp(), system, sig))
+  io.stderr:flush()
 end
 
 return M

@@ -1,8 +1,11 @@
 -- Imports N PAN session keys into one label through a gateway over plain HTTP and
 -- prints "id kcv" for every import answered 200 (a worker for the concurrency specs):
 --   lua5.4 spec/support/gateway_importer.lua PORT LABEL N ZMK_HEX
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
+-- (interp.run sets LUA_PATH and LUA_CPATH to the build of the Lua running the suite)
+if not os.getenv("LUA_CPATH") then
+  package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
+  package.cpath = "./build/?.so;" .. package.cpath
+end
 local hsm = require "payhsm"
 local port, label, n, zmk_hex = ...
 local c = require("payhsm.gateway.client").new {

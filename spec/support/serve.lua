@@ -20,7 +20,7 @@ function M.remove_files(base)
 end
 
 --- config_text: Lua source of the config table (without "return"); listen should be
--- "127.0.0.1:0" so the server picks a free port.
+-- "127.0.0.1:0" so the server picks a free port. opts.workers = N adds --workers N.
 function M.start(system, config_text, opts)
   opts = opts or {}
   local base = opts.base or os.tmpname()
@@ -32,8 +32,9 @@ function M.start(system, config_text, opts)
   -- stdout goes to base.out (a redirection in the system word, as the secrets spec makes,
   -- comes later and wins): a server left running must not hold the spec runner's stdout,
   -- or whatever reads that pipe (tee in .ci/run) waits for it forever
-  os.execute(("env -u LD_PRELOAD %s bin/payhsm serve >> %s %s --config %s 2>> %s & echo $! > %s"):format(
-    require("spec.support.interp").env, out, system, cfg, log, pidfile))
+  os.execute(("env -u LD_PRELOAD %s bin/payhsm serve >> %s %s --config %s%s 2>> %s & echo $! > %s"):format(
+    require("spec.support.interp").env, out, system, cfg, opts.workers and (" --workers " .. opts.workers) or "",
+    log, pidfile))
   local pid = read(pidfile):match("%d+")
   local port
   for _ = 1, 250 do

@@ -1,9 +1,10 @@
 --- Key import and export as AWS Payment Cryptography does them (user guide, "Import
 -- and export keys"; API reference ImportKey, ExportKey, GetParametersForImport,
 -- GetParametersForExport, GetPublicKeyCertificate): public key certificates (root and
--- trusted), TR-31 key blocks under a key-encryption key (ANSI X9.143-2022), and key
--- cryptograms (RSAES-OAEP with SHA-256 or SHA-512 over the clear key bytes, RFC 8017
--- 7.1). Certificates travel as base64 of the PEM text, as AWS's API does.
+-- trusted), TR-31 key blocks under a key-encryption key (ANSI X9.143-2022), TR-34 key
+-- blocks (ASC X9 TR-34-2019 in AWS's X9_TR34_2012 layout, hsm.tr34) and key cryptograms
+-- (RSAES-OAEP with SHA-256 or SHA-512 over the clear key bytes, RFC 8017 7.1).
+-- Certificates travel as base64 of the PEM text, as AWS's API does.
 local hsm = require "payhsm"
 local core = require "payhsm.core"
 local errors = require "payhsm.aws.errors"
@@ -206,7 +207,59 @@ local function import_cryptogram(svc, input, m)
   return rec
 end
 
---- ImportKey: RootCertificatePublicKey, TrustedCertificatePublicKey, Tr31KeyBlock (under a K0/K1 key of the service) or KeyCryptogram (RSA-OAEP under GetParametersForImport's key); Tr34KeyBlock and DiffieHellmanTr31KeyBlock are refused as not supported yet.
+-- The certificate authority a TR-34 exchange names: an imported root (or trusted)
+-- certificate in a usable state; its PEM.
+local function tr34_ca(svc, ident)
+  local ca = svc.keys:resolve(ident)
+  if not ca.cert then
+    raise("ValidationException", "CertificateAuthorityPublicKeyIdentifier must name an imported root certificate")
+  end
+  control.usable(svc, ca, "Certificate authority")
+  return ca
+end
+
+-- hsm.tr34's refusal as a ValidationException naming the member at fault
+local TR34_MEMBER = { TR34_SIGNER = "SigningKeyCertificate", TR34_CERT_CHAIN = "SigningKeyCertificate",
+  TR34_CERT_EXPIRED = "SigningKeyCertificate", TR34_CERT_USAGE = "SigningKeyCertificate",
+  TR34_CERT = "SigningKeyCertificate", TR34_NONCE = "RandomNonce" }
+local function tr34_refused(msg, code, member)
+  raise("ValidationException", ("%s: %s (%s)"):format(member or TR34_MEMBER[code] or "WrappedKeyBlock",
+    tostring(msg):gsub("^[%w%._]+: ", ""), tostring(code)))
+end
+
+-- ImportKey with Tr34KeyBlock: this service is the Key Receiving Device. The import
+-- token names GetParametersForImport's RSA key pair (KeyMaterialType TR34_KEY_BLOCK);
+-- the token must be signed by SigningKeyCertificate, which chains to the named CA, and
+-- carry RandomNonce when one is given (two-pass), or signingTime (one-pass) otherwise.
+local function import_tr34(svc, input, m)
+  local t = svc.keys:token(m.ImportToken)
+  if not t or t.kind ~= "import" or t.material ~= "TR34_KEY_BLOCK" then
+    raise("ValidationException", "ImportToken is not valid (unknown, expired, or not from GetParametersForImport "
+      .. "with KeyMaterialType TR34_KEY_BLOCK)")
+  end
+  local ca = tr34_ca(svc, m.CertificateAuthorityPublicKeyIdentifier)
+  local kdh = pem_of(m.SigningKeyCertificate, "SigningKeyCertificate")
+  local priv = svc.keys:unwrap_rsa(t.key)
+  local key, info, code = hsm.tr34.unwrap(priv, m.WrappedKeyBlock, { kdh_cert = kdh, ca_cert = ca.cert,
+    krd_cert = t.cert, nonce = m.RandomNonce, time = svc.clock() })
+  priv:close()
+  if not key then tr34_refused(info, code) end
+  local attrs = { KeyUsage = rules.usage_name(info.usage) or info.usage, KeyClass = "SYMMETRIC_KEY",
+    KeyAlgorithm = key.algorithm, KeyModesOfUse = rules.modes_of(info.mode) }
+  local ok, err = pcall(control.check_attributes, attrs, "ImportKey")
+  if not ok then
+    key:close()
+    error(err, 0)
+  end
+  local kcv_alg = control.kcv_algorithm(key.algorithm, input.KeyCheckValueAlgorithm)
+  local rec = control.new_record(svc, attrs, { exportable = info.exportability == "E", enabled = input.Enabled,
+    tags = input.Tags, origin = "EXTERNAL", kcv = hsm.kcv(key, kcv_alg), kcv_alg = kcv_alg })
+  rec.block = svc.keys:wrap(key)
+  key:close()
+  return rec
+end
+
+--- ImportKey: RootCertificatePublicKey, TrustedCertificatePublicKey, Tr31KeyBlock (under a K0/K1 key of the service), Tr34KeyBlock (X9_TR34_2012, signed by SigningKeyCertificate under an imported root, for GetParametersForImport's TR34_KEY_BLOCK key) or KeyCryptogram (RSA-OAEP under GetParametersForImport's key); DiffieHellmanTr31KeyBlock is refused as not supported yet.
 function M.ImportKey(svc, input)
   local m = input.KeyMaterial
   local rec
@@ -214,7 +267,7 @@ function M.ImportKey(svc, input)
   elseif m.TrustedCertificatePublicKey then rec = import_certificate(svc, input, m.TrustedCertificatePublicKey, true)
   elseif m.Tr31KeyBlock then rec = import_tr31(svc, input, m.Tr31KeyBlock)
   elseif m.KeyCryptogram then rec = import_cryptogram(svc, input, m.KeyCryptogram)
-  elseif m.Tr34KeyBlock then not_yet("KeyMaterial Tr34KeyBlock (TR-34 import)")
+  elseif m.Tr34KeyBlock then rec = import_tr34(svc, input, m.Tr34KeyBlock)
   else not_yet("KeyMaterial DiffieHellmanTr31KeyBlock (ECDH key agreement)") end
   svc.keys:create(rec)
   return { Key = svc.keys:describe(rec) }
@@ -268,10 +321,46 @@ local function export_cryptogram(svc, key, m)
   return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "KEY_CRYPTOGRAM", KeyMaterial = hex }
 end
 
---- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; Tr34KeyBlock, DiffieHellmanTr31KeyBlock and ExportDukptInitialKey are refused as not supported yet.
+-- ExportKey with Tr34KeyBlock: this service is the Key Distribution Host. It signs with
+-- GetParametersForExport's key pair (the export token) and enciphers for
+-- WrappingKeyCertificate, which must chain to the named CA. The header is hsm.tr34's
+-- default (the key's usage, algorithm, mode B, version 00, exportable) with
+-- KeyBlockHeaders' KeyModesOfUse, KeyExportability and KeyVersion applied.
+local function export_tr34(svc, key, m)
+  local t = svc.keys:token(m.ExportToken)
+  if not t or t.kind ~= "export" then
+    raise("ValidationException", "ExportToken is not valid (unknown, expired, or not from GetParametersForExport)")
+  end
+  local ca = tr34_ca(svc, m.CertificateAuthorityPublicKeyIdentifier)
+  local krd, cert = pem_of(m.WrappingKeyCertificate, "WrappingKeyCertificate")
+  if not core.pki.verify(krd, core.pki.parse(ca.cert).public_key) then
+    raise("ValidationException", "WrappingKeyCertificate is not signed by the certificate authority")
+  end
+  if cert.public_key:bits() < 2048 then raise("ValidationException", "WrappingKeyCertificate: RSA key under 2048 bits") end
+  local h = m.KeyBlockHeaders or {}
+  if h.OptionalBlocks and next(h.OptionalBlocks) then
+    raise("ValidationException", "KeyBlockHeaders.OptionalBlocks are not supported in a TR-34 key block")
+  end
+  local mode = key.mode or "B"
+  if h.KeyModesOfUse then
+    mode = rules.mode_char(h.KeyModesOfUse)
+    if not mode then raise("ValidationException", "KeyBlockHeaders.KeyModesOfUse is not a TR-31 mode of use") end
+  end
+  local version = h.KeyVersion or "00"
+  if not tostring(version):match("^%w%w$") then raise("ValidationException", "KeyBlockHeaders.KeyVersion must be 2 characters") end
+  local header = "D9999" .. (key.usage or "K0") .. (key.algorithm:match("^AES") and "A" or "T") .. mode .. version
+    .. (h.KeyExportability and EXPORTABILITY[h.KeyExportability] or "E") .. "0000"
+  local priv = svc.keys:unwrap_rsa(t.key)
+  local block, msg, code = hsm.tr34.wrap(key, { kdh_key = priv, kdh_cert = t.cert, krd_cert = krd, ca_cert = ca.cert,
+    nonce = m.RandomNonce, header = header, form = "X9_TR34_2012", time = svc.clock() })
+  priv:close()
+  if not block then tr34_refused(msg, code, code == "KEY_TYPE" and "ExportKeyIdentifier" or "WrappingKeyCertificate") end
+  return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "TR34_KEY_BLOCK", KeyMaterial = block }
+end
+
+--- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured), a Tr34KeyBlock (X9_TR34_2012, signed with GetParametersForExport's key, for a WrappingKeyCertificate signed by an imported root) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; DiffieHellmanTr31KeyBlock and ExportDukptInitialKey are refused as not supported yet.
 function M.ExportKey(svc, input)
   local m = input.KeyMaterial
-  if m.Tr34KeyBlock then not_yet("KeyMaterial Tr34KeyBlock (TR-34 export)") end
   if m.DiffieHellmanTr31KeyBlock then not_yet("KeyMaterial DiffieHellmanTr31KeyBlock (ECDH key agreement)") end
   local attrs = input.ExportAttributes or {}
   if attrs.ExportDukptInitialKey then not_yet("ExportAttributes.ExportDukptInitialKey") end
@@ -282,6 +371,7 @@ function M.ExportKey(svc, input)
   local key = svc.keys:unwrap(rec)
   local ok, out
   if m.Tr31KeyBlock then ok, out = pcall(export_tr31, svc, rec, key, m.Tr31KeyBlock)
+  elseif m.Tr34KeyBlock then ok, out = pcall(export_tr34, svc, key, m.Tr34KeyBlock)
   else ok, out = pcall(export_cryptogram, svc, key, m.KeyCryptogram) end
   if ok then
     local kcv_alg = control.kcv_algorithm(key.algorithm, attrs.KeyCheckValueAlgorithm or rec.kcv_alg)
