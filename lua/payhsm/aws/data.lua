@@ -132,7 +132,7 @@ local WRAPPED = { "WrappedKey", "IncomingWrappedKey", "OutgoingWrappedKey", "Enc
 local ROUTES = {}
 for op, path in pairs(data_shapes.paths) do
   local label = path:match("{(%w+)}")
-  local pattern = "^" .. path:gsub("{%w+}", "@"):gsub("%p", "%%%0"):gsub("%%%%@", "(.+)") .. "$"
+  local pattern = "^" .. path:gsub("{%w+}", "@"):gsub("%p", "%%%0"):gsub("%%@", "(.+)") .. "$"
   ROUTES[#ROUTES + 1] = { pattern, op, label }
 end
 table.sort(ROUTES, function(a, b) return a[2] < b[2] end)
