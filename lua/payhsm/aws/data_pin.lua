@@ -99,11 +99,11 @@ function M.GeneratePinData(svc, input)
   if kind == "VisaPin" then
     local pin = random_pin(len)
     block = data.check(hsm.pin.encrypt(ekey, fmt, pin, pan))
-    pin_data = { VerificationValue = data.check(hsm.pin.visa_pvv(gkey, pin, pan, tostring(a.PinVerificationKeyIndex))) }
+    pin_data = { VerificationValue = data.check(hsm.pin.visa_pvv(gkey, pin, pan, ("%d"):format(a.PinVerificationKeyIndex))) }
   elseif kind == "VisaPinVerificationValue" then
     block = a.EncryptedPinBlock:upper()
     pin_data = { VerificationValue = data.check(hsm.pin.generate_pvv(gkey, ekey, fmt, block, pan,
-      tostring(a.PinVerificationKeyIndex))) }
+      ("%d"):format(a.PinVerificationKeyIndex))) }
   elseif kind == "Ibm3624PinOffset" then
     block = a.EncryptedPinBlock:upper()
     pin_data = { PinOffset = data.check(hsm.pin.generate_offset(gkey, ekey, fmt, block, pan, ibm(a))) }
@@ -140,7 +140,7 @@ function M.VerifyPinData(svc, input)
   local v
   if kind == "VisaPin" then
     if #a.VerificationValue ~= 4 then data.invalid("VerificationValue of VisaPin must be 4 digits") end
-    v = { method = "VISA_PVV", pvki = tostring(a.PinVerificationKeyIndex), pvv = a.VerificationValue }
+    v = { method = "VISA_PVV", pvki = ("%d"):format(a.PinVerificationKeyIndex), pvv = a.VerificationValue }
   else
     v = ibm(a, { method = "IBM3624", offset = a.PinOffset })
   end
