@@ -231,6 +231,19 @@ local function check_string(shape, v, path)
   end
 end
 
+-- Whether a string member passes every constraint (the fast path of check_string).
+local function string_ok(shape, v)
+  if type(v) ~= "string" then return false end
+  local n = #v
+  if (shape.min and n < shape.min) or (shape.max and n > shape.max) then return false end
+  local e = shape.enum
+  if e then
+    for i = 1, #e do if e[i] == v then return true end end
+    return false
+  end
+  return not shape.pattern or shape.pattern(v)
+end
+
 local function is_array(v)
   if type(v) ~= "table" then return false end
   local n = 0
@@ -285,7 +298,11 @@ function check(shape, v, path)
     local ms = shape.members[name]
     if ms and item ~= cjson_null then
       set = set + 1
-      check(ms, item, (path ~= "" and path .. "." or "") .. camel(name))
+      local t = ms.type
+      -- a string member that passes needs no path: it is made only for a message
+      if t ~= "string" or not string_ok(ms, item) then
+        check(ms, item, (path ~= "" and path .. "." or "") .. camel(name))
+      end
     end
   end
   if shape.union and set ~= 1 then
