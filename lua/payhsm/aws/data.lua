@@ -129,9 +129,10 @@ end
 local WRAPPED = { "WrappedKey", "IncomingWrappedKey", "OutgoingWrappedKey", "EncryptionWrappedKey" }
 
 -- Routes: {pattern, operation, label member}, from the model's request paths.
-local ROUTES = {}
+local ROUTES, EXACT = {}, {}
 for op, path in pairs(data_shapes.paths) do
   local label = path:match("{(%w+)}")
+  if not label then EXACT[path] = op end
   local pattern = "^" .. path:gsub("{%w+}", "@"):gsub("%p", "%%%0"):gsub("%%@", "(.+)") .. "$"
   ROUTES[#ROUTES + 1] = { pattern, op, label }
 end
@@ -140,6 +141,8 @@ M.ROUTES = ROUTES
 
 --- The operation a POST path names, and the input member its label fills (or nil).
 function M.route(path)
+  local op = EXACT[path]
+  if op then return op end
   for _, r in ipairs(ROUTES) do
     local label = path:match(r[1])
     if label then return r[2], r[3], r[3] and label end
