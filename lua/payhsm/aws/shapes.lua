@@ -203,7 +203,15 @@ M.is_alias_name = alias_name
 -- ---- validation -------------------------------------------------------------------
 
 -- 'keyAttributes.keyUsage': the member path as AWS's messages write it.
-local function camel(name) return name:sub(1, 1):lower() .. name:sub(2) end
+local CAMEL = setmetatable({}, { __mode = "k" })
+local function camel(name)
+  local c = CAMEL[name]
+  if not c then
+    c = name:sub(1, 1):lower() .. name:sub(2)
+    CAMEL[name] = c
+  end
+  return c
+end
 
 local function fail(path, constraint)
   error({ validation = ("1 validation error detected: Value at '%s' failed to satisfy constraint: %s")
@@ -287,7 +295,8 @@ function check(shape, v, path)
     return
   end
   -- structure (or union)
-  if type(v) ~= "table" or (next(v) ~= nil and is_array(v)) then fail(path, "Member must be a structure") end
+  -- decoded JSON: an array has [1], an object only string keys
+  if type(v) ~= "table" or v[1] ~= nil then fail(path, "Member must be a structure") end
   for _, name in ipairs(shape.required or {}) do
     if v[name] == nil or v[name] == cjson_null then
       fail((path ~= "" and path .. "." or "") .. camel(name), "Member must not be null")
