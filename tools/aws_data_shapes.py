@@ -18,6 +18,23 @@ PAT = {
 names, order = {}, []
 
 
+def wrap(head, items, tail, indent="  ", width=118):
+    """head .. items joined by ", " .. tail, continued on indented lines past width."""
+    line, lines = head, []
+    for i, it in enumerate(items):
+        piece = it + ("," if i < len(items) - 1 else "")
+        if len(line) + 1 + len(piece) > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent + piece
+        else:
+            line = (line + " " + piece) if not line.endswith(("(", "{")) else line + piece
+    if len(line) + len(tail) > width:
+        lines.append(line.rstrip())
+        line = ""
+    lines.append((line + tail) if line else tail.lstrip())
+    return "\n".join(lines)
+
+
 def ref(sn):
     s = S[sn]
     t = s["type"]
@@ -27,7 +44,7 @@ def ref(sn):
         return names[sn]
     if t == "string":
         if "enum" in s:
-            body = "enum(%s)" % ", ".join('"%s"' % e for e in s["enum"])
+            body = ("enum(", ['"%s"' % e for e in s["enum"]], ")")
         else:
             p = s.get("pattern")
             body = "str(%s, %s, %s, %s)" % (s.get("min", "nil"), s.get("max", "nil"), PAT[p] if p else "nil",
@@ -35,12 +52,10 @@ def ref(sn):
     elif t == "integer":
         body = '{ type = "integer", min = %s, max = %s }' % (s.get("min", "nil"), s.get("max", "nil"))
     elif t == "structure":
-        mem = ", ".join("%s = %s" % (k, ref(v["shape"])) for k, v in s["members"].items()
-                        if v.get("location") != "uri")
+        mem = ["%s = %s" % (k, ref(v["shape"])) for k, v in s["members"].items() if v.get("location") != "uri"]
         req = [r for r in s.get("required", []) if s["members"][r].get("location") != "uri"]
-        body = '{ type = "structure",%s%s members = { %s } }' % (
-            " union = true," if s.get("union") else "",
-            " required = { %s }," % ", ".join('"%s"' % r for r in req) if req else "", mem)
+        body = ('{ type = "structure",%s' % (" union = true," if s.get("union") else ""),
+                ['"%s"' % r for r in req], mem)
     else:
         raise SystemExit("unhandled shape type " + t)
     names[sn] = sn
@@ -81,7 +96,16 @@ local function enum(...) return { type = "string", enum = { ... } } end
 
 ''' % __import__("botocore").__version__)
 for sn, body in order:
-    out.write("local %s = %s\n" % (sn, body))
+    if isinstance(body, tuple) and body[0].startswith("enum"):
+        out.write(wrap("local %s = %s" % (sn, body[0]), body[1], body[2]) + "\n")
+    elif isinstance(body, tuple):
+        head = "local %s = %s" % (sn, body[0])
+        if body[1]:
+            out.write(wrap(head + " required = {", body[1], " },") + "\n")
+            head = " "
+        out.write(wrap(head + " members = {", body[2], " } }") + "\n")
+    else:
+        out.write("local %s = %s\n" % (sn, body))
 out.write("\nlocal M = {}\n\n--- Input shape of every data-plane operation.\nM.input = {\n")
 for op, sn, uri in ops:
     out.write("  %s = %s,\n" % (op, sn))

@@ -49,7 +49,8 @@ M.DATA_OPERATIONS = {
   TranslateKeyMaterial = "/keymaterial/translate", VerifyAuthRequestCryptogram = "/cryptogram/verify",
 }
 
-local ALLOWED = { data_endpoint = true, endpoint = true, region = true, access_key = true, secret_key = true, session_token = true,
+local ALLOWED = { data_endpoint = true, endpoint = true, region = true, access_key = true, secret_key = true,
+  session_token = true,
   timeout = true, tls = true, clock = true }
 
 --- Parses "http(s)://host[:port]" -> scheme, host, port.

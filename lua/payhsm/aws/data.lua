@@ -41,7 +41,9 @@ local function bare(msg) return (tostring(msg):gsub("^[%w_%.]+: ", "")) end
 -- a ValidationException with the core's message.
 function M.check(v, msg, code)
   if v == nil or v == false then
-    if code == "KEY_USAGE" or code == "KEY_TYPE" then M.invalid("The key cannot be used for this operation: " .. bare(msg)) end
+    if code == "KEY_USAGE" or code == "KEY_TYPE" then
+      M.invalid("The key cannot be used for this operation: " .. bare(msg))
+    end
     M.invalid(bare(msg or "invalid input"))
   end
   return v

@@ -99,7 +99,8 @@ function M.GeneratePinData(svc, input)
   if kind == "VisaPin" then
     local pin = random_pin(len)
     block = data.check(hsm.pin.encrypt(ekey, fmt, pin, pan))
-    pin_data = { VerificationValue = data.check(hsm.pin.visa_pvv(gkey, pin, pan, ("%d"):format(a.PinVerificationKeyIndex))) }
+    local pvki = ("%d"):format(a.PinVerificationKeyIndex)
+    pin_data = { VerificationValue = data.check(hsm.pin.visa_pvv(gkey, pin, pan, pvki)) }
   elseif kind == "VisaPinVerificationValue" then
     block = a.EncryptedPinBlock:upper()
     pin_data = { VerificationValue = data.check(hsm.pin.generate_pvv(gkey, ekey, fmt, block, pan,

@@ -28,139 +28,327 @@ local CipherTextType = str(2, 4224, HEXPAIRS, "(?:[0-9a-fA-F][0-9a-fA-F])+")
 local EncryptionMode = enum("ECB", "CBC", "CFB", "CFB1", "CFB8", "CFB64", "CFB128", "OFB")
 local InitializationVectorType = str(16, 32, IV, "(?:[0-9a-fA-F]{16}|[0-9a-fA-F]{32})")
 local PaddingType = enum("PKCS1", "OAEP_SHA1", "OAEP_SHA256", "OAEP_SHA512")
-local SymmetricEncryptionAttributes = { type = "structure", required = { "Mode" }, members = { Mode = EncryptionMode, InitializationVector = InitializationVectorType, PaddingType = PaddingType } }
-local AsymmetricEncryptionAttributes = { type = "structure", members = { PaddingType = PaddingType } }
+local SymmetricEncryptionAttributes = { type = "structure", required = {"Mode" },
+  members = {Mode = EncryptionMode, InitializationVector = InitializationVectorType, PaddingType = PaddingType } }
+local AsymmetricEncryptionAttributes = { type = "structure", members = {PaddingType = PaddingType } }
 local HexLength16Or20Or24 = str(16, 24, KSN, "(?:[0-9a-fA-F]{16}|[0-9a-fA-F]{20}|[0-9a-fA-F]{24})")
 local DukptEncryptionMode = enum("ECB", "CBC")
 local DukptDerivationType = enum("TDES_2KEY", "TDES_3KEY", "AES_128", "AES_192", "AES_256")
 local DukptKeyVariant = enum("BIDIRECTIONAL", "REQUEST", "RESPONSE")
-local DukptEncryptionAttributes = { type = "structure", required = { "KeySerialNumber" }, members = { KeySerialNumber = HexLength16Or20Or24, Mode = DukptEncryptionMode, DukptKeyDerivationType = DukptDerivationType, DukptKeyVariant = DukptKeyVariant, InitializationVector = InitializationVectorType } }
+local DukptEncryptionAttributes = { type = "structure", required = {"KeySerialNumber" },
+  members = {KeySerialNumber = HexLength16Or20Or24, Mode = DukptEncryptionMode,
+  DukptKeyDerivationType = DukptDerivationType, DukptKeyVariant = DukptKeyVariant,
+  InitializationVector = InitializationVectorType } }
 local EmvMajorKeyDerivationMode = enum("EMV_OPTION_A", "EMV_OPTION_B")
 local PrimaryAccountNumberType = str(12, 19, DIGITS, "[0-9]+")
 local NumberLengthEquals2 = str(2, 2, DIGITS, "[0-9]+")
 local SessionDerivationDataType = str(16, 16, HEX, "[0-9a-fA-F]+")
 local EmvEncryptionMode = enum("ECB", "CBC")
-local EmvEncryptionAttributes = { type = "structure", required = { "MajorKeyDerivationMode", "PrimaryAccountNumber", "PanSequenceNumber", "SessionDerivationData" }, members = { MajorKeyDerivationMode = EmvMajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, SessionDerivationData = SessionDerivationDataType, Mode = EmvEncryptionMode, InitializationVector = InitializationVectorType } }
-local EncryptionDecryptionAttributes = { type = "structure", union = true, members = { Symmetric = SymmetricEncryptionAttributes, Asymmetric = AsymmetricEncryptionAttributes, Dukpt = DukptEncryptionAttributes, Emv = EmvEncryptionAttributes } }
+local EmvEncryptionAttributes = { type = "structure", required = {"MajorKeyDerivationMode", "PrimaryAccountNumber",
+  "PanSequenceNumber", "SessionDerivationData" },
+  members = {MajorKeyDerivationMode = EmvMajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType,
+  PanSequenceNumber = NumberLengthEquals2, SessionDerivationData = SessionDerivationDataType,
+  Mode = EmvEncryptionMode, InitializationVector = InitializationVectorType } }
+local EncryptionDecryptionAttributes = { type = "structure", union = true, members = {
+  Symmetric = SymmetricEncryptionAttributes, Asymmetric = AsymmetricEncryptionAttributes,
+  Dukpt = DukptEncryptionAttributes, Emv = EmvEncryptionAttributes } }
 local Tr31WrappedKeyBlock = str(56, 9984, ALNUM, "[0-9a-zA-Z]+")
 local CertificateType = str(1, 32768, CERT, "[^\\[;\\]<>]+")
-local SymmetricKeyAlgorithm = enum("TDES_2KEY", "TDES_3KEY", "AES_128", "AES_192", "AES_256", "HMAC_SHA256", "HMAC_SHA384", "HMAC_SHA512", "HMAC_SHA224")
+local SymmetricKeyAlgorithm = enum("TDES_2KEY", "TDES_3KEY", "AES_128", "AES_192", "AES_256", "HMAC_SHA256",
+  "HMAC_SHA384", "HMAC_SHA512", "HMAC_SHA224")
 local KeyDerivationFunction = enum("NIST_SP800", "ANSI_X963")
 local KeyDerivationHashAlgorithm = enum("SHA_256", "SHA_384", "SHA_512")
 local SharedInformation = str(2, 2048, HEXPAIRS, "(?:[0-9a-fA-F][0-9a-fA-F])+")
-local EcdhDerivationAttributes = { type = "structure", required = { "CertificateAuthorityPublicKeyIdentifier", "PublicKeyCertificate", "KeyAlgorithm", "KeyDerivationFunction", "KeyDerivationHashAlgorithm", "SharedInformation" }, members = { CertificateAuthorityPublicKeyIdentifier = KEY_IDENTIFIER, PublicKeyCertificate = CertificateType, KeyAlgorithm = SymmetricKeyAlgorithm, KeyDerivationFunction = KeyDerivationFunction, KeyDerivationHashAlgorithm = KeyDerivationHashAlgorithm, SharedInformation = SharedInformation } }
-local WrappedKeyMaterial = { type = "structure", union = true, members = { Tr31KeyBlock = Tr31WrappedKeyBlock, DiffieHellmanSymmetricKey = EcdhDerivationAttributes } }
+local EcdhDerivationAttributes = { type = "structure", required = {"CertificateAuthorityPublicKeyIdentifier",
+  "PublicKeyCertificate", "KeyAlgorithm", "KeyDerivationFunction", "KeyDerivationHashAlgorithm", "SharedInformation"
+},
+  members = {CertificateAuthorityPublicKeyIdentifier = KEY_IDENTIFIER, PublicKeyCertificate = CertificateType,
+  KeyAlgorithm = SymmetricKeyAlgorithm, KeyDerivationFunction = KeyDerivationFunction,
+  KeyDerivationHashAlgorithm = KeyDerivationHashAlgorithm, SharedInformation = SharedInformation } }
+local WrappedKeyMaterial = { type = "structure", union = true, members = {Tr31KeyBlock = Tr31WrappedKeyBlock,
+  DiffieHellmanSymmetricKey = EcdhDerivationAttributes } }
 local KeyCheckValueAlgorithm = enum("CMAC", "ANSI_X9_24", "HMAC", "SHA_1")
-local WrappedKey = { type = "structure", required = { "WrappedKeyMaterial" }, members = { WrappedKeyMaterial = WrappedKeyMaterial, KeyCheckValueAlgorithm = KeyCheckValueAlgorithm } }
-local DecryptDataInput = { type = "structure", required = { "CipherText", "DecryptionAttributes" }, members = { CipherText = CipherTextType, DecryptionAttributes = EncryptionDecryptionAttributes, WrappedKey = WrappedKey } }
+local WrappedKey = { type = "structure", required = {"WrappedKeyMaterial" },
+  members = {WrappedKeyMaterial = WrappedKeyMaterial, KeyCheckValueAlgorithm = KeyCheckValueAlgorithm } }
+local DecryptDataInput = { type = "structure", required = {"CipherText", "DecryptionAttributes" },
+  members = {CipherText = CipherTextType, DecryptionAttributes = EncryptionDecryptionAttributes,
+  WrappedKey = WrappedKey } }
 local PlainTextType = str(2, 4096, HEXPAIRS, "(?:[0-9a-fA-F][0-9a-fA-F])+")
-local EncryptDataInput = { type = "structure", required = { "PlainText", "EncryptionAttributes" }, members = { PlainText = PlainTextType, EncryptionAttributes = EncryptionDecryptionAttributes, WrappedKey = WrappedKey } }
-local KekValidationRequest = { type = "structure", required = { "DeriveKeyAlgorithm" }, members = { DeriveKeyAlgorithm = SymmetricKeyAlgorithm } }
+local EncryptDataInput = { type = "structure", required = {"PlainText", "EncryptionAttributes" },
+  members = {PlainText = PlainTextType, EncryptionAttributes = EncryptionDecryptionAttributes, WrappedKey = WrappedKey
+} }
+local KekValidationRequest = { type = "structure", required = {"DeriveKeyAlgorithm" },
+  members = {DeriveKeyAlgorithm = SymmetricKeyAlgorithm } }
 local As2805RandomKeyMaterial = str(32, 48, HEX32_48, "(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{48})")
-local KekValidationResponse = { type = "structure", required = { "RandomKeySend" }, members = { RandomKeySend = As2805RandomKeyMaterial } }
-local As2805KekValidationType = { type = "structure", union = true, members = { KekValidationRequest = KekValidationRequest, KekValidationResponse = KekValidationResponse } }
+local KekValidationResponse = { type = "structure", required = {"RandomKeySend" },
+  members = {RandomKeySend = As2805RandomKeyMaterial } }
+local As2805KekValidationType = { type = "structure", union = true, members = {
+  KekValidationRequest = KekValidationRequest, KekValidationResponse = KekValidationResponse } }
 local RandomKeySendVariantMask = enum("VARIANT_MASK_82C0", "VARIANT_MASK_82")
-local GenerateAs2805KekValidationInput = { type = "structure", required = { "KeyIdentifier", "KekValidationType", "RandomKeySendVariantMask" }, members = { KeyIdentifier = KEY_IDENTIFIER, KekValidationType = As2805KekValidationType, RandomKeySendVariantMask = RandomKeySendVariantMask } }
+local GenerateAs2805KekValidationInput = { type = "structure", required = {"KeyIdentifier", "KekValidationType",
+  "RandomKeySendVariantMask" },
+  members = {KeyIdentifier = KEY_IDENTIFIER, KekValidationType = As2805KekValidationType,
+  RandomKeySendVariantMask = RandomKeySendVariantMask } }
 local CardExpiryDateType = str(4, 4, DIGITS, "[0-9]+")
-local AmexCardSecurityCodeVersion1 = { type = "structure", required = { "CardExpiryDate" }, members = { CardExpiryDate = CardExpiryDateType } }
+local AmexCardSecurityCodeVersion1 = { type = "structure", required = {"CardExpiryDate" },
+  members = {CardExpiryDate = CardExpiryDateType } }
 local ServiceCodeType = str(3, 3, DIGITS, "[0-9]+")
-local AmexCardSecurityCodeVersion2 = { type = "structure", required = { "CardExpiryDate", "ServiceCode" }, members = { CardExpiryDate = CardExpiryDateType, ServiceCode = ServiceCodeType } }
-local CardVerificationValue1 = { type = "structure", required = { "CardExpiryDate", "ServiceCode" }, members = { CardExpiryDate = CardExpiryDateType, ServiceCode = ServiceCodeType } }
-local CardVerificationValue2 = { type = "structure", required = { "CardExpiryDate" }, members = { CardExpiryDate = CardExpiryDateType } }
+local AmexCardSecurityCodeVersion2 = { type = "structure", required = {"CardExpiryDate", "ServiceCode" },
+  members = {CardExpiryDate = CardExpiryDateType, ServiceCode = ServiceCodeType } }
+local CardVerificationValue1 = { type = "structure", required = {"CardExpiryDate", "ServiceCode" },
+  members = {CardExpiryDate = CardExpiryDateType, ServiceCode = ServiceCodeType } }
+local CardVerificationValue2 = { type = "structure", required = {"CardExpiryDate" },
+  members = {CardExpiryDate = CardExpiryDateType } }
 local HexLengthBetween2And8 = str(2, 8, HEX, "[0-9a-fA-F]+")
 local HexLengthBetween2And4 = str(2, 4, HEX, "[0-9a-fA-F]+")
-local CardHolderVerificationValue = { type = "structure", required = { "UnpredictableNumber", "PanSequenceNumber", "ApplicationTransactionCounter" }, members = { UnpredictableNumber = HexLengthBetween2And8, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthBetween2And4 } }
+local CardHolderVerificationValue = { type = "structure", required = {"UnpredictableNumber", "PanSequenceNumber",
+  "ApplicationTransactionCounter" },
+  members = {UnpredictableNumber = HexLengthBetween2And8, PanSequenceNumber = NumberLengthEquals2,
+  ApplicationTransactionCounter = HexLengthBetween2And4 } }
 local TrackDataType = str(2, 160, HEX, "[0-9a-fA-F]+")
-local DynamicCardVerificationCode = { type = "structure", required = { "UnpredictableNumber", "PanSequenceNumber", "ApplicationTransactionCounter", "TrackData" }, members = { UnpredictableNumber = HexLengthBetween2And8, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthBetween2And4, TrackData = TrackDataType } }
-local DynamicCardVerificationValue = { type = "structure", required = { "PanSequenceNumber", "CardExpiryDate", "ServiceCode", "ApplicationTransactionCounter" }, members = { PanSequenceNumber = NumberLengthEquals2, CardExpiryDate = CardExpiryDateType, ServiceCode = ServiceCodeType, ApplicationTransactionCounter = HexLengthBetween2And4 } }
-local CardGenerationAttributes = { type = "structure", union = true, members = { AmexCardSecurityCodeVersion1 = AmexCardSecurityCodeVersion1, AmexCardSecurityCodeVersion2 = AmexCardSecurityCodeVersion2, CardVerificationValue1 = CardVerificationValue1, CardVerificationValue2 = CardVerificationValue2, CardHolderVerificationValue = CardHolderVerificationValue, DynamicCardVerificationCode = DynamicCardVerificationCode, DynamicCardVerificationValue = DynamicCardVerificationValue } }
+local DynamicCardVerificationCode = { type = "structure", required = {"UnpredictableNumber", "PanSequenceNumber",
+  "ApplicationTransactionCounter", "TrackData" },
+  members = {UnpredictableNumber = HexLengthBetween2And8, PanSequenceNumber = NumberLengthEquals2,
+  ApplicationTransactionCounter = HexLengthBetween2And4, TrackData = TrackDataType } }
+local DynamicCardVerificationValue = { type = "structure", required = {"PanSequenceNumber", "CardExpiryDate",
+  "ServiceCode", "ApplicationTransactionCounter" },
+  members = {PanSequenceNumber = NumberLengthEquals2, CardExpiryDate = CardExpiryDateType,
+  ServiceCode = ServiceCodeType, ApplicationTransactionCounter = HexLengthBetween2And4 } }
+local CardGenerationAttributes = { type = "structure", union = true, members = {
+  AmexCardSecurityCodeVersion1 = AmexCardSecurityCodeVersion1,
+  AmexCardSecurityCodeVersion2 = AmexCardSecurityCodeVersion2, CardVerificationValue1 = CardVerificationValue1,
+  CardVerificationValue2 = CardVerificationValue2, CardHolderVerificationValue = CardHolderVerificationValue,
+  DynamicCardVerificationCode = DynamicCardVerificationCode,
+  DynamicCardVerificationValue = DynamicCardVerificationValue } }
 local IntegerRangeBetween3And5Type = { type = "integer", min = 3, max = 5 }
-local GenerateCardValidationDataInput = { type = "structure", required = { "KeyIdentifier", "PrimaryAccountNumber", "GenerationAttributes" }, members = { KeyIdentifier = KEY_IDENTIFIER, PrimaryAccountNumber = PrimaryAccountNumberType, GenerationAttributes = CardGenerationAttributes, ValidationDataLength = IntegerRangeBetween3And5Type } }
+local GenerateCardValidationDataInput = { type = "structure", required = {"KeyIdentifier", "PrimaryAccountNumber",
+  "GenerationAttributes" },
+  members = {KeyIdentifier = KEY_IDENTIFIER, PrimaryAccountNumber = PrimaryAccountNumberType,
+  GenerationAttributes = CardGenerationAttributes, ValidationDataLength = IntegerRangeBetween3And5Type } }
 local MessageDataType = str(2, 8192, HEXPAIRS, "(?:[0-9a-fA-F][0-9a-fA-F])+")
-local MacAlgorithm = enum("ISO9797_ALGORITHM1", "ISO9797_ALGORITHM3", "CMAC", "HMAC", "HMAC_SHA224", "HMAC_SHA256", "HMAC_SHA384", "HMAC_SHA512", "AS2805_4_1")
+local MacAlgorithm = enum("ISO9797_ALGORITHM1", "ISO9797_ALGORITHM3", "CMAC", "HMAC", "HMAC_SHA224", "HMAC_SHA256",
+  "HMAC_SHA384", "HMAC_SHA512", "AS2805_4_1")
 local MajorKeyDerivationMode = enum("EMV_OPTION_A", "EMV_OPTION_B")
 local SessionKeyDerivationMode = enum("EMV_COMMON_SESSION_KEY", "EMV2000", "AMEX", "MASTERCARD_SESSION_KEY", "VISA")
 local ApplicationCryptogramType = str(16, 16, HEX, "[0-9a-fA-F]+")
 local HexLengthEquals4 = str(4, 4, HEX, "[0-9a-fA-F]+")
-local SessionKeyDerivationValue = { type = "structure", union = true, members = { ApplicationCryptogram = ApplicationCryptogramType, ApplicationTransactionCounter = HexLengthEquals4 } }
-local MacAlgorithmEmv = { type = "structure", required = { "MajorKeyDerivationMode", "PrimaryAccountNumber", "PanSequenceNumber", "SessionKeyDerivationMode", "SessionKeyDerivationValue" }, members = { MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, SessionKeyDerivationMode = SessionKeyDerivationMode, SessionKeyDerivationValue = SessionKeyDerivationValue } }
-local MacAlgorithmDukpt = { type = "structure", required = { "KeySerialNumber", "DukptKeyVariant" }, members = { KeySerialNumber = HexLength16Or20Or24, DukptKeyVariant = DukptKeyVariant, DukptDerivationType = DukptDerivationType } }
-local MacAttributes = { type = "structure", union = true, members = { Algorithm = MacAlgorithm, EmvMac = MacAlgorithmEmv, DukptIso9797Algorithm1 = MacAlgorithmDukpt, DukptIso9797Algorithm3 = MacAlgorithmDukpt, DukptCmac = MacAlgorithmDukpt } }
+local SessionKeyDerivationValue = { type = "structure", union = true, members = {
+  ApplicationCryptogram = ApplicationCryptogramType, ApplicationTransactionCounter = HexLengthEquals4 } }
+local MacAlgorithmEmv = { type = "structure", required = {"MajorKeyDerivationMode", "PrimaryAccountNumber",
+  "PanSequenceNumber", "SessionKeyDerivationMode", "SessionKeyDerivationValue" },
+  members = {MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType,
+  PanSequenceNumber = NumberLengthEquals2, SessionKeyDerivationMode = SessionKeyDerivationMode,
+  SessionKeyDerivationValue = SessionKeyDerivationValue } }
+local MacAlgorithmDukpt = { type = "structure", required = {"KeySerialNumber", "DukptKeyVariant" },
+  members = {KeySerialNumber = HexLength16Or20Or24, DukptKeyVariant = DukptKeyVariant,
+  DukptDerivationType = DukptDerivationType } }
+local MacAttributes = { type = "structure", union = true, members = {Algorithm = MacAlgorithm,
+  EmvMac = MacAlgorithmEmv, DukptIso9797Algorithm1 = MacAlgorithmDukpt, DukptIso9797Algorithm3 = MacAlgorithmDukpt,
+  DukptCmac = MacAlgorithmDukpt } }
 local IntegerRangeBetween4And16 = { type = "integer", min = 4, max = 16 }
-local GenerateMacInput = { type = "structure", required = { "KeyIdentifier", "MessageData", "GenerationAttributes" }, members = { KeyIdentifier = KEY_IDENTIFIER, MessageData = MessageDataType, GenerationAttributes = MacAttributes, MacLength = IntegerRangeBetween4And16 } }
+local GenerateMacInput = { type = "structure", required = {"KeyIdentifier", "MessageData", "GenerationAttributes" },
+  members = {KeyIdentifier = KEY_IDENTIFIER, MessageData = MessageDataType, GenerationAttributes = MacAttributes,
+  MacLength = IntegerRangeBetween4And16 } }
 local PinBlockLengthEquals16 = str(16, 16, HEX, "[0-9a-fA-F]+")
 local PinBlockFormatForEmvPinChange = enum("ISO_FORMAT_0", "ISO_FORMAT_1", "ISO_FORMAT_3")
 local CommandMessageDataType = str(16, 1024, HEXPAIRS, "(?:[0-9a-fA-F][0-9a-fA-F])+")
 local PinBlockPaddingType = enum("NO_PADDING", "ISO_IEC_7816_4")
 local PinBlockLengthPosition = enum("NONE", "FRONT_OF_PIN_BLOCK")
-local EmvCommonAttributes = { type = "structure", required = { "MajorKeyDerivationMode", "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationCryptogram", "Mode", "PinBlockPaddingType", "PinBlockLengthPosition" }, members = { MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationCryptogram = ApplicationCryptogramType, Mode = EmvEncryptionMode, PinBlockPaddingType = PinBlockPaddingType, PinBlockLengthPosition = PinBlockLengthPosition } }
-local CurrentPinAttributes = { type = "structure", required = { "CurrentPinPekIdentifier", "CurrentEncryptedPinBlock" }, members = { CurrentPinPekIdentifier = KEY_IDENTIFIER, CurrentEncryptedPinBlock = PinBlockLengthEquals16 } }
-local AmexAttributes = { type = "structure", required = { "MajorKeyDerivationMode", "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationTransactionCounter", "AuthorizationRequestKeyIdentifier" }, members = { MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4, AuthorizationRequestKeyIdentifier = KEY_IDENTIFIER, CurrentPinAttributes = CurrentPinAttributes } }
-local VisaAttributes = { type = "structure", required = { "MajorKeyDerivationMode", "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationTransactionCounter", "AuthorizationRequestKeyIdentifier" }, members = { MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4, AuthorizationRequestKeyIdentifier = KEY_IDENTIFIER, CurrentPinAttributes = CurrentPinAttributes } }
-local Emv2000Attributes = { type = "structure", required = { "MajorKeyDerivationMode", "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationTransactionCounter" }, members = { MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4 } }
-local MasterCardAttributes = { type = "structure", required = { "MajorKeyDerivationMode", "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationCryptogram" }, members = { MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationCryptogram = ApplicationCryptogramType } }
-local DerivationMethodAttributes = { type = "structure", union = true, members = { EmvCommon = EmvCommonAttributes, Amex = AmexAttributes, Visa = VisaAttributes, Emv2000 = Emv2000Attributes, Mastercard = MasterCardAttributes } }
-local GenerateMacEmvPinChangeInput = { type = "structure", required = { "NewPinPekIdentifier", "NewEncryptedPinBlock", "PinBlockFormat", "SecureMessagingIntegrityKeyIdentifier", "SecureMessagingConfidentialityKeyIdentifier", "MessageData", "DerivationMethodAttributes" }, members = { NewPinPekIdentifier = KEY_IDENTIFIER, NewEncryptedPinBlock = PinBlockLengthEquals16, PinBlockFormat = PinBlockFormatForEmvPinChange, SecureMessagingIntegrityKeyIdentifier = KEY_IDENTIFIER, SecureMessagingConfidentialityKeyIdentifier = KEY_IDENTIFIER, MessageData = CommandMessageDataType, DerivationMethodAttributes = DerivationMethodAttributes } }
+local EmvCommonAttributes = { type = "structure", required = {"MajorKeyDerivationMode", "PrimaryAccountNumber",
+  "PanSequenceNumber", "ApplicationCryptogram", "Mode", "PinBlockPaddingType", "PinBlockLengthPosition" },
+  members = {MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType,
+  PanSequenceNumber = NumberLengthEquals2, ApplicationCryptogram = ApplicationCryptogramType,
+  Mode = EmvEncryptionMode, PinBlockPaddingType = PinBlockPaddingType, PinBlockLengthPosition = PinBlockLengthPosition
+} }
+local CurrentPinAttributes = { type = "structure", required = {"CurrentPinPekIdentifier", "CurrentEncryptedPinBlock"
+},
+  members = {CurrentPinPekIdentifier = KEY_IDENTIFIER, CurrentEncryptedPinBlock = PinBlockLengthEquals16 } }
+local AmexAttributes = { type = "structure", required = {"MajorKeyDerivationMode", "PrimaryAccountNumber",
+  "PanSequenceNumber", "ApplicationTransactionCounter", "AuthorizationRequestKeyIdentifier" },
+  members = {MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType,
+  PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4,
+  AuthorizationRequestKeyIdentifier = KEY_IDENTIFIER, CurrentPinAttributes = CurrentPinAttributes } }
+local VisaAttributes = { type = "structure", required = {"MajorKeyDerivationMode", "PrimaryAccountNumber",
+  "PanSequenceNumber", "ApplicationTransactionCounter", "AuthorizationRequestKeyIdentifier" },
+  members = {MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType,
+  PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4,
+  AuthorizationRequestKeyIdentifier = KEY_IDENTIFIER, CurrentPinAttributes = CurrentPinAttributes } }
+local Emv2000Attributes = { type = "structure", required = {"MajorKeyDerivationMode", "PrimaryAccountNumber",
+  "PanSequenceNumber", "ApplicationTransactionCounter" },
+  members = {MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType,
+  PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4 } }
+local MasterCardAttributes = { type = "structure", required = {"MajorKeyDerivationMode", "PrimaryAccountNumber",
+  "PanSequenceNumber", "ApplicationCryptogram" },
+  members = {MajorKeyDerivationMode = MajorKeyDerivationMode, PrimaryAccountNumber = PrimaryAccountNumberType,
+  PanSequenceNumber = NumberLengthEquals2, ApplicationCryptogram = ApplicationCryptogramType } }
+local DerivationMethodAttributes = { type = "structure", union = true, members = {EmvCommon = EmvCommonAttributes,
+  Amex = AmexAttributes, Visa = VisaAttributes, Emv2000 = Emv2000Attributes, Mastercard = MasterCardAttributes } }
+local GenerateMacEmvPinChangeInput = { type = "structure", required = {"NewPinPekIdentifier", "NewEncryptedPinBlock",
+  "PinBlockFormat", "SecureMessagingIntegrityKeyIdentifier", "SecureMessagingConfidentialityKeyIdentifier",
+  "MessageData", "DerivationMethodAttributes" },
+  members = {NewPinPekIdentifier = KEY_IDENTIFIER, NewEncryptedPinBlock = PinBlockLengthEquals16,
+  PinBlockFormat = PinBlockFormatForEmvPinChange, SecureMessagingIntegrityKeyIdentifier = KEY_IDENTIFIER,
+  SecureMessagingConfidentialityKeyIdentifier = KEY_IDENTIFIER, MessageData = CommandMessageDataType,
+  DerivationMethodAttributes = DerivationMethodAttributes } }
 local IntegerRangeBetween0And6 = { type = "integer", min = 0, max = 6 }
-local VisaPin = { type = "structure", required = { "PinVerificationKeyIndex" }, members = { PinVerificationKeyIndex = IntegerRangeBetween0And6 } }
+local VisaPin = { type = "structure", required = {"PinVerificationKeyIndex" },
+  members = {PinVerificationKeyIndex = IntegerRangeBetween0And6 } }
 local EncryptedPinBlockType = str(16, 32, HEX, "[0-9a-fA-F]+")
-local VisaPinVerificationValue = { type = "structure", required = { "EncryptedPinBlock", "PinVerificationKeyIndex" }, members = { EncryptedPinBlock = EncryptedPinBlockType, PinVerificationKeyIndex = IntegerRangeBetween0And6 } }
+local VisaPinVerificationValue = { type = "structure", required = {"EncryptedPinBlock", "PinVerificationKeyIndex" },
+  members = {EncryptedPinBlock = EncryptedPinBlockType, PinVerificationKeyIndex = IntegerRangeBetween0And6 } }
 local DecimalizationTableType = str(16, 16, DIGITS, "[0-9]+")
 local HexLengthEquals1 = str(1, 1, UHEX, "[0-9A-F]+")
 local PinValidationDataType = str(4, 16, DIGITS, "[0-9]+")
-local Ibm3624PinOffset = { type = "structure", required = { "EncryptedPinBlock", "DecimalizationTable", "PinValidationDataPadCharacter", "PinValidationData" }, members = { EncryptedPinBlock = EncryptedPinBlockType, DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1, PinValidationData = PinValidationDataType } }
-local Ibm3624NaturalPin = { type = "structure", required = { "DecimalizationTable", "PinValidationDataPadCharacter", "PinValidationData" }, members = { DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1, PinValidationData = PinValidationDataType } }
-local Ibm3624RandomPin = { type = "structure", required = { "DecimalizationTable", "PinValidationDataPadCharacter", "PinValidationData" }, members = { DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1, PinValidationData = PinValidationDataType } }
+local Ibm3624PinOffset = { type = "structure", required = {"EncryptedPinBlock", "DecimalizationTable",
+  "PinValidationDataPadCharacter", "PinValidationData" },
+  members = {EncryptedPinBlock = EncryptedPinBlockType, DecimalizationTable = DecimalizationTableType,
+  PinValidationDataPadCharacter = HexLengthEquals1, PinValidationData = PinValidationDataType } }
+local Ibm3624NaturalPin = { type = "structure", required = {"DecimalizationTable", "PinValidationDataPadCharacter",
+  "PinValidationData" },
+  members = {DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1,
+  PinValidationData = PinValidationDataType } }
+local Ibm3624RandomPin = { type = "structure", required = {"DecimalizationTable", "PinValidationDataPadCharacter",
+  "PinValidationData" },
+  members = {DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1,
+  PinValidationData = PinValidationDataType } }
 local PinOffsetType = str(4, 12, DIGITS, "[0-9]+")
-local Ibm3624PinFromOffset = { type = "structure", required = { "DecimalizationTable", "PinValidationDataPadCharacter", "PinValidationData", "PinOffset" }, members = { DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1, PinValidationData = PinValidationDataType, PinOffset = PinOffsetType } }
-local PinGenerationAttributes = { type = "structure", union = true, members = { VisaPin = VisaPin, VisaPinVerificationValue = VisaPinVerificationValue, Ibm3624PinOffset = Ibm3624PinOffset, Ibm3624NaturalPin = Ibm3624NaturalPin, Ibm3624RandomPin = Ibm3624RandomPin, Ibm3624PinFromOffset = Ibm3624PinFromOffset } }
+local Ibm3624PinFromOffset = { type = "structure", required = {"DecimalizationTable", "PinValidationDataPadCharacter",
+  "PinValidationData", "PinOffset" },
+  members = {DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1,
+  PinValidationData = PinValidationDataType, PinOffset = PinOffsetType } }
+local PinGenerationAttributes = { type = "structure", union = true, members = {VisaPin = VisaPin,
+  VisaPinVerificationValue = VisaPinVerificationValue, Ibm3624PinOffset = Ibm3624PinOffset,
+  Ibm3624NaturalPin = Ibm3624NaturalPin, Ibm3624RandomPin = Ibm3624RandomPin,
+  Ibm3624PinFromOffset = Ibm3624PinFromOffset } }
 local IntegerRangeBetween4And12 = { type = "integer", min = 4, max = 12 }
 local PinBlockFormatForPinData = enum("ISO_FORMAT_0", "ISO_FORMAT_1", "ISO_FORMAT_3", "ISO_FORMAT_4")
-local GeneratePinDataInput = { type = "structure", required = { "GenerationKeyIdentifier", "EncryptionKeyIdentifier", "GenerationAttributes", "PinBlockFormat" }, members = { GenerationKeyIdentifier = KEY_IDENTIFIER, EncryptionKeyIdentifier = KEY_IDENTIFIER, GenerationAttributes = PinGenerationAttributes, PinDataLength = IntegerRangeBetween4And12, PrimaryAccountNumber = PrimaryAccountNumberType, PinBlockFormat = PinBlockFormatForPinData, EncryptionWrappedKey = WrappedKey } }
-local ReEncryptionAttributes = { type = "structure", union = true, members = { Symmetric = SymmetricEncryptionAttributes, Dukpt = DukptEncryptionAttributes } }
-local ReEncryptDataInput = { type = "structure", required = { "OutgoingKeyIdentifier", "CipherText", "IncomingEncryptionAttributes", "OutgoingEncryptionAttributes" }, members = { OutgoingKeyIdentifier = KEY_IDENTIFIER, CipherText = CipherTextType, IncomingEncryptionAttributes = ReEncryptionAttributes, OutgoingEncryptionAttributes = ReEncryptionAttributes, IncomingWrappedKey = WrappedKey, OutgoingWrappedKey = WrappedKey } }
-local DiffieHellmanDerivationData = { type = "structure", union = true, members = { SharedInformation = SharedInformation } }
-local IncomingDiffieHellmanTr31KeyBlock = { type = "structure", required = { "PrivateKeyIdentifier", "CertificateAuthorityPublicKeyIdentifier", "PublicKeyCertificate", "DeriveKeyAlgorithm", "KeyDerivationFunction", "KeyDerivationHashAlgorithm", "DerivationData", "WrappedKeyBlock" }, members = { PrivateKeyIdentifier = KEY_IDENTIFIER, CertificateAuthorityPublicKeyIdentifier = KEY_IDENTIFIER, PublicKeyCertificate = CertificateType, DeriveKeyAlgorithm = SymmetricKeyAlgorithm, KeyDerivationFunction = KeyDerivationFunction, KeyDerivationHashAlgorithm = KeyDerivationHashAlgorithm, DerivationData = DiffieHellmanDerivationData, WrappedKeyBlock = Tr31WrappedKeyBlock } }
-local IncomingKeyMaterial = { type = "structure", union = true, members = { DiffieHellmanTr31KeyBlock = IncomingDiffieHellmanTr31KeyBlock } }
-local OutgoingTr31KeyBlock = { type = "structure", required = { "WrappingKeyIdentifier" }, members = { WrappingKeyIdentifier = KEY_IDENTIFIER } }
-local OutgoingKeyMaterial = { type = "structure", union = true, members = { Tr31KeyBlock = OutgoingTr31KeyBlock } }
-local TranslateKeyMaterialInput = { type = "structure", required = { "IncomingKeyMaterial", "OutgoingKeyMaterial" }, members = { IncomingKeyMaterial = IncomingKeyMaterial, OutgoingKeyMaterial = OutgoingKeyMaterial, KeyCheckValueAlgorithm = KeyCheckValueAlgorithm } }
-local TranslationPinDataIsoFormat034 = { type = "structure", required = { "PrimaryAccountNumber" }, members = { PrimaryAccountNumber = PrimaryAccountNumberType } }
-local TranslationPinDataIsoFormat1 = { type = "structure", members = {  } }
-local TranslationPinDataAs2805Format0 = { type = "structure", required = { "PrimaryAccountNumber" }, members = { PrimaryAccountNumber = PrimaryAccountNumberType } }
-local TranslationIsoFormats = { type = "structure", union = true, members = { IsoFormat0 = TranslationPinDataIsoFormat034, IsoFormat1 = TranslationPinDataIsoFormat1, IsoFormat3 = TranslationPinDataIsoFormat034, IsoFormat4 = TranslationPinDataIsoFormat034, As2805Format0 = TranslationPinDataAs2805Format0 } }
+local GeneratePinDataInput = { type = "structure", required = {"GenerationKeyIdentifier", "EncryptionKeyIdentifier",
+  "GenerationAttributes", "PinBlockFormat" },
+  members = {GenerationKeyIdentifier = KEY_IDENTIFIER, EncryptionKeyIdentifier = KEY_IDENTIFIER,
+  GenerationAttributes = PinGenerationAttributes, PinDataLength = IntegerRangeBetween4And12,
+  PrimaryAccountNumber = PrimaryAccountNumberType, PinBlockFormat = PinBlockFormatForPinData,
+  EncryptionWrappedKey = WrappedKey } }
+local ReEncryptionAttributes = { type = "structure", union = true, members = {
+  Symmetric = SymmetricEncryptionAttributes, Dukpt = DukptEncryptionAttributes } }
+local ReEncryptDataInput = { type = "structure", required = {"OutgoingKeyIdentifier", "CipherText",
+  "IncomingEncryptionAttributes", "OutgoingEncryptionAttributes" },
+  members = {OutgoingKeyIdentifier = KEY_IDENTIFIER, CipherText = CipherTextType,
+  IncomingEncryptionAttributes = ReEncryptionAttributes, OutgoingEncryptionAttributes = ReEncryptionAttributes,
+  IncomingWrappedKey = WrappedKey, OutgoingWrappedKey = WrappedKey } }
+local DiffieHellmanDerivationData = { type = "structure", union = true, members = {
+  SharedInformation = SharedInformation } }
+local IncomingDiffieHellmanTr31KeyBlock = { type = "structure", required = {"PrivateKeyIdentifier",
+  "CertificateAuthorityPublicKeyIdentifier", "PublicKeyCertificate", "DeriveKeyAlgorithm", "KeyDerivationFunction",
+  "KeyDerivationHashAlgorithm", "DerivationData", "WrappedKeyBlock" },
+  members = {PrivateKeyIdentifier = KEY_IDENTIFIER, CertificateAuthorityPublicKeyIdentifier = KEY_IDENTIFIER,
+  PublicKeyCertificate = CertificateType, DeriveKeyAlgorithm = SymmetricKeyAlgorithm,
+  KeyDerivationFunction = KeyDerivationFunction, KeyDerivationHashAlgorithm = KeyDerivationHashAlgorithm,
+  DerivationData = DiffieHellmanDerivationData, WrappedKeyBlock = Tr31WrappedKeyBlock } }
+local IncomingKeyMaterial = { type = "structure", union = true, members = {
+  DiffieHellmanTr31KeyBlock = IncomingDiffieHellmanTr31KeyBlock } }
+local OutgoingTr31KeyBlock = { type = "structure", required = {"WrappingKeyIdentifier" },
+  members = {WrappingKeyIdentifier = KEY_IDENTIFIER } }
+local OutgoingKeyMaterial = { type = "structure", union = true, members = {Tr31KeyBlock = OutgoingTr31KeyBlock } }
+local TranslateKeyMaterialInput = { type = "structure", required = {"IncomingKeyMaterial", "OutgoingKeyMaterial" },
+  members = {IncomingKeyMaterial = IncomingKeyMaterial, OutgoingKeyMaterial = OutgoingKeyMaterial,
+  KeyCheckValueAlgorithm = KeyCheckValueAlgorithm } }
+local TranslationPinDataIsoFormat034 = { type = "structure", required = {"PrimaryAccountNumber" },
+  members = {PrimaryAccountNumber = PrimaryAccountNumberType } }
+local TranslationPinDataIsoFormat1 = { type = "structure", members = { } }
+local TranslationPinDataAs2805Format0 = { type = "structure", required = {"PrimaryAccountNumber" },
+  members = {PrimaryAccountNumber = PrimaryAccountNumberType } }
+local TranslationIsoFormats = { type = "structure", union = true, members = {
+  IsoFormat0 = TranslationPinDataIsoFormat034, IsoFormat1 = TranslationPinDataIsoFormat1,
+  IsoFormat3 = TranslationPinDataIsoFormat034, IsoFormat4 = TranslationPinDataIsoFormat034,
+  As2805Format0 = TranslationPinDataAs2805Format0 } }
 local HexEvenLengthBetween16And32 = str(16, 32, HEXPAIRS, "(?:[0-9a-fA-F][0-9a-fA-F])+")
-local DukptDerivationAttributes = { type = "structure", required = { "KeySerialNumber" }, members = { KeySerialNumber = HexLength16Or20Or24, DukptKeyDerivationType = DukptDerivationType, DukptKeyVariant = DukptKeyVariant } }
+local DukptDerivationAttributes = { type = "structure", required = {"KeySerialNumber" },
+  members = {KeySerialNumber = HexLength16Or20Or24, DukptKeyDerivationType = DukptDerivationType,
+  DukptKeyVariant = DukptKeyVariant } }
 local SystemTraceAuditNumberType = str(6, 6, DIGITS, "[0-9]+")
 local TransactionAmountType = str(12, 12, DIGITS, "[0-9]+")
-local As2805PekDerivationAttributes = { type = "structure", required = { "SystemTraceAuditNumber", "TransactionAmount" }, members = { SystemTraceAuditNumber = SystemTraceAuditNumberType, TransactionAmount = TransactionAmountType } }
-local TranslatePinDataInput = { type = "structure", required = { "IncomingKeyIdentifier", "OutgoingKeyIdentifier", "IncomingTranslationAttributes", "OutgoingTranslationAttributes", "EncryptedPinBlock" }, members = { IncomingKeyIdentifier = KEY_IDENTIFIER, OutgoingKeyIdentifier = KEY_IDENTIFIER, IncomingTranslationAttributes = TranslationIsoFormats, OutgoingTranslationAttributes = TranslationIsoFormats, EncryptedPinBlock = HexEvenLengthBetween16And32, IncomingDukptAttributes = DukptDerivationAttributes, OutgoingDukptAttributes = DukptDerivationAttributes, IncomingWrappedKey = WrappedKey, OutgoingWrappedKey = WrappedKey, IncomingAs2805Attributes = As2805PekDerivationAttributes } }
+local As2805PekDerivationAttributes = { type = "structure", required = {"SystemTraceAuditNumber", "TransactionAmount"
+},
+  members = {SystemTraceAuditNumber = SystemTraceAuditNumberType, TransactionAmount = TransactionAmountType } }
+local TranslatePinDataInput = { type = "structure", required = {"IncomingKeyIdentifier", "OutgoingKeyIdentifier",
+  "IncomingTranslationAttributes", "OutgoingTranslationAttributes", "EncryptedPinBlock" },
+  members = {IncomingKeyIdentifier = KEY_IDENTIFIER, OutgoingKeyIdentifier = KEY_IDENTIFIER,
+  IncomingTranslationAttributes = TranslationIsoFormats, OutgoingTranslationAttributes = TranslationIsoFormats,
+  EncryptedPinBlock = HexEvenLengthBetween16And32, IncomingDukptAttributes = DukptDerivationAttributes,
+  OutgoingDukptAttributes = DukptDerivationAttributes, IncomingWrappedKey = WrappedKey,
+  OutgoingWrappedKey = WrappedKey, IncomingAs2805Attributes = As2805PekDerivationAttributes } }
 local TransactionDataType = str(2, 1024, HEX, "[0-9a-fA-F]+")
 local AuthRequestCryptogramType = str(16, 16, HEX, "[0-9a-fA-F]+")
-local SessionKeyEmvCommon = { type = "structure", required = { "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationTransactionCounter" }, members = { PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4 } }
-local SessionKeyMastercard = { type = "structure", required = { "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationTransactionCounter", "UnpredictableNumber" }, members = { PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4, UnpredictableNumber = HexLengthBetween2And8 } }
-local SessionKeyEmv2000 = { type = "structure", required = { "PrimaryAccountNumber", "PanSequenceNumber", "ApplicationTransactionCounter" }, members = { PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2, ApplicationTransactionCounter = HexLengthEquals4 } }
-local SessionKeyAmex = { type = "structure", required = { "PrimaryAccountNumber", "PanSequenceNumber" }, members = { PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2 } }
-local SessionKeyVisa = { type = "structure", required = { "PrimaryAccountNumber", "PanSequenceNumber" }, members = { PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2 } }
-local SessionKeyDerivation = { type = "structure", union = true, members = { EmvCommon = SessionKeyEmvCommon, Mastercard = SessionKeyMastercard, Emv2000 = SessionKeyEmv2000, Amex = SessionKeyAmex, Visa = SessionKeyVisa } }
-local CryptogramVerificationArpcMethod1 = { type = "structure", required = { "AuthResponseCode" }, members = { AuthResponseCode = HexLengthEquals4 } }
+local SessionKeyEmvCommon = { type = "structure", required = {"PrimaryAccountNumber", "PanSequenceNumber",
+  "ApplicationTransactionCounter" },
+  members = {PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2,
+  ApplicationTransactionCounter = HexLengthEquals4 } }
+local SessionKeyMastercard = { type = "structure", required = {"PrimaryAccountNumber", "PanSequenceNumber",
+  "ApplicationTransactionCounter", "UnpredictableNumber" },
+  members = {PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2,
+  ApplicationTransactionCounter = HexLengthEquals4, UnpredictableNumber = HexLengthBetween2And8 } }
+local SessionKeyEmv2000 = { type = "structure", required = {"PrimaryAccountNumber", "PanSequenceNumber",
+  "ApplicationTransactionCounter" },
+  members = {PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2,
+  ApplicationTransactionCounter = HexLengthEquals4 } }
+local SessionKeyAmex = { type = "structure", required = {"PrimaryAccountNumber", "PanSequenceNumber" },
+  members = {PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2 } }
+local SessionKeyVisa = { type = "structure", required = {"PrimaryAccountNumber", "PanSequenceNumber" },
+  members = {PrimaryAccountNumber = PrimaryAccountNumberType, PanSequenceNumber = NumberLengthEquals2 } }
+local SessionKeyDerivation = { type = "structure", union = true, members = {EmvCommon = SessionKeyEmvCommon,
+  Mastercard = SessionKeyMastercard, Emv2000 = SessionKeyEmv2000, Amex = SessionKeyAmex, Visa = SessionKeyVisa } }
+local CryptogramVerificationArpcMethod1 = { type = "structure", required = {"AuthResponseCode" },
+  members = {AuthResponseCode = HexLengthEquals4 } }
 local HexLengthEquals8 = str(8, 8, HEX, "[0-9a-fA-F]+")
 local ProprietaryAuthenticationDataType = str(1, 16, HEX, "[0-9a-fA-F]+")
-local CryptogramVerificationArpcMethod2 = { type = "structure", required = { "CardStatusUpdate" }, members = { CardStatusUpdate = HexLengthEquals8, ProprietaryAuthenticationData = ProprietaryAuthenticationDataType } }
-local CryptogramAuthResponse = { type = "structure", union = true, members = { ArpcMethod1 = CryptogramVerificationArpcMethod1, ArpcMethod2 = CryptogramVerificationArpcMethod2 } }
-local VerifyAuthRequestCryptogramInput = { type = "structure", required = { "KeyIdentifier", "TransactionData", "AuthRequestCryptogram", "MajorKeyDerivationMode", "SessionKeyDerivationAttributes" }, members = { KeyIdentifier = KEY_IDENTIFIER, TransactionData = TransactionDataType, AuthRequestCryptogram = AuthRequestCryptogramType, MajorKeyDerivationMode = MajorKeyDerivationMode, SessionKeyDerivationAttributes = SessionKeyDerivation, AuthResponseAttributes = CryptogramAuthResponse } }
-local DiscoverDynamicCardVerificationCode = { type = "structure", required = { "CardExpiryDate", "UnpredictableNumber", "ApplicationTransactionCounter" }, members = { CardExpiryDate = CardExpiryDateType, UnpredictableNumber = HexLengthBetween2And8, ApplicationTransactionCounter = HexLengthBetween2And4 } }
-local CardVerificationAttributes = { type = "structure", union = true, members = { AmexCardSecurityCodeVersion1 = AmexCardSecurityCodeVersion1, AmexCardSecurityCodeVersion2 = AmexCardSecurityCodeVersion2, CardVerificationValue1 = CardVerificationValue1, CardVerificationValue2 = CardVerificationValue2, CardHolderVerificationValue = CardHolderVerificationValue, DynamicCardVerificationCode = DynamicCardVerificationCode, DynamicCardVerificationValue = DynamicCardVerificationValue, DiscoverDynamicCardVerificationCode = DiscoverDynamicCardVerificationCode } }
+local CryptogramVerificationArpcMethod2 = { type = "structure", required = {"CardStatusUpdate" },
+  members = {CardStatusUpdate = HexLengthEquals8, ProprietaryAuthenticationData = ProprietaryAuthenticationDataType
+} }
+local CryptogramAuthResponse = { type = "structure", union = true, members = {
+  ArpcMethod1 = CryptogramVerificationArpcMethod1, ArpcMethod2 = CryptogramVerificationArpcMethod2 } }
+local VerifyAuthRequestCryptogramInput = { type = "structure", required = {"KeyIdentifier", "TransactionData",
+  "AuthRequestCryptogram", "MajorKeyDerivationMode", "SessionKeyDerivationAttributes" },
+  members = {KeyIdentifier = KEY_IDENTIFIER, TransactionData = TransactionDataType,
+  AuthRequestCryptogram = AuthRequestCryptogramType, MajorKeyDerivationMode = MajorKeyDerivationMode,
+  SessionKeyDerivationAttributes = SessionKeyDerivation, AuthResponseAttributes = CryptogramAuthResponse } }
+local DiscoverDynamicCardVerificationCode = { type = "structure", required = {"CardExpiryDate", "UnpredictableNumber",
+  "ApplicationTransactionCounter" },
+  members = {CardExpiryDate = CardExpiryDateType, UnpredictableNumber = HexLengthBetween2And8,
+  ApplicationTransactionCounter = HexLengthBetween2And4 } }
+local CardVerificationAttributes = { type = "structure", union = true, members = {
+  AmexCardSecurityCodeVersion1 = AmexCardSecurityCodeVersion1,
+  AmexCardSecurityCodeVersion2 = AmexCardSecurityCodeVersion2, CardVerificationValue1 = CardVerificationValue1,
+  CardVerificationValue2 = CardVerificationValue2, CardHolderVerificationValue = CardHolderVerificationValue,
+  DynamicCardVerificationCode = DynamicCardVerificationCode,
+  DynamicCardVerificationValue = DynamicCardVerificationValue,
+  DiscoverDynamicCardVerificationCode = DiscoverDynamicCardVerificationCode } }
 local ValidationDataType = str(3, 5, DIGITS, "[0-9]+")
-local VerifyCardValidationDataInput = { type = "structure", required = { "KeyIdentifier", "PrimaryAccountNumber", "VerificationAttributes", "ValidationData" }, members = { KeyIdentifier = KEY_IDENTIFIER, PrimaryAccountNumber = PrimaryAccountNumberType, VerificationAttributes = CardVerificationAttributes, ValidationData = ValidationDataType } }
+local VerifyCardValidationDataInput = { type = "structure", required = {"KeyIdentifier", "PrimaryAccountNumber",
+  "VerificationAttributes", "ValidationData" },
+  members = {KeyIdentifier = KEY_IDENTIFIER, PrimaryAccountNumber = PrimaryAccountNumberType,
+  VerificationAttributes = CardVerificationAttributes, ValidationData = ValidationDataType } }
 local MacType = str(4, 128, HEXPAIRS, "(?:[0-9a-fA-F][0-9a-fA-F])+")
-local VerifyMacInput = { type = "structure", required = { "KeyIdentifier", "MessageData", "Mac", "VerificationAttributes" }, members = { KeyIdentifier = KEY_IDENTIFIER, MessageData = MessageDataType, Mac = MacType, VerificationAttributes = MacAttributes, MacLength = IntegerRangeBetween4And16 } }
+local VerifyMacInput = { type = "structure", required = {"KeyIdentifier", "MessageData", "Mac",
+  "VerificationAttributes" },
+  members = {KeyIdentifier = KEY_IDENTIFIER, MessageData = MessageDataType, Mac = MacType,
+  VerificationAttributes = MacAttributes, MacLength = IntegerRangeBetween4And16 } }
 local VerificationValueType = str(4, 12, DIGITS, "[0-9]+")
-local VisaPinVerification = { type = "structure", required = { "PinVerificationKeyIndex", "VerificationValue" }, members = { PinVerificationKeyIndex = IntegerRangeBetween0And6, VerificationValue = VerificationValueType } }
-local Ibm3624PinVerification = { type = "structure", required = { "DecimalizationTable", "PinValidationDataPadCharacter", "PinValidationData", "PinOffset" }, members = { DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1, PinValidationData = PinValidationDataType, PinOffset = PinOffsetType } }
-local PinVerificationAttributes = { type = "structure", union = true, members = { VisaPin = VisaPinVerification, Ibm3624Pin = Ibm3624PinVerification } }
-local DukptAttributes = { type = "structure", required = { "KeySerialNumber", "DukptDerivationType" }, members = { KeySerialNumber = HexLength16Or20Or24, DukptDerivationType = DukptDerivationType } }
-local VerifyPinDataInput = { type = "structure", required = { "VerificationKeyIdentifier", "EncryptionKeyIdentifier", "VerificationAttributes", "EncryptedPinBlock", "PinBlockFormat" }, members = { VerificationKeyIdentifier = KEY_IDENTIFIER, EncryptionKeyIdentifier = KEY_IDENTIFIER, VerificationAttributes = PinVerificationAttributes, EncryptedPinBlock = EncryptedPinBlockType, PrimaryAccountNumber = PrimaryAccountNumberType, PinBlockFormat = PinBlockFormatForPinData, PinDataLength = IntegerRangeBetween4And12, DukptAttributes = DukptAttributes, EncryptionWrappedKey = WrappedKey } }
+local VisaPinVerification = { type = "structure", required = {"PinVerificationKeyIndex", "VerificationValue" },
+  members = {PinVerificationKeyIndex = IntegerRangeBetween0And6, VerificationValue = VerificationValueType } }
+local Ibm3624PinVerification = { type = "structure", required = {"DecimalizationTable",
+  "PinValidationDataPadCharacter", "PinValidationData", "PinOffset" },
+  members = {DecimalizationTable = DecimalizationTableType, PinValidationDataPadCharacter = HexLengthEquals1,
+  PinValidationData = PinValidationDataType, PinOffset = PinOffsetType } }
+local PinVerificationAttributes = { type = "structure", union = true, members = {VisaPin = VisaPinVerification,
+  Ibm3624Pin = Ibm3624PinVerification } }
+local DukptAttributes = { type = "structure", required = {"KeySerialNumber", "DukptDerivationType" },
+  members = {KeySerialNumber = HexLength16Or20Or24, DukptDerivationType = DukptDerivationType } }
+local VerifyPinDataInput = { type = "structure", required = {"VerificationKeyIdentifier", "EncryptionKeyIdentifier",
+  "VerificationAttributes", "EncryptedPinBlock", "PinBlockFormat" },
+  members = {VerificationKeyIdentifier = KEY_IDENTIFIER, EncryptionKeyIdentifier = KEY_IDENTIFIER,
+  VerificationAttributes = PinVerificationAttributes, EncryptedPinBlock = EncryptedPinBlockType,
+  PrimaryAccountNumber = PrimaryAccountNumberType, PinBlockFormat = PinBlockFormatForPinData,
+  PinDataLength = IntegerRangeBetween4And12, DukptAttributes = DukptAttributes, EncryptionWrappedKey = WrappedKey } }
 
 local M = {}
 
