@@ -390,3 +390,79 @@ describe("aws data plane: requests", function()
       Algorithm = "ISO9797_ALGORITHM3" } }, "ValidationException", "disabled")
   end)
 end)
+
+-- AWS's user guide, "Valid keys for cryptographic operations" (key usage per operation and
+-- attribute kind): each row offers a key of another usage and expects the refusal to name
+-- the usage the operation takes.
+describe("aws data plane: key usage per operation", function()
+  local other, M = nil, "00112233445566778899AABBCCDDEEFF"
+  setup(function() other = import("TDES_2KEY", K2, "TR31_M1_ISO_9797_1_MAC_KEY", GV) end)
+  local function dukpt() return { KeySerialNumber = "FFFF9876543210E00001", DukptKeyVariant = "REQUEST" } end
+  local emv = { MajorKeyDerivationMode = "EMV_OPTION_A", PrimaryAccountNumber = PAN, PanSequenceNumber = "00" }
+  local function with(t, extra)
+    local o = {}
+    for k, v in pairs(t) do o[k] = v end
+    for k, v in pairs(extra) do o[k] = v end
+    return o
+  end
+  local ROWS = {
+    { "EncryptData", "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY", function(k) return { KeyIdentifier = k, PlainText = M,
+      EncryptionAttributes = { Symmetric = { Mode = "ECB" } } } end },
+    { "EncryptData", "TR31_B0_BASE_DERIVATION_KEY", function(k) return { KeyIdentifier = k, PlainText = M,
+      EncryptionAttributes = { Dukpt = { KeySerialNumber = "FFFF9876543210E00001" } } } end },
+    { "DecryptData", "TR31_E1_EMV_MKEY_CONFIDENTIALITY", function(k) return { KeyIdentifier = k, CipherText = M,
+      DecryptionAttributes = { Emv = with(emv, { SessionDerivationData = "0001000000000000" }) } } end },
+    { "GenerateCardValidationData", "TR31_C0_CARD_VERIFICATION_KEY", function(k) return { KeyIdentifier = k,
+      PrimaryAccountNumber = PAN, GenerationAttributes = { CardVerificationValue1 = { CardExpiryDate = "8701",
+        ServiceCode = "101" } } } end },
+    { "VerifyCardValidationData", "TR31_E6_EMV_MKEY_OTHER", function(k) return { KeyIdentifier = k,
+      PrimaryAccountNumber = PAN, ValidationData = "123", VerificationAttributes = { DynamicCardVerificationCode = {
+        PanSequenceNumber = "00", UnpredictableNumber = "1234", ApplicationTransactionCounter = "01",
+        TrackData = "1234" } } } end },
+    { "GeneratePinData", "TR31_V2_VISA_PIN_VERIFICATION_KEY", function(k) return { GenerationKeyIdentifier = k,
+      EncryptionKeyIdentifier = k, PrimaryAccountNumber = PAN, PinBlockFormat = "ISO_FORMAT_0",
+      GenerationAttributes = { VisaPin = { PinVerificationKeyIndex = 1 } } } end },
+    { "GeneratePinData", "TR31_V1_IBM3624_PIN_VERIFICATION_KEY", function(k) return { GenerationKeyIdentifier = k,
+      EncryptionKeyIdentifier = k, PrimaryAccountNumber = PAN, PinBlockFormat = "ISO_FORMAT_0",
+      GenerationAttributes = { Ibm3624RandomPin = { DecimalizationTable = "0123456789012345",
+        PinValidationDataPadCharacter = "F", PinValidationData = "1234" } } } end },
+    { "VerifyPinData", "TR31_V2_VISA_PIN_VERIFICATION_KEY", function(k) return { VerificationKeyIdentifier = k,
+      EncryptionKeyIdentifier = k, PrimaryAccountNumber = PAN, PinBlockFormat = "ISO_FORMAT_0",
+      EncryptedPinBlock = "31D4BEB2D4BC4E03", VerificationAttributes = { VisaPin = { PinVerificationKeyIndex = 1,
+        VerificationValue = "1234" } } } end },
+    { "TranslatePinData", "TR31_P0_PIN_ENCRYPTION_KEY", function(k) return { IncomingKeyIdentifier = k,
+      OutgoingKeyIdentifier = k, EncryptedPinBlock = "31D4BEB2D4BC4E03",
+      IncomingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = PAN } },
+      OutgoingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = PAN } } } end },
+    { "GenerateMac", "TR31_M6_ISO_9797_5_CMAC_KEY", function(k) return { KeyIdentifier = k, MessageData = M,
+      GenerationAttributes = { Algorithm = "CMAC" } } end },
+    { "GenerateMac", "TR31_M7_HMAC_KEY", function(k) return { KeyIdentifier = k, MessageData = M,
+      GenerationAttributes = { Algorithm = "HMAC_SHA256" } } end },
+    { "VerifyMac", "TR31_B0_BASE_DERIVATION_KEY", function(k) return { KeyIdentifier = k, MessageData = M,
+      Mac = "00000000", VerificationAttributes = { DukptCmac = dukpt() } } end },
+    { "VerifyMac", "TR31_E2_EMV_MKEY_INTEGRITY", function(k) return { KeyIdentifier = k, MessageData = M,
+      Mac = "00000000", VerificationAttributes = { EmvMac = with(emv, { SessionKeyDerivationMode = "VISA",
+        SessionKeyDerivationValue = { ApplicationTransactionCounter = "0001" } }) } } end },
+    { "VerifyAuthRequestCryptogram", "TR31_E0_EMV_MKEY_APP_CRYPTOGRAMS", function(k) return { KeyIdentifier = k,
+      TransactionData = TX, AuthRequestCryptogram = "0000000000000000", MajorKeyDerivationMode = "EMV_OPTION_A",
+      SessionKeyDerivationAttributes = { Amex = { PrimaryAccountNumber = PAN, PanSequenceNumber = "00" } } } end },
+    { "GenerateMacEmvPinChange", "TR31_P0_PIN_ENCRYPTION_KEY", function(k) return { NewPinPekIdentifier = k,
+      NewEncryptedPinBlock = "31D4BEB2D4BC4E03", PinBlockFormat = "ISO_FORMAT_0", SecureMessagingIntegrityKeyIdentifier = k,
+      SecureMessagingConfidentialityKeyIdentifier = k, MessageData = "8424000210000000",
+      DerivationMethodAttributes = { Visa = with(emv, { ApplicationTransactionCounter = "0001",
+        AuthorizationRequestKeyIdentifier = k }) } } end },
+    { "GenerateAs2805KekValidation", "TR31_K0_KEY_ENCRYPTION_KEY", function(k) return { KeyIdentifier = k,
+      RandomKeySendVariantMask = "VARIANT_MASK_82C0", KekValidationType = { KekValidationRequest = {
+        DeriveKeyAlgorithm = "TDES_2KEY" } } } end },
+  }
+  for _, row in ipairs(ROWS) do
+    it(("%s takes %s"):format(row[1], row[2]), function()
+      refused(row[1], row[3](other), "ValidationException", row[2])
+    end)
+  end
+  it("ISO9797_ALGORITHM1 takes TR31_M1 (a TR31_M3 key is refused)", function()
+    local m3 = import("TDES_2KEY", K2, "TR31_M3_ISO_9797_3_MAC_KEY", GV)
+    refused("GenerateMac", { KeyIdentifier = m3, MessageData = M, GenerationAttributes = {
+      Algorithm = "ISO9797_ALGORITHM1" } }, "ValidationException", "TR31_M1_ISO_9797_1_MAC_KEY")
+  end)
+end)
