@@ -8,7 +8,9 @@
 --             A.4.1 variants; X9.24-3:2017 6.3.2), key a TR31_B0 BDK (DeriveKey)
 --   EmvMac    the issuer script MAC (EMV 4.4 Book 2 9.2.3, A1.2: MAC algorithm 3, padding
 --             method 2) under the secure messaging session key of the card (A1.3),
---             derived from a TR31_E2 IMK-SMI (DeriveKey)
+--             derived from a TR31_E2 IMK-SMI (DeriveKey); AMEX takes the Visa session key
+--             (AWS's payShield migration guide: "The Visa, Amex and JCB 01 schemes are all
+--             the same"); EMV2000 is refused
 -- MacLength is in bytes (default: the algorithm's whole MAC). AS2805_4_1 is refused
 -- with a ValidationException that says so.
 local hsm = require "payhsm"

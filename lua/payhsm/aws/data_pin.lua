@@ -71,10 +71,16 @@ function M.TranslatePinData(svc, input)
   return { PinBlock = block, KeyArn = data.arn(svc, out_rec), KeyCheckValue = out_rec.kcv }
 end
 
+-- n random decimal digits, each uniform: bytes of 250 and above are drawn again.
 local function random_pin(n)
   local digits = {}
-  local bytes = hsm.random(n)
-  for i = 1, n do digits[i] = tostring(tonumber(bytes:sub(2 * i - 1, 2 * i), 16) % 10) end
+  while #digits < n do
+    local bytes = hsm.random(n)
+    for i = 1, n do
+      local b = tonumber(bytes:sub(2 * i - 1, 2 * i), 16)
+      if b < 250 and #digits < n then digits[#digits + 1] = tostring(b % 10) end
+    end
+  end
   return table.concat(digits)
 end
 
