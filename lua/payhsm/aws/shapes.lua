@@ -225,6 +225,7 @@ do
 end
 
 local check
+local NONE = {}
 
 local function check_string(shape, v, path)
   if type(v) ~= "string" then fail(path, "Member must be a string") end
@@ -297,7 +298,7 @@ function check(shape, v, path)
   -- structure (or union)
   -- decoded JSON: an array has [1], an object only string keys
   if type(v) ~= "table" or v[1] ~= nil then fail(path, "Member must be a structure") end
-  for _, name in ipairs(shape.required or {}) do
+  for _, name in ipairs(shape.required or NONE) do
     if v[name] == nil or v[name] == cjson_null then
       fail((path ~= "" and path .. "." or "") .. camel(name), "Member must not be null")
     end
