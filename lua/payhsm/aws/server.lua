@@ -37,20 +37,6 @@ M.CONFIG_KEYS = { listen = true, tls = true, store = true, region = true, accoun
   storage_key = true, storage_key_file = true, clock = true, clock_skew = true, throttle = true, log = true,
   tick_interval = true }
 
---- The data-plane REST paths of payment-cryptography-data-2022-02-03 (payhsm.aws.data
--- answers them).
-M.DATA_PLANE = {
-  { "POST", "^/keys/.+/encrypt$", "EncryptData" }, { "POST", "^/keys/.+/decrypt$", "DecryptData" },
-  { "POST", "^/keys/.+/reencrypt$", "ReEncryptData" }, { "POST", "^/cardvalidationdata/generate$", "GenerateCardValidationData" },
-  { "POST", "^/cardvalidationdata/verify$", "VerifyCardValidationData" }, { "POST", "^/mac/generate$", "GenerateMac" },
-  { "POST", "^/mac/verify$", "VerifyMac" }, { "POST", "^/pindata/generate$", "GeneratePinData" },
-  { "POST", "^/pindata/verify$", "VerifyPinData" }, { "POST", "^/pindata/translate$", "TranslatePinData" },
-  { "POST", "^/cryptogram/verify$", "VerifyAuthRequestCryptogram" },
-  { "POST", "^/macemvpinchange/generate$", "GenerateMacEmvPinChange" },
-  { "POST", "^/keymaterial/translate$", "TranslateKeyMaterial" }, { "POST", "^/as2805kekvalidation/generate$",
-    "GenerateAs2805KekValidation" },
-}
-
 --- The path as the SDKs send it (payment-cryptography-data-2022-02-03: the only label is
 -- {KeyIdentifier} in /keys/{KeyIdentifier}/encrypt|decrypt|reencrypt, one segment, so a
 -- "/" inside it, as in a key ARN, went as %2F).
