@@ -314,6 +314,27 @@ describe("payhsm.aws client against serve aws", function()
     end)
   end)
 
+  it("calls the data plane on its REST paths: a key ARN in the path, Reason on a failed verification", function()
+    local dek = assert(pc:CreateKey { Exportable = true, KeyAttributes = { KeyUsage =
+      "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128",
+      KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } } }).Key.KeyArn
+    local attrs = { Symmetric = { Mode = "CBC", InitializationVector = ("00"):rep(16) } }
+    local ct = assert(pc:EncryptData { KeyIdentifier = dek, PlainText = ("31"):rep(32), EncryptionAttributes = attrs })
+    assert.equal(dek, ct.KeyArn)
+    local pt = assert(pc:DecryptData { KeyIdentifier = dek, CipherText = ct.CipherText, DecryptionAttributes = attrs })
+    assert.equal(("31"):rep(32), pt.PlainText)
+    local mac = assert(pc:CreateKey { Exportable = true, KeyAttributes = { KeyUsage = "TR31_M6_ISO_9797_5_CMAC_KEY",
+      KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128", KeyModesOfUse = { Generate = true, Verify = true } } })
+    local m = assert(pc:GenerateMac { KeyIdentifier = mac.Key.KeyArn, MessageData = "00",
+      GenerationAttributes = { Algorithm = "CMAC" } }).Mac
+    local out, err = pc:VerifyMac { KeyIdentifier = mac.Key.KeyArn, MessageData = "01", Mac = m,
+      VerificationAttributes = { Algorithm = "CMAC" } }
+    assert.is_nil(out)
+    assert.same({ "VerificationFailedException", 400, "INVALID_MAC" }, { err.type, err.status, err.reason })
+    assert.is_true(aws.new { region = "eu-west-1", access_key = "a", secret_key = "b" }.data_host
+      == "dataplane.payment-cryptography.eu-west-1.amazonaws.com")
+  end)
+
   it("refuses unknown options", function()
     assert.has_error(function() aws.new { region = "us-east-1", access_key = "a", secret_key = "b", endpiont = "x" } end,
       "aws.new: unknown option 'endpiont'")

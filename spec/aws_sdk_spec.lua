@@ -465,7 +465,7 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
     assert.same({ { Key = "a", Value = "1" } }, after[2].output.Tags)
   end)
 
-  it("verifies SigV4 on the data plane's REST paths (key ARN in the path) and answers not implemented yet", function()
+  it("verifies SigV4 on the data plane's REST paths (key ARN in the path)", function()
     local r = sdk(srv.port, {
       { sdk = "v3", op = "CreateKey", input = { Exportable = true,
         KeyAttributes = SYM("TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY", "AES_128", CIPHER) } },
@@ -479,14 +479,15 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
         creds = { accessKeyId = KEY_ID, secretAccessKey = "wrong" } },
     })
     assert.is_true(r[1].ok)
-    assert.equal("ValidationException", r[2].name)
-    assert.equal("EncryptData (data plane) is not implemented yet", r[2].message)
-    assert.equal("ValidationException", r[3].name)
-    assert.equal("VerifyCardValidationData (data plane) is not implemented yet", r[3].message)
+    assert.is_true(r[2].ok)
+    assert.matches("^%x+$", r[2].output.CipherText)
+    assert.equal(32, #r[2].output.CipherText)
+    assert.equal("ResourceNotFoundException", r[3].name)
+    assert.equal(404, r[3].status)
     assert.equal("InvalidSignatureException", r[4].name)
   end)
 
-  it("answers data-plane paths as not implemented yet, and refuses unknown config keys", function()
+  it("validates data-plane requests against AWS's model, and refuses unknown config keys", function()
     local svc = require "payhsm.aws.server"
     assert.has_error(function()
       svc.new { region = "us-east-1", account = "111122223333", credentials = { A = "b" }, regoin = "x" }
@@ -500,6 +501,6 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
     local resp = s:handle(req)
     assert.equal(400, resp.status)
     assert.equal("ValidationException", resp.headers["x-amzn-ErrorType"])
-    assert.matches("VerifyCardValidationData %(data plane%) is not implemented yet", resp.body)
+    assert.matches("Value at 'keyIdentifier' failed to satisfy constraint: Member must not be null", resp.body)
   end)
 end)

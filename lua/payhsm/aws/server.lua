@@ -2,8 +2,8 @@
 -- pure request handler like the other simulators (new(config) -> object with
 -- :handle(req) -> resp). One listener serves both planes as AWS's published models
 -- define them: the control plane is AWS JSON 1.0 (POST / with X-Amz-Target:
--- PaymentCryptographyControlPlane.<Operation>), the data plane REST-JSON paths (routed;
--- answered as not implemented yet). Every request is authenticated by AWS Signature
+-- PaymentCryptographyControlPlane.<Operation>), the data plane REST-JSON paths
+-- (payhsm.aws.data). Every request is authenticated by AWS Signature
 -- Version 4 with the configured credentials (service name payment-cryptography).
 --
 --   local svc = require("payhsm.aws.server").new{
@@ -22,6 +22,7 @@ local sigv4 = require "payhsm.aws.sigv4"
 local keystore = require "payhsm.aws.keystore"
 local control = require "payhsm.aws.control"
 local exchange = require "payhsm.aws.exchange"
+local data = require "payhsm.aws.data"
 local util = require "payhsm.util"
 
 local M = {}
@@ -35,20 +36,6 @@ M.TARGET_PREFIX = "PaymentCryptographyControlPlane."
 M.CONFIG_KEYS = { listen = true, tls = true, store = true, region = true, account = true, credentials = true,
   storage_key = true, storage_key_file = true, clock = true, clock_skew = true, throttle = true, log = true,
   tick_interval = true }
-
---- The data-plane REST paths of payment-cryptography-data-2022-02-03 (routed; their
--- operations are not implemented yet).
-M.DATA_PLANE = {
-  { "POST", "^/keys/.+/encrypt$", "EncryptData" }, { "POST", "^/keys/.+/decrypt$", "DecryptData" },
-  { "POST", "^/keys/.+/reencrypt$", "ReEncryptData" }, { "POST", "^/cardvalidationdata/generate$", "GenerateCardValidationData" },
-  { "POST", "^/cardvalidationdata/verify$", "VerifyCardValidationData" }, { "POST", "^/mac/generate$", "GenerateMac" },
-  { "POST", "^/mac/verify$", "VerifyMac" }, { "POST", "^/pindata/generate$", "GeneratePinData" },
-  { "POST", "^/pindata/verify$", "VerifyPinData" }, { "POST", "^/pindata/translate$", "TranslatePinData" },
-  { "POST", "^/cryptogram/verify$", "VerifyAuthRequestCryptogram" },
-  { "POST", "^/macemvpinchange/generate$", "GenerateMacEmvPinChange" },
-  { "POST", "^/keymaterial/translate$", "TranslateKeyMaterial" }, { "POST", "^/as2805kekvalidation/generate$",
-    "GenerateAs2805KekValidation" },
-}
 
 --- The path as the SDKs send it (payment-cryptography-data-2022-02-03: the only label is
 -- {KeyIdentifier} in /keys/{KeyIdentifier}/encrypt|decrypt|reencrypt, one segment, so a
@@ -231,11 +218,13 @@ function Service:handle(req)
     return errors.response("InternalServerException", "The request processing has failed because of an unknown "
       .. "error, exception or failure (request " .. rid .. ")", rid)
   end
-  for _, route in ipairs(M.DATA_PLANE) do
-    if req.method == route[1] and (req.path or ""):match(route[2]) then
-      return errors.response("ValidationException", route[3] .. " (data plane) is not implemented yet", rid)
-    end
+  local ok, resp = pcall(data.handle, self, req, rid)
+  if not ok then
+    self:_failure(resp)
+    return data.response("InternalServerException", "The request processing has failed because of an unknown "
+      .. "error, exception or failure (request " .. rid .. ")", rid)
   end
+  if resp then return resp end
   return errors.response("UnknownOperationException", "No operation for " .. tostring(req.method) .. " "
     .. tostring(req.path), rid)
 end

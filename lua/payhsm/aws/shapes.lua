@@ -203,7 +203,15 @@ M.is_alias_name = alias_name
 -- ---- validation -------------------------------------------------------------------
 
 -- 'keyAttributes.keyUsage': the member path as AWS's messages write it.
-local function camel(name) return name:sub(1, 1):lower() .. name:sub(2) end
+local CAMEL = setmetatable({}, { __mode = "k" })
+local function camel(name)
+  local c = CAMEL[name]
+  if not c then
+    c = name:sub(1, 1):lower() .. name:sub(2)
+    CAMEL[name] = c
+  end
+  return c
+end
 
 local function fail(path, constraint)
   error({ validation = ("1 validation error detected: Value at '%s' failed to satisfy constraint: %s")
@@ -217,6 +225,7 @@ do
 end
 
 local check
+local NONE = {}
 
 local function check_string(shape, v, path)
   if type(v) ~= "string" then fail(path, "Member must be a string") end
@@ -229,6 +238,19 @@ local function check_string(shape, v, path)
   if shape.pattern and not shape.pattern(v) then
     fail(path, "Member must satisfy regular expression pattern: " .. shape.pattern_text)
   end
+end
+
+-- Whether a string member passes every constraint (the fast path of check_string).
+local function string_ok(shape, v)
+  if type(v) ~= "string" then return false end
+  local n = #v
+  if (shape.min and n < shape.min) or (shape.max and n > shape.max) then return false end
+  local e = shape.enum
+  if e then
+    for i = 1, #e do if e[i] == v then return true end end
+    return false
+  end
+  return not shape.pattern or shape.pattern(v)
 end
 
 local function is_array(v)
@@ -274,8 +296,9 @@ function check(shape, v, path)
     return
   end
   -- structure (or union)
-  if type(v) ~= "table" or (next(v) ~= nil and is_array(v)) then fail(path, "Member must be a structure") end
-  for _, name in ipairs(shape.required or {}) do
+  -- decoded JSON: an array has [1], an object only string keys
+  if type(v) ~= "table" or v[1] ~= nil then fail(path, "Member must be a structure") end
+  for _, name in ipairs(shape.required or NONE) do
     if v[name] == nil or v[name] == cjson_null then
       fail((path ~= "" and path .. "." or "") .. camel(name), "Member must not be null")
     end
@@ -285,7 +308,11 @@ function check(shape, v, path)
     local ms = shape.members[name]
     if ms and item ~= cjson_null then
       set = set + 1
-      check(ms, item, (path ~= "" and path .. "." or "") .. camel(name))
+      local t = ms.type
+      -- a string member that passes needs no path: it is made only for a message
+      if t ~= "string" or not string_ok(ms, item) then
+        check(ms, item, (path ~= "" and path .. "." or "") .. camel(name))
+      end
     end
   end
   if shape.union and set ~= 1 then

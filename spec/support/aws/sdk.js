@@ -4,6 +4,8 @@
 //   {sdk: "v2" | "v3", op: "CreateKey", input: {...},
 //    creds: {accessKeyId, secretAccessKey} (default: the first step's or the env),
 //    service: "data" (v2 only: AWS.PaymentCryptographyData, the data plane's REST paths),
+//    sdk: "raw", path: "/as2805kekvalidation/generate" (a data-plane operation the v2 SDK
+//    predates: the JSON input POSTed to path, signed by the v2 SDK's own AWS.Signers.V4),
 //    clockOffsetMs: n (the client's clock skew), attempts: n (v3 retries, default 1),
 //    alterBody: true ("key/" becomes "KEY/" in the body after signing)}
 // and writes one JSON array of results: {ok: true, output} or
@@ -58,7 +60,8 @@ async function runV2(step, input) {
   try {
     return { ok: true, output: plain(await req.promise()) };
   } catch (e) {
-    return { ok: false, name: e.code, className: e.code, status: e.statusCode, message: e.message };
+    return { ok: false, name: e.code, className: e.code, status: e.statusCode, message: e.message,
+      reason: e.Reason };
   }
 }
 
@@ -85,6 +88,39 @@ async function runV3(step, input) {
   }
 }
 
+// A data-plane request the v2 SDK has no method for, signed with its SigV4 signer and sent
+// with Node's http; the result as the SDK steps give it, plus Reason of the error body.
+function runRaw(step, input) {
+  const creds = step.creds || defaultCreds;
+  const ep = new AWS.Endpoint(endpoint);
+  const req = new AWS.HttpRequest(ep, region);
+  req.method = 'POST';
+  req.path = step.path;
+  req.body = JSON.stringify(input);
+  req.headers.Host = ep.host;
+  req.headers['Content-Type'] = 'application/json';
+  new AWS.Signers.V4(req, 'payment-cryptography').addAuthorization(
+    new AWS.Credentials(creds.accessKeyId, creds.secretAccessKey), new Date());
+  return new Promise((resolve) => {
+    const http = require('http');
+    const r = http.request({ host: ep.hostname, port: ep.port, method: 'POST', path: req.path, headers: req.headers },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => { text += c; });
+        res.on('end', () => {
+          const body = text ? JSON.parse(text) : {};
+          if (res.statusCode === 200) resolve({ ok: true, output: body });
+          else {
+            resolve({ ok: false, name: res.headers['x-amzn-errortype'], status: res.statusCode,
+              message: body.message || body.Message, reason: body.Reason });
+          }
+        });
+      });
+    r.on('error', (e) => resolve({ ok: false, name: 'transport', message: String(e) }));
+    r.end(req.body);
+  });
+}
+
 // {sdk: "node", op: "oaepEncrypt", input: {Certificate (base64 PEM, as AWS gives it), KeyHex,
 // Hash: "sha256" | "sha512"}} -> {Cryptogram: upper-case hex}: the key cryptogram an issuer
 // makes with Node's own crypto (OpenSSL through Node), RSAES-OAEP, MGF1 with the same hash.
@@ -106,6 +142,7 @@ async function main() {
   for (const step of steps) {
     const input = resolve(step.input || {}, results);
     if (step.sdk === 'node') results.push(nodeStep(step, input));
+    else if (step.sdk === 'raw') results.push(await runRaw(step, input));
     else results.push(step.sdk === 'v2' ? await runV2(step, input) : await runV3(step, input));
   }
   process.stdout.write(JSON.stringify(results));
