@@ -127,10 +127,10 @@ local function local_master_key(cfg, store)
     assert(type(spec) == "table" and (spec.algorithm or "AES_256") == "AES_256" and type(spec.hex) == "string",
       "aws: storage_key = {algorithm = \"AES_256\", hex = ...}")
     local msg
-    lmk, msg = hsm.key.import("AES_256", spec.hex, { usage = "K0" })
+    lmk, msg = hsm.key.import("AES_256", spec.hex, { usage = "K0", local_master = true })
     assert(lmk, "aws: storage_key: " .. tostring(msg))
   else
-    lmk = hsm.key.generate("AES_256", { usage = "K0" }) -- memory stores: gone with the process
+    lmk = hsm.key.generate("AES_256", { usage = "K0", local_master = true }) -- memory stores: gone with the process
   end
   util.check_storage_key(store, keystore.LMK_NAME, lmk, "aws",
     "configure the storage_key (or storage_key_file) the store was written under; refusing to start")

@@ -119,11 +119,12 @@ function M.new(cfg)
       cafile = cfg.webhook_cafile })
   end
   if cfg.storage_key then
-    self.lmk = hsm.key.import(cfg.storage_key.algorithm or "AES_256", cfg.storage_key.hex, { usage = "K0" })
+    self.lmk = hsm.key.import(cfg.storage_key.algorithm or "AES_256", cfg.storage_key.hex,
+      { usage = "K0", local_master = true })
     assert(self.lmk, "mupk: storage_key is not a valid key")
     assert(self.lmk.algorithm == "AES_256", "mupk: storage_key must be AES_256")
   else
-    self.lmk = hsm.key.generate("AES_256", { usage = "K0" })
+    self.lmk = hsm.key.generate("AES_256", { usage = "K0", local_master = true })
   end
   util.check_storage_key(self.store, "mupk:lmk", self.lmk, "mupk", "configure storage_key; refusing to start")
   self:_build_index()
