@@ -476,12 +476,14 @@ describe("secrets", function()
   local MUPK_LMK = marked.hex(32, "C0", "mupk storage key (LMK)")
   local MID = "123456789012345"
 
+  local MUPK_PASSWORD = marked.hex(16, "C1", "mupk basic_auth password")
   local function mupk_config(store)
     return ([[{
       listen = "127.0.0.1:0",
       store = %s,
+      basic_auth = { shop = %q },
       storage_key = { algorithm = "AES_256", hex = %q },
-    }]]):format(store, MUPK_LMK)
+    }]]):format(store, MUPK_PASSWORD, MUPK_LMK)
   end
 
   local function tmpfile_bytes(bytes)
@@ -526,8 +528,8 @@ describe("secrets", function()
 
   local function new_merchant(port)
     local merchant = require "payhsm.mupk.merchant"
-    return merchant.new { merchant_id = MID, clock = os.time, auto_rotate = false,
-      service = merchant.http_service { host = "127.0.0.1", port = port, timeout = 5 } }
+    return merchant.new { merchant_id = MID, clock = os.time, auto_rotate = false, user = "shop",
+      password = MUPK_PASSWORD, service = merchant.http_service { host = "127.0.0.1", port = port, timeout = 5 } }
   end
 
   -- Generate, a transaction decrypted, a revoke, a transaction refused for the revoked
@@ -559,7 +561,7 @@ describe("secrets", function()
   -- the store with get), the private numbers (searched for as any 8 bytes) and the
   -- whole PKCS#8 DER (searched for whole: its header and public half are not secret).
   local function mupk_secrets(get, ids)
-    local secrets, ders = { [MUPK_LMK] = "mupk storage key" }, {}
+    local secrets, ders = { [MUPK_LMK] = "mupk storage key", [MUPK_PASSWORD] = "mupk basic_auth password" }, {}
     local util = require "payhsm.util"
     for _, id in ipairs(ids) do
       local rec = cjson.decode((assert(get("mupk:key:" .. id), "no record for " .. id)))
