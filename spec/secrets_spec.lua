@@ -1053,6 +1053,134 @@ describe("secrets", function()
     end)
   end)
 
+  -- ---- configuration: errors, warnings, files ------------------------------------------
+  describe("configuration and files", function()
+    local CFG_LMK = marked.hex(32, "A0", "config storage key")
+    local function mode(path)
+      local p = io.popen("stat -c %a " .. path .. " 2>/dev/null")
+      local m = p:read("*l")
+      p:close()
+      return m
+    end
+    local dir
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      os.execute("mkdir -p " .. dir)
+    end)
+    teardown(function() os.execute("rm -rf " .. dir) end)
+
+    local function serve_fails(system, text)
+      local cfg = dir .. "/" .. system .. ".bad.conf.lua"
+      local f = assert(io.open(cfg, "w"))
+      f:write("return ", text)
+      f:close()
+      local out, rc, err = sh("timeout 20 bin/payhsm serve " .. system .. " --config " .. cfg)
+      assert.is_true(rc ~= 0, system .. ": " .. out .. err)
+      scanner({ [CFG_LMK] = "config storage key" })("serve " .. system, out .. err)
+      return out .. err
+    end
+
+    it("refuse to start without authentication or with a broken storage key, printing no key", function()
+      local text = serve_fails("mupk", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+        storage_key = { algorithm = "AES_256", hex = %q } }]]):format(CFG_LMK))
+      assert.matches('mupk: config needs basic_auth = {user = "password"} or tls.client_ca %(mutual TLS%)', text)
+      assert.is_nil(text:find("listening", 1, true))
+      for _, hex in ipairs { CFG_LMK:sub(1, 62), CFG_LMK:sub(1, 60) .. "ZZZZ", CFG_LMK .. "00" } do
+        assert.matches("storage_key", serve_fails("mupk", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+          basic_auth = { shop = "pw" }, storage_key = { algorithm = "AES_256", hex = %q } }]]):format(hex)))
+        assert.matches("storage_key", serve_fails("pos", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+          basic_auth = { operator = "pw" }, storage_key = { hex = %q } }]]):format(hex)))
+        assert.matches("storage_key", serve_fails("aws", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+          region = "us-east-1", account = "111122223333", credentials = { AKID = "secret" },
+          storage_key = { algorithm = "AES_256", hex = %q } }]]):format(hex)))
+      end
+    end)
+
+    it("warn at start when no storage_key is configured (gateway, POS, mupk, AWS)", function()
+      local function lines_of(build)
+        local lines = {}
+        build(function(l) lines[#lines + 1] = l end)
+        return table.concat(lines, "\n")
+      end
+      local memory = require "payhsm.store.memory"
+      local gw = lines_of(function(log) require("payhsm.gateway").new { log = log, store = memory.new(),
+        basic_auth = { i = "pw" }, master_keys = { { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", hex = CFG_LMK } } } end)
+      assert.matches("gateway: no storage_key configured", gw)
+      local pos = lines_of(function(log) require("payhsm.pos.server").new { log = log, store = memory.new() } end)
+      assert.matches("pos: no storage_key configured: the local master key is random", pos)
+      local mupk = lines_of(function(log) require("payhsm.mupk").new { log = log, store = memory.new(), auth = "none" } end)
+      assert.matches("mupk: no storage_key configured: the local master key is random", mupk)
+      local aws_cfg = { region = "us-east-1", account = "111122223333", credentials = { AKID = "secret" } }
+      local aws = lines_of(function(log)
+        local c = { log = log, store = memory.new() }
+        for k, v in pairs(aws_cfg) do c[k] = v end
+        require("payhsm.aws.server").new(c)
+      end)
+      assert.matches("aws: no storage_key configured: the local master key is random", aws)
+      local keyfile = dir .. "/aws.lmk"
+      aws = lines_of(function(log)
+        local c = { log = log, store = memory.new(), storage_key_file = keyfile }
+        for k, v in pairs(aws_cfg) do c[k] = v end
+        require("payhsm.aws.server").new(c)
+      end)
+      assert.matches("aws: no storage_key configured: the local master key is kept in clear in " .. keyfile:gsub("%p", "%%%0"),
+        aws)
+      assert.equal("600", mode(keyfile)) -- made by core.write_secret_file
+      -- with a storage_key: no such line
+      assert.is_nil(lines_of(function(log) require("payhsm.pos.server").new { log = log, store = memory.new(),
+        storage_key = { hex = CFG_LMK } } end):find("storage_key", 1, true))
+      -- and every example config sets one
+      for _, system in ipairs { "gateway", "pos", "mupk", "aws" } do
+        assert.matches("storage_key = {", read("examples/" .. system .. ".conf.lua"), nil, true)
+      end
+    end)
+
+    it("--out files are created 0600, whatever the umask", function()
+      local kbpk = dir .. "/kbpk"
+      local _, rc, err = sh("umask 022; bin/payhsm keygen --key-algorithm AES_256 --out " .. kbpk)
+      assert.equal(0, rc, err)
+      assert.equal("600", mode(kbpk))
+      local zka = dir .. "/zka"
+      local f = assert(io.open(zka, "w"))
+      f:write("TDES_2KEY:" .. marked.hex(16, "A1", "config ZKA key") .. "\n")
+      f:close()
+      local out
+      out, rc, err = sh(("umask 022; bin/payhsm zka derive --key-identifier file:%s --purpose ENC --random-number %s "
+        .. "--out %s/session"):format(zka, ("01"):rep(16), dir))
+      assert.equal(0, rc, err)
+      assert.equal("600", mode(dir .. "/session"))
+      local block = cjson.decode((sh(("bin/payhsm tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s "
+        .. "--key-usage D0 --key-mode-of-use B"):format(kbpk, kbpk)))).KeyBlock
+      out, rc, err = sh(("umask 022; bin/payhsm tr31 unwrap --wrapping-key-identifier file:%s --key-block %s --out %s/unwrapped")
+        :format(kbpk, block, dir))
+      assert.equal(0, rc, out .. err)
+      assert.equal("600", mode(dir .. "/unwrapped"))
+    end)
+
+    it("served stores: the sqlite database, its -wal and -shm are 0600 (gateway, POS, mupk, AWS)", function()
+      local later = require("spec.support.defer")(finally)
+      local configs = {
+        gateway = [[basic_auth = { i = "pw" }, master_keys = { { label = "ZMK_PAN_XXX_YYY", key_type = "PAN",
+          hex = "%s" } }, storage_key = { hex = "%s" }]],
+        pos = [[basic_auth = { operator = "pw" }, storage_key = { hex = "%s" }]],
+        mupk = [[basic_auth = { shop = "pw" }, storage_key = { hex = "%s" }]],
+        aws = [[region = "us-east-1", account = "111122223333", credentials = { AKID = "secret" },
+          storage_key = { hex = "%s" }]],
+      }
+      for _, system in ipairs { "gateway", "pos", "mupk", "aws" } do
+        local db = dir .. "/" .. system .. ".db" -- a new file: the server makes it
+        local srv = serve.start(system, ("{ listen = \"127.0.0.1:0\", store = { backend = \"sqlite\", path = %q }, %s }")
+          :format(db, configs[system]:format(CFG_LMK, CFG_LMK)))
+        later(function() srv.stop() srv.cleanup() end)
+        for _, suffix in ipairs { "", "-wal", "-shm" } do
+          assert.equal("600", mode(db .. suffix), system .. " " .. db .. suffix)
+        end
+        wait_stopped(srv)
+      end
+    end)
+  end)
+
   describe("closed keys", function()
     it("refuse every use and show only that they are closed", function()
       for _, c in ipairs { { "TDES_2KEY", 16, { usage = "D0" } }, { "AES_256", 32, { usage = "K1", mode = "B" } },

@@ -142,6 +142,10 @@ function M.new(cfg)
   else
     self.lmk = hsm.key.generate("AES_256", { usage = "K1", mode = "B", local_master = true })
     kdk = hsm.key.generate("AES_256", { usage = "B0" })
+    if cfg.log then
+      cfg.log("pos: no storage_key configured: the local master key is random and lives only as long as this "
+        .. "process (key sets in a durable store become unusable at restart); configure storage_key")
+    end
   end
   self.index_key = hsm.key.derive(kdk, "HMAC_SHA256", "payhsm pos store index", "", { usage = "M7", mode = "C" })
   kdk:close()
