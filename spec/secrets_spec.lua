@@ -387,7 +387,7 @@ describe("secrets", function()
   local function pos_flow(port, secrets)
     local d = pos_device(port)
     local function learn(what)
-      for name, k in pairs(d.keys) do secrets[k:export()] = what .. " " .. name end
+      for name, k in pairs(d.keys) do secrets[clear(k)] = what .. " " .. name end
     end
     assert.equal("active", (assert(d:activate_all())).status)
     secrets[d.token:sub(5)] = "attestation token 1"
