@@ -7,7 +7,8 @@
  * Lua: core.key.import(algorithm, hex [, attrs]) -> key | nil, msg, code
  *      core.key.generate(algorithm [, attrs]) -> key
  *      core.policy{clear_export = bool}
- *      key.algorithm, key.bits, key.usage, key.mode, key.version, key.exportability
+ *      key.algorithm, key.bits, key.usage, key.mode, key.version, key.exportability,
+ *      key.local_master
  *      key:kcv([alg]), key:export(), key:close(), tostring(key)
  */
 #include <stdint.h>
@@ -137,12 +138,16 @@ int payhsm_key_usage(lua_State *L, const payhsm_key *k, const char *fn, const ch
   return 0;
 }
 
-/* Validates and stores attributes; raises on malformed codes (programming error). */
+/* Validates and stores attributes; raises on malformed codes (programming error).
+ * local_master = true marks the key as a store's local master key (LMK): it needs
+ * usage K0 or K1 (X9.143 Table 6, key block protection), it is non-exportable (N,
+ * set here), and it is the only KBPK tr31.wrap accepts with opts.local. The mark is
+ * given when the key is made (import, generate, derive) and never taken off. */
 void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx) {
   size_t n;
   const char *s;
   const char *modes = NULL;
-  static const char *const fields[] = {"usage", "mode", "version", "exportability", NULL};
+  static const char *const fields[] = {"usage", "mode", "version", "exportability", "local_master", NULL};
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
   payhsm_checkfields(L, idx, "key attributes", fields);
@@ -171,6 +176,18 @@ void payhsm_key_setattrs(lua_State *L, payhsm_key *k, int idx) {
     if (n != 1 || !strchr("ENS", s[0])) luaL_error(L, "exportability must be E, N or S, got '%s'", s);
     k->exportability = s[0];
   }
+  if (lua_getfield(L, idx, "local_master") != LUA_TNIL) {
+    if (!lua_isboolean(L, -1)) luaL_error(L, "key attributes: local_master must be a boolean");
+    if (lua_toboolean(L, -1)) {
+      if (k->usage[0] != 'K' || (k->usage[1] != '0' && k->usage[1] != '1'))
+        luaL_error(L, "key attributes: a local master key needs usage K0 or K1");
+      if (k->exportability && k->exportability != 'N')
+        luaL_error(L, "key attributes: a local master key is non-exportable (exportability N)");
+      k->exportability = 'N';
+      k->local_master = 1;
+    }
+  }
+  lua_pop(L, 1);
 }
 
 static payhsm_alg check_alg(lua_State *L, int idx) {
@@ -279,10 +296,13 @@ static int key_derive(lua_State *L) {
 }
 
 /* key:export() -> hex. The one way to see clear bytes; raises when the host's
- * policy turned clear export off. */
+ * policy turned clear export off, and for a key marked non-exportable (TR-31
+ * exportability N, ANSI X9.143-2022 6.3.7: such a key leaves only under the local
+ * master key, never in clear). */
 static int key_export(lua_State *L) {
   payhsm_key *k = payhsm_checkkey(L, 1);
   if (!payhsm_clear_export_allowed(L)) return luaL_error(L, "key:export: clear export is disabled by policy");
+  if (k->exportability == 'N') return luaL_error(L, "key:export: the key is marked non-exportable (N)");
   payhsm_pushhex(L, k->bytes, k->len);
   return 1;
 }
@@ -328,6 +348,7 @@ static int key_index(lua_State *L) {
   else if (strcmp(f, "exportability") == 0) {
     if (k->exportability) lua_pushlstring(L, &k->exportability, 1); else lua_pushnil(L);
   } else if (strcmp(f, "closed") == 0) lua_pushboolean(L, k->bytes == NULL);
+  else if (strcmp(f, "local_master") == 0) lua_pushboolean(L, k->local_master);
   else lua_pushnil(L);
   return 1;
 }
@@ -336,7 +357,9 @@ static int key_newindex(lua_State *L) {
   return luaL_error(L, "key fields are read-only");
 }
 
-/* policy{clear_export = bool} -> current policy table */
+/* policy{clear_export = bool} -> current policy table. One-way per Lua state: once
+ * clear export is off it stays off (turning it back on raises), so code loaded later
+ * in the same state cannot undo the host's decision. */
 static int policy(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     static const char *const fields[] = {"clear_export", NULL};
@@ -344,6 +367,8 @@ static int policy(lua_State *L) {
     payhsm_checkfields(L, 1, "policy", fields);
     if (lua_getfield(L, 1, "clear_export") != LUA_TNIL) {
       luaL_checktype(L, -1, LUA_TBOOLEAN);
+      if (lua_toboolean(L, -1) && !payhsm_clear_export_allowed(L))
+        return luaL_error(L, "policy: clear export was turned off in this Lua state and cannot be turned back on");
       lua_pushboolean(L, lua_toboolean(L, -1));
       lua_setfield(L, LUA_REGISTRYINDEX, POLICY_CLEAR_EXPORT);
     }

@@ -53,6 +53,7 @@ typedef struct payhsm_key {
   char mode;            /* TR-31 mode of use, 0 = any */
   char version[3];      /* TR-31 key version number, "00" = none */
   char exportability;   /* TR-31 exportability, 0 = any */
+  char local_master;    /* 1: the store's local master key (may wrap N keys, local = true) */
   EVP_CIPHER_CTX *ecb_enc; /* block ciphers: ECB contexts, no padding */
   EVP_CIPHER_CTX *ecb_dec;
   EVP_CIPHER_CTX *cbc_enc; /* CBC contexts; the IV is reset per call */

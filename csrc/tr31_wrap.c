@@ -258,8 +258,9 @@ static int wrap_seal(lua_State *L, const char *fn, payhsm_key *kbpk, const payhs
  * opts: obfuscate (default true: pad TDES keys as 24 bytes, AES keys as 32; HMAC
  * keys are not obfuscated), padding (hex: fixed padding, a test hook for published
  * vectors), legacy (true to allow versions A and C), local (true to wrap a key
- * marked non-exportable, e.g. under the local storage key).
- * Codes: as unwrap, plus TR31_LEGACY, TR31_WEAK_KBPK, TR31_NOT_EXPORTABLE,
+ * marked non-exportable for the store: only under a KBPK made with local_master = true,
+ * else TR31_NOT_LOCAL).
+ * Codes: as unwrap, plus TR31_LEGACY, TR31_WEAK_KBPK, TR31_NOT_EXPORTABLE, TR31_NOT_LOCAL,
  * TR31_ATTRIBUTES (header contradicts the key's own attributes), TR31_PADDING.
  */
 int payhsm_tr31_wrap(lua_State *L) {
@@ -279,6 +280,9 @@ int payhsm_tr31_wrap(lua_State *L) {
     if (lua_getfield(L, 4, "local") != LUA_TNIL) local = lua_toboolean(L, -1);
     lua_pop(L, 3);
   }
+  if (local && !kbpk->local_master)
+    return payhsm_fail(L, fn, "TR31_NOT_LOCAL",
+                       "local = true needs a KBPK marked as the local master key (local_master)");
   if ((r = wrap_header(L, fn, kbpk, key, legacy, local, &w))) return r;
   return wrap_seal(L, fn, kbpk, key, obfuscate, &w);
 }

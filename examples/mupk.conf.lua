@@ -1,10 +1,17 @@
 -- A multi-use public key service to try by hand: plain HTTP on loopback, sqlite store.
 --   bin/payhsm serve mupk --config examples/mupk.conf.lua
---   curl -s -X POST localhost:8444/security/v1/keys/generate \
+--   curl -s -u shop:demo-password -X POST localhost:8444/security/v1/keys/generate \
 --        -d '{"merchantDetails":{"merchantId":"123456789012345"}}'
--- The storage key below is a public demo value: never use it for anything real.
+-- Every endpoint needs HTTP Basic (basic_auth) or, with
+--   tls = { cert = "pki/server.pem", key = "pki/server.key", client_ca = "pki/ca.pem" }
+-- a client certificate from that CA (mutual TLS); auth = "none" turns both off, for local
+-- experiments only (the service logs a warning).
+-- The storage key and the password below are public demo values: never use them for anything real.
 return {
   listen = "127.0.0.1:8444",
+  basic_auth = { shop = "demo-password" },
+  generate_rate = { per_minute = 10 },     -- key generations per merchant and minute (429 beyond)
+  cache_size = 1024,                       -- unwrapped private keys kept in memory (at most 2x)
   store = { backend = "sqlite", path = "/tmp/payhsm-mupk-demo.db" },
   storage_key = { algorithm = "AES_256",
     hex = "6D75706B2D64656D6F2D6C6D6B2D6E6F742D666F722D7265616C2D7573652121" },

@@ -18,8 +18,11 @@ local CARD = { pan = "4005550000000019", exp_month = "12", exp_year = "2030" }
 
 -- ---- 1. Commerce Hub's Key Expiry Example -------------------------------------------------------
 print("1. Commerce Hub's three keys and three example transactions")
-local svc = mupk.new { clock = clock }
-local m = merchant_mod.new { merchant_id = "123456789012345", service = svc, clock = clock, auto_rotate = false }
+-- every endpoint needs the merchant's HTTP Basic credentials (basic_auth)
+local USERS = { shop = "key-expiry-demo" }
+local svc = mupk.new { clock = clock, basic_auth = USERS }
+local m = merchant_mod.new { merchant_id = "123456789012345", service = svc, clock = clock, auto_rotate = false,
+  user = "shop", password = USERS.shop }
 
 local TABLE = {
   { "Key #1", "2024-01-01T00:00:00Z", "2024-01-07T23:59:59Z" },
@@ -101,10 +104,12 @@ local srv = http.new { host = "127.0.0.1", port = 0, quiet = true, handler = fun
 end }
 local hook_url = ("http://127.0.0.1:%d/merchant/webhooks"):format(srv:port())
 at("2024-02-01T00:00:00Z")
-local svc2 = mupk.new { clock = clock, webhook_url = hook_url, webhook_retry = 600,
+local svc2 = mupk.new { clock = clock, basic_auth = USERS, webhook_url = hook_url, webhook_retry = 600,
   webhook_pump = function() srv:run_once(5) end } -- the listener gets its turn while the service waits
-lazy = merchant_mod.new { merchant_id = "998877665544332", service = svc2, clock = clock, auto_rotate = false }
-local careful = merchant_mod.new { merchant_id = "112233445566778", service = svc2, clock = clock }
+lazy = merchant_mod.new { merchant_id = "998877665544332", service = svc2, clock = clock, auto_rotate = false,
+  user = "shop", password = USERS.shop }
+local careful = merchant_mod.new { merchant_id = "112233445566778", service = svc2, clock = clock,
+  user = "shop", password = USERS.shop }
 local lk = assert(lazy:request_key())
 assert(careful:tick()) -- its first key
 show("   lazy merchant's key %s expires %s", lk.keyId, mupk.format_time(lk.validTo))
@@ -138,14 +143,14 @@ srv:close()
 -- ---- 3. store and forward ---------------------------------------------------------------------------
 print("3. store and forward: the merchant's offline limit and a revoked key")
 at("2024-03-01T00:00:00Z")
-local svc3 = mupk.new { clock = clock }
+local svc3 = mupk.new { clock = clock, basic_auth = USERS }
 local seen = 0
 local counting = { handle = function(_, req)
   if req.path == "/security/v1/transactions" then seen = seen + 1 end
   return svc3:handle(req)
 end }
 local shop = merchant_mod.new { merchant_id = "555000111222333", service = counting, clock = clock,
-  offline_limit = 100.00 }
+  offline_limit = 100.00, user = "shop", password = USERS.shop }
 local ka = assert(shop:tick())
 local old_tx = assert(shop:capture { amount = 30.00, pan = CARD.pan, exp_month = "12", exp_year = "2030" })
 now = ka.validTo - 2 * 86400 + 60 -- two days before expiry: the merchant rotates

@@ -267,18 +267,19 @@ describe("hostile requests over loopback", function()
 
   it("never make the multi-use public key service answer 5xx or die", function()
     local srv = serve.start("mupk", ([[{
-      listen = "127.0.0.1:0", store = { backend = "memory" },
+      listen = "127.0.0.1:0", store = { backend = "memory" }, basic_auth = { shop = "s3cret" },
       storage_key = { algorithm = "AES_256", hex = %q } }]]):format(("3D"):rep(32)))
     finally(function() srv.stop() srv.cleanup() end)
     local log = {}
     local transport, raw = recording(srv.port, log)
     local m = require("payhsm.mupk.merchant").new { merchant_id = "123456789012345", clock = os.time,
-      auto_rotate = false, service = { handle = function(_, req) return transport(req) end } }
+      auto_rotate = false, user = "shop", password = "s3cret",
+      service = { handle = function(_, req) return transport(req) end } }
     local k = assert(m:request_key())
     assert(m:capture { amount = 12.00, currency = "EUR", pan = "4005550000000019", exp_month = "01", exp_year = "2031" })
     m:forward()
     log[#log + 1] = { method = "GET", path = "/security/v1/keys/" .. k.keyId .. "?merchantId=123456789012345",
-      headers = {}, body = "" }
+      headers = { authorization = "Basic " .. require("payhsm.util").b64encode("shop:s3cret") }, body = "" }
     raw:close()
     -- key generation is RSA-2048: keep the generate templates out of the run
     local templates = {}

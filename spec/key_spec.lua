@@ -118,15 +118,84 @@ describe("key", function()
       assert.is_true(outer.closed)
     end)
 
-    it("export obeys the host policy", function()
-      local k = hsm.key.import("AES_128", ("33"):rep(16))
-      hsm.policy { clear_export = false }
-      local ok, err = pcall(k.export, k)
-      hsm.policy { clear_export = true }
-      assert.is_false(ok)
-      assert.truthy(err:find("disabled by policy"))
-      assert.is_nil(err:find("3333", 1, true))
-      assert.are.equal(("33"):rep(16), k:export())
+    -- The policy is one-way per Lua state, so it is tried in a Lua state of its own (a
+    -- child process of the interpreter under test), not in the one running this suite.
+    it("export obeys the host policy, which once off stays off", function()
+      local interp = require "spec.support.interp"
+      local script = os.tmpname()
+      finally(function() os.remove(script) end)
+      local f = assert(io.open(script, "w"))
+      f:write([[
+        local hsm = require "payhsm"
+        local k = hsm.key.import("AES_128", ("33"):rep(16))
+        assert(k:export() == ("33"):rep(16))
+        assert(hsm.policy { clear_export = true }.clear_export == true) -- on, and may stay on
+        assert(hsm.policy { clear_export = false }.clear_export == false)
+        local ok, err = pcall(k.export, k)
+        assert(not ok and err:find("disabled by policy") and not err:find("3333", 1, true), err)
+        ok, err = pcall(hsm.key.split, k, 2)
+        assert(not ok and err:find("disabled by policy"), err)
+        ok, err = pcall(hsm.policy, { clear_export = true })
+        assert(not ok and err:find("cannot be turned back on", 1, true), err)
+        assert(hsm.policy().clear_export == false)
+        assert(hsm.policy { clear_export = false }.clear_export == false) -- off again: no change
+        assert(not pcall(k.export, k))
+        print("policy ok")
+      ]])
+      f:close()
+      local p = io.popen(interp.run .. " " .. script .. " 2>&1")
+      local out = p:read("*a")
+      p:close()
+      assert.equal("policy ok\n", out)
+    end)
+
+    it("export and split refuse a key marked non-exportable (N)", function()
+      for _, c in ipairs { { "AES_128", 16 }, { "TDES_2KEY", 16 }, { "HMAC_SHA256", 32 } } do
+        local k = hsm.key.import(c[1], ("34"):rep(c[2]), { exportability = "N" })
+        local ok, err = pcall(k.export, k)
+        assert.is_false(ok)
+        assert.matches("key:export: the key is marked non%-exportable %(N%)", err)
+        assert.is_nil(err:find("3434", 1, true))
+        ok, err = pcall(hsm.key.split, k, 3)
+        assert.is_false(ok)
+        assert.matches("non%-exportable", err)
+        assert.is_nil(err:find("3434", 1, true))
+      end
+      -- E, S and no exportability export as before
+      for _, e in ipairs { "E", "S" } do
+        assert.equal(("35"):rep(16), hsm.key.import("AES_128", ("35"):rep(16), { exportability = e }):export())
+      end
+      assert.equal(("35"):rep(16), hsm.key.import("AES_128", ("35"):rep(16)):export())
+      -- a key unwrapped from a block marked N is just as non-exportable
+      local kbpk = hsm.key.import("AES_256", ("36"):rep(32), { usage = "K0" })
+      local block = assert(hsm.tr31.wrap(kbpk, hsm.key.import("AES_128", ("37"):rep(16), { usage = "D0", mode = "B" }),
+        { exportability = "N" }))
+      local k = assert(hsm.tr31.unwrap(kbpk, block))
+      assert.equal("N", k.exportability)
+      assert.is_false(pcall(k.export, k))
+    end)
+
+    it("marks a local master key: K0 or K1, never exportable, set only when the key is made", function()
+      local lmk = hsm.key.import("AES_256", ("38"):rep(32), { usage = "K0", local_master = true })
+      assert.is_true(lmk.local_master)
+      assert.equal("N", lmk.exportability)
+      assert.is_false(pcall(lmk.export, lmk))
+      assert.is_false(hsm.key.import("AES_256", ("38"):rep(32), { usage = "K0" }).local_master)
+      local g = hsm.key.generate("AES_256", { usage = "K1", mode = "B", local_master = true })
+      assert.is_true(g.local_master)
+      local kdk = hsm.key.import("AES_256", ("39"):rep(32))
+      assert.is_true(hsm.key.derive(kdk, "AES_256", "l", "c", { usage = "K0", local_master = true }).local_master)
+      for _, bad in ipairs {
+        { { usage = "D0", local_master = true }, "local master key needs usage K0 or K1" },
+        { { local_master = true }, "local master key needs usage K0 or K1" },
+        { { usage = "K0", exportability = "E", local_master = true }, "local master key is non%-exportable" },
+        { { usage = "K0", local_master = "yes" }, "local_master must be a boolean" },
+      } do
+        local ok, err = pcall(hsm.key.import, "AES_256", ("38"):rep(32), bad[1])
+        assert.is_false(ok)
+        assert.matches(bad[2], err)
+      end
+      assert.has_error(function() lmk.local_master = false end)
     end)
 
     it("has a protected metatable", function()

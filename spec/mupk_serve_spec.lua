@@ -17,6 +17,7 @@ describe("payhsm serve mupk", function()
     end }
     local srv = serve.start("mupk", ([[{
       listen = "127.0.0.1:0",
+      basic_auth = { shop = "s3cret" },
       store = { backend = "memory" },
       storage_key = { algorithm = "AES_256", hex = %q },
       key_lifetime = 47 * 3600 + 3,
@@ -25,15 +26,24 @@ describe("payhsm serve mupk", function()
     }]]):format(("3D"):rep(32), listener:port()))
     finally(function() srv.stop() srv.cleanup() listener:close() end)
     local m = merchant_mod.new { merchant_id = "123456789012345", clock = os.time, auto_rotate = false,
+      user = "shop", password = "s3cret",
       service = merchant_mod.http_service { host = "127.0.0.1", port = srv.port, timeout = 5 } }
+    -- without credentials: 401 and Commerce Hub's error body, nothing generated
+    local anon = merchant_mod.new { merchant_id = "123456789012345", clock = os.time, auto_rotate = false,
+      service = merchant_mod.http_service { host = "127.0.0.1", port = srv.port, timeout = 5 } }
+    local none, doc = anon:request_key()
+    assert.is_nil(none)
+    assert.equal("401", doc.error[1].code)
     local k = assert(m:request_key())
     assert.equal(2048, k.public:bits())
     -- GET /security/v1/keys/{keyId}?merchantId= through payhsm.http (arguments as a table)
     local c = require("payhsm.http_client").new { host = "127.0.0.1", port = srv.port, timeout = 5 }
     local path = "/security/v1/keys/" .. k.keyId
-    assert.equal(200, assert(c:request { method = "GET", path = path .. "?merchantId=123456789012345" }).status)
-    assert.equal(404, assert(c:request { method = "GET", path = path .. "?merchantId=999999999999999" }).status)
-    assert.equal(200, assert(c:request { method = "GET", path = path }).status)
+    local auth = { authorization = "Basic " .. require("payhsm.util").b64encode("shop:s3cret") }
+    assert.equal(200, assert(c:request { method = "GET", path = path .. "?merchantId=123456789012345", headers = auth }).status)
+    assert.equal(404, assert(c:request { method = "GET", path = path .. "?merchantId=999999999999999", headers = auth }).status)
+    assert.equal(200, assert(c:request { method = "GET", path = path, headers = auth }).status)
+    assert.equal(401, assert(c:request { method = "GET", path = path }).status)
     c:close()
     assert(m:capture { amount = 12.00, currency = "EUR", pan = "4005550000000019", exp_month = "01", exp_year = "2031" })
     local res = m:forward()

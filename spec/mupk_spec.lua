@@ -24,6 +24,8 @@ local function env(extra)
       if type(e.answer) == "function" then return e.answer() end
       return e.answer
     end }
+  -- pure-handler specs: no authentication unless a case configures it
+  if not (extra and (extra.basic_auth or extra.tls or extra.auth)) then cfg.auth = "none" end
   for k, v in pairs(extra or {}) do cfg[k] = v end
   cfg.store = cfg.store or memory.new { clock = e.clock }
   e.store = cfg.store
@@ -168,6 +170,145 @@ describe("mupk", function()
       resp = call(e, "POST", "/security/v1/keys/generate", { merchantDetails = { merchantId = MID } },
         { authorization = "Basic " .. util.b64encode("shop:pw") })
       assert.equal(201, resp.status)
+    end)
+  end)
+
+  describe("access, limits and the store", function()
+    local AUTH = { authorization = "Basic " .. util.b64encode("shop:pw") }
+
+    -- A memory store that counts what it commits: puts, deletes, and updates whose
+    -- function returned (an update whose function raises leaves the store as it was).
+    local function counting_store(clock)
+      local s = memory.new { clock = clock }
+      s.writes = 0
+      for _, m in ipairs { "put", "delete" } do
+        local orig = s[m]
+        s[m] = function(self, ...)
+          self.writes = self.writes + 1
+          return orig(self, ...)
+        end
+      end
+      local update = s.update
+      s.update = function(self, key, fn, opts)
+        local function committed(...)
+          self.writes = self.writes + 1
+          return ...
+        end
+        return update(self, key, function(old) return committed(fn(old)) end, opts)
+      end
+      return s
+    end
+
+    it("refuses to start without authentication unless it is turned off explicitly", function()
+      local base = { storage_key = LMK, store = memory.new() }
+      local ok, err = pcall(mupk.new, base)
+      assert.is_false(ok)
+      assert.equal('mupk: config needs basic_auth = {user = "password"} or tls.client_ca (mutual TLS); '
+        .. 'auth = "none" turns authentication off, for local experiments only', err)
+      for _, bad in ipairs { { auth = "basic" }, { auth = "none", basic_auth = { shop = "pw" } }, { basic_auth = {} },
+        { tls = { cert = "c", key = "k" } } } do
+        local cfg = { storage_key = LMK, store = memory.new() }
+        for k, v in pairs(bad) do cfg[k] = v end
+        assert.is_false(pcall(mupk.new, cfg))
+      end
+      -- Basic, mutual TLS (payhsm.http checks the client certificate before the handler
+      -- runs), or an explicit opt-out that says so in the log
+      assert.is_table(mupk.new { storage_key = LMK, store = memory.new(), basic_auth = { shop = "pw" } })
+      assert.is_table(mupk.new { storage_key = LMK, store = memory.new(),
+        tls = { cert = "c.pem", key = "k.pem", client_ca = "ca.pem" } })
+      local lines = {}
+      assert.is_table(mupk.new { storage_key = LMK, store = memory.new(), auth = "none",
+        log = function(l) lines[#lines + 1] = l end })
+      assert.equal("mupk: WARNING: auth = \"none\": every client may generate, read and revoke keys; "
+        .. "for local experiments only", lines[1])
+    end)
+
+    it("warns at start when no storage_key is configured", function()
+      local lines = {}
+      mupk.new { auth = "none", store = memory.new(), log = function(l) lines[#lines + 1] = l end }
+      assert.equal("mupk: no storage_key configured: the local master key is random and lives only as long as "
+        .. "this process (keys in a durable store become unusable at restart); configure storage_key", lines[2])
+      lines = {}
+      mupk.new { auth = "none", store = memory.new(), storage_key = LMK, log = function(l) lines[#lines + 1] = l end }
+      assert.equal(1, #lines) -- only the auth warning
+    end)
+
+    it("writes nothing to the store for a refused request", function()
+      local now = T("2024-01-01T00:00:00Z")
+      local store = counting_store(function() return now end)
+      local svc = mupk.new { storage_key = LMK, store = store, clock = function() return now end,
+        basic_auth = { shop = "pw" }, generate_rate = { per_minute = 1 } }
+      local function req(method, path, body, headers)
+        return svc:handle { method = method, path = path, headers = headers or AUTH,
+          body = type(body) == "table" and cjson.encode(body) or body }
+      end
+      local gen = { merchantDetails = { merchantId = MID } }
+      local first = req("POST", "/security/v1/keys/generate", gen)
+      assert.equal(201, first.status)
+      local id = cjson.decode(first.body).asymmetricKeyDetails.keyId
+      local before = store.writes
+      local refused = {
+        { 401, req("POST", "/security/v1/keys/generate", gen, {}) },
+        { 401, req("POST", "/security/v1/keys/" .. id .. "/revoke", gen, { authorization = "Basic bm9wZQ==" }) },
+        { 404, req("GET", "/security/v1/nothing") },
+        { 404, req("GET", "/security/v1/keys/nope") },
+        { 404, req("POST", "/security/v1/keys/nope/revoke", gen) },
+        { 404, req("POST", "/security/v1/keys/" .. id .. "/revoke", { merchantDetails = { merchantId = "other" } }) },
+        { 405, req("PUT", "/security/v1/keys/generate", gen) },
+        { 400, req("POST", "/security/v1/keys/generate", "{") },
+        { 400, req("POST", "/security/v1/keys/generate", { merchantDetails = {} }) },
+        { 429, req("POST", "/security/v1/keys/generate", gen) },
+        { 400, req("POST", "/security/v1/transactions", { merchantDetails = { merchantId = MID } }) },
+        { 200, req("GET", "/security/v1/keys/" .. id) }, -- a read writes nothing either
+      }
+      for i, r in ipairs(refused) do assert.equal(r[1], r[2].status, "request " .. i) end
+      assert.equal(before, store.writes)
+      -- every answer still carries a transactionId (12 digits), none of them from the store
+      for _, r in ipairs(refused) do
+        local doc = cjson.decode(r[2].body)
+        assert.matches("^%d%d%d%d%d%d%d%d%d%d%d%d$",
+          doc.gatewayResponse.transactionProcessingDetails.transactionId)
+      end
+    end)
+
+    it("limits generate per merchant (generate_rate.per_minute): 429 with Retry-After", function()
+      local e = env { generate_rate = { per_minute = 2 } }
+      assert.equal(201, (generate(e)).status)
+      e.now = e.now + 10
+      assert.equal(201, (generate(e)).status)
+      e.now = e.now + 20
+      local resp, doc = generate(e)
+      assert_error(resp, doc, 429, "TOO_MANY_REQUESTS")
+      assert.equal("30", resp.headers["Retry-After"]) -- the window opened 30 s ago
+      assert.equal(1, #e.store:keys("mupk:merchant:")) -- nothing generated
+      assert.equal(201, (generate(e, "999999999999999")).status) -- another merchant
+      e.now = e.now + 29
+      assert.equal(429, (generate(e)).status)
+      e.now = e.now + 1
+      assert.equal(201, (generate(e)).status) -- a new minute
+      -- the default: 10 a minute
+      local d = env()
+      for _ = 1, 10 do assert.equal(201, (generate(d)).status) end
+      assert.equal(429, (generate(d)).status)
+      assert.has_error(function() env { generate_rate = { per_minute = 0 } } end)
+      assert.has_error(function() env { generate_rate = { per_hour = 5 } } end)
+    end)
+
+    it("bounds the cache of unwrapped private keys (cache_size), closing what it drops", function()
+      local e = env { cache_size = 2, generate_rate = { per_minute = 100 } }
+      local ds, first = {}, nil
+      for i = 1, 7 do
+        local _, g = generate(e)
+        ds[i] = g.asymmetricKeyDetails
+        if i == 1 then first = e.svc.cache:get(ds[1].keyId).key end
+      end
+      assert.is_true(e.svc.cache:count() <= 4, e.svc.cache:count())
+      assert.equal("payhsm.RsaKey(closed)", tostring(first))
+      -- a dropped key is unwrapped again from the store when a transaction needs it
+      assert.is_nil(e.svc.cache:get(ds[1].keyId))
+      assert.equal(201, (pay(e, ds[1])).status)
+      assert.is_table(e.svc.cache:get(ds[1].keyId))
+      assert.has_error(function() env { cache_size = 0 } end)
     end)
   end)
 
@@ -472,7 +613,7 @@ describe("mupk", function()
       finally(function() srv:close() end)
       local e = env { webhook_url = ("http://127.0.0.1:%d/wh"):format(srv:port()),
         webhook_pump = function() srv:run_once(5) end }
-      e.svc.post = require("payhsm.mupk").new { storage_key = LMK, store = e.store,
+      e.svc.post = require("payhsm.mupk").new { storage_key = LMK, store = e.store, auth = "none",
         webhook_pump = function() srv:run_once(5) end }.post -- the real transport, not the spy
       local _, to = setup_key(e)
       e.now = to - 47 * H
@@ -485,7 +626,7 @@ describe("mupk", function()
       assert.equal(47, cjson.decode(got[1].body).notification.hoursBeforeExpiry)
       -- nobody listening: a failure, recorded for retry
       local e2 = env { webhook_url = "http://127.0.0.1:1/none" }
-      e2.svc.post = require("payhsm.mupk").new { storage_key = LMK, store = e2.store, webhook_timeout = 1 }.post
+      e2.svc.post = require("payhsm.mupk").new { storage_key = LMK, store = e2.store, auth = "none", webhook_timeout = 1 }.post
       local id2, to2 = setup_key(e2)
       e2.now = to2 - 47 * H
       assert.equal(0, e2.svc:tick())
@@ -608,20 +749,20 @@ describe("mupk", function()
       local _, g = generate(e)
       local d = g.asymmetricKeyDetails
       assert.equal(201, (pay(e, d)).status)
-      local cached = e.svc.cache[d.keyId].key
+      local cached = e.svc.cache:get(d.keyId).key
       assert.matches("^payhsm.RsaKey%(RSA%-2048", tostring(cached))
       e.now = T(d.validTo)
       e.svc:tick()
-      assert.is_table(e.svc.cache[d.keyId]) -- the last valid second: still in use
+      assert.is_table(e.svc.cache:get(d.keyId)) -- the last valid second: still in use
       e.now = e.now + 1
       e.svc:tick()
-      assert.is_nil(e.svc.cache[d.keyId])
+      assert.is_nil(e.svc.cache:get(d.keyId))
       assert.equal("payhsm.RsaKey(closed)", tostring(cached))
       -- revoked by another service on the same store: closed at the next transaction
       local _, g2 = generate(e)
       local d2 = g2.asymmetricKeyDetails
       assert.equal(201, (pay(e, d2)).status)
-      local k2 = e.svc.cache[d2.keyId].key
+      local k2 = e.svc.cache:get(d2.keyId).key
       local other = env { store = e.store }
       other.now = e.now
       revoke(other, d2.keyId)
@@ -675,7 +816,7 @@ describe("mupk", function()
         webhook_pump = srv.pump }
       for k, v in pairs(extra or {}) do cfg[k] = v end
       local e = env(cfg)
-      e.svc.post = mupk.new { storage_key = LMK, store = memory.new(), webhook_timeout = cfg.webhook_timeout,
+      e.svc.post = mupk.new { storage_key = LMK, store = memory.new(), auth = "none", webhook_timeout = cfg.webhook_timeout,
         webhook_pump = srv.pump }.post -- the real transport, not the spy
       return e
     end
@@ -809,7 +950,7 @@ describe("mupk", function()
         assert.equal(0, #got)
         -- the service records it as a failure to retry
         local e = env { webhook_url = ("https://127.0.0.1:%d/hooks"):format(srv:port()) }
-        e.svc.post = mupk.new { storage_key = LMK, store = memory.new(), webhook_cafile = p.path("ca.pem"),
+        e.svc.post = mupk.new { storage_key = LMK, store = memory.new(), auth = "none", webhook_cafile = p.path("ca.pem"),
           webhook_timeout = 3, webhook_pump = function() srv:run_once(5) end }.post
         local _, g = generate(e)
         e.now = T(g.asymmetricKeyDetails.validTo) - 47 * H

@@ -25,11 +25,11 @@ local EMV_P = "mode, pan, psn, derivation, atc, un, iv, height, branch_factor, p
 
 describe("options tables", function()
   it("key attributes (key.import, key.generate, key.derive) and hsm.policy", function()
-    refuses("key attributes", "usge", "usage, mode, version, exportability",
+    refuses("key attributes", "usge", "usage, mode, version, exportability, local_master",
       function() tdes { usge = "P0" } end)
-    refuses("key attributes", "Mode", "usage, mode, version, exportability",
+    refuses("key attributes", "Mode", "usage, mode, version, exportability, local_master",
       function() hsm.key.generate("AES_128", { Mode = "E" }) end)
-    refuses("key attributes", "exportable", "usage, mode, version, exportability",
+    refuses("key attributes", "exportable", "usage, mode, version, exportability, local_master",
       function() hsm.key.derive(aes(), "AES_128", "l", "c", { exportable = "N" }) end)
     refuses("policy", "clear_exports", "clear_export", function() hsm.policy { clear_exports = false } end)
     -- the right spelling still works

@@ -918,9 +918,10 @@ describe("pos", function()
       local dump = {}
       for _, k in ipairs(w.store:keys("")) do dump[#dump + 1] = k .. "=" .. w.store:get(k) end
       dump = table.concat(dump, "\n")
-      for _, k in pairs(d.keys) do
-        assert.not_matches(k:export(), dump, 1, true)
-        assert.not_matches(k:export():lower(), dump, 1, true)
+      for _, k in pairs(d.keys) do -- non-exportable (N): read through a local wrap
+        local hex = require("spec.support.clear")(k)
+        assert.not_matches(hex, dump, 1, true)
+        assert.not_matches(hex:lower(), dump, 1, true)
       end
       for _, secret in ipairs { ZMK, DAK, "4761739001010119", "\"1234\"" } do
         assert.not_matches(secret, dump, 1, true)

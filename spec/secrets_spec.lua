@@ -12,6 +12,7 @@
 local hsm = require "payhsm"
 local marked = require "spec.support.marked"
 local serve = require "spec.support.serve"
+local clear = require "spec.support.clear" -- the bytes of non-exportable (N) keys too
 
 -- The integrator's client for a served gateway whose two zone master keys are pan_hex and pin_hex.
 local function gateway_client(port, pan_hex, pin_hex)
@@ -143,7 +144,7 @@ describe("secrets", function()
       -- the local master key the gateway derives from its config (no storage_key)
       local secrets = { [ZMK_PAN] = "ZMK_PAN", [ZMK_PIN] = "ZMK_PIN" }
       local twin = require("payhsm.gateway").new { master_keys = master_keys, basic_auth = { integrator = "pa55word" } }
-      secrets[twin.lmk:export()] = "gateway local master key"
+      secrets[clear(twin.lmk)] = "gateway local master key"
 
       -- serve.start has no stdout option: the redirection inside the system word sends the
       -- server's stdout to a file scanned too (its stderr is the log)
@@ -167,8 +168,8 @@ describe("secrets", function()
         assert.equal(twin.lmk:kcv("CMAC"), reader.lmk:kcv("CMAC"))
         assert.not_equal(twin.gw_pan:kcv("CMAC"), reader.gw_pan:kcv("CMAC")) -- not derivable from the config
         own_pan_kcv = reader.gw_pan:kcv("CMAC")
-        secrets[reader.gw_pan:export()] = "gateway PAN key"
-        secrets[reader.gw_pin:export()] = "gateway PIN key"
+        secrets[clear(reader.gw_pan)] = "gateway PAN key"
+        secrets[clear(reader.gw_pin)] = "gateway PIN key"
         store:close()
       end
 
@@ -386,7 +387,7 @@ describe("secrets", function()
   local function pos_flow(port, secrets)
     local d = pos_device(port)
     local function learn(what)
-      for name, k in pairs(d.keys) do secrets[k:export()] = what .. " " .. name end
+      for name, k in pairs(d.keys) do secrets[clear(k)] = what .. " " .. name end
     end
     assert.equal("active", (assert(d:activate_all())).status)
     secrets[d.token:sub(5)] = "attestation token 1"
@@ -476,12 +477,14 @@ describe("secrets", function()
   local MUPK_LMK = marked.hex(32, "C0", "mupk storage key (LMK)")
   local MID = "123456789012345"
 
+  local MUPK_PASSWORD = marked.hex(16, "C1", "mupk basic_auth password")
   local function mupk_config(store)
     return ([[{
       listen = "127.0.0.1:0",
       store = %s,
+      basic_auth = { shop = %q },
       storage_key = { algorithm = "AES_256", hex = %q },
-    }]]):format(store, MUPK_LMK)
+    }]]):format(store, MUPK_PASSWORD, MUPK_LMK)
   end
 
   local function tmpfile_bytes(bytes)
@@ -526,8 +529,8 @@ describe("secrets", function()
 
   local function new_merchant(port)
     local merchant = require "payhsm.mupk.merchant"
-    return merchant.new { merchant_id = MID, clock = os.time, auto_rotate = false,
-      service = merchant.http_service { host = "127.0.0.1", port = port, timeout = 5 } }
+    return merchant.new { merchant_id = MID, clock = os.time, auto_rotate = false, user = "shop",
+      password = MUPK_PASSWORD, service = merchant.http_service { host = "127.0.0.1", port = port, timeout = 5 } }
   end
 
   -- Generate, a transaction decrypted, a revoke, a transaction refused for the revoked
@@ -559,7 +562,7 @@ describe("secrets", function()
   -- the store with get), the private numbers (searched for as any 8 bytes) and the
   -- whole PKCS#8 DER (searched for whole: its header and public half are not secret).
   local function mupk_secrets(get, ids)
-    local secrets, ders = { [MUPK_LMK] = "mupk storage key" }, {}
+    local secrets, ders = { [MUPK_LMK] = "mupk storage key", [MUPK_PASSWORD] = "mupk basic_auth password" }, {}
     local util = require "payhsm.util"
     for _, id in ipairs(ids) do
       local rec = cjson.decode((assert(get("mupk:key:" .. id), "no record for " .. id)))
@@ -765,9 +768,9 @@ describe("secrets", function()
         local store = require("payhsm.store.redis").new { url = url, prefix = "gw:" }
         local reader = require("payhsm.gateway").new { master_keys = master_keys, store = store,
           basic_auth = { integrator = "pa55word" } }
-        secrets[reader.lmk:export()] = "gateway local master key"
-        secrets[reader.gw_pan:export()] = "gateway PAN key"
-        secrets[reader.gw_pin:export()] = "gateway PIN key"
+        secrets[clear(reader.lmk)] = "gateway local master key"
+        secrets[clear(reader.gw_pan)] = "gateway PAN key"
+        secrets[clear(reader.gw_pin)] = "gateway PIN key"
         store:close()
       end
 
@@ -1048,6 +1051,134 @@ describe("secrets", function()
       local out, rc, err = sh("bin/payhsm kcv --key-identifier -", K.aes .. ":000000\n")
       assert.is_true(rc ~= 0)
       scanner(secrets_of())("kcv from stdin", out .. err)
+    end)
+  end)
+
+  -- ---- configuration: errors, warnings, files ------------------------------------------
+  describe("configuration and files", function()
+    local CFG_LMK = marked.hex(32, "A0", "config storage key")
+    local function mode(path)
+      local p = io.popen("stat -c %a " .. path .. " 2>/dev/null")
+      local m = p:read("*l")
+      p:close()
+      return m
+    end
+    local dir
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      os.execute("mkdir -p " .. dir)
+    end)
+    teardown(function() os.execute("rm -rf " .. dir) end)
+
+    local function serve_fails(system, text)
+      local cfg = dir .. "/" .. system .. ".bad.conf.lua"
+      local f = assert(io.open(cfg, "w"))
+      f:write("return ", text)
+      f:close()
+      local out, rc, err = sh("timeout 20 bin/payhsm serve " .. system .. " --config " .. cfg)
+      assert.is_true(rc ~= 0, system .. ": " .. out .. err)
+      scanner({ [CFG_LMK] = "config storage key" })("serve " .. system, out .. err)
+      return out .. err
+    end
+
+    it("refuse to start without authentication or with a broken storage key, printing no key", function()
+      local text = serve_fails("mupk", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+        storage_key = { algorithm = "AES_256", hex = %q } }]]):format(CFG_LMK))
+      assert.matches('mupk: config needs basic_auth = {user = "password"} or tls.client_ca %(mutual TLS%)', text)
+      assert.is_nil(text:find("listening", 1, true))
+      for _, hex in ipairs { CFG_LMK:sub(1, 62), CFG_LMK:sub(1, 60) .. "ZZZZ", CFG_LMK .. "00" } do
+        assert.matches("storage_key", serve_fails("mupk", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+          basic_auth = { shop = "pw" }, storage_key = { algorithm = "AES_256", hex = %q } }]]):format(hex)))
+        assert.matches("storage_key", serve_fails("pos", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+          basic_auth = { operator = "pw" }, storage_key = { hex = %q } }]]):format(hex)))
+        assert.matches("storage_key", serve_fails("aws", ([[{ listen = "127.0.0.1:0", store = { backend = "memory" },
+          region = "us-east-1", account = "111122223333", credentials = { AKID = "secret" },
+          storage_key = { algorithm = "AES_256", hex = %q } }]]):format(hex)))
+      end
+    end)
+
+    it("warn at start when no storage_key is configured (gateway, POS, mupk, AWS)", function()
+      local function lines_of(build)
+        local lines = {}
+        build(function(l) lines[#lines + 1] = l end)
+        return table.concat(lines, "\n")
+      end
+      local memory = require "payhsm.store.memory"
+      local gw = lines_of(function(log) require("payhsm.gateway").new { log = log, store = memory.new(),
+        basic_auth = { i = "pw" }, master_keys = { { label = "ZMK_PAN_XXX_YYY", key_type = "PAN", hex = CFG_LMK } } } end)
+      assert.matches("gateway: no storage_key configured", gw)
+      local pos = lines_of(function(log) require("payhsm.pos.server").new { log = log, store = memory.new() } end)
+      assert.matches("pos: no storage_key configured: the local master key is random", pos)
+      local mupk = lines_of(function(log) require("payhsm.mupk").new { log = log, store = memory.new(), auth = "none" } end)
+      assert.matches("mupk: no storage_key configured: the local master key is random", mupk)
+      local aws_cfg = { region = "us-east-1", account = "111122223333", credentials = { AKID = "secret" } }
+      local aws = lines_of(function(log)
+        local c = { log = log, store = memory.new() }
+        for k, v in pairs(aws_cfg) do c[k] = v end
+        require("payhsm.aws.server").new(c)
+      end)
+      assert.matches("aws: no storage_key configured: the local master key is random", aws)
+      local keyfile = dir .. "/aws.lmk"
+      aws = lines_of(function(log)
+        local c = { log = log, store = memory.new(), storage_key_file = keyfile }
+        for k, v in pairs(aws_cfg) do c[k] = v end
+        require("payhsm.aws.server").new(c)
+      end)
+      assert.matches("aws: no storage_key configured: the local master key is kept in clear in " .. keyfile:gsub("%p", "%%%0"),
+        aws)
+      assert.equal("600", mode(keyfile)) -- made by core.write_secret_file
+      -- with a storage_key: no such line
+      assert.is_nil(lines_of(function(log) require("payhsm.pos.server").new { log = log, store = memory.new(),
+        storage_key = { hex = CFG_LMK } } end):find("storage_key", 1, true))
+      -- and every example config sets one
+      for _, system in ipairs { "gateway", "pos", "mupk", "aws" } do
+        assert.matches("storage_key = {", read("examples/" .. system .. ".conf.lua"), nil, true)
+      end
+    end)
+
+    it("--out files are created 0600, whatever the umask", function()
+      local kbpk = dir .. "/kbpk"
+      local _, rc, err = sh("umask 022; bin/payhsm keygen --key-algorithm AES_256 --out " .. kbpk)
+      assert.equal(0, rc, err)
+      assert.equal("600", mode(kbpk))
+      local zka = dir .. "/zka"
+      local f = assert(io.open(zka, "w"))
+      f:write("TDES_2KEY:" .. marked.hex(16, "A1", "config ZKA key") .. "\n")
+      f:close()
+      local out
+      out, rc, err = sh(("umask 022; bin/payhsm zka derive --key-identifier file:%s --purpose ENC --random-number %s "
+        .. "--out %s/session"):format(zka, ("01"):rep(16), dir))
+      assert.equal(0, rc, err)
+      assert.equal("600", mode(dir .. "/session"))
+      local block = cjson.decode((sh(("bin/payhsm tr31 wrap --wrapping-key-identifier file:%s --key-identifier file:%s "
+        .. "--key-usage D0 --key-mode-of-use B"):format(kbpk, kbpk)))).KeyBlock
+      out, rc, err = sh(("umask 022; bin/payhsm tr31 unwrap --wrapping-key-identifier file:%s --key-block %s --out %s/unwrapped")
+        :format(kbpk, block, dir))
+      assert.equal(0, rc, out .. err)
+      assert.equal("600", mode(dir .. "/unwrapped"))
+    end)
+
+    it("served stores: the sqlite database, its -wal and -shm are 0600 (gateway, POS, mupk, AWS)", function()
+      local later = require("spec.support.defer")(finally)
+      local configs = {
+        gateway = [[basic_auth = { i = "pw" }, master_keys = { { label = "ZMK_PAN_XXX_YYY", key_type = "PAN",
+          hex = "%s" } }, storage_key = { hex = "%s" }]],
+        pos = [[basic_auth = { operator = "pw" }, storage_key = { hex = "%s" }]],
+        mupk = [[basic_auth = { shop = "pw" }, storage_key = { hex = "%s" }]],
+        aws = [[region = "us-east-1", account = "111122223333", credentials = { AKID = "secret" },
+          storage_key = { hex = "%s" }]],
+      }
+      for _, system in ipairs { "gateway", "pos", "mupk", "aws" } do
+        local db = dir .. "/" .. system .. ".db" -- a new file: the server makes it
+        local srv = serve.start(system, ("{ listen = \"127.0.0.1:0\", store = { backend = \"sqlite\", path = %q }, %s }")
+          :format(db, configs[system]:format(CFG_LMK, CFG_LMK)))
+        later(function() srv.stop() srv.cleanup() end)
+        for _, suffix in ipairs { "", "-wal", "-shm" } do
+          assert.equal("600", mode(db .. suffix), system .. " " .. db .. suffix)
+        end
+        wait_stopped(srv)
+      end
     end)
   end)
 

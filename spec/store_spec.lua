@@ -239,6 +239,37 @@ describe("store", function()
   end
 
   describe("sqlite", function()
+    local function mode(path)
+      local p = io.popen("stat -c %a " .. path .. " 2>/dev/null")
+      local m = p:read("*l")
+      p:close()
+      return m
+    end
+
+    -- POSIX open(2) with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600 makes the database file
+    -- before sqlite opens it; sqlite's unix VFS gives the -wal and -shm files the mode of
+    -- the database file (whatever the umask).
+    it("creates the database, its -wal and -shm files readable by the owner only (0600)", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      os.execute("mkdir " .. dir)
+      finally(function() os.execute("rm -rf " .. dir) end)
+      local path = dir .. "/store.db"
+      -- under umask 022 (files 0644 by default), in a process of its own
+      local interp = require "spec.support.interp"
+      local p = io.popen(("umask 022; %s -e 'local s = require(\"payhsm.store.sqlite\").new{path = %q}; "
+        .. "s:put(\"k\", \"v\"); io.write(io.popen(\"stat -c %%a %s %s-wal %s-shm\"):read(\"*a\")); s:close()'")
+        :format(interp.run, path, path, path, path))
+      local out = p:read("*a")
+      p:close()
+      assert.equal("600\n600\n600\n", out)
+      assert.equal("600", mode(path))
+      -- an existing database is opened as it is
+      local s = require("payhsm.store.sqlite").new { path = path }
+      assert.equal("v", s:get("k"))
+      s:close()
+    end)
+
     it("keeps its data across reopen", function()
       local path = tmpdb()
       local s = require("payhsm.store.sqlite").new { path = path, clock = clock }

@@ -234,8 +234,27 @@ describe("tr31", function()
       local b, _, code = hsm.tr31.wrap(kbpk, k, {})
       assert.is_nil(b)
       assert.equal("TR31_NOT_EXPORTABLE", code)
-      b = assert(hsm.tr31.wrap(kbpk, k, {}, { ["local"] = true }))
-      assert.equal("N", hsm.tr31.unwrap(kbpk, b).exportability)
+      -- local storage: only under a KBPK marked as the local master key
+      local lmk = hsm.key.import("AES_256", A256, { usage = "K0", local_master = true })
+      b = assert(hsm.tr31.wrap(lmk, k, {}, { ["local"] = true }))
+      assert.equal("N", hsm.tr31.unwrap(lmk, b).exportability)
+      assert.equal("N", hsm.tr31.unwrap(kbpk, b).exportability) -- the same bytes unwrap it
+    end)
+
+    it("refuses local = true under a KBPK that is not a local master key", function()
+      local k = hsm.key.generate("AES_128", { usage = "P0", mode = "E", exportability = "N" })
+      for _, attrs in ipairs { {}, { usage = "K0" }, { usage = "K1", mode = "B", exportability = "N" } } do
+        local kbpk = hsm.key.import("AES_256", A256, attrs)
+        local b, msg, code = hsm.tr31.wrap(kbpk, k, {}, { ["local"] = true })
+        assert.is_nil(b)
+        assert.equal("TR31_NOT_LOCAL", code)
+        assert.equal("tr31.wrap: local = true needs a KBPK marked as the local master key (local_master)", msg)
+      end
+      -- an exportable key needs no local wrap, and local changes nothing for it
+      local kbpk = hsm.key.import("AES_256", A256, { usage = "K0" })
+      local e = hsm.key.generate("AES_128", { usage = "P0", mode = "E" })
+      assert.equal("TR31_NOT_LOCAL", select(3, hsm.tr31.wrap(kbpk, e, {}, { ["local"] = true })))
+      assert(hsm.tr31.wrap(kbpk, e, {}))
     end)
   end)
 

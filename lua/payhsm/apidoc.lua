@@ -42,7 +42,7 @@ return {
   { "key.import(algorithm, hex [, attrs]) -> key", "Bad hex -> nil, msg, \"BAD_HEX\"; a length that does not fit the algorithm -> nil, msg, \"KEY_LENGTH\"." },
   { "key.generate(algorithm [, attrs]) -> key", "Random bytes from RAND_priv_bytes." },
   { "key.derive(kdk, algorithm, label, context [, attrs]) -> key", "NIST SP 800-108r1 key-based KDF in counter mode (section 4.1): the PRF is AES-CMAC for an AES key-derivation key and HMAC for an HMAC one; the input of each PRF call is [i]_32 || label || 0x00 || context || [L]_32 (OpenSSL's KBKDF)." },
-  { "key:export() -> hex. The one way to see clear bytes; raises when the host's", "policy turned clear export off." },
+  { "key:export() -> hex. The one way to see clear bytes; raises when the host's", "policy turned clear export off, and for a key marked non-exportable (TR-31 exportability N, ANSI X9.143-2022 6.3.7: such a key leaves only under the local master key, never in clear)." },
   { "key:close(), __close, __gc", "one idempotent wipe." },
   { "key.is_key(v) -> boolean", "" },
   { "mac.generate(key, algorithm, data_hex [, opts]) -> mac_hex", "" },

@@ -6,6 +6,7 @@
 --   local cache = require "payhsm.cache"
 --   local c = cache.new(1024, function(v) v.key:close() end)
 --   c:put(k, v);  c:get(k) -> v | nil;  c:count() -> entries held
+--   c:delete(k) -> v | nil (removed; drop is not called);  c:each(fn) calls fn(k, v) for each entry
 local M = {}
 
 local Cache = {}
@@ -38,6 +39,25 @@ function Cache:put(k, v)
     if self.drop then for _, old in pairs(self.old) do self.drop(old) end end
     self.old, self.new, self.n = self.new, {}, 0
   end
+end
+
+--- Removes k and returns its value (drop is not called: the caller has it).
+function Cache:delete(k)
+  local v = self.new[k]
+  if v ~= nil then
+    self.new[k] = nil
+    self.n = self.n - 1
+    return v
+  end
+  v = self.old[k]
+  self.old[k] = nil
+  return v
+end
+
+--- Calls fn(k, v) for every entry, without moving any (fn must not change the cache).
+function Cache:each(fn)
+  for k, v in pairs(self.new) do fn(k, v) end
+  for k, v in pairs(self.old) do fn(k, v) end
 end
 
 --- The number of cached entries (at most 2 * size).

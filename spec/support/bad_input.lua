@@ -334,6 +334,9 @@ M.rows = {
   { "mupk HTTP", "revoke: keyId over 64 characters", [[mupk_request("POST", "/security/v1/keys/" .. ("k"):rep(65) .. "/revoke", json{merchantDetails = {merchantId = "M1"}})]], 400, "1013" },
   { "mupk HTTP", "unknown path", [[mupk_request("GET", "/security/v1/nothing")]], 404, "404" },
   { "mupk HTTP", "generate: merchantDetails of the wrong JSON type (a string)", [[mupk_request("POST", "/security/v1/keys/generate", json{merchantDetails = "M1"})]], 400, "1001" },
+  { "mupk HTTP", "generate: no credentials (basic_auth configured)", [[mupk_anonymous("POST", "/security/v1/keys/generate", json{merchantDetails = {merchantId = "M1"}})]], 401, "401" },
+  { "mupk HTTP", "revoke: no credentials", [[mupk_anonymous("POST", "/security/v1/keys/nope/revoke", json{merchantDetails = {merchantId = "M1"}})]], 401, "401" },
+  { "mupk HTTP", "generate: over the merchant's generate_rate (payhsm's)", [[mupk_flood()]], 429, "429" },
 
   -- ---- pos HTTP (status, error.code) ---------------------------------------------------
   { "pos HTTP", "keys: no Authorization", [[pos_keys(nil)]], 401, "4001" },
@@ -561,9 +564,21 @@ function M.env()
   local mupk = require "payhsm.mupk"
   local now = 1704067200 -- 2024-01-01T00:00:00Z
   local svc = mupk.new { clock = function() return now end, storage_key = { algorithm = "AES_256", hex = hex(32, "mupk LMK") },
-    webhook_post = function() return 200 end }
-  function env.mupk_request(method, path, body)
-    return svc:handle { method = method, path = path, body = body, headers = { ["content-type"] = "application/json" } }
+    webhook_post = function() return 200 end, basic_auth = { shop = "pw" }, generate_rate = { per_minute = 2 } }
+  function env.mupk_request(method, path, body, headers)
+    return svc:handle { method = method, path = path, body = body, headers = headers or { ["content-type"] = "application/json",
+      authorization = "Basic " .. util.b64encode("shop:pw") } }
+  end
+  --- mupk_anonymous(method, path, body): a request without credentials.
+  function env.mupk_anonymous(method, path, body)
+    return env.mupk_request(method, path, body, { ["content-type"] = "application/json" })
+  end
+  --- mupk_flood(): one merchant's third key generation within a minute (generate_rate 2).
+  function env.mupk_flood()
+    local body = cjson.encode { merchantDetails = { merchantId = "FLOOD" } }
+    env.mupk_request("POST", "/security/v1/keys/generate", body)
+    env.mupk_request("POST", "/security/v1/keys/generate", body)
+    return env.mupk_request("POST", "/security/v1/keys/generate", body)
   end
   local function new_key(mid)
     local resp = env.mupk_request("POST", "/security/v1/keys/generate", cjson.encode { merchantDetails = { merchantId = mid } })

@@ -98,6 +98,11 @@ end
 -- storage_key_file (made there, readable by the owner only, on the first start).
 local function local_master_key(cfg, store)
   local spec = cfg.storage_key
+  if not spec and cfg.log then
+    cfg.log(("aws: no storage_key configured: the local master key is %s; configure storage_key"):format(
+      cfg.storage_key_file and ("kept in clear in " .. cfg.storage_key_file)
+        or "random and lives only as long as this process"))
+  end
   if not spec and cfg.storage_key_file then
     local f = io.open(cfg.storage_key_file, "rb")
     local hex = f and f:read("*a"):match("^%s*(%x+)%s*$")
@@ -107,10 +112,7 @@ local function local_master_key(cfg, store)
       local k = hsm.key.generate("AES_256")
       hex = k:export()
       k:close()
-      os.execute("umask 077; : > '" .. cfg.storage_key_file:gsub("'", "'\\''") .. "'")
-      local out = assert(io.open(cfg.storage_key_file, "wb"))
-      out:write(hex, "\n")
-      out:close()
+      assert(hsm.core.write_secret_file(cfg.storage_key_file, hex .. "\n")) -- 0600, new file only
     end
     spec = { algorithm = "AES_256", hex = hex }
   end
@@ -119,10 +121,10 @@ local function local_master_key(cfg, store)
     assert(type(spec) == "table" and (spec.algorithm or "AES_256") == "AES_256" and type(spec.hex) == "string",
       "aws: storage_key = {algorithm = \"AES_256\", hex = ...}")
     local msg
-    lmk, msg = hsm.key.import("AES_256", spec.hex, { usage = "K0" })
+    lmk, msg = hsm.key.import("AES_256", spec.hex, { usage = "K0", local_master = true })
     assert(lmk, "aws: storage_key: " .. tostring(msg))
   else
-    lmk = hsm.key.generate("AES_256", { usage = "K0" }) -- memory stores: gone with the process
+    lmk = hsm.key.generate("AES_256", { usage = "K0", local_master = true }) -- memory stores: gone with the process
   end
   util.check_storage_key(store, keystore.LMK_NAME, lmk, "aws",
     "configure the storage_key (or storage_key_file) the store was written under; refusing to start")

@@ -106,8 +106,8 @@ local function master_key_entry(mk, i)
   return { label = mk.label, key_type = mk.key_type, key = key }
 end
 
-local function import_key(spec, what, usage)
-  local key, msg = hsm.key.import(spec.algorithm or "AES_256", spec.hex, { usage = usage })
+local function import_key(spec, what, usage, local_master)
+  local key, msg = hsm.key.import(spec.algorithm or "AES_256", spec.hex, { usage = usage, local_master = local_master })
   assert(key, ("gateway: %s: %s"):format(what, tostring(msg)))
   return key
 end
@@ -120,7 +120,7 @@ local function derive_from(master_keys, label)
   local hex
   for _, mk in ipairs(master_keys) do if mk.label == label then hex = mk.hex end end
   local zkdk = hsm.key.import("AES_256", hex)
-  local lmk = hsm.key.derive(zkdk, "AES_256", LMK_LABEL, label, { usage = "K0" })
+  local lmk = hsm.key.derive(zkdk, "AES_256", LMK_LABEL, label, { usage = "K0", local_master = true })
   zkdk:close()
   return lmk
 end
@@ -207,7 +207,7 @@ function M.new(cfg)
   end
   table.sort(labels)
   if cfg.storage_key then
-    self.lmk = import_key(cfg.storage_key, "storage_key", "K0")
+    self.lmk = import_key(cfg.storage_key, "storage_key", "K0", true)
     assert(self.lmk.algorithm == "AES_256", "gateway: storage_key must be AES_256")
     util.check_storage_key(self.store, LMK_NAME, self.lmk, "gateway", "refusing to start")
   else

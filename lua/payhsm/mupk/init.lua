@@ -15,7 +15,11 @@
 --     webhook_cafile = path,           -- CA file for https webhook URLs (default: the system's)
 --     webhook_post = fn(url, body, headers) -> status | nil, err  -- transport (default: HTTP POST)
 --     webhook_pump = fn(),             -- called while the default transport waits (same-thread listeners)
---     basic_auth = {user = "password"},  -- optional: require HTTP Basic on every endpoint
+--     basic_auth = {user = "password"},  -- HTTP Basic on every endpoint, or
+--     tls = {cert =, key =, client_ca =},  -- mutual TLS (payhsm.http checks the client certificate);
+--     auth = "none",                   -- or neither, said explicitly (local experiments; logs a warning)
+--     generate_rate = {per_minute = 10},  -- generations a merchant may ask for per minute (429 beyond)
+--     cache_size = 1024,               -- unwrapped private keys kept (at most 2 * cache_size)
 --   }
 --   svc:handle{method =, path =, headers =, body =} --> {status =, headers =, body =}
 --   svc:tick()  -- sends the expiry notifications that are due; call after advancing the clock
@@ -43,6 +47,7 @@ local service = require "payhsm.service"
 local cjson = require "cjson.safe"
 local webhook = require "payhsm.mupk.webhook"
 local expiry = require "payhsm.mupk.expiry"
+local cache = require "payhsm.cache"
 
 local rsa = core.rsa
 
@@ -78,6 +83,7 @@ M.ERRORS = {
   CARD_DATA        = { 422, "1024", "Decrypted card data is not valid" },
   AMOUNT           = { 400, "1025", "amount.total must be a positive number and currency a 3-letter code" },
   AMOUNT_LIMIT     = { 422, "1026", "Amount exceeds the processing limit for offline transactions" },
+  TOO_MANY_REQUESTS = { 429, "429", "Too many requests" }, -- payhsm's: generate_rate (RFC 6585 section 4)
 }
 
 local DAY = 86400
@@ -97,11 +103,37 @@ M.format_time = util.format_time
 
 -- ---- construction ------------------------------------------------------------------------
 
+-- Authentication, as the other servers have it: HTTP Basic (basic_auth), mutual TLS
+-- (tls.client_ca: payhsm.http refuses a client without a certificate from that CA before
+-- the handler runs), or both. Neither refuses to start, unless auth = "none" says so.
+local function check_auth(cfg, log)
+  local basic, mtls = cfg.basic_auth, type(cfg.tls) == "table" and cfg.tls.client_ca ~= nil
+  assert(basic == nil or (type(basic) == "table" and next(basic) ~= nil),
+    'mupk: basic_auth must be {user = "password", ...}')
+  if cfg.auth ~= nil then
+    assert(cfg.auth == "none", 'mupk: auth is "none" or absent (then basic_auth or tls.client_ca is required)')
+    assert(not basic and not mtls, 'mupk: auth = "none" contradicts basic_auth and tls.client_ca')
+    if log then
+      log('mupk: WARNING: auth = "none": every client may generate, read and revoke keys; for local experiments only')
+    end
+  elseif not basic and not mtls then
+    error('mupk: config needs basic_auth = {user = "password"} or tls.client_ca (mutual TLS); '
+      .. 'auth = "none" turns authentication off, for local experiments only', 0)
+  end
+end
+
 function M.new(cfg)
   util.checkfields(cfg, "mupk config", { "storage_key", "merchants", "key_lifetime", "max_key_lifetime",
     "max_offline_amount", "webhook_url", "webhook_hours", "webhook_retry", "webhook_timeout", "webhook_cafile",
-    "webhook_pump", "webhook_post", "basic_auth", "listen", "tls", "tick_interval", "store", "log", "clock" })
+    "webhook_pump", "webhook_post", "basic_auth", "auth", "generate_rate", "cache_size", "listen", "tls",
+    "tick_interval", "store", "log", "clock" })
   cfg = cfg or {}
+  check_auth(cfg, cfg.log)
+  util.checkfields(cfg.generate_rate, "mupk generate_rate", { "per_minute" })
+  local per_minute = tonumber((cfg.generate_rate or {}).per_minute) or 10
+  assert(per_minute >= 1, "mupk: generate_rate.per_minute must be at least 1")
+  local cache_size = tonumber(cfg.cache_size) or 1024
+  assert(cache_size >= 1, "mupk: cache_size must be at least 1")
   local clock = cfg.clock or os.time
   local self = setmetatable({
     store = cfg.store or require("payhsm.store.memory").new { clock = clock },
@@ -115,7 +147,10 @@ function M.new(cfg)
     hours = M.check_hours(cfg.webhook_hours or { 47, 44, 41 }),
     retry = tonumber(cfg.webhook_retry) or 600,
     max_amount = cfg.max_offline_amount and tonumber(cfg.max_offline_amount),
-    cache = {},   -- keyId -> {key = RsaKey, validTo =}: unwrapped private keys, closed at expiry
+    per_minute = per_minute,
+    -- keyId -> {key = RsaKey, validTo =}: unwrapped private keys, closed at expiry, on
+    -- revoke, or when the bounded cache drops them (least recently used first)
+    cache = cache.new(cache_size, function(c) c.key:close() end),
     wake = {},    -- keyId -> instant before which tick has nothing to do for that key
     index_text = nil, index = nil, -- the last "mupk:pending" text read and its decoding
   }, Service)
@@ -124,11 +159,16 @@ function M.new(cfg)
       cafile = cfg.webhook_cafile })
   end
   if cfg.storage_key then
-    self.lmk = hsm.key.import(cfg.storage_key.algorithm or "AES_256", cfg.storage_key.hex, { usage = "K0" })
+    self.lmk = hsm.key.import(cfg.storage_key.algorithm or "AES_256", cfg.storage_key.hex,
+      { usage = "K0", local_master = true })
     assert(self.lmk, "mupk: storage_key is not a valid key")
     assert(self.lmk.algorithm == "AES_256", "mupk: storage_key must be AES_256")
   else
-    self.lmk = hsm.key.generate("AES_256", { usage = "K0" })
+    self.lmk = hsm.key.generate("AES_256", { usage = "K0", local_master = true })
+    if self.log then
+      self.log("mupk: no storage_key configured: the local master key is random and lives only as long as this "
+        .. "process (keys in a durable store become unusable at restart); configure storage_key")
+    end
   end
   util.check_storage_key(self.store, "mupk:lmk", self.lmk, "mupk", "configure storage_key; refusing to start")
   self:_build_index()
@@ -198,29 +238,26 @@ end
 --- The unwrapped private key of a valid record, cached until the key expires or is
 -- revoked (then closed: the EVP_PKEY is freed and its numbers cleared by OpenSSL).
 function Service:private_key(rec)
-  local c = self.cache[rec.keyId]
+  local c = self.cache:get(rec.keyId)
   if c then return c.key end
   local k = rsa.unwrap(self.lmk, rec.wrappedPrivateKey)
   if not k then error("mupk: stored private key " .. rec.keyId .. " does not unwrap", 0) end
-  self.cache[rec.keyId] = { key = k, validTo = rec.validTo }
+  self.cache:put(rec.keyId, { key = k, validTo = rec.validTo })
   return k
 end
 
 --- Closes and drops one cached private key (no-op when not cached).
 function Service:evict(id)
-  local c = self.cache[id]
-  if c then
-    c.key:close()
-    self.cache[id] = nil
-  end
+  local c = self.cache:delete(id)
+  if c then c.key:close() end
 end
 
 --- Closes every cached private key whose key has expired at instant t.
 function Service:evict_expired(t)
   local gone = {}
-  for id, c in pairs(self.cache) do
+  self.cache:each(function(id, c)
     if t > c.validTo then gone[#gone + 1] = id end
-  end
+  end)
   for _, id in ipairs(gone) do self:evict(id) end
   return #gone
 end
@@ -246,7 +283,7 @@ local S = service.new {
   trace = "hex",
   headers = function(ctx)
     return { ["Content-Type"] = "application/json", ["Client-Request-Id"] = ctx.crid,
-             ["Api-Trace-Id"] = ctx.trace }
+             ["Api-Trace-Id"] = ctx.trace, ["Retry-After"] = ctx.retry_after }
   end,
   error_body = function(ctx, e, _, detail)
     return util.object {
@@ -295,9 +332,28 @@ local function merchant_id(body)
   return mid
 end
 
+-- payhsm's limit on generations: at most per_minute for one merchant in a fixed window of
+-- 60 seconds, counted in the store (so every process on it shares the count); beyond it
+-- TOO_MANY_REQUESTS (429) with Retry-After, the seconds until the window closes. A refused
+-- generation writes nothing (the update's function raises).
+function Service:_rate_check(ctx, mid)
+  local now = math.floor(ctx.now)
+  self.store:update("mupk:rate:" .. mid, function(old)
+    local start, n = (old or ""):match("^(%d+) (%d+)$")
+    start, n = tonumber(start), tonumber(n)
+    if not start or now - start >= 60 or now < start then start, n = now, 0 end
+    if n >= self.per_minute then
+      ctx.retry_after = ("%d"):format(start + 60 - now)
+      refusal("TOO_MANY_REQUESTS", ("at most %d key generations a minute for one merchant"):format(self.per_minute))
+    end
+    return ("%d %d"):format(start, n + 1)
+  end, { ttl = 60 })
+end
+
 --- POST /security/v1/keys/generate {merchantDetails = {merchantId}} -> 201
 -- payhsm's: optional asymmetricKeyDetails = {validFrom =, validTo =} to ask for a window
--- inside [now, now + max_key_lifetime] (validFrom not in the past).
+-- inside [now, now + max_key_lifetime] (validFrom not in the past); at most
+-- generate_rate.per_minute generations per merchant (TOO_MANY_REQUESTS).
 function Service:generate(ctx, body)
   local mid = merchant_id(body)
   local now = ctx.now
@@ -316,6 +372,7 @@ function Service:generate(ctx, body)
     if to <= from then refusal("VALIDITY", "validTo must be after validFrom") end
     if to - math.floor(now) > self.max_lifetime then refusal("VALIDITY", "validity exceeds the maximum lifetime") end
   end
+  self:_rate_check(ctx, mid)
   local priv = rsa.generate(2048)
   local der = priv:public_der()
   local rec = {
@@ -330,7 +387,7 @@ function Service:generate(ctx, body)
     ids[#ids + 1] = rec.keyId
     return cjson.encode(ids)
   end)
-  self.cache[rec.keyId] = { key = priv, validTo = to }
+  self.cache:put(rec.keyId, { key = priv, validTo = to })
   self:_index_add(rec)
   return self:_key_response(ctx, 201, rec)
 end
@@ -460,8 +517,15 @@ function Service:_route(ctx, req)
   refusal("NOT_FOUND")
 end
 
+-- transactionId: 12 random decimal digits per answer, so that answering (a refusal
+-- above all) writes nothing to the store.
+local function transaction_id()
+  return ("%012.0f"):format(tonumber(core.random(5), 16) % 1e12)
+end
+
+--- Handles one request (see the header); a refused request writes nothing to the store.
 function Service:handle(req)
-  return S:handle(self, req, { now = self.clock(), txid = tostring(self:_next_seq() + 84356531337) })
+  return S:handle(self, req, { now = self.clock(), txid = transaction_id() })
 end
 
 -- ---- expiry notifications (payhsm.mupk.expiry) ------------------------------------------------

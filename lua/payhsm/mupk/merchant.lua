@@ -13,6 +13,7 @@
 --     offline_limit = 100.00,   -- largest amount accepted offline
 --     rotate_before = 2 * 86400, -- seconds before expiry to request the next key
 --     auto_rotate = true,       -- false: a merchant that forgets (the scenario's)
+--     user = "shop", password = "...",  -- HTTP Basic credentials for a service with basic_auth
 --   }
 --   m:tick()                            -- rotates when due
 --   m:key_for([t]) -> key               -- the recommended key (newest valid)
@@ -38,7 +39,7 @@ local function parse_time(s) return util.parse_time(s, { fraction = true }) end
 
 function M.new(opts)
   util.checkfields(opts, "merchant.new", { "merchant_id", "service", "clock", "valid", "auto_rotate",
-    "rotate_before", "offline_limit", "on_notice" })
+    "rotate_before", "offline_limit", "on_notice", "user", "password" })
   assert(type(opts) == "table" and type(opts.merchant_id) == "string", "merchant.new{merchant_id=, service=}")
   assert(opts.service and opts.service.handle, "merchant.new: service must have :handle(req)")
   return setmetatable({
@@ -55,13 +56,16 @@ function M.new(opts)
     notices = {},  -- expiry notifications received, each eventId once, in arrival order
     seen = {},     -- eventId -> instant received (dropped after 7 days)
     on_notice = opts.on_notice, -- optional fn(merchant, doc) for each new notification
+    authorization = opts.user and ("Basic " .. util.b64encode(opts.user .. ":" .. assert(opts.password,
+      "merchant.new: user needs password"))),
   }, Merchant)
 end
 
 function Merchant:_call(path, body)
   self.seq = self.seq + 1
   local resp = self.service:handle { method = "POST", path = path,
-    headers = { ["content-type"] = "application/json", ["client-request-id"] = self.id .. "-" .. self.seq },
+    headers = { ["content-type"] = "application/json", ["client-request-id"] = self.id .. "-" .. self.seq,
+                authorization = self.authorization },
     body = cjson.encode(body) }
   return resp, cjson.decode(resp.body or "") or {}
 end

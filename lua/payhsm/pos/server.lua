@@ -157,11 +157,15 @@ function M.new(cfg)
   -- a PAN is a store key in clear) and is the same in every process sharing the store.
   local kdk
   if cfg.storage_key then
-    self.lmk = import_key(cfg.storage_key.hex, "AES_256", { usage = "K1", mode = "B" }, "storage_key")
+    self.lmk = import_key(cfg.storage_key.hex, "AES_256", { usage = "K1", mode = "B", local_master = true }, "storage_key")
     kdk = import_key(cfg.storage_key.hex, "AES_256", { usage = "B0" }, "storage_key")
   else
-    self.lmk = hsm.key.generate("AES_256", { usage = "K1", mode = "B" })
+    self.lmk = hsm.key.generate("AES_256", { usage = "K1", mode = "B", local_master = true })
     kdk = hsm.key.generate("AES_256", { usage = "B0" })
+    if cfg.log then
+      cfg.log("pos: no storage_key configured: the local master key is random and lives only as long as this "
+        .. "process (key sets in a durable store become unusable at restart); configure storage_key")
+    end
   end
   self.index_key = hsm.key.derive(kdk, "HMAC_SHA256", "payhsm pos store index", "", { usage = "M7", mode = "C" })
   kdk:close()

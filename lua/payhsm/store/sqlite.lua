@@ -14,6 +14,10 @@
 -- key is written again, and by a sweep (one DELETE) at the first write with a TTL after
 -- each sweep_interval seconds (default 60, on opts.clock): a flood of short-lived
 -- entries (challenges, nonces) leaves no rows on disk beyond one interval.
+-- Files: a new database file is created with mode 0600 (core.write_secret_file: O_CREAT |
+-- O_EXCL | O_NOFOLLOW) before sqlite opens it, and sqlite gives its -wal and -shm files the
+-- database file's mode, so none of the three is readable by other users whatever the umask.
+-- An existing file is opened as it is.
 -- Durability: WAL journal with synchronous=FULL, so a put that has returned survives
 -- a kill -9 of the process (and a power loss, as far as the disk honours fsync).
 -- Sharing: busy_timeout lets a second process wait for the write lock; update() runs
@@ -24,6 +28,7 @@
 -- every write committed before it, at the cost of one tiny query instead of a row read
 -- and its hex decoding (the gateway's Get Key reads two rows per request).
 local luasql = require "luasql.sqlite3"
+local core = require "payhsm.core"
 local compat = require "payhsm.compat"
 local util = require "payhsm.util"
 
@@ -87,6 +92,10 @@ function M.new(opts)
   util.checkfields(opts, "store.sqlite.new", { "path", "clock", "busy_timeout_ms", "sweep_interval" })
   opts = opts or {}
   assert(type(opts.path) == "string", "store.sqlite: opts.path is required")
+  if opts.path ~= "" and opts.path ~= ":memory:" and not opts.path:match("^file:") then
+    -- FILE_EXISTS: opened as it is; any other failure is left to sqlite to report
+    core.write_secret_file(opts.path, "")
+  end
   local env = assert(luasql.sqlite3())
   local conn, err = env:connect(opts.path)
   if not conn then
