@@ -1,5 +1,5 @@
 --- The skeleton every simulator serves through (payhsm.gateway, payhsm.pos.server,
--- payhsm.mupk): refusals, the request handler around a system's router, trace and
+-- payhsm.mupk, payhsm.aws.server): refusals, the request handler around a system's router, trace and
 -- request ids, and error responses. A system brings what is its own: its table of
 -- refusals (name -> {HTTP status, code, message}), the JSON shape of its error body and
 -- its response headers.
@@ -9,10 +9,11 @@
 --     name = "gateway",                     -- prefix of the log line of an internal failure
 --     errors = M.ERRORS,                    -- must hold INTERNAL (and UNAUTHORIZED with auth)
 --     error_body = function(ctx, e, name, detail) return util.object{...} end,
---     headers = function(ctx) return {["Content-Type"] = "application/json", ...} end,
+--     headers = function(ctx, e, name) return {["Content-Type"] = "application/json", ...} end,
+--                                           -- (e, name: the error row and its name, for errors)
 --     challenges = {UNAUTHORIZED = 'Basic realm="payhsm-gateway"'},  -- WWW-Authenticate
 --     auth = "required" | "optional" | nil,  -- HTTP Basic against app.users ("optional": when set)
---     trace = "base64url" | "hex",          -- trace id format (default base64url)
+--     trace = "base64url" | "hex" | "uuid", -- trace id format (default base64url)
 --     request_id = true,                    -- ctx.crid: Client-Request-Id or a fresh UUID
 --   }
 --   S.refusal("NOT_FOUND", detail)          -- raises; S:handle turns it into the error response
@@ -56,10 +57,11 @@ function M.request_id(headers)
   return util.uuid()
 end
 
---- A fresh trace id: "base64url" (27 characters, util.trace_id) or "hex" (32 lower-case
--- hex digits).
+--- A fresh trace id: "base64url" (27 characters, util.trace_id), "hex" (32 lower-case
+-- hex digits) or "uuid" (a random UUID, as AWS's request ids).
 function M.trace_id(format)
   if format == "hex" then return core.random(16):lower() end
+  if format == "uuid" then return util.uuid() end
   return util.trace_id()
 end
 
@@ -85,8 +87,8 @@ end
 Service.refusal = M.refusal
 
 --- A response: status, the system's headers (plus extra), body (a string or a value util.json encodes).
-function Service:respond(ctx, status, body, extra)
-  local h = self.headers(ctx)
+function Service:respond(ctx, status, body, extra, e, name)
+  local h = self.headers(ctx, e, name)
   for k, v in pairs(extra or {}) do h[k] = v end
   return { status = status, headers = h, body = type(body) == "string" and body or util.json(body) }
 end
@@ -94,7 +96,7 @@ end
 --- The error response for a refusal name (an unknown name answers as INTERNAL).
 function Service:error(ctx, name, detail)
   local e = self.errors[name] or self.errors.INTERNAL
-  local resp = self:respond(ctx, e[1], self.error_body(ctx, e, name, detail))
+  local resp = self:respond(ctx, e[1], self.error_body(ctx, e, name, detail), nil, e, name)
   if self.challenges[name] then resp.headers["WWW-Authenticate"] = self.challenges[name] end
   return resp
 end
@@ -143,7 +145,8 @@ function Service:answer(status, reason, headers)
   local e = self.errors[name] or own[2] or self.errors.INTERNAL
   local ctx = self:context({ headers = headers or {} }, { now = os.time() })
   local detail = status == 400 and reason or nil
-  return util.json(self.error_body(ctx, e, name, detail)), self.headers(ctx)
+  local body = self.error_body(ctx, e, name, detail)
+  return type(body) == "string" and body or util.json(body), self.headers(ctx, e, name)
 end
 
 --- Checks HTTP Basic on the headers alone, before payhsm.http reads any body: true, or

@@ -74,14 +74,41 @@ function M.ok(body, request_id)
     body = getmetatable(body) == RAW and body.text or M.json(body or {}) }
 end
 
---- The answer to an AWS exception of `kind`.
+-- The service skeleton (payhsm.service) with AWS's error shape: a row per exception type
+-- ({status, type, default message}); the answers payhsm.http gives itself (a control byte in
+-- the path, a repeated header, a body over max_body, a failed handler) take AWS's shape too.
+local ROWS = {}
+for kind, status in pairs(M.STATUS) do ROWS[kind] = { status, kind, kind } end
+ROWS.INTERNAL = { 500, "InternalServerException",
+  "The request processing has failed because of an unknown error, exception or failure." }
+ROWS.BAD_REQUEST = { 400, "SerializationException", "The request could not be parsed" }
+ROWS.FORBIDDEN = { 403, "AccessDeniedException", "A client certificate is required" }
+ROWS.TOO_LARGE = { 413, "ValidationException", "The request body is too large" }
+
+M.service = require("payhsm.service").new {
+  name = "aws",
+  errors = ROWS,
+  trace = "uuid",
+  error_body = function(ctx, e, _, detail)
+    local kind, message = e[2], detail or e[3]
+    local body = { __type = kind, message = message }
+    if kind ~= "ResourceNotFoundException" then body.Message = message end
+    for k, v in pairs(ctx.extra or {}) do body[k] = v end
+    return M.json(body)
+  end,
+  headers = function(ctx, e)
+    local h = { ["Content-Type"] = CONTENT_TYPE, ["x-amzn-RequestId"] = ctx.trace }
+    if e then h["x-amzn-ErrorType"] = e[2] end
+    return h
+  end,
+}
+
+--- The answer to an AWS exception of `kind` (a message, the request id, extra members).
 function M.response(kind, message, request_id, extra)
-  local body = { __type = kind, message = message }
-  if kind ~= "ResourceNotFoundException" then body.Message = message end
-  for k, v in pairs(extra or {}) do body[k] = v end
-  return { status = M.STATUS[kind] or 500,
-    headers = { ["Content-Type"] = CONTENT_TYPE, ["x-amzn-ErrorType"] = kind, ["x-amzn-RequestId"] = request_id },
-    body = M.json(body) }
+  -- a kind of the other plane (VerificationFailedException) gets its row here; its caller
+  -- sets the data plane's status
+  if not ROWS[kind] then ROWS[kind] = { 500, kind, kind } end
+  return M.service:error({ trace = request_id, extra = extra }, kind, message)
 end
 
 return M

@@ -231,4 +231,9 @@ function Service:handle(req)
     .. tostring(req.path), rid)
 end
 
+-- The service skeleton with AWS's error shape: server.lua hands its answers to payhsm.http
+-- for the refusals made before the handler runs (control bytes, repeated headers, body over
+-- max_body, a failed handler).
+M.service = errors.service
+
 return M
