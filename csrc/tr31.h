@@ -1,6 +1,7 @@
 /*
- * tr31.h - private header of the TR-31 / ANSI X9.143 key block files: tr31.c (header
- * parsing, key-block keys, unwrap, parse) and tr31_wrap.c (wrap).
+ * tr31.h - private header of the TR-31 / ANSI X9.143 key block files: tr31_header.c
+ * (reading a header), tr31_binding.c (the binding methods' keys and MAC), tr31.c (unwrap,
+ * parse, the Lua table) and tr31_wrap.c (wrap).
  */
 #ifndef PAYHSM_TR31_H
 #define PAYHSM_TR31_H
@@ -68,7 +69,7 @@ static inline const char *hm_code(payhsm_alg a) {
 }
 
 /* Parses and validates the header at s (n characters); with whole set, s is the complete
- * block (tr31.c). Returns 1, or 0 with e filled. */
+ * block (tr31_header.c). Returns 1, or 0 with e filled. */
 int payhsm_tr31_parse_header(const char *s, size_t n, int whole, tr31_hdr *h, tr31_err *e);
 /* KBEK and KBMK for the binding method of version v under kbpk, cached on it; NULL on failure. */
 key_pair *payhsm_tr31_block_keys(lua_State *L, payhsm_key *kbpk, char v);

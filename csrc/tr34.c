@@ -33,57 +33,6 @@
 
 #include "tr34.h"
 
-const char *const payhsm_tr34_forms[] = {"X9_TR34_2012", "TR34_2019", "RFC5652", NULL};
-
-
-/* ---- options ---------------------------------------------------------------- */
-
-int payhsm_tr34_opt_time(lua_State *L, int idx, time_t *t) {
-  lua_Integer v = payhsm_optfield_int(L, idx, "time", -1);
-  if (v < 0) return 0;
-  *t = (time_t)v;
-  return 1;
-}
-
-/* Decodes the nonce option (8 to 32 bytes; AWS's RandomNonce is 8). -1 when absent,
- * -2 after pushing a failure. */
-int payhsm_tr34_opt_nonce(lua_State *L, int idx, const char *fn, unsigned char *out) {
-  size_t n, len;
-  const char *s = payhsm_optfield_str(L, idx, "nonce", &len);
-  if (!s) return -1;
-  n = payhsm_hex_decode(s, len, out, 32);
-  if (n == (size_t)-1 && (len % 2 || len / 2 <= 32)) { payhsm_fail(L, fn, "BAD_HEX", "nonce is not valid hex"); return -2; }
-  if (n == (size_t)-1 || n < 8) { payhsm_fail(L, fn, "BAD_LENGTH", "nonce must be 8 to 32 bytes"); return -2; }
-  return (int)n;
-}
-
-/* ---- the key block header (TR-34-2019 5.4.5: the TR-31 header, length ignored) -- */
-
-#define ALNUM(ch) (((ch) >= '0' && (ch) <= '9') || ((ch) >= 'A' && (ch) <= 'Z') || (ch) == 'c')
-
-/* Checks the first 16 characters of a header (TR-31 / X9.143 usage, mode of use, version,
- * exportability; an HMAC usage cannot ride on a TDES or AES key); returns the algorithm
- * it names for a key of keylen bytes, or -1. */
-int payhsm_tr34_header_alg(const char *h, size_t n, size_t keylen) {
-  const char *modes;
-  char u[3];
-  int i;
-  if (n < 16) return -1;
-  for (i = 0; i < 16; i++)
-    if (h[i] < 0x20 || h[i] > 0x7e) return -1;
-  u[0] = h[5];
-  u[1] = h[6];
-  u[2] = 0;
-  if (!(modes = payhsm_usage_modes(u)) || (u[0] == 'M' && u[1] == '7') || !payhsm_mode_known(h[8]) ||
-      (modes[0] && !strchr(modes, h[8])) || !strchr("ENS", h[11]) || !ALNUM(h[9]) || !ALNUM(h[10]))
-    return -1;
-  if (h[7] == 'T') return keylen == 16 ? PAYHSM_ALG_TDES_2KEY : keylen == 24 ? PAYHSM_ALG_TDES_3KEY : -1;
-  if (h[7] == 'A')
-    return keylen == 16 ? PAYHSM_ALG_AES_128 : keylen == 24 ? PAYHSM_ALG_AES_192
-                                              : keylen == 32 ? PAYHSM_ALG_AES_256 : -1;
-  return -1;
-}
-
 /* ---- KDH: wrap -------------------------------------------------------------- */
 
 /* Sorts the attributes (DER SET OF, X.690 11.6) from slot S_ATTR into the SET in S_SET. */

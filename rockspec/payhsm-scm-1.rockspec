@@ -23,7 +23,8 @@ build = {
     ["payhsm.core"] = {
       sources = {
         "csrc/core.c", "csrc/util.c", "csrc/block.c", "csrc/key.c", "csrc/cipher.c", "csrc/mac.c",
-        "csrc/kcv.c", "csrc/tr31.c", "csrc/tr31_wrap.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/emvsm.c", "csrc/as2805.c",
+        "csrc/kcv.c", "csrc/tr31.c", "csrc/tr31_header.c",
+        "csrc/tr31_binding.c", "csrc/tr31_wrap.c", "csrc/pinblock.c", "csrc/emv.c", "csrc/emvsm.c", "csrc/as2805.c",
         "csrc/zka.c", "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c", "csrc/components.c",
         "csrc/card.c", "csrc/pinverify.c", "csrc/dukpt.c",
         "csrc/tr34.c", "csrc/tr34_pki.c", "csrc/tr34_unwrap.c", "csrc/file.c", "csrc/signal.c",
