@@ -292,9 +292,81 @@ static int l_oaep_unwrap(lua_State *L) {
   return 1;
 }
 
+/* RSA padding by AWS Payment Cryptography's PaddingType names (EncryptData / DecryptData
+ * with an asymmetric key): PKCS #1 v1.5 (RFC 8017 7.2) or OAEP (7.1) with SHA-1, SHA-256
+ * or SHA-512 for the label hash and MGF1. */
+static EVP_PKEY_CTX *asym_ctx(lua_State *L, EVP_PKEY *pkey, int enc, int idx) {
+  static const char *const names[] = {"PKCS1", "OAEP_SHA1", "OAEP_SHA256", "OAEP_SHA512", NULL};
+  int pad = payhsm_checkname(L, idx, "RSA padding", names);
+  const EVP_MD *md = pad == 1 ? EVP_sha1() : pad == 2 ? EVP_sha256() : EVP_sha512();
+  EVP_PKEY_CTX *ctx;
+  if (pad != 0) return oaep_ctx(pkey, enc, md);
+  ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+  if (ctx && (enc ? EVP_PKEY_encrypt_init(ctx) : EVP_PKEY_decrypt_init(ctx)) > 0 &&
+      EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) > 0)
+    return ctx;
+  EVP_PKEY_CTX_free(ctx);
+  return NULL;
+}
+
+/*
+ * core.pki.rsa_encrypt(key, data_hex, padding) -> hex | nil, msg, code
+ * RSA encryption of data under an RSA public key (payhsm.RsaPublicKey, or the public half
+ * of a payhsm.RsaKey); padding "PKCS1", "OAEP_SHA1", "OAEP_SHA256" or "OAEP_SHA512".
+ * Codes: BAD_HEX, RSA_ENCRYPT (data too long for the key and padding).
+ */
+static int l_rsa_encrypt(lua_State *L) {
+  static const char fn[] = "pki.rsa_encrypt";
+  EVP_PKEY *pub = check_rsa(L, 1, 0);
+  unsigned char *in, *out;
+  size_t n, outlen = (size_t)EVP_PKEY_get_size(pub);
+  EVP_PKEY_CTX *ctx;
+  int ok;
+  n = payhsm_hexarg_alloc(L, 2, fn, "data", 0, &in);
+  if (n == (size_t)-1) return 3;
+  out = lua_newuserdatauv(L, outlen, 0);
+  if (!(ctx = asym_ctx(L, pub, 1, 3))) return payhsm_raise_ossl(L, fn);
+  ok = EVP_PKEY_encrypt(ctx, out, &outlen, in, n) > 0;
+  EVP_PKEY_CTX_free(ctx);
+  if (!ok) return payhsm_fail(L, fn, "RSA_ENCRYPT", "%d bytes do not fit under this RSA key with this padding",
+                              (int)n);
+  payhsm_pushhex(L, out, outlen);
+  return 1;
+}
+
+/*
+ * core.pki.rsa_decrypt(private, hex, padding) -> data_hex | nil, msg, code
+ * RSA decryption under a payhsm.RsaKey; padding as rsa_encrypt. The deciphered data is
+ * the caller's (it is returned as hex); the scratch is wiped.
+ * Codes: BAD_HEX, RSA_DECRYPT (wrong key, padding or altered ciphertext).
+ */
+static int l_rsa_decrypt(lua_State *L) {
+  static const char fn[] = "pki.rsa_decrypt";
+  EVP_PKEY *priv = check_rsa(L, 1, 1);
+  unsigned char *in, *clear;
+  size_t n, cap = (size_t)EVP_PKEY_get_size(priv), outlen = cap;
+  EVP_PKEY_CTX *ctx;
+  int ok;
+  n = payhsm_hexarg_alloc(L, 2, fn, "ciphertext", 0, &in);
+  if (n == (size_t)-1) return 3;
+  clear = lua_newuserdatauv(L, cap, 0);
+  if (!(ctx = asym_ctx(L, priv, 0, 3))) return payhsm_raise_ossl(L, fn);
+  ok = EVP_PKEY_decrypt(ctx, clear, &outlen, in, n) > 0;
+  EVP_PKEY_CTX_free(ctx);
+  ERR_clear_error();
+  if (!ok) {
+    OPENSSL_cleanse(clear, cap);
+    return payhsm_fail(L, fn, "RSA_DECRYPT", "the ciphertext does not decrypt under this key with this padding");
+  }
+  payhsm_pushhex(L, clear, outlen);
+  OPENSSL_cleanse(clear, cap);
+  return 1;
+}
+
 void payhsm_pki_open(lua_State *L) {
   static const luaL_Reg funcs[] = {{"certificate", l_certificate}, {"parse", l_parse}, {"verify", l_verify},
-                                   {"oaep_wrap", l_oaep_wrap}, {"oaep_unwrap", l_oaep_unwrap}, {NULL, NULL}};
+                                   {"oaep_wrap", l_oaep_wrap}, {"oaep_unwrap", l_oaep_unwrap},
+                                   {"rsa_encrypt", l_rsa_encrypt}, {"rsa_decrypt", l_rsa_decrypt}, {NULL, NULL}};
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
   lua_setfield(L, -2, "pki");

@@ -328,7 +328,53 @@ describe("aws data plane: encryption", function()
     assert.equal("00112233445566778899AABBCCDDEEFF", ok("DecryptData", { KeyIdentifier = bdk, CipherText = ct,
       DecryptionAttributes = attrs }).PlainText)
     refused("EncryptData", { KeyIdentifier = bdk, PlainText = "0011", EncryptionAttributes = { Asymmetric = {} } },
-      "ValidationException", "Asymmetric")
+      "ValidationException", "TR31_D1")
+  end)
+  it("Asymmetric RSA: openssl encrypts under the key's certificate, DecryptData opens it [openssl]; "
+    .. "EncryptData/DecryptData round trips for each PaddingType", function()
+    local pair = assert(ip.control(svc, "CreateKey", { Exportable = false, KeyAttributes = {
+      KeyUsage = "TR31_D1_ASYMMETRIC_KEY_FOR_DATA_ENCRYPTION", KeyClass = "ASYMMETRIC_KEY_PAIR",
+      KeyAlgorithm = "RSA_2048", KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } } })).Key.KeyArn
+    local cert = assert(ip.control(svc, "GetPublicKeyCertificate", { KeyIdentifier = pair })).KeyCertificate
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local f = assert(io.open(dir .. "/cert.pem", "w"))
+    f:write(require("payhsm.util").b64decode(cert))
+    f:close()
+    local msg = "4111111111111111D2512101"
+    local bin = msg:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    f = assert(io.open(dir .. "/msg.bin", "wb"))
+    f:write(bin)
+    f:close()
+    -- the openssl command line as the independent side: OAEP with SHA-256 (label hash and MGF1)
+    assert(os.execute(("openssl x509 -in %s/cert.pem -pubkey -noout > %s/pub.pem && openssl pkeyutl -encrypt -pubin "
+      .. "-inkey %s/pub.pem -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 "
+      .. "-in %s/msg.bin -out %s/ct.bin"):format(dir, dir, dir, dir, dir)))
+    f = assert(io.open(dir .. "/ct.bin", "rb"))
+    local ct = f:read("*a"):gsub(".", function(c) return ("%02X"):format(c:byte()) end)
+    f:close()
+    os.execute("rm -rf " .. dir)
+    assert.equal(msg, ok("DecryptData", { KeyIdentifier = pair, CipherText = ct,
+      DecryptionAttributes = { Asymmetric = { PaddingType = "OAEP_SHA256" } } }).PlainText)
+    for _, pad in ipairs { "PKCS1", "OAEP_SHA1", "OAEP_SHA256", "OAEP_SHA512" } do
+      local attrs = { Asymmetric = { PaddingType = pad } }
+      local c = ok("EncryptData", { KeyIdentifier = pair, PlainText = msg, EncryptionAttributes = attrs }).CipherText
+      assert.equal(512, #c)
+      assert.equal(msg, ok("DecryptData", { KeyIdentifier = pair, CipherText = c, DecryptionAttributes = attrs }).PlainText)
+    end
+    -- the wrong padding, an altered ciphertext, data longer than the key and padding allow
+    local c = ok("EncryptData", { KeyIdentifier = pair, PlainText = msg,
+      EncryptionAttributes = { Asymmetric = { PaddingType = "OAEP_SHA256" } } }).CipherText
+    refused("DecryptData", { KeyIdentifier = pair, CipherText = c, DecryptionAttributes = { Asymmetric = {
+      PaddingType = "OAEP_SHA512" } } }, "ValidationException", "does not decrypt")
+    refused("DecryptData", { KeyIdentifier = pair, CipherText = ("00"):rep(255) .. "01", DecryptionAttributes = {
+      Asymmetric = { PaddingType = "OAEP_SHA256" } } }, "ValidationException", "does not decrypt")
+    refused("EncryptData", { KeyIdentifier = pair, PlainText = ("00"):rep(250), EncryptionAttributes = { Asymmetric = {
+      PaddingType = "OAEP_SHA512" } } }, "ValidationException", "do not fit")
+    -- a symmetric data key is refused for Asymmetric, an RSA key for Symmetric
+    refused("EncryptData", { KeyIdentifier = pair, PlainText = msg, EncryptionAttributes = { Symmetric = { Mode = "ECB" } } },
+      "ValidationException", "TR31_D0")
   end)
   it("key usage: Symmetric needs TR31_D0 with Encrypt / Decrypt", function()
     local eonly = import("AES_128", "000102030405060708090A0B0C0D0E0F", "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY",

@@ -65,6 +65,8 @@ return {
   { "pki.verify(pem, issuer_key) -> true | false, msg, \"PKI_SIGNATURE\"", "" },
   { "pki.oaep_wrap(public, key, digest) -> hex", "" },
   { "pki.oaep_unwrap(private, hex, digest, algorithm [, attrs]) -> key", "" },
+  { "pki.rsa_encrypt(key, data_hex, padding) -> hex | nil, msg, code", "RSA encryption of data under an RSA public key (payhsm.RsaPublicKey, or the public half of a payhsm.RsaKey); padding \"PKCS1\", \"OAEP_SHA1\", \"OAEP_SHA256\" or \"OAEP_SHA512\"." },
+  { "pki.rsa_decrypt(private, hex, padding) -> data_hex | nil, msg, code", "RSA decryption under a payhsm.RsaKey; padding as rsa_encrypt." },
   { "redis.connect(host, port [, timeout_ms]) -> conn | nil, msg, \"REDIS_CONNECT\"", "timeout_ms (default 5000) bounds the connect and then every command's reply." },
   { "conn:command(arg1, arg2, ...) -> reply | nil, msg, \"REDIS_ERROR\" | nil, msg, \"REDIS_IO\"", "Sends one command (binary-safe argv) and waits for its reply." },
   { "conn:close()", "closes the connection (also __gc and __close)." },

@@ -72,7 +72,9 @@ local CACHE_MAX = 1024
 -- usable (enabled, not being deleted), of one of `usages` (AWS's KeyUsage names) with
 -- the mode of use `mode` (Encrypt, Decrypt, Generate, Verify, DeriveKey; NoRestrictions
 -- also passes). Returns the record (with .arn, .kcv) and the payhsm key object.
-function M.key(svc, ident, usages, mode, what)
+-- The record of ident, checked for use: its state, enabled, a usage of usages and the mode
+-- of use mode.
+local function usable(svc, ident, usages, mode, what)
   local ks = svc.keys
   local rec = ks:resolve(ident)
   local state = ks:state(rec)
@@ -92,6 +94,28 @@ function M.key(svc, ident, usages, mode, what)
     M.invalid(("KeyModesOfUse of %s do not include %s (it has {%s})"):format(what or "the key", mode,
       rules.mode_set(modes):gsub("%+", ", ")))
   end
+  return rec
+end
+
+--- The RSA key of an asymmetric record, checked as M.key checks: with private, the key
+-- pair's private key (a payhsm.RsaKey, unwrapped from under the LMK); else its public key
+-- (from its certificate: a key pair's, or an imported public key's).
+function M.rsa_key(svc, ident, usages, mode, private, what)
+  local rec = usable(svc, ident, usages, mode, what)
+  if private then
+    if not rec.private then
+      M.invalid(("Key %s is a public key; %s needs its private key"):format(svc.keys:arn(rec.id),
+        svc._op or "this operation"))
+    end
+    return rec, svc.keys:unwrap_rsa(rec.private)
+  end
+  if not rec.cert then M.invalid(("Key %s has no public key certificate"):format(svc.keys:arn(rec.id))) end
+  return rec, M.check(require("payhsm.core").pki.parse(rec.cert)).public_key
+end
+
+function M.key(svc, ident, usages, mode, what)
+  local ks = svc.keys
+  local rec = usable(svc, ident, usages, mode, what)
   local cache = svc.key_cache
   if not cache then cache = { n = 0 } svc.key_cache = cache end
   local key = rec.block and cache[rec.block]

@@ -8,14 +8,16 @@
 --              SessionDerivationData) of the card's ICC master key (A1.4) under a TR31_E1
 --              IMK-SMC (DeriveKey); ECB or CBC with a zero IV.
 -- Data is taken as given: whole blocks, no padding added or removed, as AWS does.
--- CFB and OFB modes and asymmetric (RSA) encryption are refused with a
--- ValidationException that says so.
+--   Asymmetric RSA (RFC 8017: PKCS #1 v1.5 or OAEP with SHA-1/256/512) under a TR31_D1 key:
+--              its public key encrypts, the key pair's private key decrypts.
+-- CFB and OFB modes are refused with a ValidationException that says so.
 local hsm = require "payhsm"
 local data = require "payhsm.aws.data"
 
 local M = {}
 
 local DEK = { "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY" }
+local RSA_DATA = { "TR31_D1_ASYMMETRIC_KEY_FOR_DATA_ENCRYPTION" }
 local BDK = { "TR31_B0_BASE_DERIVATION_KEY" }
 local IMK_SMC = { "TR31_E1_EMV_MKEY_CONFIDENTIALITY" }
 
@@ -32,7 +34,14 @@ function M.crypt(svc, ident, attrs, enc, hex)
   local kind, a = next(attrs)
   local fn = enc == "Encrypt" and hsm.cipher.encrypt or hsm.cipher.decrypt
   if kind == "Asymmetric" then
-    data.invalid("Asymmetric (RSA) encryption is not supported by this service")
+    -- RSA (RFC 8017) under a TR31_D1 key: encrypt with its public key, decrypt with the
+    -- key pair's private key; PaddingType PKCS1 or OAEP_SHA1/256/512 (default OAEP_SHA256)
+    local rec, rsa = data.rsa_key(svc, ident, RSA_DATA, enc, enc == "Decrypt")
+    local pki = require("payhsm.core").pki
+    local out, msg, code = (enc == "Encrypt" and pki.rsa_encrypt or pki.rsa_decrypt)(rsa, hex,
+      a.PaddingType or "OAEP_SHA256")
+    if enc == "Decrypt" then rsa:close() end
+    return rec, data.check(out, msg, code)
   end
   if kind == "Symmetric" then
     if a.PaddingType then data.invalid("PaddingType applies to asymmetric keys, not to Symmetric encryption") end
