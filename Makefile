@@ -4,7 +4,7 @@
 LUA      ?= lua5.4
 CC       ?= cc
 PKGS     := lua5.4 liblua5.4-dev libssl-dev lua-busted lua-cjson make gcc pkg-config \
-            libmicrohttpd-dev libgnutls28-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec lua-socket curl wrk luarocks rlwrap tmux \
+            libmicrohttpd-dev libgnutls28-dev libhiredis-dev redis-server lua-sql-sqlite3 lua-sec lua-socket curl wrk luarocks rlwrap tmux procps \
             lighttpd lighttpd-modules-lua valgrind \
             nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache luajit2 libluajit2-5.1-dev \
             nodejs npm

@@ -74,7 +74,7 @@ describe("serve aws data plane with the official AWS SDK for JavaScript", functi
   end)
   teardown(function()
     if srv then srv.stop() srv.cleanup() end
-    os.execute("rm -rf " .. dir)
+    if dir then os.execute("rm -rf " .. dir) end
   end)
 
   it("has the operations and input members of the v2 SDK's data-plane model", function()

@@ -102,7 +102,7 @@ describe("serve aws with the official AWS SDKs for JavaScript", function()
   end)
   teardown(function()
     if srv then srv.stop() srv.cleanup() end
-    os.execute("rm -rf " .. dir)
+    if dir then os.execute("rm -rf " .. dir) end
   end)
 
   it("has the operations and input shapes of AWS's model file", function()
