@@ -25,27 +25,8 @@
 --  [pyca]     ZKA MAC 70D8C78200D57B31 (spec/zka_spec.lua, computed with pyca/cryptography).
 local hsm = require "payhsm"
 local cjson = require "cjson"
-local interp = require "spec.support.interp"
 
-local function sh(cmd, stdin)
-  local errf = os.tmpname()
-  local full = "export " .. interp.env .. "; " .. cmd .. " 2>" .. errf
-  if stdin then
-    local inf = os.tmpname()
-    local f = io.open(inf, "w")
-    f:write(stdin)
-    f:close()
-    full = full .. " <" .. inf
-  end
-  local p = io.popen(full)
-  local out = p:read("*a")
-  local _, _, rc = p:close()
-  local ef = io.open(errf)
-  local err = ef:read("*a")
-  ef:close()
-  os.remove(errf)
-  return out, rc, err
-end
+local sh = require "spec.support.sh"
 
 local dir
 local function file(name, content)
