@@ -13,17 +13,21 @@
  * call that is safe in a signal handler (Lua 5.4 manual, lua_sethook).
  *
  * The worker processes of `serve --workers N` (POSIX.1-2017 fork, waitpid, kill):
- *      core.listen_socket(host, port) -> fd, port   a bound, listening IPv4 TCP socket
+ *      core.listen_socket(host, port [, reuseport]) -> fd, port   a bound, listening IPv4 TCP socket
  *      core.close_fd(fd)
  *      core.fork() -> pid (0 in the child)          stdio is flushed first
  *      core.wait_child(ms) -> pid, "exit" | "signal", code | nil  (nil after ms or on a signal)
  *      core.kill(pid, "TERM" | "KILL" | "INT" | "HUP") -> true | nil, message
  *      core.getpid() -> pid
- * The parent binds the socket once and every worker inherits it, so the port stays
- * bound while a worker restarts and the connections queued on it wait for the others.
+ * The parent binds one socket per worker, each with SO_REUSEPORT (Linux socket(7)), so
+ * the kernel spreads new connections over the workers' accept queues instead of letting
+ * whichever worker wakes first take them all. The parent keeps every socket open, so the
+ * port stays bound while a worker restarts, and the connections queued on a restarting
+ * worker's socket wait for its successor.
  * A forked child forgets the parent's caught signals and, on Linux, gets SIGTERM when
  * its parent dies (prctl PR_SET_PDEATHSIG), so a killed parent leaves no workers behind.
  */
+#define _DEFAULT_SOURCE /* SO_REUSEPORT (glibc hides it under strict POSIX) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -110,14 +114,17 @@ static int signal_caught(lua_State *L) {
 }
 
 /*
- * listen_socket(host, port) -> fd, port
+ * listen_socket(host, port [, reuseport]) -> fd, port
  * An IPv4 TCP socket bound to host:port (port 0: any free one; SO_REUSEADDR), listening,
- * non-blocking, close-on-exec; the port is the one bound. Returns nil, message when
- * the address cannot be bound (a busy port, a privileged one).
+ * non-blocking, close-on-exec; the port is the one bound. With reuseport = true the
+ * socket also has SO_REUSEPORT, so further sockets of this user may bind the same port
+ * and the kernel balances connections over them. Returns nil, message when the address
+ * cannot be bound (a busy port, a privileged one).
  */
 static int proc_listen(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
+  int reuseport = lua_toboolean(L, 3);
   struct sockaddr_in addr;
   socklen_t len = sizeof addr;
   int fd, one = 1, e;
@@ -129,6 +136,11 @@ static int proc_listen(lua_State *L) {
   fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) goto fail;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef SO_REUSEPORT
+  if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) goto fail;
+#else
+  if (reuseport) { errno = ENOTSUP; goto fail; }
+#endif
   if (bind(fd, (const struct sockaddr *)(const void *)&addr, sizeof addr) != 0 || listen(fd, 511) != 0 ||
       fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 ||
       getsockname(fd, (struct sockaddr *)(void *)&addr, &len) != 0)

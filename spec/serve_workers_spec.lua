@@ -158,6 +158,18 @@ local function exercise(store, later)
     assert.is_true(seen[first[1]] and seen[first[2]], "both workers answered for " .. label)
   end
 
+  -- one client opening 24 connections at once reaches both workers: each worker has its
+  -- own SO_REUSEPORT socket, and the kernel spreads connections over them by the
+  -- client's port (with one shared socket, the first worker awake took them all)
+  local url = ("http://127.0.0.1:%d/key-mgmt/session-keys/keys/sessionKeyLabel=WK1"):format(srv.port)
+  local p = io.popen("env -u LD_PRELOAD curl -s -S -Z --parallel-immediate --parallel-max 24 -u integrator:pa55word "
+    .. "-o /dev/null -w '%header{x-payhsm-worker}\\n'" .. (" " .. url):rep(24) .. " 2>&1")
+  local parallel = p:read("*a")
+  p:close()
+  local by = {}
+  for pid in parallel:gmatch("(%d+)\n") do by[pid] = (by[pid] or 0) + 1 end
+  assert.is_true((by[first[1]] or 0) > 0 and (by[first[2]] or 0) > 0, "24 parallel connections: " .. parallel)
+
   -- one worker killed with SIGKILL under load: the parent starts another, the port
   -- keeps answering, and what was acknowledged stays readable
   local outs = importers(srv.port, "LOAD", 2, 25)

@@ -95,7 +95,7 @@ return {
   { "rsa.gcm_decrypt(aes_key, iv_hex, ct_hex, tag_hex [, aad_hex]) -> pt_hex | nil, msg, code", "" },
   { "catch_signals(names [, interrupt]) -> true", "names: a list of \"INT\", \"TERM\", \"HUP\"." },
   { "caught_signal() -> name | nil", "the first signal recorded since the last call, cleared." },
-  { "listen_socket(host, port) -> fd, port", "An IPv4 TCP socket bound to host:port (port 0: any free one; SO_REUSEADDR), listening, non-blocking, close-on-exec; the port is the one bound." },
+  { "listen_socket(host, port [, reuseport]) -> fd, port", "An IPv4 TCP socket bound to host:port (port 0: any free one; SO_REUSEADDR), listening, non-blocking, close-on-exec; the port is the one bound." },
   { "close_fd(fd)", "closes a descriptor from listen_socket." },
   { "fork() -> pid", "0 in the child, the child's pid in the parent; raises when fork fails." },
   { "wait_child(ms) -> pid, \"exit\", code | pid, \"signal\", name-or-number | nil", "Reaps one ended child, waiting up to ms (0: only looks); nil when none ended in that time or a caught signal (catch_signals) arrived meanwhile." },

@@ -221,10 +221,11 @@ local function worker(system, cfg, fd)
   os.exit(0)
 end
 
--- The parent of `serve --workers N`: binds the port once, assembles the application once
--- (config errors and a first start's generated keys happen here, before any worker
--- exists), closes that store, then forks N workers that inherit the listening socket and
--- open their own store connections. A worker that dies is forked again (at most once a
+-- The parent of `serve --workers N`: assembles the application once (config errors and a
+-- first start's generated keys happen here, before any worker exists), closes that store,
+-- binds N listening sockets on the one port (SO_REUSEPORT: the kernel spreads connections
+-- over them), then forks N workers; worker i serves socket i and opens its own store
+-- connection. The parent keeps every socket, so a restarting worker's queue waits for it. A worker that dies is forked again (at most once a
 -- second per slot); SIGTERM or SIGINT is passed to every worker, and the parent returns
 -- once all have exited (SIGKILL for one still running after 30 seconds).
 local function supervise(system, cfg, n)
@@ -237,8 +238,15 @@ local function supervise(system, cfg, n)
   store = nil
   collectgarbage()
   local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
-  local fd, bound = core.listen_socket(host, port)
-  if not fd then error("serve: " .. bound, 0) end
+  local fds, bound = {}, port
+  for i = 1, n do
+    local fd, got = core.listen_socket(host, bound, true)
+    if not fd then
+      for _, f in ipairs(fds) do core.close_fd(f) end
+      error("serve: " .. got, 0)
+    end
+    fds[i], bound = fd, got
+  end
   core.catch_signals { "INT", "TERM" }
   local slots, born, last_fork = {}, {}, {}
   local function spawn(i)
@@ -246,7 +254,10 @@ local function supervise(system, cfg, n)
     if wait > 0 then os.execute("sleep " .. ("%.2f"):format(wait)) end
     last_fork[i] = http.clock()
     local pid = core.fork()
-    if pid == 0 then worker(system, cfg, fd) end
+    if pid == 0 then
+      for j, f in ipairs(fds) do if j ~= i then core.close_fd(f) end end
+      worker(system, cfg, fds[i])
+    end
     slots[pid], born[i] = i, pid
   end
   for i = 1, n do spawn(i) end
@@ -281,7 +292,7 @@ local function supervise(system, cfg, n)
       deadline = math.huge
     end
   end
-  core.close_fd(fd)
+  for _, f in ipairs(fds) do core.close_fd(f) end
   if failed then error("serve: a worker could not start (its reason is logged above)", 0) end
   io.stderr:write(("%s payhsm %s stopped on SIG%s (%d workers)\n"):format(stamp(), system, sig, n))
   io.stderr:flush()
