@@ -67,6 +67,7 @@ int luaopen_payhsm_core(lua_State *L) {
   payhsm_signal_open(L);
   payhsm_sigv4_open(L);
   payhsm_pki_open(L);
+  payhsm_ec_open(L);
   lua_pushcfunction(L, core_random);
   lua_setfield(L, -2, "random");
   lua_pushcfunction(L, core_equal);

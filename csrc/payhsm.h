@@ -209,6 +209,7 @@ void payhsm_file_open(lua_State *L);
 void payhsm_signal_open(lua_State *L);
 void payhsm_sigv4_open(lua_State *L);
 void payhsm_pki_open(lua_State *L);
+void payhsm_ec_open(lua_State *L);
 
 /* ---- shared primitives other areas build on ------------------------- */
 /* KCV (kcv.c): kcv_alg 0 = ANSI_X9_24, 1 = CMAC; out gets 3 bytes. Returns 1 on success. */
@@ -251,6 +252,20 @@ int payhsm_pin_decrypt_block(lua_State *L, const char *fn, payhsm_key *pek, int 
 /* RSA keys (rsa.c): the EVP_PKEY of the open payhsm.RsaKey at idx, NULL if idx is not
  * one (raises if it is closed). The key stays owned by the userdata. */
 EVP_PKEY *payhsm_rsa_pkey(lua_State *L, int idx);
+/* Elliptic-curve keys (ec.c): the EVP_PKEY of the open payhsm.EcKey (or, unless
+ * need_private, payhsm.EcPublicKey) at idx, NULL if idx is not one. push_public makes an
+ * EcPublicKey owning pkey; supported: pkey is an EC key on P-256, P-384 or P-521. */
+EVP_PKEY *payhsm_ec_pkey(lua_State *L, int idx, int need_private);
+void payhsm_ec_push_public(lua_State *L, EVP_PKEY *pkey);
+int payhsm_ec_supported(EVP_PKEY *pkey);
+/* Private keys under an AES KEK (kwp.c, RFC 5649 over PKCS#8): pkcs8_wrap pushes the
+ * hex; pkcs8_unwrap pushes the key that shell() makes (or nil, msg, code) and returns
+ * the count. kwp_wrap / kwp_verify are Lua functions (core.rsa.kwp_wrap, kwp_verify). */
+int payhsm_pkcs8_wrap(lua_State *L, EVP_PKEY *pkey, payhsm_key *kek, const char *fn);
+int payhsm_pkcs8_unwrap(lua_State *L, int kek_idx, int hex_idx, const char *fn, const char *code, int base_id,
+                        const char *kind, EVP_PKEY **(*shell)(lua_State *L));
+int payhsm_kwp_wrap(lua_State *L);
+int payhsm_kwp_verify(lua_State *L);
 /* HMAC signing key check (mac.c): usage M7 with one of modes, HMAC family; on refusal
  * pushes nil, message, KEY_USAGE or KEY_TYPE and returns 3, else 0. */
 int payhsm_hmac_key_check(lua_State *L, const payhsm_key *mk, const char *fn, const char *modes);

@@ -6,15 +6,16 @@
  *
  * Lua:
  *   core.pki.certificate(signer, subject, opts) -> PEM
- *        an X.509 v3 certificate (RFC 5280) for subject's public key (RsaKey or
- *        RsaPublicKey) signed by signer (RsaKey) with sha256WithRSAEncryption.
- *        opts: subject (CN, required), issuer (CN, required), ca (boolean: basic
- *        constraints CA:TRUE and keyCertSign), usage ("sign" | "encipher", leaf key
- *        usage: digitalSignature or keyEncipherment), days (1..36500, default 365),
- *        not_before (seconds since the epoch, default now).
+ *        an X.509 v3 certificate (RFC 5280) for subject's public key (RsaKey,
+ *        RsaPublicKey, EcKey or EcPublicKey) signed by signer (RsaKey: sha256WithRSAEncryption;
+ *        EcKey: ecdsa-with-SHA256, RFC 5758). opts: subject (CN, required), issuer (CN,
+ *        required), ca (boolean: basic constraints CA:TRUE and keyCertSign), usage ("sign"
+ *        | "encipher" | "agree", leaf key usage: digitalSignature, keyEncipherment or
+ *        keyAgreement), days (1..36500, default 365), not_before (seconds since the epoch,
+ *        default now).
  *   core.pki.parse(pem) -> {public_key =, subject =, issuer =, ca =, not_before =,
- *        not_after =} | nil, msg, "PKI_CERT"   (RSA keys only; subject and issuer are
- *        the one-line RFC 2253 form)
+ *        not_after =} | nil, msg, "PKI_CERT"   (RSA keys, and EC keys on P-256, P-384 and
+ *        P-521 as EcPublicKey; subject and issuer are the one-line RFC 2253 form)
  *   core.pki.verify(pem, issuer_key) -> true | false, msg, "PKI_SIGNATURE" | nil, msg,
  *        "PKI_CERT"
  *   core.pki.oaep_wrap(public, key, digest) -> hex of RSAES-OAEP(key bytes), digest
@@ -52,6 +53,15 @@ static EVP_PKEY *check_rsa(lua_State *L, int idx, int need_private) {
   return k->pkey;
 }
 
+/* An RSA or elliptic-curve key (ec.c) for certificates: signer, subject, issuer. */
+static EVP_PKEY *check_asym(lua_State *L, int idx, int need_private) {
+  EVP_PKEY *ec = payhsm_ec_pkey(L, idx, need_private);
+  if (ec) return ec;
+  if (luaL_testudata(L, idx, RSA_PRIV_MT) || luaL_testudata(L, idx, RSA_PUB_MT)) return check_rsa(L, idx, need_private);
+  luaL_typeerror(L, idx, need_private ? "payhsm.RsaKey or payhsm.EcKey" : "an RSA or EC key");
+  return NULL;
+}
+
 static int add_ext(X509 *crt, X509 *issuer, int nid, const char *value) {
   X509V3_CTX ctx;
   X509_EXTENSION *ext;
@@ -74,7 +84,7 @@ static int set_cn(X509_NAME *name, const char *cn) {
 static int l_certificate(lua_State *L) {
   static const char fn[] = "pki.certificate";
   static const char *const allowed[] = {"subject", "issuer", "ca", "usage", "days", "not_before", NULL};
-  EVP_PKEY *signer = check_rsa(L, 1, 1), *subject = check_rsa(L, 2, 0);
+  EVP_PKEY *signer = check_asym(L, 1, 1), *subject = check_asym(L, 2, 0);
   const char *scn, *icn, *usage;
   int ca;
   lua_Integer days, nb;
@@ -97,8 +107,8 @@ static int l_certificate(lua_State *L) {
   nb = payhsm_optfield_int(L, 3, "not_before", (lua_Integer)time(NULL));
   luaL_argcheck(L, scn && icn, 3, "pki.certificate: subject and issuer are required");
   luaL_argcheck(L, days >= 1 && days <= 36500, 3, "pki.certificate: days must be 1..36500");
-  luaL_argcheck(L, !usage || !strcmp(usage, "sign") || !strcmp(usage, "encipher"), 3,
-                "pki.certificate: usage must be 'sign' or 'encipher'");
+  luaL_argcheck(L, !usage || !strcmp(usage, "sign") || !strcmp(usage, "encipher") || !strcmp(usage, "agree"), 3,
+                "pki.certificate: usage must be 'sign', 'encipher' or 'agree'");
   start = (time_t)nb;
   if (!payhsm_random(serial, sizeof serial)) return payhsm_raise_ossl(L, fn);
   serial[0] &= 0x7F;
@@ -113,6 +123,7 @@ static int l_certificate(lua_State *L) {
        add_ext(crt, crt, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE") &&
        add_ext(crt, crt, NID_key_usage, ca ? "critical,keyCertSign,cRLSign,digitalSignature"
                                            : usage && !strcmp(usage, "encipher") ? "critical,keyEncipherment"
+                                           : usage && !strcmp(usage, "agree")    ? "critical,keyAgreement"
                                                                                  : "critical,digitalSignature") &&
        add_ext(crt, crt, NID_subject_key_identifier, "hash") &&
        X509_sign(crt, signer, EVP_sha256()) > 0 && (bio = BIO_new(BIO_s_mem())) != NULL &&
@@ -177,15 +188,19 @@ static int l_parse(lua_State *L) {
   pki_rsa *k;
   if (!crt) return payhsm_fail(L, fn, "PKI_CERT", "not a PEM X.509 certificate");
   pub = X509_get_pubkey(crt);
-  if (!pub || EVP_PKEY_get_base_id(pub) != EVP_PKEY_RSA) {
+  if (!pub || (EVP_PKEY_get_base_id(pub) != EVP_PKEY_RSA && !payhsm_ec_supported(pub))) {
     EVP_PKEY_free(pub);
     X509_free(crt);
-    return payhsm_fail(L, fn, "PKI_CERT", "the certificate's key is not an RSA key");
+    return payhsm_fail(L, fn, "PKI_CERT", "the certificate's key is neither RSA nor EC on P-256, P-384 or P-521");
   }
   lua_createtable(L, 0, 6);
-  k = lua_newuserdatauv(L, sizeof *k, 0);
-  k->pkey = pub;
-  luaL_setmetatable(L, RSA_PUB_MT);
+  if (EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC) {
+    payhsm_ec_push_public(L, pub);
+  } else {
+    k = lua_newuserdatauv(L, sizeof *k, 0);
+    k->pkey = pub;
+    luaL_setmetatable(L, RSA_PUB_MT);
+  }
   lua_setfield(L, -2, "public_key");
   push_name(L, X509_get_subject_name(crt));
   lua_setfield(L, -2, "subject");
@@ -204,7 +219,7 @@ static int l_parse(lua_State *L) {
 /* core.pki.verify(pem, issuer_key) -> true | false, msg, "PKI_SIGNATURE" */
 static int l_verify(lua_State *L) {
   static const char fn[] = "pki.verify";
-  EVP_PKEY *issuer = check_rsa(L, 2, 0);
+  EVP_PKEY *issuer = check_asym(L, 2, 0);
   X509 *crt = read_cert(L, 1);
   int ok;
   if (!crt) return payhsm_fail(L, fn, "PKI_CERT", "not a PEM X.509 certificate");

@@ -200,163 +200,24 @@ static int rsa_public(lua_State *L) {
   return 1;
 }
 
-/* ---- AES key wrap with padding (RFC 5649) --------------------------------- */
-
-/* Runs KWP over in (n bytes) into out (capacity n + 16). Returns the output length,
- * KWP_BAD when unwrapping fails the integrity check (out is cleansed), or KWP_OSSL on an
- * OpenSSL failure. Never raises, so every caller can cleanse clear bytes before it raises. */
-#define KWP_BAD ((size_t)-1)
-#define KWP_OSSL ((size_t)-2)
-static size_t kwp_run(payhsm_key *kek, int enc, const unsigned char *in, size_t n, unsigned char *out) {
-  const EVP_CIPHER *c = kek->alg == PAYHSM_ALG_AES_128   ? EVP_aes_128_wrap_pad()
-                        : kek->alg == PAYHSM_ALG_AES_192 ? EVP_aes_192_wrap_pad()
-                                                         : EVP_aes_256_wrap_pad();
-  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-  int l1 = 0, l2 = 0, ok;
-  if (!ctx) return KWP_OSSL;
-  EVP_CIPHER_CTX_set_flags(ctx, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
-  if (EVP_CipherInit_ex(ctx, c, NULL, kek->bytes, NULL, enc) != 1) {
-    EVP_CIPHER_CTX_free(ctx);
-    return KWP_OSSL;
-  }
-  ok = EVP_CipherUpdate(ctx, out, &l1, in, (int)n) == 1 && EVP_CipherFinal_ex(ctx, out + l1, &l2) == 1;
-  EVP_CIPHER_CTX_free(ctx);
-  if (!ok) {
-    OPENSSL_cleanse(out, n + 16);
-    if (enc) return KWP_OSSL;
-    ERR_clear_error();
-    return KWP_BAD;
-  }
-  return (size_t)l1 + (size_t)l2;
-}
-
-/* The KEK of every KWP function: an AES key (else raises), usage K0/K1 or none. */
-static int kek_check(lua_State *L, payhsm_key *kek, const char *fn, int enc) {
-  if (payhsm_alg_family(kek->alg) != PAYHSM_FAM_AES)
-    return luaL_error(L, "%s: the KEK must be an AES key, got %s", fn, payhsm_alg_name(kek->alg));
-  return payhsm_key_usage(L, kek, fn, "K0 K1", enc ? "EBN" : "DBN");
-}
+/* ---- the private key under a KEK (kwp.c) ------------------------------------ */
 
 /* key:wrap(kek) -> hex of KWP(kek, PKCS#8 PrivateKeyInfo DER)
- * RFC 5208 inside RFC 5649 section 4.1. Every Lua allocation (which may raise) happens before the clear DER exists: its length
- * is measured on a first encoding that is freed (and cleansed by OpenSSL) at once, the
- * DER is then written into a scratch that is cleansed before anything can raise. */
+ * RFC 5208 inside RFC 5649 section 4.1 (kwp.c): the clear DER exists only in a scratch
+ * that is cleansed before anything can raise. kek: AES, usage K0/K1 or none. */
 static int rsa_wrap(lua_State *L) {
-  static const char fn[] = "rsa.wrap";
   rsa_key *k = check_open(L, 1, RSA_PRIV_MT);
-  payhsm_key *kek = payhsm_checkkey(L, 2);
-  PKCS8_PRIV_KEY_INFO *p8;
-  unsigned char *der, *out, *p;
-  int len, len2, r;
-  size_t m;
-  if ((r = kek_check(L, kek, fn, 1))) return r;
-  if (!(p8 = EVP_PKEY2PKCS8(k->pkey))) return payhsm_raise_ossl(L, fn);
-  len = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL); /* measures only: no clear bytes written */
-  PKCS8_PRIV_KEY_INFO_free(p8);
-  if (len <= 0) return payhsm_raise_ossl(L, fn);
-  der = lua_newuserdatauv(L, (size_t)len, 0);
-  out = lua_newuserdatauv(L, (size_t)len + 16, 0);
-  if (!(p8 = EVP_PKEY2PKCS8(k->pkey))) return payhsm_raise_ossl(L, fn);
-  p = der;
-  len2 = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL) == len ? i2d_PKCS8_PRIV_KEY_INFO(p8, &p) : -1;
-  PKCS8_PRIV_KEY_INFO_free(p8);
-  m = len2 == len ? kwp_run(kek, 1, der, (size_t)len, out) : KWP_OSSL;
-  OPENSSL_cleanse(der, (size_t)len);
-  if (m == KWP_OSSL || m == KWP_BAD) return payhsm_raise_ossl(L, fn);
-  payhsm_pushhex(L, out, m);
-  return 1;
+  return payhsm_pkcs8_wrap(L, k->pkey, payhsm_checkkey(L, 2), "rsa.wrap");
 }
+
+static EVP_PKEY **rsa_shell(lua_State *L) { return &push_shell(L, RSA_PRIV_MT)->pkey; }
 
 /* core.rsa.unwrap(kek, hex) -> RsaKey | nil, msg, code
- * KWP-unwraps (RFC 5649 4.2) a PKCS#8 RSA private key into an RsaKey. The clear DER exists
- * only in a scratch cleansed on every path; the key object is made before it (shell
- * first). Codes RSA_UNWRAP (integrity check, not PKCS#8, not RSA), BAD_HEX, KEY_USAGE. */
+ * KWP-unwraps (RFC 5649 4.2) a PKCS#8 RSA private key into an RsaKey; the clear DER exists
+ * only in a scratch cleansed on every path. Codes RSA_UNWRAP (integrity check, not PKCS#8,
+ * not RSA), BAD_HEX, KEY_USAGE. */
 static int rsa_unwrap(lua_State *L) {
-  static const char fn[] = "rsa.unwrap";
-  payhsm_key *kek = payhsm_checkkey(L, 1);
-  unsigned char *in, *der;
-  const unsigned char *p;
-  size_t n, m;
-  int r;
-  PKCS8_PRIV_KEY_INFO *p8;
-  EVP_PKEY *pkey;
-  rsa_key *k;
-  if ((r = kek_check(L, kek, fn, 0))) return r;
-  n = payhsm_hexarg_alloc(L, 2, fn, "wrapped key", 0, &in);
-  if (n == (size_t)-1) return 3;
-  if (n < 16 || n % 8)
-    return payhsm_fail(L, fn, "RSA_UNWRAP", "wrapped key must be a multiple of 8 bytes, at least 16");
-  der = lua_newuserdatauv(L, n + 16, 0);
-  k = push_shell(L, RSA_PRIV_MT);
-  m = kwp_run(kek, 0, in, n, der);
-  if (m == KWP_OSSL) return payhsm_raise_ossl(L, fn);
-  if (m == KWP_BAD) return payhsm_fail(L, fn, "RSA_UNWRAP", "key wrap integrity check failed: wrong KEK or altered data");
-  p = der;
-  p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)m);
-  pkey = p8 ? EVP_PKCS82PKEY(p8) : NULL;
-  PKCS8_PRIV_KEY_INFO_free(p8); /* OpenSSL cleanses the private key octets it held */
-  OPENSSL_cleanse(der, n + 16);
-  if (!pkey) return payhsm_fail(L, fn, "RSA_UNWRAP", "unwrapped data is not a PKCS#8 private key");
-  if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) {
-    EVP_PKEY_free(pkey);
-    return payhsm_fail(L, fn, "RSA_UNWRAP", "unwrapped key is not an RSA key");
-  }
-  k->pkey = pkey;
-  return 1;
-}
-
-/* core.rsa.kwp_wrap(kek, hex) -> hex | nil, msg, code (RFC 5649 section 4.1)
- * The KWP primitive, for known answers and for bringing an outside PKCS#8 key in (then
- * core.rsa.unwrap). The clear input is cleansed on every path. Codes BAD_HEX,
- * BAD_LENGTH (empty), KEY_USAGE. */
-static int rsa_kwp_wrap(lua_State *L) {
-  static const char fn[] = "rsa.kwp_wrap";
-  payhsm_key *kek = payhsm_checkkey(L, 1);
-  unsigned char *in, *out;
-  size_t n, m;
-  int r;
-  if ((r = kek_check(L, kek, fn, 1))) return r;
-  n = payhsm_hexarg_alloc(L, 2, fn, "data", 0, &in);
-  if (n == (size_t)-1) return 3;
-  if (n == 0) return payhsm_fail(L, fn, "BAD_LENGTH", "nothing to wrap");
-  out = lua_newuserdatauv(L, n + 16, 0);
-  m = kwp_run(kek, 1, in, n, out);
-  OPENSSL_cleanse(in, n);
-  if (m == KWP_OSSL || m == KWP_BAD) return payhsm_raise_ossl(L, fn);
-  payhsm_pushhex(L, out, m);
-  return 1;
-}
-
-/* core.rsa.kwp_verify(kek, wrapped_hex, plain_hex) -> true | false, msg, code
- * Unwraps (RFC 5649 section 4.2) inside C and compares the result with plain_hex in
- * constant time; the unwrapped bytes never reach Lua (no function returns them: a
- * wrapped private key only ever becomes an RsaKey, through core.rsa.unwrap). For the
- * RFC 5649 known answers. Codes KWP_UNWRAP (integrity check: wrong KEK or altered
- * data), KWP_MISMATCH (unwraps, to other data), BAD_LENGTH, BAD_HEX, KEY_USAGE. */
-static int rsa_kwp_verify(lua_State *L) {
-  static const char fn[] = "rsa.kwp_verify";
-  payhsm_key *kek = payhsm_checkkey(L, 1);
-  unsigned char *in, *want, *out;
-  size_t n, wn, m;
-  int r, same;
-  luaL_checkstring(L, 2);
-  luaL_checkstring(L, 3);
-  if ((r = kek_check(L, kek, fn, 0))) { lua_pushboolean(L, 0); lua_replace(L, -4); return r; }
-  n = payhsm_hexarg_alloc(L, 2, fn, "wrapped data", 0, &in);
-  if (n == (size_t)-1) { lua_pushboolean(L, 0); lua_replace(L, -4); return 3; }
-  if (n < 16 || n % 8) return payhsm_false(L, fn, "BAD_LENGTH", "wrapped data must be a multiple of 8 bytes, at least 16");
-  wn = payhsm_hexarg_alloc(L, 3, fn, "plaintext", 0, &want);
-  if (wn == (size_t)-1) { lua_pushboolean(L, 0); lua_replace(L, -4); return 3; }
-  out = lua_newuserdatauv(L, n + 16, 0);
-  m = kwp_run(kek, 0, in, n, out);
-  same = m != KWP_BAD && m != KWP_OSSL && m == wn && CRYPTO_memcmp(out, want, wn) == 0;
-  OPENSSL_cleanse(out, n + 16);
-  OPENSSL_cleanse(want, wn);
-  if (m == KWP_OSSL) return payhsm_raise_ossl(L, fn);
-  if (m == KWP_BAD) return payhsm_false(L, fn, "KWP_UNWRAP", "integrity check failed: wrong KEK or altered data");
-  if (!same) return payhsm_false(L, fn, "KWP_MISMATCH", "unwrapped data differs from the expected plaintext");
-  lua_pushboolean(L, 1);
-  return 1;
+  return payhsm_pkcs8_unwrap(L, 1, 2, "rsa.unwrap", "RSA_UNWRAP", EVP_PKEY_RSA, "RSA", rsa_shell);
 }
 
 /* ---- AES-256-GCM (NIST SP 800-38D) ---------------------------------------- */
@@ -578,7 +439,7 @@ void payhsm_rsa_open(lua_State *L) {
     {"__gc", rsa_close}, {"__close", rsa_close}, {"__tostring", rsa_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"generate", rsa_generate}, {"public", rsa_public}, {"unwrap", rsa_unwrap},
-    {"kwp_wrap", rsa_kwp_wrap}, {"kwp_verify", rsa_kwp_verify}, {"seal", rsa_seal}, {"open", rsa_open},
+    {"kwp_wrap", payhsm_kwp_wrap}, {"kwp_verify", payhsm_kwp_verify}, {"seal", rsa_seal}, {"open", rsa_open},
     {"gcm_encrypt", rsa_gcm_encrypt}, {"gcm_decrypt", rsa_gcm_decrypt}, {NULL, NULL}};
   luaL_newmetatable(L, RSA_PRIV_MT);
   luaL_setfuncs(L, meta, 0);

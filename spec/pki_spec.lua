@@ -98,7 +98,7 @@ describe("core.pki", function()
     assert.is_true(core.pki.verify(pem, p.public_key))
   end)
 
-  it("refuses what is not a PEM RSA certificate", function()
+  it("parses EC certificates, and refuses what is not a PEM RSA or EC certificate", function()
     assert.same({ nil, "pki.parse: not a PEM X.509 certificate", "PKI_CERT" }, { core.pki.parse("hello") })
     local _, ok = sh(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=e "
       .. "-keyout %s/e.key -out %s/e.pem"):format(dir, dir))
@@ -106,7 +106,19 @@ describe("core.pki", function()
     local f = assert(io.open(dir .. "/e.pem"))
     local pem = f:read("*a")
     f:close()
-    assert.same({ nil, "pki.parse: the certificate's key is not an RSA key", "PKI_CERT" }, { core.pki.parse(pem) })
+    -- openssl's self-signed P-256 certificate: an EC public key that verifies it
+    local p = assert(core.pki.parse(pem))
+    assert.equal("P-256", p.public_key:curve())
+    assert.is_true(core.pki.verify(pem, p.public_key))
+    -- an Ed25519 key is neither RSA nor EC on AWS's curves
+    _, ok = sh(("openssl req -x509 -newkey ed25519 -nodes -days 2 -subj /CN=e "
+      .. "-keyout %s/d.key -out %s/d.pem"):format(dir, dir))
+    assert.is_true(ok and true or false)
+    f = assert(io.open(dir .. "/d.pem"))
+    pem = f:read("*a")
+    f:close()
+    assert.same({ nil, "pki.parse: the certificate's key is neither RSA nor EC on P-256, P-384 or P-521", "PKI_CERT" },
+      { core.pki.parse(pem) })
     assert.has_error(function() core.pki.certificate(core.rsa.generate(2048), core.rsa.generate(2048), { subjet = "x" }) end)
   end)
 

@@ -44,7 +44,10 @@ for _, path in ipairs(lines_of("ls csrc/*.c")) do
   local blocks = {}
   local pos = 1
   while true do -- each comment ending right above a function taking lua_State *L
+    -- (static, or int payhsm_name(lua_State *L) for a Lua function another file registers)
     local e1, e2 = text:find("%*/\nstatic int [%w_]+%(lua_State %*L%)", pos)
+    local p1, p2 = text:find("%*/\nint payhsm_[%w_]+%(lua_State %*L%)", pos)
+    if p1 and (not e1 or p1 < e1) then e1, e2 = p1, p2 end
     if not e1 then break end
     local start
     local from = 1
