@@ -414,12 +414,14 @@ describe("aws data plane: operations the v2 SDK predates", function()
     input.SecureMessagingIntegrityKeyIdentifier = smc
     refused("GenerateMacEmvPinChange", input, "ValidationException", "TR31_E2_EMV_MKEY_INTEGRITY")
   end)
-  it("TranslateKeyMaterial answers that ECDH is not supported", function()
-    refused("TranslateKeyMaterial", { IncomingKeyMaterial = { DiffieHellmanTr31KeyBlock = {
+  it("TranslateKeyMaterial names a key it does not know (its ECDH flows: spec/aws_ecdh_spec.lua)", function()
+    local _, err = ip.data(svc, "TranslateKeyMaterial", { IncomingKeyMaterial = { DiffieHellmanTr31KeyBlock = {
       PrivateKeyIdentifier = "alias/x", CertificateAuthorityPublicKeyIdentifier = "alias/y", PublicKeyCertificate = "AA",
       DeriveKeyAlgorithm = "AES_128", KeyDerivationFunction = "NIST_SP800", KeyDerivationHashAlgorithm = "SHA_256",
       DerivationData = { SharedInformation = "00" }, WrappedKeyBlock = ("A"):rep(56) } },
-      OutgoingKeyMaterial = { Tr31KeyBlock = { WrappingKeyIdentifier = "alias/z" } } }, "ValidationException", "ECDH")
+      OutgoingKeyMaterial = { Tr31KeyBlock = { WrappingKeyIdentifier = "alias/z" } } })
+    assert.equal("ResourceNotFoundException", err.type)
+    assert.matches("alias/x", err.message)
   end)
 end)
 

@@ -211,8 +211,7 @@ describe("serve aws data plane with the official AWS SDK for JavaScript", functi
     assert.is_true(r[29].ok, r[29].message)
     assert.equal(16, #r[29].output.EncryptedPinBlock)
     assert.equal("E9C48FAB0A4D69F23C9A3B42F61E9FC9", r[30].output.RandomKeyReceive)    -- [AWS-AS2805]
-    assert.equal("ValidationException", r[31].name)
-    assert.matches("ECDH", r[31].message)
+    assert.equal("ResourceNotFoundException", r[31].name) -- alias/x: the ECDH flows are the next test
     -- the four reasons: the v2 SDK's exception class and status, the body's Reason
     for i, reason in pairs { [19] = "INVALID_VALIDATION_DATA", [22] = "INVALID_MAC", [25] = "INVALID_PIN",
       [28] = "INVALID_AUTH_REQUEST_CRYPTOGRAM" } do
@@ -225,5 +224,76 @@ describe("serve aws data plane with the official AWS SDK for JavaScript", functi
       assert.equal("VerificationFailedException", r[i].name)
       assert.equal(reason, r[i].reason)
     end
+  end)
+  it("runs AWS's ECDH flows: v3 control plane for the keys, SigV4-signed raw requests for the data plane", function()
+    local core, util = hsm.core, require "payhsm.util"
+    -- the client's certificate authority and key pair (AWS Private CA and the mobile app in
+    -- AWS's ecdh_flows sample)
+    local ca = core.ec.generate("P-256")
+    local root = core.pki.certificate(ca, ca, { subject = "Client CA", issuer = "Client CA", ca = true })
+    local client = core.ec.generate("P-256")
+    local client_cert = util.b64encode(core.pki.certificate(ca, client, { subject = "app", issuer = "Client CA",
+      usage = "agree" }))
+    local r1 = sdk(srv.port, {
+      { sdk = "v3", op = "GetParametersForImport", input = { KeyMaterialType = "KEY_CRYPTOGRAM",
+        WrappingKeyAlgorithm = "RSA_2048" } },                                                              -- 0
+      { sdk = "node", op = "oaepEncrypt", input = { Certificate = "$0.WrappingKeyCertificate", KeyHex = KEK,
+        Hash = "sha256" } },                                                                                 -- 1
+      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { KeyCryptogram = { KeyAttributes = {
+        KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128",
+        KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } }, Exportable = true,
+        WrappedKeyCryptogram = "$1.Cryptogram", ImportToken = "$0.ImportToken" } } } },                   -- 2
+      tr31("TDES_2KEY", PEK, "P0", "B"),                                                                   -- 3 PEK
+      { sdk = "v3", op = "CreateKey", input = { Exportable = true, KeyAttributes = { KeyAlgorithm = "ECC_NIST_P256",
+        KeyClass = "ASYMMETRIC_KEY_PAIR", KeyUsage = "TR31_K3_ASYMMETRIC_KEY_FOR_KEY_AGREEMENT",
+        KeyModesOfUse = { DeriveKey = true } } } },                                                         -- 4
+      { sdk = "v3", op = "ImportKey", input = { Enabled = true, KeyMaterial = { RootCertificatePublicKey = {
+        KeyAttributes = { KeyAlgorithm = "ECC_NIST_P256", KeyClass = "PUBLIC_KEY", KeyModesOfUse = { Verify = true },
+          KeyUsage = "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE" },
+        PublicKeyCertificate = util.b64encode(root) } } } },                                              -- 5
+      { sdk = "v3", op = "GetPublicKeyCertificate", input = { KeyIdentifier = "$4.Key.KeyArn" } },         -- 6
+    })
+    for i = 1, 7 do assert(r1[i].ok, i - 1 .. ": " .. tostring(r1[i].message)) end
+    local pek_arn, ecdh_arn, ca_arn = r1[4].output.Key.KeyArn, r1[5].output.Key.KeyArn, r1[6].output.Key.KeyArn
+    assert.equal("ECC_NIST_P256", r1[5].output.Key.KeyAttributes.KeyAlgorithm)
+    local service_pub = assert(core.pki.parse(util.b64decode(r1[7].output.KeyCertificate))).public_key
+    local info = hsm.random(32)
+    local pin_key = assert(core.ec.derive(client, service_pub, { kdf = "NIST_SP800", hash = "SHA_512",
+      algorithm = "AES_128", shared_info = info }))
+    local kbpk = assert(core.ec.derive(client, service_pub, { kdf = "ANSI_X963", hash = "SHA_256",
+      algorithm = "AES_256", shared_info = "AB12", attrs = { usage = "K1", mode = "B" } }))
+    local work = assert(hsm.key.import("AES_128", "000102030405060708090A0B0C0D0E0F", { usage = "D0", mode = "B",
+      exportability = "E" }))
+    local function dh(extra)
+      local t = { PrivateKeyIdentifier = ecdh_arn, CertificateAuthorityPublicKeyIdentifier = ca_arn,
+        PublicKeyCertificate = client_cert, DeriveKeyAlgorithm = "AES_256", KeyDerivationFunction = "ANSI_X963",
+        KeyDerivationHashAlgorithm = "SHA_256", DerivationData = { SharedInformation = "AB12" } }
+      for n, v in pairs(extra or {}) do t[n] = v end
+      return t
+    end
+    local block = assert(hsm.tr31.wrap(kbpk, work, { version = "D" }))
+    local r2 = sdk(srv.port, {
+      raw("/pindata/translate", { EncryptedPinBlock = hsm.pin.encrypt(pin_key, "ISO_FORMAT_4", "1234", PAN),
+        IncomingKeyIdentifier = ecdh_arn, OutgoingKeyIdentifier = pek_arn, IncomingWrappedKey = {
+          WrappedKeyMaterial = { DiffieHellmanSymmetricKey = { CertificateAuthorityPublicKeyIdentifier = ca_arn,
+            KeyAlgorithm = "AES_128", KeyDerivationFunction = "NIST_SP800", KeyDerivationHashAlgorithm = "SHA_512",
+            PublicKeyCertificate = client_cert, SharedInformation = info } } },
+        IncomingTranslationAttributes = { IsoFormat4 = { PrimaryAccountNumber = PAN } },
+        OutgoingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = PAN } } }),               -- 0
+      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { DiffieHellmanTr31KeyBlock = dh {
+        WrappedKeyBlock = block } } } },                                                                    -- 1
+      { sdk = "v3", op = "ExportKey", input = { ExportKeyIdentifier = "$1.Key.KeyArn", KeyMaterial = {
+        DiffieHellmanTr31KeyBlock = dh() } } },                                                             -- 2
+      raw("/keymaterial/translate", { IncomingKeyMaterial = { DiffieHellmanTr31KeyBlock = dh {
+        WrappedKeyBlock = block } }, OutgoingKeyMaterial = { Tr31KeyBlock = { WrappingKeyIdentifier = r1[3].output.Key.KeyArn } } }),
+    })
+    for i = 1, 4 do assert(r2[i].ok, i - 1 .. ": " .. tostring(r2[i].message)) end
+    local pek = assert(hsm.key.import("TDES_2KEY", PEK))
+    assert.equal("1234", hsm.pin.decrypt(pek, "ISO_FORMAT_0", r2[1].output.PinBlock, PAN))
+    assert.equal(hsm.kcv(work, "CMAC"), r2[2].output.Key.KeyCheckValue)
+    local back = assert(hsm.tr31.unwrap(kbpk, r2[3].output.WrappedKey.KeyMaterial))
+    assert.equal(hsm.kcv(work, "CMAC"), hsm.kcv(back, "CMAC"))
+    back = assert(hsm.tr31.unwrap(kek, r2[4].output.WrappedKey.WrappedKeyMaterial))
+    assert.equal(hsm.kcv(work, "CMAC"), hsm.kcv(back, "CMAC"))
   end)
 end)

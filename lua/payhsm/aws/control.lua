@@ -20,13 +20,14 @@ M.DEFAULT_DELETE_DAYS = 7
 M.SUPPORTED_SYMMETRIC = { TDES_2KEY = true, TDES_3KEY = true, AES_128 = true, AES_192 = true, AES_256 = true,
   HMAC_SHA256 = true, HMAC_SHA384 = true, HMAC_SHA512 = true }
 M.RSA_BITS = { RSA_2048 = 2048, RSA_3072 = 3072, RSA_4096 = 4096 }
+M.ECC_CURVES = { ECC_NIST_P256 = "P-256", ECC_NIST_P384 = "P-384", ECC_NIST_P521 = "P-521" }
 
 --- Refuses attributes AWS would refuse (rules) or this implementation cannot hold.
 function M.check_attributes(attrs, purpose)
   local ok, msg = rules.check(attrs, purpose)
   if not ok then raise("ValidationException", msg) end
   local alg = attrs.KeyAlgorithm
-  if not M.SUPPORTED_SYMMETRIC[alg] and not M.RSA_BITS[alg] then
+  if not M.SUPPORTED_SYMMETRIC[alg] and not M.RSA_BITS[alg] and not M.ECC_CURVES[alg] then
     raise("ValidationException", ("KeyAlgorithm %s is not supported by this implementation yet"):format(alg))
   end
 end
@@ -104,25 +105,27 @@ function M.tr31_attrs(attrs, exportable)
     exportability = exportable and "E" or "N" }
 end
 
---- CreateKey: a new key of the attributes asked (AWS's combinations only): symmetric keys made at random and kept as a TR-31 block under the LMK, RSA key pairs with a certificate from the service's CA.
+--- CreateKey: a new key of the attributes asked (AWS's combinations only): symmetric keys made at random and kept as a TR-31 block under the LMK; RSA and ECC (P-256, P-384, P-521) key pairs with a certificate from the service's CA. DeriveKeyUsage (ECC key agreement keys) limits what the pair's ECDH agreements may derive.
 function M.CreateKey(svc, input)
   local attrs = input.KeyAttributes
   M.check_attributes(attrs, "CreateKey")
-  if input.DeriveKeyUsage then
-    raise("ValidationException", "DeriveKeyUsage applies to ECC key agreement keys (TR31_K3_ASYMMETRIC_KEY_FOR_KEY_"
-      .. "AGREEMENT), which are not supported yet by this implementation")
-  end
   local alg = attrs.KeyAlgorithm
+  if input.DeriveKeyUsage and attrs.KeyUsage ~= "TR31_K3_ASYMMETRIC_KEY_FOR_KEY_AGREEMENT" then
+    raise("ValidationException", "DeriveKeyUsage applies to ECC key agreement keys (TR31_K3_ASYMMETRIC_KEY_FOR_KEY_"
+      .. "AGREEMENT) only")
+  end
   local rec
-  if M.RSA_BITS[alg] then
+  if M.RSA_BITS[alg] or M.ECC_CURVES[alg] then
     if input.KeyCheckValueAlgorithm then
       raise("ValidationException", "KeyCheckValueAlgorithm does not apply to asymmetric keys")
     end
-    local pair = hsm.rsa.generate(M.RSA_BITS[alg])
+    local pair = M.RSA_BITS[alg] and hsm.rsa.generate(M.RSA_BITS[alg]) or hsm.core.ec.generate(M.ECC_CURVES[alg])
     rec = M.new_record(svc, attrs, { exportable = input.Exportable, enabled = input.Enabled, tags = input.Tags })
-    rec.private = svc.keys:wrap_rsa(pair)
+    rec.private = svc.keys:wrap_private(pair)
+    rec.derive_usage = input.DeriveKeyUsage
     rec.cert = svc.keys:certify(pair, "payhsm key " .. rec.id,
-      attrs.KeyUsage == "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE" and "sign" or "encipher")
+      attrs.KeyUsage == "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE" and "sign"
+      or attrs.KeyUsage == "TR31_K3_ASYMMETRIC_KEY_FOR_KEY_AGREEMENT" and "agree" or "encipher")
     pair:close()
   else
     local kcv_alg = M.kcv_algorithm(alg, input.KeyCheckValueAlgorithm)

@@ -14,6 +14,7 @@ local errors = require "payhsm.aws.errors"
 local shapes = require "payhsm.aws.shapes"
 local data_shapes = require "payhsm.aws.data_shapes"
 local rules = require "payhsm.aws.rules"
+local hsm = require "payhsm"
 
 local M = {}
 
@@ -113,7 +114,49 @@ function M.rsa_key(svc, ident, usages, mode, private, what)
   return rec, M.check(require("payhsm.core").pki.parse(rec.cert)).public_key
 end
 
+-- AWS mode of use name -> the TR-31 mode a derived or unwrapped working key needs
+local MODE_CHAR = { Encrypt = "E", Decrypt = "D", Generate = "G", Verify = "V", DeriveKey = "X" }
+
+-- The working key of a WrappedKey (WrappedKeyMaterial: Tr31KeyBlock under the key ident
+-- names, a K0/K1 key with Unwrap; or DiffieHellmanSymmetricKey, derived by ECDH with the ECC
+-- key pair ident names), checked for usages and mode as a stored key is. Returns a record
+-- for the answer (the ARN of ident, the KCV of the working key) and the key.
+local function wrapped_key(svc, ident, w, usages, mode, what)
+  local m = w.WrappedKeyMaterial
+  local key, rec
+  if m.Tr31KeyBlock then
+    rec = usable(svc, ident, { "TR31_K0_KEY_ENCRYPTION_KEY", "TR31_K1_KEY_BLOCK_PROTECTION_KEY" }, "Unwrap", what)
+    local kbpk = svc.keys:unwrap(rec)
+    local header
+    key, header = hsm.tr31.unwrap(kbpk, m.Tr31KeyBlock)
+    kbpk:close()
+    if not key then M.invalid("The wrapped key block does not unwrap under " .. svc.keys:arn(rec.id) .. ": "
+      .. bare(header)) end
+    local usage = rules.usage_name(header.usage)
+    local fits = false
+    for _, u in ipairs(usages) do if u == usage then fits = true end end
+    if not fits then
+      key:close()
+      M.invalid(("The wrapped key's usage %s does not fit %s (it needs %s)"):format(usage or header.usage,
+        svc._op or "this operation", table.concat(usages, " or ")))
+    end
+    local modes = rules.modes_of(header.mode)
+    if mode and not modes[mode] and not modes.NoRestrictions then
+      key:close()
+      M.invalid(("The wrapped key's mode of use %s does not include %s"):format(header.mode, mode))
+    end
+  else
+    local d = m.DiffieHellmanSymmetricKey
+    key, rec = require("payhsm.aws.ecdh").derive(svc, ident, d, d.KeyAlgorithm, usages, MODE_CHAR[mode] or "N")
+  end
+  local kcv_alg = require("payhsm.aws.control").kcv_algorithm(key.algorithm, w.KeyCheckValueAlgorithm)
+  return { id = rec.id, kcv = hsm.kcv(key, kcv_alg), attrs = { KeyUsage = rules.usage_name(key.usage),
+    KeyAlgorithm = key.algorithm, KeyModesOfUse = rules.modes_of(key.mode or "N") } }, key
+end
+
 function M.key(svc, ident, usages, mode, what)
+  local w = svc._wrapped and svc._wrapped[ident]
+  if w then return wrapped_key(svc, ident, w, usages, mode, what) end
   local ks = svc.keys
   local rec = usable(svc, ident, usages, mode, what)
   local cache = svc.key_cache
@@ -142,7 +185,7 @@ function M.is_tdes(rec) return rec.attrs.KeyAlgorithm:match("^TDES") ~= nil end
 function M.operations()
   if not M.OPERATIONS then
     local ops = {}
-    for _, mod in ipairs { "data_cipher", "data_card", "data_pin", "data_mac", "data_emv" } do
+    for _, mod in ipairs { "data_cipher", "data_card", "data_pin", "data_mac", "data_emv", "data_keys" } do
       for name, fn in pairs(require("payhsm.aws." .. mod)) do
         if name:match("^%u") then ops[name] = fn end
       end
@@ -152,7 +195,9 @@ function M.operations()
   return M.OPERATIONS
 end
 
-local WRAPPED = { "WrappedKey", "IncomingWrappedKey", "OutgoingWrappedKey", "EncryptionWrappedKey" }
+-- A working key given wrapped in the request, and the identifier member it goes with
+local WRAPPED = { WrappedKey = "KeyIdentifier", IncomingWrappedKey = "IncomingKeyIdentifier",
+  OutgoingWrappedKey = "OutgoingKeyIdentifier", EncryptionWrappedKey = "EncryptionKeyIdentifier" }
 
 -- Routes: {pattern, operation, label member}, from the model's request paths.
 local ROUTES, EXACT = {}, {}
@@ -198,16 +243,21 @@ function M.handle(svc, req, rid)
     input[member] = label
   end
   if not ok then return response("ValidationException", msg, rid) end
-  for _, name in ipairs(WRAPPED) do
-    if input[name] then
-      return response("ValidationException", name .. " (a working key given wrapped in the request) is not "
-        .. "supported by this service: import the key and name it", rid)
+  local wrapped
+  for name, ident in pairs(WRAPPED) do
+    local w, id = input[name], input[ident]
+    if w and id then
+      wrapped = wrapped or {}
+      if wrapped[id] then
+        return response("ValidationException", "Two wrapped keys go with one key identifier " .. id, rid)
+      end
+      wrapped[id] = w
     end
   end
   local fn = M.operations()[op]
-  svc._op = op
+  svc._op, svc._wrapped = op, wrapped
   local done, out = pcall(fn, svc, input)
-  svc._op = nil
+  svc._op, svc._wrapped = nil, nil
   if done then
     local resp = errors.ok(out, rid)
     resp.headers["Content-Type"] = "application/json"

@@ -9,8 +9,6 @@
 --       block to the ICC's AC key (TR31_E0 IMK-AC).
 --   GenerateAs2805KekValidation  AS2805.6.6 node-to-node KEK validation (request and
 --       response) under a TR31_K0 KEK, as AWS computes it.
---   TranslateKeyMaterial  ECDH-derived key blocks: refused with a ValidationException
---       (this service has no ECC key agreement).
 local hsm = require "payhsm"
 local data = require "payhsm.aws.data"
 
@@ -130,11 +128,6 @@ function M.GenerateAs2805KekValidation(svc, input)
   end
   out.KeyArn, out.KeyCheckValue = data.arn(svc, rec), rec.kcv
   return out
-end
-
-function M.TranslateKeyMaterial()
-  data.invalid("TranslateKeyMaterial (ECDH-derived TR-31 key blocks) is not supported by this service: it has no "
-    .. "ECC key agreement keys")
 end
 
 return M

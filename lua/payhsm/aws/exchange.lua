@@ -23,13 +23,15 @@ local function not_yet(what)
 end
 
 -- base64 PEM in, PEM out (ValidationException naming the member otherwise)
-local function pem_of(b64, member)
+-- (rsa: the certificate must hold an RSA key, as TR-34 and key cryptograms need)
+local function pem_of(b64, member, rsa)
   local pem = util.b64decode(b64)
   if not pem or not pem:find("-----BEGIN CERTIFICATE-----", 1, true) then
     raise("ValidationException", member .. " must be a base64-encoded PEM X.509 certificate")
   end
   local cert, msg = core.pki.parse(pem)
   if not cert then raise("ValidationException", member .. ": " .. tostring(msg)) end
+  if rsa and cert.public_key.curve then raise("ValidationException", member .. " must hold an RSA key") end
   return pem, cert
 end
 
@@ -53,7 +55,7 @@ local function parameters(svc, kind, material, alg)
   local _, ca_cert = svc.keys:ca()
   local tok = token(kind .. "-token-")
   local expires = svc.clock() + M.PARAMETERS_VALID
-  svc.keys:put_token(tok, { kind = kind, material = material, key = svc.keys:wrap_rsa(pair), cert = cert,
+  svc.keys:put_token(tok, { kind = kind, material = material, key = svc.keys:wrap_private(pair), cert = cert,
     algorithm = alg }, expires)
   pair:close()
   return util.b64encode(cert), util.b64encode(ca_cert), tok, expires
@@ -96,18 +98,22 @@ end
 
 -- ---- import ------------------------------------------------------------------------------
 
--- A root or trusted public key certificate: an RSA public key kept with its certificate.
+-- A root or trusted public key certificate: an RSA or ECC public key kept with its certificate.
 local function import_certificate(svc, input, m, trusted)
   local attrs = m.KeyAttributes
   if attrs.KeyClass ~= "PUBLIC_KEY" then raise("ValidationException", "KeyClass must be PUBLIC_KEY for a certificate") end
   control.check_attributes(attrs, "ImportKey")
-  if not control.RSA_BITS[attrs.KeyAlgorithm] then
-    raise("ValidationException", "KeyAlgorithm must be RSA_2048, RSA_3072 or RSA_4096 for a certificate")
+  local alg = attrs.KeyAlgorithm
+  if not control.RSA_BITS[alg] and not control.ECC_CURVES[alg] then
+    raise("ValidationException", "KeyAlgorithm must be RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384 or "
+      .. "ECC_NIST_P521 for a certificate")
   end
   local pem, cert = pem_of(m.PublicKeyCertificate, "PublicKeyCertificate")
-  if cert.public_key:bits() ~= control.RSA_BITS[attrs.KeyAlgorithm] then
-    raise("ValidationException", ("PublicKeyCertificate holds an RSA-%d key, not %s"):format(cert.public_key:bits(),
-      attrs.KeyAlgorithm))
+  local pub = cert.public_key
+  local holds = pub.curve and ("an ECC key on " .. pub:curve()) or ("an RSA-%d key"):format(pub:bits())
+  if (control.RSA_BITS[alg] and (pub.curve or pub:bits() ~= control.RSA_BITS[alg]))
+    or (control.ECC_CURVES[alg] and (not pub.curve or pub:curve() ~= control.ECC_CURVES[alg])) then
+    raise("ValidationException", ("PublicKeyCertificate holds %s, not %s"):format(holds, alg))
   end
   local chain
   if trusted then
@@ -154,8 +160,9 @@ local function kek(svc, ident, dir)
   return rec, svc.keys:unwrap(rec)
 end
 
-local function import_tr31(svc, input, m)
-  local kek_rec, kbpk = kek(svc, m.WrappingKeyIdentifier, "Unwrap")
+-- (kek_rec, kbpk: the key-block protection key, when the caller has it: ECDH's)
+local function import_tr31(svc, input, m, kek_rec, kbpk)
+  if not kbpk then kek_rec, kbpk = kek(svc, m.WrappingKeyIdentifier, "Unwrap") end
   local key, header = hsm.tr31.unwrap(kbpk, m.WrappedKeyBlock)
   kbpk:close()
   if not key then
@@ -215,6 +222,9 @@ local function tr34_ca(svc, ident)
     raise("ValidationException", "CertificateAuthorityPublicKeyIdentifier must name an imported root certificate")
   end
   control.usable(svc, ca, "Certificate authority")
+  if control.ECC_CURVES[ca.attrs.KeyAlgorithm] then
+    raise("ValidationException", "A TR-34 certificate authority must hold an RSA key (TR-34-2019 signs with RSA)")
+  end
   return ca
 end
 
@@ -238,7 +248,7 @@ local function import_tr34(svc, input, m)
       .. "with KeyMaterialType TR34_KEY_BLOCK)")
   end
   local ca = tr34_ca(svc, m.CertificateAuthorityPublicKeyIdentifier)
-  local kdh = pem_of(m.SigningKeyCertificate, "SigningKeyCertificate")
+  local kdh = pem_of(m.SigningKeyCertificate, "SigningKeyCertificate", true)
   local priv = svc.keys:unwrap_rsa(t.key)
   local key, info, code = hsm.tr34.unwrap(priv, m.WrappedKeyBlock, { kdh_cert = kdh, ca_cert = ca.cert,
     krd_cert = t.cert, nonce = m.RandomNonce, time = svc.clock() })
@@ -259,7 +269,7 @@ local function import_tr34(svc, input, m)
   return rec
 end
 
---- ImportKey: RootCertificatePublicKey, TrustedCertificatePublicKey, Tr31KeyBlock (under a K0/K1 key of the service), Tr34KeyBlock (X9_TR34_2012, signed by SigningKeyCertificate under an imported root, for GetParametersForImport's TR34_KEY_BLOCK key) or KeyCryptogram (RSA-OAEP under GetParametersForImport's key); DiffieHellmanTr31KeyBlock is refused as not supported yet.
+--- ImportKey: RootCertificatePublicKey, TrustedCertificatePublicKey, Tr31KeyBlock (under a K0/K1 key of the service), Tr34KeyBlock (X9_TR34_2012, signed by SigningKeyCertificate under an imported root, for GetParametersForImport's TR34_KEY_BLOCK key) or KeyCryptogram (RSA-OAEP under GetParametersForImport's key); or DiffieHellmanTr31KeyBlock (a TR-31 block under the key an ECDH agreement derives).
 function M.ImportKey(svc, input)
   local m = input.KeyMaterial
   local rec
@@ -268,17 +278,34 @@ function M.ImportKey(svc, input)
   elseif m.Tr31KeyBlock then rec = import_tr31(svc, input, m.Tr31KeyBlock)
   elseif m.KeyCryptogram then rec = import_cryptogram(svc, input, m.KeyCryptogram)
   elseif m.Tr34KeyBlock then rec = import_tr34(svc, input, m.Tr34KeyBlock)
-  else not_yet("KeyMaterial DiffieHellmanTr31KeyBlock (ECDH key agreement)") end
+  else
+    local d = m.DiffieHellmanTr31KeyBlock
+    local kbpk, ecc = M.ecdh_kbpk(svc, d)
+    rec = import_tr31(svc, input, d, ecc, kbpk)
+  end
   svc.keys:create(rec)
   return { Key = svc.keys:describe(rec) }
+end
+
+--- The key-block protection key of a DiffieHellmanTr31KeyBlock (import or export): ECDH
+-- between PrivateKeyIdentifier's ECC key pair and PublicKeyCertificate's key, then the KDF
+-- asked into a DeriveKeyAlgorithm key (usage K1, or K0 when the pair's DeriveKeyUsage says so).
+-- Returns the key and the key pair's record.
+function M.ecdh_kbpk(svc, d)
+  return require("payhsm.aws.ecdh").derive(svc, d.PrivateKeyIdentifier, {
+    CertificateAuthorityPublicKeyIdentifier = d.CertificateAuthorityPublicKeyIdentifier,
+    PublicKeyCertificate = d.PublicKeyCertificate, KeyDerivationFunction = d.KeyDerivationFunction,
+    KeyDerivationHashAlgorithm = d.KeyDerivationHashAlgorithm,
+    SharedInformation = d.DerivationData and d.DerivationData.SharedInformation },
+    d.DeriveKeyAlgorithm, { "TR31_K1_KEY_BLOCK_PROTECTION_KEY", "TR31_K0_KEY_ENCRYPTION_KEY" }, "B")
 end
 
 -- ---- export ------------------------------------------------------------------------------
 
 local EXPORTABILITY = { EXPORTABLE = "E", NON_EXPORTABLE = "N", SENSITIVE = "S" }
 
-local function export_tr31(svc, rec, key, m)
-  local kek_rec, kbpk = kek(svc, m.WrappingKeyIdentifier, "Wrap")
+local function export_tr31(svc, rec, key, m, kek_rec, kbpk)
+  if not kbpk then kek_rec, kbpk = kek(svc, m.WrappingKeyIdentifier, "Wrap") end
   local header = { version = kbpk.algorithm:match("^AES") and "D" or "B" }
   local h = m.KeyBlockHeaders
   if h then
@@ -311,7 +338,7 @@ local function export_cryptogram(svc, key, m)
     raise("ValidationException", "CertificateAuthorityPublicKeyIdentifier must name an imported root certificate")
   end
   control.usable(svc, ca, "Certificate authority")
-  local pem, cert = pem_of(m.WrappingKeyCertificate, "WrappingKeyCertificate")
+  local pem, cert = pem_of(m.WrappingKeyCertificate, "WrappingKeyCertificate", true)
   if not core.pki.verify(pem, core.pki.parse(ca.cert).public_key) then
     raise("ValidationException", "WrappingKeyCertificate is not signed by the certificate authority")
   end
@@ -332,7 +359,7 @@ local function export_tr34(svc, key, m)
     raise("ValidationException", "ExportToken is not valid (unknown, expired, or not from GetParametersForExport)")
   end
   local ca = tr34_ca(svc, m.CertificateAuthorityPublicKeyIdentifier)
-  local krd, cert = pem_of(m.WrappingKeyCertificate, "WrappingKeyCertificate")
+  local krd, cert = pem_of(m.WrappingKeyCertificate, "WrappingKeyCertificate", true)
   if not core.pki.verify(krd, core.pki.parse(ca.cert).public_key) then
     raise("ValidationException", "WrappingKeyCertificate is not signed by the certificate authority")
   end
@@ -358,10 +385,9 @@ local function export_tr34(svc, key, m)
   return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "TR34_KEY_BLOCK", KeyMaterial = block }
 end
 
---- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured), a Tr34KeyBlock (X9_TR34_2012, signed with GetParametersForExport's key, for a WrappingKeyCertificate signed by an imported root) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; DiffieHellmanTr31KeyBlock and ExportDukptInitialKey are refused as not supported yet.
+--- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured), a Tr34KeyBlock (X9_TR34_2012, signed with GetParametersForExport's key, for a WrappingKeyCertificate signed by an imported root) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; or a DiffieHellmanTr31KeyBlock (TR-31 under the key an ECDH agreement derives); ExportDukptInitialKey is refused as not supported yet.
 function M.ExportKey(svc, input)
   local m = input.KeyMaterial
-  if m.DiffieHellmanTr31KeyBlock then not_yet("KeyMaterial DiffieHellmanTr31KeyBlock (ECDH key agreement)") end
   local attrs = input.ExportAttributes or {}
   if attrs.ExportDukptInitialKey then not_yet("ExportAttributes.ExportDukptInitialKey") end
   local rec = svc.keys:resolve(input.ExportKeyIdentifier)
@@ -371,6 +397,11 @@ function M.ExportKey(svc, input)
   local key = svc.keys:unwrap(rec)
   local ok, out
   if m.Tr31KeyBlock then ok, out = pcall(export_tr31, svc, rec, key, m.Tr31KeyBlock)
+  elseif m.DiffieHellmanTr31KeyBlock then
+    ok, out = pcall(function()
+      local kbpk, ecc = M.ecdh_kbpk(svc, m.DiffieHellmanTr31KeyBlock)
+      return export_tr31(svc, rec, key, m.DiffieHellmanTr31KeyBlock, ecc, kbpk)
+    end)
   elseif m.Tr34KeyBlock then ok, out = pcall(export_tr34, svc, key, m.Tr34KeyBlock)
   else ok, out = pcall(export_cryptogram, svc, key, m.KeyCryptogram) end
   if ok then

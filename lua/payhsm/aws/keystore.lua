@@ -142,6 +142,7 @@ function KS:describe(rec)
     UsageStopTimestamp = rec.usage_stop,
     DeletePendingTimestamp = state == "DELETE_PENDING" and rec.delete_pending or nil,
     DeleteTimestamp = state == "DELETE_PENDING" and rec.delete_at or nil,
+    DeriveKeyUsage = rec.derive_usage,
   }
 end
 
@@ -178,7 +179,18 @@ function KS:unwrap(rec)
   return key
 end
 
-function KS:wrap_rsa(rsa) return rsa:wrap(self.lmk) end
+--- A key pair's private key (RsaKey or EcKey) as PKCS#8 under AES key wrap (RFC 5649) by the LMK.
+function KS:wrap_private(pair) return pair:wrap(self.lmk) end
+
+--- The private key of an asymmetric key pair record: an EcKey for ECC_NIST_* keys, else an RsaKey.
+function KS:unwrap_private(rec)
+  if rec.attrs.KeyAlgorithm:match("^ECC_") then
+    local k, msg = hsm.core.ec.unwrap(self.lmk, rec.private)
+    if not k then error("aws: a stored private key does not unwrap under the local master key: " .. tostring(msg), 0) end
+    return k
+  end
+  return self:unwrap_rsa(rec.private)
+end
 
 function KS:unwrap_rsa(hex)
   local k, msg = hsm.rsa.unwrap(self.lmk, hex)
@@ -220,7 +232,7 @@ function KS:ca()
   if not text then
     local key = hsm.rsa.generate(2048)
     local cert = hsm.core.pki.certificate(key, key, { subject = M.CA_CN, issuer = M.CA_CN, ca = true, days = 3650 })
-    local mine = cjson.encode { key = self:wrap_rsa(key), cert = cert }
+    local mine = cjson.encode { key = self:wrap_private(key), cert = cert }
     key:close()
     text = self.store:update(CA_NAME, function(old)
       local v = old or mine
@@ -232,7 +244,7 @@ function KS:ca()
   return self._ca.key, self._ca.cert
 end
 
---- A certificate for `public` (RsaKey or RsaPublicKey) signed by the service's CA.
+--- A certificate for `public` (an RSA or EC key) signed by the service's CA.
 function KS:certify(public, cn, usage)
   local ca_key = self:ca()
   return hsm.core.pki.certificate(ca_key, public, { subject = cn, issuer = M.CA_CN, usage = usage,
