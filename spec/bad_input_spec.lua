@@ -4,7 +4,7 @@
 local bad_input = require "spec.support.bad_input"
 
 local MODULES = { "key", "kcv", "cipher", "mac", "tr31", "pin", "card", "emv", "as2805", "zka", "envelope", "rotation",
-  "rsa", "dukpt", "tr34", "gateway HTTP", "pos HTTP", "mupk HTTP" }
+  "rsa", "ec", "dukpt", "tr34", "gateway HTTP", "pos HTTP", "mupk HTTP" }
 
 describe("bad input table", function()
   local env = bad_input.env()

@@ -27,6 +27,7 @@ local hsm = {
   dukpt = core.dukpt,       -- initial_key, working_key, terminal (ANSI X9.24-1 / X9.24-3)
   rsa = core.rsa,           -- RSA key pairs, RFC 5649 wrapping, RSA-OAEP + AES-GCM seal/open
   tr34 = core.tr34,         -- TR-34 key transport: wrap (KDH), unwrap (KRD)
+  ec = core.ec,             -- elliptic-curve key pairs (P-256/384/521), ECDH with the SP 800-56C and X9.63 KDFs
   random = core.random,     -- random(n) -> hex of n public random bytes (ids, nonces)
   equal = core.equal,       -- equal(a, b): constant-time string comparison
 }

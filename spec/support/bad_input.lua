@@ -279,6 +279,19 @@ M.rows = {
   { "rsa", "open: other associated data", [[hsm.rsa.open(RSA_PRIV, sealed_with{}, "other")]], "GCM_TAG" },
   { "rsa", "open: IV not 12 bytes", [[hsm.rsa.open(RSA_PRIV, sealed_with{iv = "00"})]], "BAD_LENGTH" },
 
+  -- ---- ec (csrc/ec.c) -------------------------------------------------------------------
+  { "ec", "public key: DER that is not SubjectPublicKeyInfo", [[hsm.ec.public("3003020100")]], "EC_PUBLIC" },
+  { "ec", "public key: an RSA key", [[hsm.ec.public(RSA_PRIV:public_der())]], "EC_PUBLIC" },
+  { "ec", "public key: bad hex", [[hsm.ec.public("30ZZ")]], "BAD_HEX" },
+  { "ec", "unwrap: wrapped key under another KEK", [[hsm.ec.unwrap(k.aes_kek2, EC_WRAPPED)]], "EC_UNWRAP" },
+  { "ec", "unwrap: a wrapped RSA key", [[hsm.ec.unwrap(k.aes_kek, RSA_WRAPPED)]], "EC_UNWRAP" },
+  { "ec", "derive: keys on different curves", [[hsm.ec.derive(EC_P256, EC_P384, ECDH_OPTS)]], "EC_CURVE" },
+  { "ec", "derive: shared_info bad hex", [[hsm.ec.derive(EC_P256, EC_P256, {kdf = "NIST_SP800", hash = "SHA_256", algorithm = "AES_128", shared_info = "0G"})]], "BAD_HEX" },
+  { "ec", "derive: unknown option", [[hsm.ec.derive(EC_P256, EC_P256, {kdf = "NIST_SP800", hash = "SHA_256", algorithm = "AES_128", sharedinfo = "00"})]],
+    raises = "unknown option 'sharedinfo'" },
+  { "ec", "derive: unknown KDF", [[hsm.ec.derive(EC_P256, EC_P256, {kdf = "HKDF", hash = "SHA_256", algorithm = "AES_128"})]],
+    raises = "unknown kdf 'HKDF'" },
+
   -- ---- dukpt (csrc/dukpt.c) -----------------------------------------------------------
   { "dukpt", "KSN of the wrong length (9 bytes, TDES BDK)", [[hsm.dukpt.initial_key(k.bdk_tdes, "FFFF9876543210E000")]], "DUKPT_KSN" },
   { "dukpt", "AES KSN (12 bytes) with a TDES BDK", [[hsm.dukpt.working_key(k.bdk_tdes, "123456789012345600000001", {purpose = "PIN"})]], "DUKPT_KSN" },
@@ -533,6 +546,9 @@ function M.env()
   local priv = hsm.rsa.generate(2048)
   env.RSA_PRIV = priv
   env.RSA_WRAPPED = priv:wrap(k.aes_kek)
+  env.EC_P256, env.EC_P384 = hsm.ec.generate("P-256"), hsm.ec.generate("P-384")
+  env.EC_WRAPPED = env.EC_P256:wrap(k.aes_kek)
+  env.ECDH_OPTS = { kdf = "NIST_SP800", hash = "SHA_256", algorithm = "AES_128" }
   local pub = assert(hsm.rsa.public(priv:public_der()))
   local function flip_hex(h, at)
     local c = h:sub(at, at)
