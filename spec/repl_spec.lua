@@ -92,7 +92,7 @@ local function tour(t)
   t:wait('"TDES_2KEY"')
   -- help lists the areas, help(hsm.pin) the functions with their signatures
   t:send("help", "Enter")
-  t:wait("as2805, card, cipher, dukpt, emv, envelope, key, mac, pin")
+  t:wait("as2805, card, cipher, dukpt, ec, emv, envelope, key, mac, pin")
   t:send("help(hsm.pin)", "Enter")
   t:wait("pin.decrypt(key, fmt, block_hex, pan) -> pin")
 end
