@@ -313,7 +313,26 @@ describe("aws data plane: encryption", function()
     refused("EncryptData", { KeyIdentifier = dek, PlainText = "0011", EncryptionAttributes = {
       Symmetric = { Mode = "ECB" } } }, "ValidationException", "multiple of 16")
     refused("EncryptData", { KeyIdentifier = dek, PlainText = "00112233445566778899AABBCCDDEEFF",
-      EncryptionAttributes = { Symmetric = { Mode = "OFB" } } }, "ValidationException", "OFB")
+      EncryptionAttributes = { Symmetric = { Mode = "CFB64" } } }, "ValidationException", "no CFB64 mode")
+  end)
+  it("Symmetric CFB1, CFB8, CFB128 and OFB [SP 800-38A F.3.1, F.3.7, F.3.13, F.4.1], TDES CFB64 [pyca]", function()
+    local dek = import("AES_128", "2B7E151628AED2A6ABF7158809CF4F3C", "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY", ED)
+    local iv = "000102030405060708090A0B0C0D0E0F"
+    for _, v in ipairs { { "CFB1", "6BC1", "68B3" }, { "CFB8", "6BC1BEE22E409F96E93D7E117393172AAE2D",
+      "3B79424C9C0DD436BACE9E0ED4586A4F32B9" }, { "CFB128", "6BC1BEE22E409F96E93D7E117393172A",
+      "3B3FD92EB72DAD20333449F8E83CFB4A" }, { "CFB", "6BC1BEE22E409F96E93D7E117393172A",
+      "3B3FD92EB72DAD20333449F8E83CFB4A" }, { "OFB", "6BC1BEE22E409F96E93D7E117393172AAE2D8A571E03AC9C9EB76FAC45AF8E51",
+      "3B3FD92EB72DAD20333449F8E83CFB4A7789508D16918F03F53C52DAC54ED825" } } do
+      local attrs = { Symmetric = { Mode = v[1], InitializationVector = iv } }
+      assert.equal(v[3], ok("EncryptData", { KeyIdentifier = dek, PlainText = v[2], EncryptionAttributes = attrs })
+        .CipherText, v[1])
+      assert.equal(v[2], ok("DecryptData", { KeyIdentifier = dek, CipherText = v[3], DecryptionAttributes = attrs })
+        .PlainText)
+    end
+    local tdes = import("TDES_2KEY", K2, "TR31_D0_SYMMETRIC_DATA_ENCRYPTION_KEY", ED)
+    assert.equal("09F180E1858D44D84E4421F76F47E1082F619C22461DEF7D", ok("EncryptData", { KeyIdentifier = tdes,
+      PlainText = "4E6F77206973207468652074696D6520666F7220616C6C20", EncryptionAttributes = { Symmetric = {
+        Mode = "CFB64", InitializationVector = "1234567890ABCDEF" } } }).CipherText)
   end)
   it("Emv: the SM confidentiality session key [pyemv]; Dukpt round trip; Asymmetric answers", function()
     local smc = import("TDES_2KEY", K2, "TR31_E1_EMV_MKEY_CONFIDENTIALITY", X)

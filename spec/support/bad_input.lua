@@ -39,6 +39,7 @@ M.rows = {
   { "cipher", "bad hex data", [[hsm.cipher.encrypt(k.dek, "ECB", ("ZZ"):rep(16))]], "BAD_HEX" },
   { "cipher", "odd length hex data", [[hsm.cipher.encrypt(k.dek, "ECB", ("0"):rep(31))]], "BAD_HEX" },
   { "cipher", "data not whole blocks", [[hsm.cipher.encrypt(k.dek, "ECB", ("00"):rep(15))]], "BAD_LENGTH" },
+  { "cipher", "a segment size the key's cipher lacks (CFB64 with AES)", [[hsm.cipher.encrypt(k.dek, "CFB64", "00")]], "KEY_TYPE" },
   { "cipher", "empty data", [[hsm.cipher.decrypt(k.dek, "CBC", "")]], "BAD_LENGTH" },
   { "cipher", "IV not one block (8 bytes for AES)", [[hsm.cipher.encrypt(k.dek, "CBC", ("00"):rep(16), ("00"):rep(8))]], "IV_LENGTH" },
   { "cipher", "bad hex IV", [[hsm.cipher.encrypt(k.dek, "CBC", ("00"):rep(16), ("ZZ"):rep(16))]], "BAD_HEX" },

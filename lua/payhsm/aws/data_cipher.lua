@@ -1,7 +1,9 @@
 --- EncryptData, DecryptData and ReEncryptData of AWS Payment Cryptography's data plane
 -- (EncryptionDecryptionAttributes, ReEncryptionAttributes):
---   Symmetric  TDES or AES in ECB or CBC (NIST SP 800-67, FIPS 197, SP 800-38A) under a
---              TR31_D0 key (Encrypt / Decrypt); the IV defaults to zeros.
+--   Symmetric  TDES or AES in ECB, CBC, CFB (CFB1, CFB8, CFB64 for TDES, CFB128 for AES;
+--              plain CFB is the key's full-block CFB) or OFB (NIST SP 800-67, FIPS 197,
+--              SP 800-38A) under a TR31_D0 key (Encrypt / Decrypt); the IV defaults to zeros.
+--              ECB and CBC take whole blocks; CFB and OFB any number of bytes.
 --   Dukpt      the data encryption key of the transaction (ANSI X9.24-1:2009 A.4.1 data
 --              variants, X9.24-3:2017 6.3.2) from a TR31_B0 BDK (DeriveKey); CBC by default.
 --   Emv        the issuer script confidentiality session key (EMV 4.4 Book 2 A1.3, R =
@@ -10,7 +12,6 @@
 -- Data is taken as given: whole blocks, no padding added or removed, as AWS does.
 --   Asymmetric RSA (RFC 8017: PKCS #1 v1.5 or OAEP with SHA-1/256/512) under a TR31_D1 key:
 --              its public key encrypts, the key pair's private key decrypts.
--- CFB and OFB modes are refused with a ValidationException that says so.
 local hsm = require "payhsm"
 local data = require "payhsm.aws.data"
 
@@ -21,10 +22,9 @@ local RSA_DATA = { "TR31_D1_ASYMMETRIC_KEY_FOR_DATA_ENCRYPTION" }
 local BDK = { "TR31_B0_BASE_DERIVATION_KEY" }
 local IMK_SMC = { "TR31_E1_EMV_MKEY_CONFIDENTIALITY" }
 
+-- Dukpt and Emv attributes: ECB or CBC only (their model's enum)
 local function block_mode(mode)
-  if mode ~= "ECB" and mode ~= "CBC" then
-    data.invalid("Mode " .. mode .. " is not supported by this service (ECB and CBC are)")
-  end
+  if mode ~= "ECB" and mode ~= "CBC" then data.invalid("Mode must be ECB or CBC, not " .. mode) end
   return mode
 end
 
@@ -46,9 +46,9 @@ function M.crypt(svc, ident, attrs, enc, hex)
   if kind == "Symmetric" then
     if a.PaddingType then data.invalid("PaddingType applies to asymmetric keys, not to Symmetric encryption") end
     local rec, key = data.key(svc, ident, DEK, enc)
-    local mode = block_mode(a.Mode)
+    local mode = a.Mode
     if mode == "ECB" and a.InitializationVector then data.invalid("ECB takes no InitializationVector") end
-    return rec, data.check(fn(key, mode, hex, mode == "CBC" and a.InitializationVector or nil))
+    return rec, data.check(fn(key, mode, hex, mode ~= "ECB" and a.InitializationVector or nil))
   end
   if kind == "Dukpt" then
     local rec, bdk = data.key(svc, ident, BDK, "DeriveKey")
