@@ -3,7 +3,8 @@
 -- issuer brings its keys in (a KEK by key cryptogram, working keys as TR-31 blocks under
 -- it), then authorises card transactions: verifies the chip's ARQC and answers with an
 -- ARPC, checks a CVV2, verifies a PIN against its Visa PVV, and translates a DUKPT PIN
--- block from an acquirer's terminal to its own PIN key. Each refusal AWS gives is shown:
+-- block from an acquirer's terminal to its own PIN key, and takes a PIN set from a phone
+-- over ECDH (AWS's ECDH flow). Each refusal AWS gives is shown:
 -- a wrong cryptogram, CVV2 or PIN (VerificationFailedException and its Reason), a key used
 -- for what its usage or modes of use forbid, transaction data the service will not pad.
 -- The card and the terminal are simulated with payhsm's own core.
@@ -134,6 +135,42 @@ refused("the PEK named as the BDK", pc:TranslatePinData { IncomingKeyIdentifier 
   OutgoingKeyIdentifier = pek_arn, EncryptedPinBlock = dukpt_block, IncomingDukptAttributes = { KeySerialNumber = ksn },
   IncomingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = PAN } },
   OutgoingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = PAN } } })
+
+step("PIN set from the cardholder's phone over ECDH (the flow of AWS's ECDH samples)")
+-- the service's ECC key pair, and the issuer's CA for the phones' certificates
+local ecc = assert(pc:CreateKey { Exportable = false, KeyAttributes = { KeyAlgorithm = "ECC_NIST_P256",
+  KeyClass = "ASYMMETRIC_KEY_PAIR", KeyUsage = "TR31_K3_ASYMMETRIC_KEY_FOR_KEY_AGREEMENT",
+  KeyModesOfUse = { DeriveKey = true } } }).Key.KeyArn
+local service_cert = assert(pc:GetPublicKeyCertificate { KeyIdentifier = ecc }).KeyCertificate
+local ca = hsm.ec.generate("P-256")
+local ca_arn = assert(pc:ImportKey { KeyMaterial = { RootCertificatePublicKey = { KeyAttributes = {
+  KeyAlgorithm = "ECC_NIST_P256", KeyClass = "PUBLIC_KEY", KeyModesOfUse = { Verify = true },
+  KeyUsage = "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE" }, PublicKeyCertificate = util.b64encode(
+    hsm.core.pki.certificate(ca, ca, { subject = "Issuer phone CA", issuer = "Issuer phone CA", ca = true })) } } }).Key.KeyArn
+show("ECC key pair / phone CA", ecc:match("key/.*") .. " / " .. ca_arn:match("key/.*"))
+-- the phone: its own key pair, certified by the CA; it derives the PIN key on its side
+local phone = hsm.ec.generate("P-256")
+local phone_cert = util.b64encode(hsm.core.pki.certificate(ca, phone, { subject = "phone", issuer = "Issuer phone CA",
+  usage = "agree" }))
+local shared_info = hsm.random(32)
+local phone_key = assert(hsm.ec.derive(phone, hsm.core.pki.parse(util.b64decode(service_cert)).public_key, {
+  kdf = "NIST_SP800", hash = "SHA_512", algorithm = "AES_128", shared_info = shared_info }))
+local phone_block = hsm.pin.encrypt(phone_key, "ISO_FORMAT_4", "2468", PAN)
+show("phone: ISO 4 block under its ECDH key", phone_block)
+local function from_phone(cert_b64)
+  return pc:TranslatePinData { IncomingKeyIdentifier = ecc, OutgoingKeyIdentifier = pek_arn,
+    EncryptedPinBlock = phone_block, IncomingWrappedKey = { WrappedKeyMaterial = { DiffieHellmanSymmetricKey = {
+      CertificateAuthorityPublicKeyIdentifier = ca_arn, PublicKeyCertificate = cert_b64, KeyAlgorithm = "AES_128",
+      KeyDerivationFunction = "NIST_SP800", KeyDerivationHashAlgorithm = "SHA_512", SharedInformation = shared_info } } },
+    IncomingTranslationAttributes = { IsoFormat4 = { PrimaryAccountNumber = PAN } },
+    OutgoingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = PAN } } }
+end
+local set = assert(from_phone(phone_cert))
+show("issuer: ISO 0 block under the PEK", set.PinBlock .. " (PIN " .. hsm.pin.decrypt(pek, "ISO_FORMAT_0",
+  set.PinBlock, PAN) .. ")")
+local stranger = hsm.ec.generate("P-256")
+refused("a phone certificate the CA did not sign", from_phone(util.b64encode(hsm.core.pki.certificate(stranger, phone,
+  { subject = "phone", issuer = "someone", usage = "agree" }))))
 
 step("A key whose usage is stopped is refused until it is started again")
 assert(pc:StopKeyUsage { KeyIdentifier = cvk_arn })
