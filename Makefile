@@ -151,7 +151,7 @@ test-valgrind: all
 
 # ---- fuzzing (libFuzzer + AddressSanitizer + UBSan, clang from Debian) -------------
 FUZZ_TARGETS := tr31_parse tr31_unwrap tr31_unwrap_valid pin_parse pin_block_valid envelope_open envelope_open_valid \
-                rotation_restore hex rsa_public rsa_open
+                rotation_restore hex rsa_public rsa_open ec_public
 FUZZ_TIME    ?= 60
 FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -I/usr/include/lua5.4 -Icsrc

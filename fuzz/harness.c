@@ -118,6 +118,15 @@ static const struct { const char *name, *code; } targets[] = {
    "return function(d) local h = d:gsub('.', function(c) return ('%02X'):format(c:byte()) end)\n"
    "  local p = core.rsa.public(h) if p then core.rsa.seal(p, 'x') end\n"
    "  core.rsa.unwrap(kek, h) core.rsa.kwp_verify(kek, h, h:sub(1, 32)) end"},
+  {"ec_public",
+   "local kek = core.key.import('AES_256', ('33'):rep(32))\n"
+   "local mine = {['P-256'] = core.ec.generate('P-256'), ['P-384'] = core.ec.generate('P-384'),\n"
+   "  ['P-521'] = core.ec.generate('P-521')}\n"
+   "local opts = {kdf = 'ANSI_X963', hash = 'SHA_256', algorithm = 'AES_128', shared_info = '00'}\n"
+   "return function(d) local h = d:gsub('.', function(c) return ('%02X'):format(c:byte()) end)\n"
+   "  local p = core.ec.public(h) if p then core.ec.derive(mine[p:curve()], p, opts) end\n"
+   "  core.ec.unwrap(kek, h)\n"
+   "  local c = core.pki.parse(d) if c then core.pki.verify(d, c.public_key) end end"},
   {"rsa_open",
    "local priv = core.rsa.generate(2048)\n"
    "local good = core.rsa.seal(priv, 'card data', 'aad')\n"
