@@ -130,6 +130,23 @@ describe("aws ECDH: PIN set and reveal as AWS's sample does them", function()
 end)
 
 describe("aws ECDH: wrapped working keys in data-plane requests", function()
+  it("PIN reset: GeneratePinData puts the new PIN's block under the client's ECDH key (EncryptionWrappedKey)", function()
+    local pvk_arn = ip.import(svc, kek_arn, kek, "TDES_2KEY", "FEDCBA98765432100123456789ABCDEF",
+      "TR31_V2_VISA_PIN_VERIFICATION_KEY", { "Generate", "Verify" })
+    local k, cert = client()
+    local out = ok(ip.data, "GeneratePinData", { GenerationKeyIdentifier = pvk_arn, EncryptionKeyIdentifier = ecdh_arn,
+      PrimaryAccountNumber = PAN, PinBlockFormat = "ISO_FORMAT_4", GenerationAttributes = { VisaPin = {
+        PinVerificationKeyIndex = 1 } }, EncryptionWrappedKey = { WrappedKeyMaterial = { DiffieHellmanSymmetricKey =
+          ecdh_params(cert, "AES_128", "5EED") } } })
+    local derived = assert(core.ec.derive(k, service_pub, { kdf = "NIST_SP800", hash = "SHA_512", algorithm = "AES_128",
+      shared_info = "5EED" }))
+    local pin = hsm.pin.decrypt(derived, "ISO_FORMAT_4", out.EncryptedPinBlock, PAN)
+    assert.matches("^%d%d%d%d$", pin)
+    -- the PVV is the new PIN's [the Visa PVV of the PIN the client reads]
+    assert.equal(hsm.pin.visa_pvv(hsm.key.import("TDES_2KEY", "FEDCBA98765432100123456789ABCDEF"), pin, PAN, "1"),
+      out.PinData.VerificationValue)
+    assert.equal(ecdh_arn, out.EncryptionKeyArn)
+  end)
   it("EncryptData under a DiffieHellmanSymmetricKey: the client deciphers with its derived key", function()
     local k, cert = client()
     local out = ok(ip.data, "EncryptData", { KeyIdentifier = ecdh_arn, PlainText = "00112233445566778899AABBCCDDEEFF",

@@ -13,6 +13,7 @@ local M = {}
 
 local KEK = { "TR31_K0_KEY_ENCRYPTION_KEY", "TR31_K1_KEY_BLOCK_PROTECTION_KEY" }
 
+--- TranslateKeyMaterial: IncomingKeyMaterial.DiffieHellmanTr31KeyBlock's block, opened under the ECDH-derived key, as a TR-31 block under OutgoingKeyMaterial.Tr31KeyBlock's KEK (version D under an AES KEK, B under TDES), with its KCV (KeyCheckValueAlgorithm, or the key's default).
 function M.TranslateKeyMaterial(svc, input)
   local d = input.IncomingKeyMaterial.DiffieHellmanTr31KeyBlock
   local o = input.OutgoingKeyMaterial.Tr31KeyBlock
