@@ -547,3 +547,42 @@ describe("serve aws, two processes on one redis store", function()
     assert(ok, err)
   end)
 end)
+
+describe("serve aws ExportKey with ExportDukptInitialKey", function()
+  -- Known answers: ANSI X9.24-1:2009 A.4 (BDK 0123456789ABCDEFFEDCBA9876543210, KSN
+  -- FFFF9876543210E00000 -> IPEK 6AC292FAA1315B4D858AB3A3D7D5933A) and the ANSI X9.24-3:2017
+  -- supplementary vectors (AES-128 BDK FEDCBA9876543210F1F1F1F1F1F1F1F1, initial key ID
+  -- 1234567890123456 -> initial key 1273671EA26AC29AFA4D1084127652A1).
+  local hsm = require "payhsm"
+  local ip = require "spec.support.aws.inproc"
+  local svc, kek_arn, kek
+  setup(function()
+    svc = ip.service()
+    kek_arn, kek = ip.import_kek(svc, "AES_256", ("0123456789ABCDEF"):rep(4))
+  end)
+  local function export(bdk_arn, ksn)
+    return ip.control(svc, "ExportKey", { ExportKeyIdentifier = bdk_arn, ExportAttributes = { ExportDukptInitialKey = {
+      KeySerialNumber = ksn } }, KeyMaterial = { Tr31KeyBlock = { WrappingKeyIdentifier = kek_arn } } })
+  end
+  it("exports the IPEK of a TDES BDK and the initial key of an AES BDK, usage B1, instead of the BDK", function()
+    for _, v in ipairs { { "TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210", "FFFF9876543210E00000",
+      "6AC292FAA1315B4D858AB3A3D7D5933A" }, { "AES_128", "FEDCBA9876543210F1F1F1F1F1F1F1F1", "123456789012345600000000",
+      "1273671EA26AC29AFA4D1084127652A1" } } do
+      local bdk = ip.import(svc, kek_arn, kek, v[1], v[2], "TR31_B0_BASE_DERIVATION_KEY", { "DeriveKey" })
+      local out = assert(export(bdk, v[3]))
+      local ik, header = assert(hsm.tr31.unwrap(kek, out.WrappedKey.KeyMaterial))
+      assert.equal("B1", header.usage)
+      assert.equal(hsm.kcv(hsm.key.import(v[1], v[4]), out.WrappedKey.KeyCheckValueAlgorithm), hsm.kcv(ik,
+        out.WrappedKey.KeyCheckValueAlgorithm))
+      assert.equal(hsm.kcv(ik, out.WrappedKey.KeyCheckValueAlgorithm), out.WrappedKey.KeyCheckValue)
+      -- a KSN of the other length is refused
+      local _, err = export(bdk, v[3]:sub(1, v[1] == "AES_128" and 20 or 24) .. (v[1] == "AES_128" and "" or "0000"))
+      assert.equal("ValidationException", err and err.type)
+    end
+    local cvk = ip.import(svc, kek_arn, kek, "TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210",
+      "TR31_C0_CARD_VERIFICATION_KEY", { "Generate", "Verify" })
+    local _, err = export(cvk, "FFFF9876543210E00000")
+    assert.equal("ValidationException", err.type)
+    assert.matches("TR31_B0_BASE_DERIVATION_KEY", err.message)
+  end)
+end)

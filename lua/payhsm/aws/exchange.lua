@@ -18,10 +18,6 @@ local raise = errors.raise
 
 M.PARAMETERS_VALID = 7 * 86400 -- seconds an import or export token stays valid
 
-local function not_yet(what)
-  raise("ValidationException", what .. " is not supported yet by this implementation")
-end
-
 -- base64 PEM in, PEM out (ValidationException naming the member otherwise)
 -- (rsa: the certificate must hold an RSA key, as TR-34 and key cryptograms need)
 local function pem_of(b64, member, rsa)
@@ -385,16 +381,42 @@ local function export_tr34(svc, key, m)
   return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "TR34_KEY_BLOCK", KeyMaterial = block }
 end
 
---- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured), a Tr34KeyBlock (X9_TR34_2012, signed with GetParametersForExport's key, for a WrappingKeyCertificate signed by an imported root) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; or a DiffieHellmanTr31KeyBlock (TR-31 under the key an ECDH agreement derives); ExportDukptInitialKey is refused as not supported yet.
+-- ExportDukptInitialKey: the initial key (IPEK) of the device with this KSN, derived from
+-- the BDK being exported (ANSI X9.24-1:2009 A.6 for a TDES_2KEY BDK and a 20-digit KSN,
+-- X9.24-3:2017 6.3.1 for an AES BDK and a 24-digit one; usage B1, mode X), exported instead
+-- of the BDK. Closes bdk.
+local function initial_key(svc, rec, bdk, ksn)
+  local alg = rec.attrs.KeyAlgorithm
+  local want = alg == "TDES_2KEY" and 20 or alg:match("^AES") and 24
+  local ok, err = pcall(function()
+    if rec.attrs.KeyUsage ~= "TR31_B0_BASE_DERIVATION_KEY" then
+      raise("ValidationException", "ExportDukptInitialKey needs a TR31_B0_BASE_DERIVATION_KEY")
+    end
+    if not want then raise("ValidationException", "ExportDukptInitialKey: DUKPT has no " .. alg .. " BDK") end
+    if #ksn ~= want then
+      raise("ValidationException", ("KeySerialNumber must be %d hex digits for a %s BDK"):format(want, alg))
+    end
+  end)
+  if not ok then
+    bdk:close()
+    error(err, 0)
+  end
+  local ik, msg = hsm.dukpt.initial_key(bdk, ksn)
+  bdk:close()
+  if not ik then raise("ValidationException", "ExportDukptInitialKey: " .. tostring(msg):gsub("^[%w%._]+: ", "")) end
+  return ik
+end
+
+--- ExportKey: an exportable symmetric key as a Tr31KeyBlock under a K0/K1 key (KeyBlockHeaders honoured), a Tr34KeyBlock (X9_TR34_2012, signed with GetParametersForExport's key, for a WrappingKeyCertificate signed by an imported root) or a KeyCryptogram (RSA-OAEP) under a wrapping certificate signed by an imported root; or a DiffieHellmanTr31KeyBlock (TR-31 under the key an ECDH agreement derives). With ExportAttributes.ExportDukptInitialKey, a BDK's initial key for the KSN given is exported instead of the BDK.
 function M.ExportKey(svc, input)
   local m = input.KeyMaterial
   local attrs = input.ExportAttributes or {}
-  if attrs.ExportDukptInitialKey then not_yet("ExportAttributes.ExportDukptInitialKey") end
   local rec = svc.keys:resolve(input.ExportKeyIdentifier)
   control.usable(svc, rec)
   if not rec.block then raise("ValidationException", "Only symmetric keys can be exported") end
   if not rec.exportable then raise("ValidationException", "Key " .. svc.keys:arn(rec.id) .. " is not exportable") end
   local key = svc.keys:unwrap(rec)
+  if attrs.ExportDukptInitialKey then key = initial_key(svc, rec, key, attrs.ExportDukptInitialKey.KeySerialNumber) end
   local ok, out
   if m.Tr31KeyBlock then ok, out = pcall(export_tr31, svc, rec, key, m.Tr31KeyBlock)
   elseif m.DiffieHellmanTr31KeyBlock then
