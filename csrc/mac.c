@@ -8,7 +8,7 @@
  *                      double-length TDES keys; key usage M3.
  *  CMAC                NIST SP 800-38B (ISO/IEC 9797-1 MAC algorithm 5), TDES or
  *                      AES; key usage M5 or M6.
- *  HMAC_SHA256/384/512 FIPS 198-1 with the key's digest (HMAC names the key's own);
+ *  HMAC_SHA224/256/384/512 FIPS 198-1 with the key's digest (HMAC names the key's own);
  *                      key usage M7.
  * Padding (opts.padding) for algorithms 1 and 3: ISO 9797-1 method 1 (zeros, the
  * default), method 2 (0x80 then zeros) or method 3 (ISO/IEC 9797-1:2011 6.3.4: a
@@ -30,9 +30,9 @@
 
 #include "payhsm.h"
 
-enum { ALG1, ALG3, CMAC, HMAC, HMAC256, HMAC384, HMAC512 };
+enum { ALG1, ALG3, CMAC, HMAC, HMAC256, HMAC384, HMAC512, HMAC224 };
 static const char *const mac_names[] = {"ISO9797_ALGORITHM1", "ISO9797_ALGORITHM3", "CMAC", "HMAC",
-                                        "HMAC_SHA256", "HMAC_SHA384", "HMAC_SHA512", NULL};
+                                        "HMAC_SHA256", "HMAC_SHA384", "HMAC_SHA512", "HMAC_SHA224", NULL};
 
 size_t payhsm_iso9797_pad(const unsigned char *in, size_t len, size_t bs, int method,
                           unsigned char *out) {

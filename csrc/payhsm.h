@@ -34,6 +34,7 @@ typedef enum {
   PAYHSM_ALG_HMAC_SHA256,
   PAYHSM_ALG_HMAC_SHA384,
   PAYHSM_ALG_HMAC_SHA512,
+  PAYHSM_ALG_HMAC_SHA224, /* after the others: mac.c and sigv4.c index HMAC_SHA256..512 */
   PAYHSM_ALG_COUNT
 } payhsm_alg;
 

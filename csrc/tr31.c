@@ -152,10 +152,11 @@ static int tr31_unwrap(lua_State *L) {
         if (h.blocks[i].id[0] == 'H' && h.blocks[i].id[1] == 'M') hm = s + h.blocks[i].off;
       alg = hm[0] == '2' && hm[1] == '1' ? PAYHSM_ALG_HMAC_SHA256
             : hm[0] == '2' && hm[1] == '2' ? PAYHSM_ALG_HMAC_SHA384
-            : hm[0] == '2' && hm[1] == '3' ? PAYHSM_ALG_HMAC_SHA512 : PAYHSM_ALG_COUNT;
+            : hm[0] == '2' && hm[1] == '3' ? PAYHSM_ALG_HMAC_SHA512
+            : hm[0] == '2' && hm[1] == '0' ? PAYHSM_ALG_HMAC_SHA224 : PAYHSM_ALG_COUNT;
       if (alg == PAYHSM_ALG_COUNT) {
         OPENSSL_cleanse(buf + h.hlen, plen);
-        return payhsm_fail(L, fn, "TR31_ALGORITHM", "HMAC hash '%.2s' is not SHA-256/384/512", hm);
+        return payhsm_fail(L, fn, "TR31_ALGORITHM", "HMAC hash '%.2s' is not SHA-224/256/384/512", hm);
       }
       if (klen == 0 || klen > PAYHSM_MAX_KEY) alg = PAYHSM_ALG_COUNT;
       break;

@@ -65,7 +65,8 @@ static inline char alg_letter(payhsm_alg a) {
 
 /* HM optional block value (X9.143 Table 13) for an HMAC key algorithm. */
 static inline const char *hm_code(payhsm_alg a) {
-  return a == PAYHSM_ALG_HMAC_SHA256 ? "21" : a == PAYHSM_ALG_HMAC_SHA384 ? "22" : "23";
+  return a == PAYHSM_ALG_HMAC_SHA256 ? "21" : a == PAYHSM_ALG_HMAC_SHA384 ? "22"
+         : a == PAYHSM_ALG_HMAC_SHA224 ? "20" : "23";
 }
 
 /* Parses and validates the header at s (n characters); with whole set, s is the complete

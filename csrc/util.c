@@ -279,7 +279,7 @@ const char *payhsm_optfield_str(lua_State *L, int idx, const char *field, size_t
  * DES-EDE3 (a DES key is expanded to K|K|K, a double-length key to K1|K2|K1), so
  * the legacy provider is never needed. */
 static EVP_CIPHER *ciphers[2][4]; /* [cbc][des, aes128, aes192, aes256] */
-static EVP_MD *mds[3];
+static EVP_MD *mds[4];
 
 const EVP_CIPHER *payhsm_cipher_for(payhsm_alg alg, int cbc) {
   int slot;
@@ -298,6 +298,7 @@ const EVP_MD *payhsm_md_for(payhsm_alg alg) {
     case PAYHSM_ALG_HMAC_SHA256: return mds[0];
     case PAYHSM_ALG_HMAC_SHA384: return mds[1];
     case PAYHSM_ALG_HMAC_SHA512: return mds[2];
+    case PAYHSM_ALG_HMAC_SHA224: return mds[3];
     default: return NULL;
   }
 }
@@ -309,12 +310,12 @@ static void fetch_algorithms(void) {
   static const char *const names[2][4] = {
     {"DES-EDE3-ECB", "AES-128-ECB", "AES-192-ECB", "AES-256-ECB"},
     {"DES-EDE3-CBC", "AES-128-CBC", "AES-192-CBC", "AES-256-CBC"}};
-  static const char *const mdnames[3] = {"SHA256", "SHA384", "SHA512"};
+  static const char *const mdnames[4] = {"SHA256", "SHA384", "SHA512", "SHA224"};
   int i, j;
   for (i = 0; i < 2; i++)
     for (j = 0; j < 4; j++)
       if (!(ciphers[i][j] = EVP_CIPHER_fetch(NULL, names[i][j], NULL))) return;
-  for (i = 0; i < 3; i++)
+  for (i = 0; i < 4; i++)
     if (!(mds[i] = EVP_MD_fetch(NULL, mdnames[i], NULL))) return;
   fetched = 1;
 }
@@ -335,7 +336,7 @@ static const struct {
   {"TDES_3KEY", PAYHSM_FAM_DES, 24},   {"AES_128", PAYHSM_FAM_AES, 16},
   {"AES_192", PAYHSM_FAM_AES, 24},     {"AES_256", PAYHSM_FAM_AES, 32},
   {"HMAC_SHA256", PAYHSM_FAM_HMAC, 0}, {"HMAC_SHA384", PAYHSM_FAM_HMAC, 0},
-  {"HMAC_SHA512", PAYHSM_FAM_HMAC, 0},
+  {"HMAC_SHA512", PAYHSM_FAM_HMAC, 0}, {"HMAC_SHA224", PAYHSM_FAM_HMAC, 0},
 };
 
 const char *payhsm_alg_name(payhsm_alg alg) { return algs[alg].name; }

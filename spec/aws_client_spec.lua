@@ -416,10 +416,14 @@ describe("serve aws in process (payhsm.aws.server)", function()
     assert.equal("UnknownOperationException", resp.headers["x-amzn-ErrorType"])
     st, err = call("GetKey", nil, "[1, 2")
     assert.same({ 400, "SerializationException" }, { st, err.__type })
-    st, err = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_M7_HMAC_KEY",
+    local out
+    st, out = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_M7_HMAC_KEY",
       KeyAlgorithm = "HMAC_SHA224", KeyClass = "SYMMETRIC_KEY", KeyModesOfUse = { Generate = true, Verify = true } } })
+    assert.equal(200, st)
+    assert.equal("HMAC", out.Key.KeyCheckValueAlgorithm)
+    st, err = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_M7_HMAC_KEY",
+      KeyAlgorithm = "AES_128", KeyClass = "SYMMETRIC_KEY", KeyModesOfUse = { Generate = true, Verify = true } } })
     assert.equal("ValidationException", err.__type)
-    assert.equal("KeyAlgorithm HMAC_SHA224 is not supported by this implementation yet", err.message)
     -- an ECC signing key pair is made (its certificate is what it is for here: no operation signs)
     st = call("CreateKey", { Exportable = true, KeyAttributes = { KeyUsage = "TR31_S0_ASYMMETRIC_KEY_FOR_DIGITAL_SIGNATURE",
       KeyAlgorithm = "ECC_NIST_P384", KeyClass = "ASYMMETRIC_KEY_PAIR", KeyModesOfUse = { Sign = true, Verify = true } } })

@@ -13,6 +13,7 @@
 --           and TDES-CBC under the session keys (pyca).
 --   [pyca]  python3-cryptography: CMAC (NIST SP 800-38B Example 2's key and message gives
 --           070A16B4...), HMAC-SHA256.
+--   [RFC 4231] HMAC-SHA-224 test case 1.
 --   [FIPS-197] Appendix C.1: AES-128 of 00112233..EEFF under 000102..0F = 69C4E0D8...
 --   [X9.24] ANSI X9.24-1:2009 Annex A.4's example: BDK 0123456789ABCDEFFEDCBA9876543210,
 --           KSN FFFF9876543210E00001, PIN 1234, PAN 4012345678909: PIN block 1B9C1845EB993A7A.
@@ -176,6 +177,9 @@ describe("aws data plane: MACs", function()
     assert.equal("A1C72E74", mac(m3, "ISO9797_ALGORITHM3", M, 4))
     assert.equal("070A16B46B4D4144F79BDD9DD04A287C", mac(m6, "CMAC", "6BC1BEE22E409F96E93D7E117393172A"))
     assert.equal("CFD94B13A91450BABCDCEBFBBD4C2D43B16E2B6C58CE34FFC62CE1FD1A585534", mac(m7, "HMAC_SHA256", M))
+    -- [RFC 4231] test case 1, HMAC-SHA-224
+    local m224 = import("HMAC_SHA224", ("0B"):rep(20), "TR31_M7_HMAC_KEY", GV)
+    assert.equal("896FB1128ABBDF196832107CD49DF33F47B4B1169912BA4F53684B22", mac(m224, "HMAC_SHA224", "4869205468657265"))
     ok("VerifyMac", { KeyIdentifier = m3, MessageData = M, Mac = "A1C72E74EA3FA9B6",
       VerificationAttributes = { Algorithm = "ISO9797_ALGORITHM3" } })
     refused("VerifyMac", { KeyIdentifier = m3, MessageData = M, Mac = "A1C72E74EA3FA9B7",

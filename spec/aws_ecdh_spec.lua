@@ -238,8 +238,9 @@ describe("aws ECDH: key blocks under an agreed key", function()
     base.IncomingKeyMaterial.DiffieHellmanTr31KeyBlock.CertificateAuthorityPublicKeyIdentifier = kek_arn
     refused(ip.data, "TranslateKeyMaterial", base, "imported root certificate")
     base.IncomingKeyMaterial.DiffieHellmanTr31KeyBlock.CertificateAuthorityPublicKeyIdentifier = ca_arn
+    -- an HMAC key cannot protect a key block
     base.IncomingKeyMaterial.DiffieHellmanTr31KeyBlock.DeriveKeyAlgorithm = "HMAC_SHA224"
-    refused(ip.data, "TranslateKeyMaterial", base, "HMAC_SHA224")
+    refused(ip.data, "TranslateKeyMaterial", base, "must be a TDES or AES algorithm")
   end)
   it("a key pair's DeriveKeyUsage limits what its agreements derive", function()
     local arn, pub = ecc_pair("ECC_NIST_P256", "TR31_K1_KEY_BLOCK_PROTECTION_KEY")

@@ -7,7 +7,7 @@ local hsm = require "payhsm"
 --  [4493]  RFC 4493 / NIST SP 800-38B D.1: AES-128 CMAC examples 1-4.
 --  [38b]   NIST SP 800-38B D.2, D.3: AES-192/AES-256 CMAC examples.
 --  [38b-t] NIST CMAC TDEA examples (SP 800-38B D.4/D.5 keys); values confirmed with pyca/cryptography.
---  [4231]  RFC 4231 HMAC-SHA-256/384/512 test cases 1, 2, 4 and 6.
+--  [4231]  RFC 4231 HMAC-SHA-224/256/384/512 test cases 1, 2, 4 and 6.
 --  [psec3] ISO/IEC 9797-1:2011 padding method 3 (6.3.4: length block in bits, then the data
 --          zero padded): MACs computed with psec (github.com/knovichikhin/psec, psec/mac.py
 --          generate_cbc_mac / generate_retail_mac with padding=3; its pad_iso_3 is checked in
@@ -60,6 +60,11 @@ local vectors = {
   { "38b-t", "TDES_2KEY", T2B, "CMAC", M:sub(1, 64), nil, "31B1E431DABC4EB8" },
   { "4231 #1", "HMAC_SHA256", ("0B"):rep(20), "HMAC_SHA256", "4869205468657265", nil,
     "B0344C61D8DB38535CA8AFCEAF0BF12B881DC200C9833DA726E9376C2E32CFF7" },
+  { "4231 #1", "HMAC_SHA224", ("0B"):rep(20), "HMAC_SHA224", "4869205468657265", nil,
+    "896FB1128ABBDF196832107CD49DF33F47B4B1169912BA4F53684B22" },
+  { "4231 #2", "HMAC_SHA224", "4A656665", "HMAC",
+    "7768617420646F2079612077616E7420666F72206E6F7468696E673F", nil,
+    "A30E01098BC6DBBF45690F3A7E9E6D0F8BBEA2A39E6148008FD05E44" },
   { "4231 #2", "HMAC_SHA384", "4A656665", "HMAC_SHA384",
     "7768617420646F2079612077616E7420666F72206E6F7468696E673F", nil,
     "AF45D2E376484031617F78D2B58A6B1B9C7EF464F5A01B47E42EC3736322445E8E2240CA5E69E2C78B3239ECFAB21649" },

@@ -101,12 +101,14 @@ describe("tr31", function()
 
     it("unwraps HMAC keys, taking the hash from the HM block", function()
       local kbpk = hsm.key.import("AES_256", A256)
-      for _, alg in ipairs { "HMAC_SHA256", "HMAC_SHA384", "HMAC_SHA512" } do
+      -- X9.143 Table 13 hash codes: 20 SHA-224, 21 SHA-256, 22 SHA-384, 23 SHA-512
+      for alg, hm in pairs { HMAC_SHA224 = "20", HMAC_SHA256 = "21", HMAC_SHA384 = "22", HMAC_SHA512 = "23" } do
         local k = hsm.key.import(alg, ("5A"):rep(32), { usage = "M7", mode = "C" })
         local block = assert(hsm.tr31.wrap(kbpk, k, {}))
         local back, h = hsm.tr31.unwrap(kbpk, block)
         assert.equal(alg, back.algorithm)
         assert.equal("HM", h.blocks[1].id)
+        assert.equal(hm, h.blocks[1].data)
         assert.equal(k:kcv("HMAC"), back:kcv("HMAC"))
       end
     end)

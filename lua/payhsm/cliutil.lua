@@ -79,8 +79,8 @@ end
 -- ---- key files --------------------------------------------------------------------
 -- The algorithm names a key file may start with. Anything else before a colon is not
 -- taken for a name: "HEX:KCV" would otherwise echo the key in "unknown algorithm".
-M.ALGORITHMS = { "DES", "TDES_2KEY", "TDES_3KEY", "AES_128", "AES_192", "AES_256", "HMAC_SHA256", "HMAC_SHA384",
-  "HMAC_SHA512" }
+M.ALGORITHMS = { "DES", "TDES_2KEY", "TDES_3KEY", "AES_128", "AES_192", "AES_256", "HMAC_SHA224", "HMAC_SHA256",
+  "HMAC_SHA384", "HMAC_SHA512" }
 local IS_ALG = {}
 for _, a in ipairs(M.ALGORITHMS) do IS_ALG[a] = true end
 local ATTRS = { "usage", "mode", "version", "exportability" }

@@ -18,7 +18,7 @@ M.DEFAULT_DELETE_DAYS = 7
 
 --- Algorithms the symmetric core holds (payhsm.key); others are refused as unsupported.
 M.SUPPORTED_SYMMETRIC = { TDES_2KEY = true, TDES_3KEY = true, AES_128 = true, AES_192 = true, AES_256 = true,
-  HMAC_SHA256 = true, HMAC_SHA384 = true, HMAC_SHA512 = true }
+  HMAC_SHA224 = true, HMAC_SHA256 = true, HMAC_SHA384 = true, HMAC_SHA512 = true }
 M.RSA_BITS = { RSA_2048 = 2048, RSA_3072 = 3072, RSA_4096 = 4096 }
 M.ECC_CURVES = { ECC_NIST_P256 = "P-256", ECC_NIST_P384 = "P-384", ECC_NIST_P521 = "P-521" }
 

@@ -79,9 +79,6 @@ function M.derive(svc, private_ident, d, algorithm, usages, mode)
         rec.derive_usage, table.concat(usages, " or ")))
     end
   end
-  if algorithm == "HMAC_SHA224" then
-    raise("ValidationException", "HMAC_SHA224 keys are not supported by this implementation")
-  end
   local curve = M.CURVES[attrs.KeyAlgorithm]
   local pub = peer_key(svc, d.CertificateAuthorityPublicKeyIdentifier, d.PublicKeyCertificate, curve)
   local priv = svc.keys:unwrap_private(rec)

@@ -288,6 +288,10 @@ end
 -- asked into a DeriveKeyAlgorithm key (usage K1, or K0 when the pair's DeriveKeyUsage says so).
 -- Returns the key and the key pair's record.
 function M.ecdh_kbpk(svc, d)
+  if d.DeriveKeyAlgorithm:match("^HMAC") then
+    raise("ValidationException", "DeriveKeyAlgorithm must be a TDES or AES algorithm: the derived key protects a "
+      .. "TR-31 key block")
+  end
   return require("payhsm.aws.ecdh").derive(svc, d.PrivateKeyIdentifier, {
     CertificateAuthorityPublicKeyIdentifier = d.CertificateAuthorityPublicKeyIdentifier,
     PublicKeyCertificate = d.PublicKeyCertificate, KeyDerivationFunction = d.KeyDerivationFunction,
