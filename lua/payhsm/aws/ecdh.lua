@@ -86,7 +86,7 @@ function M.derive(svc, private_ident, d, algorithm, usages, mode)
     shared_info = d.SharedInformation, algorithm = algorithm,
     attrs = { usage = rules.usage_code(usage), mode = mode, exportability = "N" } })
   priv:close()
-  if not key then raise("ValidationException", tostring(msg):gsub("^[%w%._]+: ", "")) end
+  if not key then raise("ValidationException", (tostring(msg):gsub("^[%w%._]+: ", ""))) end
   return key, rec
 end
 

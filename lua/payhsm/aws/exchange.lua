@@ -344,7 +344,7 @@ local function export_cryptogram(svc, key, m)
   end
   local spec = (m.WrappingSpec or "RSA_OAEP_SHA_256"):match("SHA_%d+$")
   local hex, msg = core.pki.oaep_wrap(cert.public_key, key, spec)
-  if not hex then raise("ValidationException", tostring(msg):gsub("^[%w%._]+: ", "")) end
+  if not hex then raise("ValidationException", (tostring(msg):gsub("^[%w%._]+: ", ""))) end
   return { WrappingKeyArn = svc.keys:arn(ca.id), WrappedKeyMaterialFormat = "KEY_CRYPTOGRAM", KeyMaterial = hex }
 end
 
