@@ -31,10 +31,18 @@
  *      core.as2805.kek_validation_response(kek, random_key_send, {variant_mask=}) -> random_key_receive
  *      core.as2805.kek_validation_verify(kek, random_key_send, random_key_receive, {variant_mask=})
  *        -> true | false, msg, code   (the initiator's check, constant time)
+ *      core.as2805.derive_pek(kpp, stan, amount) -> key | nil, msg, code
+ *        the per-transaction PIN encryption key (AS2805.6.6.3, below)
  * derive_algorithm: TDES_2KEY (default) or TDES_3KEY: the KEK's algorithm, checked.
  * random_key_max_length: BYTES_8, BYTES_16 (default) or BYTES_24.
  * Keys: the KEK TDES_2KEY or TDES_3KEY, usage K0 (or none).
  * Codes: BAD_HEX, AS2805_KRS_LENGTH, AS2805_MISMATCH, KEY_TYPE, KEY_USAGE.
+ *
+ * The per-transaction PIN key (TranslatePinData's IncomingAs2805Attributes), as AWS's interop
+ * sample computes it (same repository, as2805_3_1_pin_translation.py, "AS2805 section
+ * 6.6.3"): D = E || F, E the 6-digit STAN followed by ten zeros, F the 12-digit amount
+ * right-justified in 16 zero-filled digits (16 bytes); KPE = OWF(KPP, D) = TDES-CBC(KPP, D,
+ * IV = the TDES CBC-MAC of D with a zero IV) xor D, a TDES_2KEY key.
  */
 #include <string.h>
 
@@ -180,10 +188,61 @@ static int as2805_verify(lua_State *L) {
   return 1;
 }
 
+/* core.as2805.derive_pek(kpp, stan, amount) -> key | nil, msg, code
+ * The per-transaction PIN encryption key KPE of AS2805.6.6.3 from the PIN key KPP
+ * (TDES_2KEY or TDES_3KEY, usage P0 or none), the 6-digit STAN and the 12-digit
+ * transaction amount, as AWS's interop sample computes it (see the top). The KPE is a
+ * TDES_2KEY key with usage P0, the KPP's mode of use, not exportable; D, the MAC and the
+ * key bytes stay in C and are cleansed. Codes AS2805_DATA (STAN or amount not 6 and 12
+ * digits), KEY_TYPE, KEY_USAGE. */
+static int as2805_derive_pek(lua_State *L) {
+  static const char fn[] = "as2805.derive_pek";
+  payhsm_key *kpp = payhsm_checkkey(L, 1), *kpe;
+  size_t sn, an, i;
+  const char *stan = luaL_checklstring(L, 2, &sn), *amount = luaL_checklstring(L, 3, &an);
+  static const unsigned char zero_iv[8] = {0};
+  unsigned char d[16], mac[16], kb[16];
+  char digits[33];
+  int r, ok;
+  if ((r = payhsm_key_usage(L, kpp, fn, "P0", NULL))) return r;
+  if (kpp->alg != PAYHSM_ALG_TDES_2KEY && kpp->alg != PAYHSM_ALG_TDES_3KEY)
+    return payhsm_fail(L, fn, "KEY_TYPE", "the PIN key must be TDES_2KEY or TDES_3KEY, got %s", payhsm_alg_name(kpp->alg));
+  if (sn != 6 || an != 12) return payhsm_fail(L, fn, "AS2805_DATA", "STAN must be 6 digits and amount 12");
+  for (i = 0; i < 6; i++)
+    if (stan[i] < '0' || stan[i] > '9') return payhsm_fail(L, fn, "AS2805_DATA", "STAN must be 6 digits");
+  for (i = 0; i < 12; i++)
+    if (amount[i] < '0' || amount[i] > '9') return payhsm_fail(L, fn, "AS2805_DATA", "amount must be 12 digits");
+  memcpy(digits, stan, 6);
+  memset(digits + 6, '0', 14);
+  memcpy(digits + 20, amount, 12);
+  digits[32] = 0;
+  for (i = 0; i < 16; i++) {
+    unsigned hi = (unsigned)(digits[2 * i] - '0'), lo = (unsigned)(digits[2 * i + 1] - '0');
+    d[i] = (unsigned char)(hi << 4 | lo);
+  }
+  kpe = payhsm_pushkey(L, PAYHSM_ALG_TDES_2KEY, (const unsigned char *)"\0", 1); /* shell first */
+  ok = payhsm_key_crypt(L, kpp, 1, zero_iv, d, mac, 16) &&     /* CBC-MAC: its last block */
+       payhsm_key_crypt(L, kpp, 1, mac + 8, d, kb, 16);        /* CBC again, IV = the MAC */
+  for (i = 0; i < 16; i++) kb[i] ^= d[i];
+  if (ok) {
+    payhsm_key_clear(kpe);
+    ok = payhsm_key_init(kpe, PAYHSM_ALG_TDES_2KEY, kb, 16);
+  }
+  OPENSSL_cleanse(kb, sizeof kb);
+  OPENSSL_cleanse(mac, sizeof mac);
+  OPENSSL_cleanse(d, sizeof d);
+  if (!ok) return payhsm_raise_ossl(L, fn);
+  kpe->usage[0] = 'P';
+  kpe->usage[1] = '0';
+  kpe->mode = kpp->mode;
+  kpe->exportability = 'N';
+  return 1;
+}
+
 void payhsm_as2805_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"kek_validation_request", as2805_request}, {"kek_validation_response", as2805_response},
-    {"kek_validation_verify", as2805_verify}, {NULL, NULL}};
+    {"kek_validation_verify", as2805_verify}, {"derive_pek", as2805_derive_pek}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "as2805");
 }

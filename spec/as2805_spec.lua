@@ -123,4 +123,38 @@ describe("as2805", function()
       assert.has_error(function() hsm.as2805.kek_validation_request(kek(), { variant_mask = "VARIANT_MASK_82", variantmask = "x" }) end)
     end)
   end)
+  describe("derive_pek (AS2805.6.6.3 per-transaction PIN key)", function()
+    -- AWS's interop sample (as2805_3_1_pin_translation.py) redone with pyca: KPP
+    -- 0123456789ABCDEFFEDCBA9876543210, the sample's STAN 000438 and amount 000000000328:
+    -- D = 0004380000000000 0000000000000328, KPE = TDES-CBC(KPP, D, IV = CBC-MAC(KPP, D)) xor D
+    -- = 7F46E32285BDBABF23CB576EDAD17EB3 (KCV 10B26A); the sample's clear block
+    -- 041010DBDBDBDBDB under it (ECB) is 82B51C4EFEAB13D3.
+    local function kpp(attrs) return hsm.key.import("TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210", attrs) end
+    it("derives the KPE of AWS's sample, a non-exportable P0 key", function()
+      local kpe = assert(hsm.as2805.derive_pek(kpp { usage = "P0", mode = "B" }, "000438", "000000000328"))
+      assert.equal("TDES_2KEY", kpe.algorithm)
+      assert.equal(hsm.kcv(hsm.key.import("TDES_2KEY", "7F46E32285BDBABF23CB576EDAD17EB3")), hsm.kcv(kpe))
+      assert.same({ "P0", "B", "N" }, { kpe.usage, kpe.mode, kpe.exportability })
+      assert.equal("82B51C4EFEAB13D3", hsm.cipher.encrypt(hsm.key.import("TDES_2KEY",
+        "7F46E32285BDBABF23CB576EDAD17EB3"), "ECB", "041010DBDBDBDBDB"))
+      assert.equal("1034", hsm.pin.decrypt(kpe, "ISO_FORMAT_0", "82B51C4EFEAB13D3", "4242424242424242"))
+      -- another STAN or amount, another key
+      assert.not_equal(hsm.kcv(kpe), hsm.kcv(hsm.as2805.derive_pek(kpp(), "000439", "000000000328")))
+      assert.not_equal(hsm.kcv(kpe), hsm.kcv(hsm.as2805.derive_pek(kpp(), "000438", "000000000329")))
+    end)
+    it("refuses bad STANs and amounts, other key types and usages", function()
+      for _, v in ipairs { { "00438", "000000000328" }, { "000438", "00000000328" }, { "00043A", "000000000328" },
+        { "000438", "00000000032X" } } do
+        local k, _, code = hsm.as2805.derive_pek(kpp(), v[1], v[2])
+        assert.is_nil(k)
+        assert.equal("AS2805_DATA", code)
+      end
+      local k, _, code = hsm.as2805.derive_pek(hsm.key.import("AES_128", ("00"):rep(16)), "000438", "000000000328")
+      assert.is_nil(k)
+      assert.equal("KEY_TYPE", code)
+      k, _, code = hsm.as2805.derive_pek(kpp { usage = "K0" }, "000438", "000000000328")
+      assert.is_nil(k)
+      assert.equal("KEY_USAGE", code)
+    end)
+  end)
 end)

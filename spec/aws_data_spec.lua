@@ -17,10 +17,15 @@
 --   [FIPS-197] Appendix C.1: AES-128 of 00112233..EEFF under 000102..0F = 69C4E0D8...
 --   [X9.24] ANSI X9.24-1:2009 Annex A.4's example: BDK 0123456789ABCDEFFEDCBA9876543210,
 --           KSN FFFF9876543210E00001, PIN 1234, PAN 4012345678909: PIN block 1B9C1845EB993A7A.
+--   [AWS-AS2805-PEK] the per-transaction PIN key of the same repository's
+--           as2805_3_1_pin_translation.py (AS2805.6.6.3 OWF over STAN 000438 and amount
+--           000000000328), redone with pyca under KPP 0123456789ABCDEFFEDCBA9876543210: the
+--           sample's clear block 041010DBDBDBDBDB enciphers to 82B51C4EFEAB13D3.
 --   [AWS-AS2805] the AS2805 KEK validation response of AWS's sample logic
 --           (aws-samples/samples-for-payment-cryptography-service, python_sdk_example/
 --           as2805_node-to-node_examples/as2805_1_5_KEK_Validation.py) on the KEK here.
 local ip = require "spec.support.aws.inproc"
+local hsm = require "payhsm"
 
 local K2 = "0123456789ABCDEFFEDCBA9876543210"
 local PVK = "FEDCBA98765432100123456789ABCDEF"
@@ -272,6 +277,21 @@ describe("aws data plane: PINs", function()
       IncomingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = "4012345678909" } },
       OutgoingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = "4012345678909" } } })
     assert.equal("1B9C1845EB993A7A", out.PinBlock)
+  end)
+  it("TranslatePinData with IncomingAs2805Attributes: the block is under the AS2805 KPE [AWS-AS2805-PEK]", function()
+    local kpp = import("TDES_2KEY", "0123456789ABCDEFFEDCBA9876543210", "TR31_P0_PIN_ENCRYPTION_KEY", ED)
+    local pek = import("TDES_2KEY", PEK, "TR31_P0_PIN_ENCRYPTION_KEY", ED)
+    local input = { IncomingKeyIdentifier = kpp, OutgoingKeyIdentifier = pek, EncryptedPinBlock = "82B51C4EFEAB13D3",
+      IncomingAs2805Attributes = { SystemTraceAuditNumber = "000438", TransactionAmount = "000000000328" },
+      IncomingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = "4242424242424242" } },
+      OutgoingTranslationAttributes = { IsoFormat0 = { PrimaryAccountNumber = "4242424242424242" } } }
+    local out = ok("TranslatePinData", input)
+    assert.equal("1034", hsm.pin.decrypt(hsm.key.import("TDES_2KEY", PEK), "ISO_FORMAT_0", out.PinBlock,
+      "4242424242424242"))
+    -- the clear block is the sample's own: the translation is the identity on it
+    assert.equal("041010DBDBDBDBDB", hsm.cipher.decrypt(hsm.key.import("TDES_2KEY", PEK), "ECB", out.PinBlock))
+    input.IncomingAs2805Attributes.TransactionAmount = "000000000329"
+    refused("TranslatePinData", input, "ValidationException")
   end)
   it("TranslatePinData between formats 0, 3 and 4 returns the same PIN; never to format 1", function()
     local aes = import("AES_128", "000102030405060708090A0B0C0D0E0F", "TR31_P0_PIN_ENCRYPTION_KEY", ED)

@@ -4,6 +4,7 @@ return {
   { "as2805.kek_validation_request(kek, opts) -> {random_key_send, random_key_receive, kcv}", "" },
   { "as2805.kek_validation_response(kek, random_key_send, {variant_mask=}) -> random_key_receive", "" },
   { "as2805.kek_validation_verify(kek, krs, krr, {variant_mask=}) -> true | false, msg, code", "" },
+  { "as2805.derive_pek(kpp, stan, amount) -> key | nil, msg, code", "The per-transaction PIN encryption key KPE of AS2805.6.6.3 from the PIN key KPP (TDES_2KEY or TDES_3KEY, usage P0 or none), the 6-digit STAN and the 12-digit transaction amount, as AWS's interop sample computes it (see the top)." },
   { "card.cvv(cvk, pan, expiry, service_code) -> \"NNN\"", "Visa CVV / Mastercard CVC over the PAN (12 to 19 digits), the expiry as YYMM and the 3-digit service code (CVV2: \"000\", iCVV: \"999\")." },
   { "card.verify_cvv(cvk, pan, expiry, service_code, value) -> true | false, msg, code", "compares the 3-digit value in constant time." },
   { "card.dcvv(icc_key, {pan=, psn=, expiry=, service_code=, atc=}) -> \"NNN\"", "Visa dCVV, the CVV algorithm under the card's key (hsm.emv.derive_icc_master_key of the PAN and PSN) with the ATC (4 hex digits) in place of the PAN's first four digits." },

@@ -222,6 +222,8 @@ M.rows = {
   { "emv", "PIN change: PAN sequence number not 2 digits", [[hsm.emv.pin_change(k.imk_smc, k.imk_smi, {pan = PAN, psn = "1", arqc = ARQC, pek = k.pek_tdes, pin_block = PINBLOCK0, message_data = "8424000210"})]], "EMV_PSN" },
 
   -- ---- as2805 -----------------------------------------------------------------------
+  { "as2805", "derive_pek: a STAN of 5 digits", [[hsm.as2805.derive_pek(k.pek_tdes, "00438", "000000000328")]], "AS2805_DATA" },
+  { "as2805", "derive_pek: an amount with a letter", [[hsm.as2805.derive_pek(k.pek_tdes, "000438", "00000000032X")]], "AS2805_DATA" },
   { "as2805", "random key send not 8, 16 or 24 bytes", [[hsm.as2805.kek_validation_response(k.kek, ("00"):rep(4), M82C0)]], "AS2805_KRS_LENGTH" },
   { "as2805", "random key send bad hex", [[hsm.as2805.kek_validation_response(k.kek, ("ZZ"):rep(16), M82C0)]], "BAD_HEX" },
   { "as2805", "random key receive from another KEK", [[hsm.as2805.kek_validation_verify(k.kek, KRS, KRR_OTHER, M82C0)]], "AS2805_MISMATCH" },

@@ -11,6 +11,10 @@ Both directions, random TDES_2KEY/TDES_3KEY KEKs and 8/16/24-byte random keys:
   1. this script makes KRs/KRr; payhsm's kek_validation_response must return KRr and
      kek_validation_verify must accept the pair;
   2. payhsm's kek_validation_request makes KRs/KRr; this script must compute the same KRr.
+  3. The per-transaction PIN key of as2805_3_1_pin_translation.py (AS2805.6.6.3): D = the STAN
+     followed by ten zeros || the amount right-justified in 16 zero digits; KPE = TDES-CBC(KPP,
+     D, IV = CBC-MAC(KPP, D)) xor D. Random KPPs, STANs and amounts: payhsm's
+     hsm.as2805.derive_pek must give the KPE (compared by its ANSI X9.24 check value).
 
 From the repo root after `make`: python3 tools/crosscheck/as2805_aws.py [cases]"""
 import json, random, subprocess, sys, warnings
@@ -52,6 +56,22 @@ for i in range(N):
                   "mask": mask, "krs": krs.hex().upper(), "krr": krr.hex().upper(),
                   "len": "BYTES_%d" % len(kr)})
 
+def owf(kpp, d):
+    mac = cbc(kpp, d, True)[-8:]
+    c = Cipher(TripleDES(kpp + kpp[:8] if len(kpp) == 16 else kpp), modes.CBC(mac)).encryptor()
+    e = c.update(d) + c.finalize()
+    return bytes(a ^ b for a, b in zip(e, d))
+
+pek_cases = []
+for i in range(N):
+    kpp = rb(rng.choice([16, 24]))
+    stan, amount = "%06d" % rng.randrange(10 ** 6), "%012d" % rng.randrange(10 ** 12)
+    d = bytes.fromhex(stan.ljust(16, "0") + amount.rjust(16, "0"))
+    kpe = owf(kpp, d)
+    c = Cipher(TripleDES(kpe + kpe[:8]), modes.ECB()).encryptor()
+    pek_cases.append({"kpp": kpp.hex().upper(), "alg": "TDES_2KEY" if len(kpp) == 16 else "TDES_3KEY",
+                      "stan": stan, "amount": amount, "kcv": (c.update(bytes(8)) + c.finalize())[:3].hex().upper()})
+
 lua = r'''
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
 package.cpath = "./build/?.so;" .. package.cpath
@@ -65,6 +85,16 @@ for line in io.lines() do
   print(cjson.encode({ krr = hsm.as2805.kek_validation_response(k, c.krs, o) or "ERR",
     verify = hsm.as2805.kek_validation_verify(k, c.krs, c.krr, o) == true,
     req_krs = r.random_key_send, req_krr = r.random_key_receive }))
+end
+'''
+lua_pek = r'''
+package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
+package.cpath = "./build/?.so;" .. package.cpath
+local hsm, cjson = require "payhsm", require "cjson"
+for line in io.lines() do
+  local c = cjson.decode(line)
+  local kpe = assert(hsm.as2805.derive_pek(hsm.key.import(c.alg, c.kpp), c.stan, c.amount))
+  print(cjson.encode({ kcv = hsm.kcv(kpe) }))
 end
 '''
 r = subprocess.run(["lua5.4", "-e", lua], input="\n".join(json.dumps(c) for c in cases) + "\n",
@@ -87,7 +117,19 @@ for c, line in zip(cases, r.stdout.splitlines()):
         agree += ok
         if not ok:
             bad.append((name, c["mask"], c["alg"], c["len"]))
-print(f"{agree} of {total} comparisons agree ({N} cases, VARIANT_MASK_82 and VARIANT_MASK_82C0)")
+r = subprocess.run(["lua5.4", "-e", lua_pek], input="\n".join(json.dumps(c) for c in pek_cases) + "\n",
+                   text=True, capture_output=True)
+if r.returncode:
+    print(r.stderr)
+    sys.exit(1)
+for c, line in zip(pek_cases, r.stdout.splitlines()):
+    total += 1
+    ok = json.loads(line)["kcv"] == c["kcv"]
+    agree += ok
+    if not ok:
+        bad.append(("sample KPE->payhsm derive_pek", c["alg"], c["stan"], c["amount"]))
+print(f"{agree} of {total} comparisons agree ({N} KEK validation cases, VARIANT_MASK_82 and VARIANT_MASK_82C0; "
+      f"{N} AS2805.6.6.3 KPE cases)")
 for b in bad[:10]:
     print("DISAGREE", b)
 sys.exit(0 if agree == total else 1)

@@ -3,7 +3,9 @@
 -- Keys as AWS's user guide lists them: PIN encryption keys TR31_P0 (Encrypt to make a
 -- block, Decrypt to read one), or a TR31_B0 BDK (DeriveKey) with DUKPT attributes (the
 -- PIN encryption key of ANSI X9.24-1:2009 A.4.1 / X9.24-3:2017 6.3.2); Visa PIN keys
--- TR31_V2, IBM 3624 keys TR31_V1 (Generate or Verify). PINs stay in payhsm's C core
+-- TR31_V2, IBM 3624 keys TR31_V1 (Generate or Verify). With IncomingAs2805Attributes the
+-- incoming block is under the per-transaction key KPE of AS2805.6.6.3 that the STAN and amount
+-- derive from the incoming PEK (hsm.as2805.derive_pek). PINs stay in payhsm's C core
 -- except where the operation makes a new one (Visa and IBM 3624 random PINs).
 local hsm = require "payhsm"
 local data = require "payhsm.aws.data"
@@ -62,6 +64,16 @@ function M.TranslatePinData(svc, input)
   pan_for(out_fmt, out_pan)
   local _, in_key, in_temp = M.pin_key(svc, input.IncomingKeyIdentifier, input.IncomingDukptAttributes, "Decrypt",
     "the incoming key")
+  local as2805 = input.IncomingAs2805Attributes
+  if as2805 then
+    -- the block is under the per-transaction key KPE derived from the incoming PEK (KPP)
+    if input.IncomingDukptAttributes then
+      if in_temp then in_key:close() end
+      data.invalid("IncomingAs2805Attributes and IncomingDukptAttributes cannot be given together")
+    end
+    in_key, in_temp = data.check(hsm.as2805.derive_pek(in_key, as2805.SystemTraceAuditNumber,
+      as2805.TransactionAmount)), true
+  end
   local out_rec, out_key, out_temp = M.pin_key(svc, input.OutgoingKeyIdentifier, input.OutgoingDukptAttributes,
     "Encrypt", "the outgoing key")
   local block, msg, code = hsm.pin.translate(in_key, in_fmt, input.EncryptedPinBlock, out_key, out_fmt, pan, out_pan)
