@@ -18,6 +18,23 @@ local raise = errors.raise
 
 M.CURVES = { ECC_NIST_P256 = "P-256", ECC_NIST_P384 = "P-384", ECC_NIST_P521 = "P-521" }
 
+-- Unwrapped ECC private keys and parsed CA public keys, by their stored form (a request must
+-- not pay a PKCS#8 unwrap and a certificate parse it can skip); at most CACHE_MAX of them,
+-- the table emptied when full, as data.lua does for symmetric keys.
+local CACHE_MAX = 256
+local function cached(svc, stored, make)
+  local cache = svc.ec_cache
+  if not cache then cache = { n = 0 } svc.ec_cache = cache end
+  local v = cache[stored]
+  if not v then
+    if cache.n >= CACHE_MAX then cache = { n = 0 } svc.ec_cache = cache end
+    v = make()
+    cache[stored] = v
+    cache.n = cache.n + 1
+  end
+  return v
+end
+
 --- The usable record `ident` names, checked with control's rules (state, enabled).
 local function usable(svc, ident, what)
   local rec = svc.keys:resolve(ident)
@@ -38,7 +55,8 @@ local function peer_key(svc, ca_ident, cert_b64, curve)
   end
   local cert, msg = core.pki.parse(pem)
   if not cert then raise("ValidationException", "PublicKeyCertificate: " .. tostring(msg):gsub("^[%w%._]+: ", "")) end
-  if not core.pki.verify(pem, core.pki.parse(ca.cert).public_key) then
+  local ca_pub = cached(svc, ca.cert, function() return core.pki.parse(ca.cert).public_key end)
+  if not core.pki.verify(pem, ca_pub) then
     raise("ValidationException", "PublicKeyCertificate is not signed by the certificate authority")
   end
   local now = svc.clock()
@@ -81,11 +99,10 @@ function M.derive(svc, private_ident, d, algorithm, usages, mode)
   end
   local curve = M.CURVES[attrs.KeyAlgorithm]
   local pub = peer_key(svc, d.CertificateAuthorityPublicKeyIdentifier, d.PublicKeyCertificate, curve)
-  local priv = svc.keys:unwrap_private(rec)
+  local priv = cached(svc, rec.private, function() return svc.keys:unwrap_private(rec) end)
   local key, msg = core.ec.derive(priv, pub, { kdf = d.KeyDerivationFunction, hash = d.KeyDerivationHashAlgorithm,
     shared_info = d.SharedInformation, algorithm = algorithm,
     attrs = { usage = rules.usage_code(usage), mode = mode, exportability = "N" } })
-  priv:close()
   if not key then raise("ValidationException", (tostring(msg):gsub("^[%w%._]+: ", ""))) end
   return key, rec
 end
