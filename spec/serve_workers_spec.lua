@@ -223,6 +223,23 @@ describe("payhsm serve --workers", function()
     exercise(("{ backend = %q, url = %q }"):format("redis", url), later)
   end)
 
+  it("refuses a port that workers already serve (SO_REUSEPORT sockets would share it silently)", function()
+    local later = defer(finally)
+    local db, db2 = os.tmpname(), os.tmpname()
+    later(function()
+      for _, d in ipairs { db, db2 } do os.remove(d) os.remove(d .. "-wal") os.remove(d .. "-shm") end
+    end)
+    local a = start("gateway", gateway_config(("{ backend = %q, path = %q }"):format("sqlite", db)), 2)
+    later(function() a.stop() a.cleanup() end)
+    assert.is_number(a.port, read(a.log))
+    local cfg = gateway_config(("{ backend = %q, path = %q }"):format("sqlite", db2)):gsub("127%.0%.0%.1:0",
+      "127.0.0.1:" .. a.port)
+    local b = start("gateway", cfg, 2)
+    later(function() b.stop() b.cleanup() end)
+    assert.equal(1, b.wait_exit(), read(b.log))
+    assert.matches("another process is serving that port", read(b.log))
+  end)
+
   it("refuses a memory store with more than one worker, before binding the port", function()
     local srv = start("gateway", gateway_config("{ backend = \"memory\" }"), 2)
     finally(function() srv.cleanup() end)

@@ -238,7 +238,12 @@ local function supervise(system, cfg, n)
   store = nil
   collectgarbage()
   local host, port = M.parse_listen(cfg.listen or "127.0.0.1:8443")
-  local fds, bound = {}, port
+  -- first a plain socket (no SO_REUSEPORT): a port another process holds is refused here,
+  -- even one that serves with --workers (SO_REUSEPORT sockets of one user would share it)
+  local probe, bound = core.listen_socket(host, port)
+  if not probe then error("serve: " .. bound, 0) end
+  core.close_fd(probe)
+  local fds = {}
   for i = 1, n do
     local fd, got = core.listen_socket(host, bound, true)
     if not fd then
