@@ -32,7 +32,7 @@ for i in range(N):
     curve = rng.choice(list(CURVES))
     a, b = ec.generate_private_key(CURVES[curve]()), ec.generate_private_key(CURVES[curve]())
     kdf, h, alg = rng.choice(["NIST_SP800", "ANSI_X963"]), rng.choice(list(HASHES)), rng.choice(list(ALGS))
-    info = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 65)))
+    info = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 65)))  # empty too
     z = a.exchange(ec.ECDH(), b.public_key())
     n = ALGS[alg]
     if kdf == "NIST_SP800":
@@ -57,7 +57,8 @@ for line in io.lines() do
   local c = cjson.decode(line)
   local a = assert(core.ec.unwrap(kek, assert(core.rsa.kwp_wrap(kek, c.a))))
   local b = assert(core.ec.public(c.b))
-  local k = assert(core.ec.derive(a, b, { kdf = c.kdf, hash = c.hash, shared_info = c.info, algorithm = c.alg }))
+  local k = assert(core.ec.derive(a, b, { kdf = c.kdf, hash = c.hash, shared_info = c.info ~= "" and c.info or nil,
+    algorithm = c.alg }))
   print(cjson.encode({ key = k:export(), curve = a:curve() }))
 end
 '''
