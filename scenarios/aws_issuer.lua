@@ -66,7 +66,7 @@ local function bring(label, alg, usage, mode)
 end
 local imk_arn, imk = bring("IMK-AC (ARQC / ARPC)", "TDES_2KEY", "E0", "X")
 local cvk_arn = bring("CVK (CVV2)", "TDES_2KEY", "C0", "C")
-local pvk_arn = bring("PVK (Visa PVV)", "TDES_2KEY", "V2", "C")
+local pvk_arn, pvk = bring("PVK (Visa PVV)", "TDES_2KEY", "V2", "C")
 local pek_arn, pek = bring("PEK (the issuer's PIN key)", "TDES_2KEY", "P0", "B")
 local bdk_arn, bdk = bring("BDK (the acquirer's terminals)", "TDES_2KEY", "B0", "X")
 
@@ -117,7 +117,12 @@ local function pin_check(block)
 end
 assert(pin_check(gen.EncryptedPinBlock))
 show("VerifyPinData", "verified")
-refused("a PIN block of another PIN", pin_check(hsm.pin.encrypt(pek, "ISO_FORMAT_0", "0000", PAN)))
+-- another PIN: one whose PVV differs (two PINs of 10,000 share a 4-digit PVV now and then)
+local other = "0000"
+while hsm.pin.visa_pvv(pvk, other, PAN, "1") == gen.PinData.VerificationValue do
+  other = ("%04d"):format((tonumber(other) + 1111) % 10000)
+end
+refused("a PIN block of another PIN", pin_check(hsm.pin.encrypt(pek, "ISO_FORMAT_0", other, PAN)))
 
 step("TranslatePinData: a DUKPT PIN block from the acquirer's terminal to the issuer's PEK")
 local ksn0 = "FFFF9876543210E00000"
