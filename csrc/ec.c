@@ -67,12 +67,7 @@ static int curve_of(EVP_PKEY *pkey) {
   return -1;
 }
 
-static ec_key *push_shell(lua_State *L, const char *mt) {
-  ec_key *k = lua_newuserdatauv(L, sizeof *k, 0);
-  k->pkey = NULL;
-  luaL_setmetatable(L, mt);
-  return k;
-}
+static ec_key *push_shell(lua_State *L, const char *mt) { return (ec_key *)(void *)payhsm_pkey_push(L, mt); }
 
 static ec_key *check_open(lua_State *L, int idx, const char *mt) {
   ec_key *k = (ec_key *)luaL_checkudata(L, idx, mt);
@@ -115,22 +110,11 @@ static int ec_close(lua_State *L) {
   return 0;
 }
 
-/* DER SubjectPublicKeyInfo into a Lua scratch userdata left on the stack. */
-static unsigned char *spki_der(lua_State *L, EVP_PKEY *pkey, size_t *n, const char *fn) {
-  unsigned char *buf, *p;
-  int len = i2d_PUBKEY(pkey, NULL);
-  if (len <= 0) { payhsm_raise_ossl(L, fn); return NULL; }
-  buf = p = lua_newuserdatauv(L, (size_t)len, 0);
-  if (i2d_PUBKEY(pkey, &p) != len) { payhsm_raise_ossl(L, fn); return NULL; }
-  *n = (size_t)len;
-  return buf;
-}
-
 /* key:public_der() -> hex of the DER SubjectPublicKeyInfo (RFC 5480), either type */
 static int ec_public_der(lua_State *L) {
   ec_key *k = check_any(L, 1);
   size_t n;
-  unsigned char *der = spki_der(L, k->pkey, &n, "ec.public_der");
+  unsigned char *der = payhsm_spki_der(L, k->pkey, &n, "ec.public_der");
   payhsm_pushhex(L, der, n);
   return 1;
 }
@@ -145,10 +129,7 @@ static int ec_curve(lua_State *L) {
 static int ec_tostring(lua_State *L) {
   ec_key *k = (ec_key *)luaL_testudata(L, 1, EC_PRIV_MT);
   const char *kind = "EcKey";
-  unsigned char md[32], *der;
-  unsigned int mdn = 0;
   char hex[17];
-  size_t n;
   int c;
   if (!k) {
     k = (ec_key *)luaL_checkudata(L, 1, EC_PUB_MT);
@@ -158,10 +139,7 @@ static int ec_tostring(lua_State *L) {
     lua_pushfstring(L, "payhsm.%s(closed)", kind);
     return 1;
   }
-  der = spki_der(L, k->pkey, &n, "ec");
-  if (!EVP_Digest(der, n, md, &mdn, EVP_sha256(), NULL)) return payhsm_raise_ossl(L, "ec");
-  payhsm_hex_encode(md, 8, hex);
-  hex[16] = 0;
+  payhsm_pkey_fingerprint(L, k->pkey, "ec", hex);
   c = curve_of(k->pkey);
   lua_pushfstring(L, "payhsm.%s(%s, SPKI SHA-256 %s...)", kind, c >= 0 ? curve_names[c] : "?", hex);
   return 1;
@@ -169,12 +147,7 @@ static int ec_tostring(lua_State *L) {
 
 /* key:public() -> EcPublicKey with the same public half */
 static int ec_public_of(lua_State *L) {
-  ec_key *k = check_open(L, 1, EC_PRIV_MT);
-  size_t n;
-  unsigned char *der = spki_der(L, k->pkey, &n, "ec.public");
-  const unsigned char *p = der;
-  ec_key *pub = push_shell(L, EC_PUB_MT);
-  if (!(pub->pkey = d2i_PUBKEY(NULL, &p, (long)n))) return payhsm_raise_ossl(L, "ec.public");
+  payhsm_pkey_public_copy(L, check_open(L, 1, EC_PRIV_MT)->pkey, EC_PUB_MT, "ec.public");
   return 1;
 }
 
@@ -343,20 +316,7 @@ void payhsm_ec_open(lua_State *L) {
     {"__gc", ec_close}, {"__close", ec_close}, {"__tostring", ec_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"generate", ec_generate}, {"public", ec_public}, {"unwrap", ec_unwrap},
                                    {"derive", ec_derive}, {NULL, NULL}};
-  luaL_newmetatable(L, EC_PRIV_MT);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, priv_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, EC_PUB_MT);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, pub_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
+  payhsm_pkey_types(L, EC_PRIV_MT, EC_PUB_MT, meta, priv_methods, pub_methods);
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "ec");
 }

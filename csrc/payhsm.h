@@ -259,6 +259,17 @@ EVP_PKEY *payhsm_rsa_pkey(lua_State *L, int idx);
 EVP_PKEY *payhsm_ec_pkey(lua_State *L, int idx, int need_private);
 void payhsm_ec_push_public(lua_State *L, EVP_PKEY *pkey);
 int payhsm_ec_supported(EVP_PKEY *pkey);
+/* Asymmetric key objects (pkey.c), shared by rsa.c and ec.c: a userdata holding one EVP_PKEY
+ * pointer. spki_der leaves a scratch userdata with the DER SubjectPublicKeyInfo on the stack;
+ * fingerprint writes the hex of the first 8 bytes of its SHA-256 (stack unchanged);
+ * pkey_push pushes an empty object of metatable mt; public_copy pushes a public object of
+ * pub_mt with pkey's public half; types registers the two metatables (meta on both). */
+unsigned char *payhsm_spki_der(lua_State *L, EVP_PKEY *pkey, size_t *n, const char *fn);
+void payhsm_pkey_fingerprint(lua_State *L, EVP_PKEY *pkey, const char *fn, char hex[17]);
+EVP_PKEY **payhsm_pkey_push(lua_State *L, const char *mt);
+void payhsm_pkey_public_copy(lua_State *L, EVP_PKEY *pkey, const char *pub_mt, const char *fn);
+void payhsm_pkey_types(lua_State *L, const char *priv_mt, const char *pub_mt, const luaL_Reg *meta,
+                       const luaL_Reg *priv_methods, const luaL_Reg *pub_methods);
 /* Private keys under an AES KEK (kwp.c, RFC 5649 over PKCS#8): pkcs8_wrap pushes the
  * hex; pkcs8_unwrap pushes the key that shell() makes (or nil, msg, code) and returns
  * the count. kwp_wrap / kwp_verify are Lua functions (core.rsa.kwp_wrap, kwp_verify). */

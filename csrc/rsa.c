@@ -58,12 +58,7 @@ typedef struct {
 /* ---- objects ------------------------------------------------------------- */
 
 /* Shell first: a zeroed userdata with its metatable, filled by the caller. */
-static rsa_key *push_shell(lua_State *L, const char *mt) {
-  rsa_key *k = lua_newuserdatauv(L, sizeof *k, 0);
-  k->pkey = NULL;
-  luaL_setmetatable(L, mt);
-  return k;
-}
+static rsa_key *push_shell(lua_State *L, const char *mt) { return (rsa_key *)(void *)payhsm_pkey_push(L, mt); }
 
 static rsa_key *check_open(lua_State *L, int idx, const char *mt) {
   rsa_key *k = (rsa_key *)luaL_checkudata(L, idx, mt);
@@ -97,22 +92,11 @@ static int rsa_close(lua_State *L) {
   return 0;
 }
 
-/* DER SubjectPublicKeyInfo into a Lua scratch userdata left on the stack. */
-static unsigned char *spki_der(lua_State *L, EVP_PKEY *pkey, size_t *n, const char *fn) {
-  unsigned char *buf, *p;
-  int len = i2d_PUBKEY(pkey, NULL);
-  if (len <= 0) { payhsm_raise_ossl(L, fn); return NULL; }
-  buf = p = lua_newuserdatauv(L, (size_t)len, 0);
-  if (i2d_PUBKEY(pkey, &p) != len) { payhsm_raise_ossl(L, fn); return NULL; }
-  *n = (size_t)len;
-  return buf;
-}
-
 /* key:public_der() -> hex of the DER SubjectPublicKeyInfo */
 static int rsa_public_der(lua_State *L) {
   rsa_key *k = check_any(L, 1);
   size_t n;
-  unsigned char *der = spki_der(L, k->pkey, &n, "rsa.public_der");
+  unsigned char *der = payhsm_spki_der(L, k->pkey, &n, "rsa.public_der");
   payhsm_pushhex(L, der, n);
   return 1;
 }
@@ -127,11 +111,7 @@ static int rsa_bits(lua_State *L) {
 static int rsa_tostring(lua_State *L) {
   rsa_key *k = (rsa_key *)luaL_testudata(L, 1, RSA_PRIV_MT);
   const char *kind = "RsaKey";
-  unsigned char md[32];
-  unsigned int mdn = 0;
   char hex[17];
-  size_t n;
-  unsigned char *der;
   if (!k) {
     k = (rsa_key *)luaL_checkudata(L, 1, RSA_PUB_MT);
     kind = "RsaPublicKey";
@@ -140,22 +120,14 @@ static int rsa_tostring(lua_State *L) {
     lua_pushfstring(L, "payhsm.%s(closed)", kind);
     return 1;
   }
-  der = spki_der(L, k->pkey, &n, "rsa");
-  if (!EVP_Digest(der, n, md, &mdn, EVP_sha256(), NULL)) return payhsm_raise_ossl(L, "rsa");
-  payhsm_hex_encode(md, 8, hex);
-  hex[16] = 0;
+  payhsm_pkey_fingerprint(L, k->pkey, "rsa", hex);
   lua_pushfstring(L, "payhsm.%s(RSA-%d, SPKI SHA-256 %s...)", kind, EVP_PKEY_get_bits(k->pkey), hex);
   return 1;
 }
 
 /* key:public() -> RsaPublicKey with the same public half */
 static int rsa_public_of(lua_State *L) {
-  rsa_key *k = check_open(L, 1, RSA_PRIV_MT);
-  size_t n;
-  unsigned char *der = spki_der(L, k->pkey, &n, "rsa.public");
-  const unsigned char *p = der;
-  rsa_key *pub = push_shell(L, RSA_PUB_MT);
-  if (!(pub->pkey = d2i_PUBKEY(NULL, &p, (long)n))) return payhsm_raise_ossl(L, "rsa.public");
+  payhsm_pkey_public_copy(L, check_open(L, 1, RSA_PRIV_MT)->pkey, RSA_PUB_MT, "rsa.public");
   return 1;
 }
 
@@ -441,20 +413,7 @@ void payhsm_rsa_open(lua_State *L) {
     {"generate", rsa_generate}, {"public", rsa_public}, {"unwrap", rsa_unwrap},
     {"kwp_wrap", payhsm_kwp_wrap}, {"kwp_verify", payhsm_kwp_verify}, {"seal", rsa_seal}, {"open", rsa_open},
     {"gcm_encrypt", rsa_gcm_encrypt}, {"gcm_decrypt", rsa_gcm_decrypt}, {NULL, NULL}};
-  luaL_newmetatable(L, RSA_PRIV_MT);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, priv_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, RSA_PUB_MT);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, pub_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushboolean(L, 0);
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
+  payhsm_pkey_types(L, RSA_PRIV_MT, RSA_PUB_MT, meta, priv_methods, pub_methods);
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "rsa");
 }

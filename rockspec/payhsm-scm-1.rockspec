@@ -28,7 +28,7 @@ build = {
         "csrc/zka.c", "csrc/envelope.c", "csrc/rotation.c", "csrc/rsa.c", "csrc/components.c",
         "csrc/card.c", "csrc/pinverify.c", "csrc/dukpt.c",
         "csrc/tr34.c", "csrc/tr34_pki.c", "csrc/tr34_unwrap.c", "csrc/file.c", "csrc/signal.c",
-        "csrc/sigv4.c", "csrc/pki.c", "csrc/ec.c", "csrc/kwp.c",
+        "csrc/sigv4.c", "csrc/pki.c", "csrc/ec.c", "csrc/kwp.c", "csrc/pkey.c",
       },
       incdirs = { "$(OPENSSL_INCDIR)", "csrc" },
       libdirs = { "$(OPENSSL_LIBDIR)" },
