@@ -56,6 +56,22 @@ local function tr31(alg, hex, usage, mode)
   return { sdk = "v2", op = "ImportKey", input = { KeyMaterial = { Tr31KeyBlock = {
     WrappingKeyIdentifier = "$2.Key.KeyArn", WrappedKeyBlock = block } } } }
 end
+-- Steps 0-2 of a run (the KEK in as a key cryptogram: RSA-OAEP by Node's crypto under
+-- GetParametersForImport's certificate), then `rest` from step 3 on.
+local function with_kek(rest)
+  local steps = {
+    { sdk = "v3", op = "GetParametersForImport", input = { KeyMaterialType = "KEY_CRYPTOGRAM",
+      WrappingKeyAlgorithm = "RSA_2048" } },
+    { sdk = "node", op = "oaepEncrypt", input = { Certificate = "$0.WrappingKeyCertificate", KeyHex = KEK,
+      Hash = "sha256" } },
+    { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { KeyCryptogram = { KeyAttributes = {
+      KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128",
+      KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } }, Exportable = true,
+      WrappedKeyCryptogram = "$1.Cryptogram", ImportToken = "$0.ImportToken" } } } },
+  }
+  for _, step in ipairs(rest) do steps[#steps + 1] = step end
+  return steps
+end
 local function data(op, input) return { sdk = "v2", service = "data", op = op, input = input } end
 local function raw(path, input) return { sdk = "raw", path = path, input = input } end
 
@@ -135,15 +151,7 @@ describe("serve aws data plane with the official AWS SDK for JavaScript", functi
       SecureMessagingConfidentialityKeyIdentifier = "$10.Key.KeyArn", MessageData = "8424000210000000",
       DerivationMethodAttributes = { Mastercard = { MajorKeyDerivationMode = "EMV_OPTION_A", PrimaryAccountNumber = PAN,
         PanSequenceNumber = "00", ApplicationCryptogram = "13437BD21D9827D8" } } }
-    local r = sdk(srv.port, {
-      { sdk = "v3", op = "GetParametersForImport", input = { KeyMaterialType = "KEY_CRYPTOGRAM",
-        WrappingKeyAlgorithm = "RSA_2048" } },                                                              -- 0
-      { sdk = "node", op = "oaepEncrypt", input = { Certificate = "$0.WrappingKeyCertificate", KeyHex = KEK,
-        Hash = "sha256" } },                                                                                 -- 1
-      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { KeyCryptogram = { KeyAttributes = {
-        KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128",
-        KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } }, Exportable = true,
-        WrappedKeyCryptogram = "$1.Cryptogram", ImportToken = "$0.ImportToken" } } } },                   -- 2
+    local r = sdk(srv.port, with_kek {
       tr31("TDES_2KEY", K2, "C0", "C"),                                                                    -- 3 CVK
       tr31("TDES_2KEY", K2, "E0", "X"),                                                                    -- 4 IMK-AC
       tr31("TDES_2KEY", K2, "M3", "C"),                                                                    -- 5
@@ -234,15 +242,7 @@ describe("serve aws data plane with the official AWS SDK for JavaScript", functi
     local client = core.ec.generate("P-256")
     local client_cert = util.b64encode(core.pki.certificate(ca, client, { subject = "app", issuer = "Client CA",
       usage = "agree" }))
-    local r1 = sdk(srv.port, {
-      { sdk = "v3", op = "GetParametersForImport", input = { KeyMaterialType = "KEY_CRYPTOGRAM",
-        WrappingKeyAlgorithm = "RSA_2048" } },                                                              -- 0
-      { sdk = "node", op = "oaepEncrypt", input = { Certificate = "$0.WrappingKeyCertificate", KeyHex = KEK,
-        Hash = "sha256" } },                                                                                 -- 1
-      { sdk = "v3", op = "ImportKey", input = { KeyMaterial = { KeyCryptogram = { KeyAttributes = {
-        KeyUsage = "TR31_K0_KEY_ENCRYPTION_KEY", KeyClass = "SYMMETRIC_KEY", KeyAlgorithm = "AES_128",
-        KeyModesOfUse = { Encrypt = true, Decrypt = true, Wrap = true, Unwrap = true } }, Exportable = true,
-        WrappedKeyCryptogram = "$1.Cryptogram", ImportToken = "$0.ImportToken" } } } },                   -- 2
+    local r1 = sdk(srv.port, with_kek {
       tr31("TDES_2KEY", PEK, "P0", "B"),                                                                   -- 3 PEK
       { sdk = "v3", op = "CreateKey", input = { Exportable = true, KeyAttributes = { KeyAlgorithm = "ECC_NIST_P256",
         KeyClass = "ASYMMETRIC_KEY_PAIR", KeyUsage = "TR31_K3_ASYMMETRIC_KEY_FOR_KEY_AGREEMENT",
